@@ -41,6 +41,10 @@ def test_default_annotation(tmp_path):
         "conv2d_0.weight": ("weight", -127.0, 127.0),  # symmetric restricted weights by default
         "matmul_1.input": ("activation", -128.0, 127.0),
         "matmul_1.weight": ("weight", -127.0, 127.0),
+        # Conv -> Relu is one fused layer: its output (after the relu) feeds Flatten, an op
+        # without an annotate function, which has its input quantized under the producer's name.
+        "conv2d_0.output": ("activation", -128.0, 127.0),
+        "matmul_1.output": ("activation", -128.0, 127.0),  # model outputs are quantized too
     }
 
 
@@ -50,7 +54,9 @@ def test_skips_and_per_layer_bits(tmp_path):
     amod, layers = annotate(model(tmp_path), config)
     assert len(layers) == 2  # the skipped conv is still listed
     assert simulated(amod) == {"matmul_1.input": ("activation", -128.0, 127.0),
-                               "matmul_1.weight": ("weight", -7.0, 7.0)}
+                               "matmul_1.weight": ("weight", -7.0, 7.0),
+                               "conv2d_0.output": ("activation", -128.0, 127.0),
+                               "matmul_1.output": ("activation", -128.0, 127.0)}
 
 
 def test_user_override_of_an_annotate_function(tmp_path):

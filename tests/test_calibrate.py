@@ -37,7 +37,8 @@ def test_taps_weights_and_names(annotated):
     amod, params = annotated
     data = batches()
     obs = calibrate(amod, data, QConfig(calibration_strategy_for_activation="extrema"))
-    assert set(obs) == {"conv2d_0.input", "conv2d_0.weight", "matmul_1.input", "matmul_1.weight"}
+    assert set(obs) == {"conv2d_0.input", "conv2d_0.weight", "matmul_1.input", "matmul_1.weight",
+                        "conv2d_0.output", "matmul_1.output"}
     stacked = np.concatenate(data)
     assert float(obs["conv2d_0.input"].min_val) == pytest.approx(float(stacked.min()))
     hidden = np.concatenate([relu_conv_flat(x, params["w"]) for x in data])

@@ -28,6 +28,8 @@ _LAZY = {
     "qconfig": "tvm_sima.config",
     "current_qconfig": "tvm_sima.config",
     "QConfig": "tvm_sima.config",
+    "quantize": "tvm_sima.ptq",
+    "quantize_report": "tvm_sima.ptq",
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]

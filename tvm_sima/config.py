@@ -105,7 +105,7 @@ class LayerOverride:
             raise ValueError(f"qconfig: layer override match {self.match!r} has nothing after '{kind}:'")
         if kind == "id":
             self.id_range()  # validates
-        allowed = {f.name for f in fields(QConfig)} - {"layer_overrides"} | {"skip"} | set(_ALIASES)
+        allowed = {f.name for f in fields(QConfig)} - {"layer_overrides", "layer_config"} | {"skip"} | set(_ALIASES)
         for key in self.settings:
             if key not in allowed:
                 raise ValueError(f"qconfig: layer override {self.match!r} sets unknown field {key!r}"
@@ -185,6 +185,7 @@ class QConfig:
     force_shift_positive: bool = False
     trim_infinity_before_statistic: bool = False
     layer_overrides: tuple[LayerOverride, ...] = ()
+    layer_config: Optional[str] = None
 
     def __post_init__(self) -> None:
         _one_of("input_bits", self.input_bits, (8, 16))
@@ -217,6 +218,10 @@ class QConfig:
         _one_of("requant_mode", self.requant_mode, REQUANT_MODES)
         _require(isinstance(self.multiplier_bits, int) and 1 <= self.multiplier_bits <= 31, "multiplier_bits",
                  self.multiplier_bits, "an int in 1..31")
+        _require(self.layer_config is None or isinstance(self.layer_config, (str, os.PathLike)), "layer_config",
+                 self.layer_config, "a path to a per-layer JSON file")
+        if self.layer_config is not None:
+            object.__setattr__(self, "layer_config", os.fspath(self.layer_config))
         object.__setattr__(self, "skip_conv_layers", tuple(int(i) for i in self.skip_conv_layers))
         if self.debug_enabled_ops is not None:
             object.__setattr__(self, "debug_enabled_ops", tuple(self.debug_enabled_ops))

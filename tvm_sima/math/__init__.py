@@ -29,6 +29,8 @@ from .kernels import (
     hwigo_to_oihw,
     ohwi_to_hwigo,
     oihw_to_hwigo,
+    per_channel_weight_unview,
+    per_channel_weight_view,
     same_padding,
 )
 from .lut import Lut, apply_lut, build_lut
@@ -101,6 +103,8 @@ __all__ = [
     "ohwi_to_hwigo",
     "oihw_to_hwigo",
     "pad_value",
+    "per_channel_weight_unview",
+    "per_channel_weight_view",
     "parse_qtype",
     "quantize",
     "quantize_multiplier",

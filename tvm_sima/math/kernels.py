@@ -60,6 +60,15 @@ def per_channel_weight_view(weight: npt.ArrayLike, is_dense: bool) -> np.ndarray
     return w.transpose(3, 4, 0, 1, 2).reshape(g * o, kh * kw * i)
 
 
+def per_channel_weight_unview(rows: npt.ArrayLike, shape: tuple[int, ...], is_dense: bool) -> np.ndarray:
+    """Inverse of :func:`per_channel_weight_view`: ``(output_channels, reduction)`` rows back to ``shape``."""
+    w2 = np.asarray(rows)
+    if is_dense:
+        return w2.reshape(shape)
+    kh, kw, i, g, o = shape
+    return w2.reshape(g, o, kh, kw, i).transpose(2, 3, 4, 0, 1)
+
+
 def ohwi_to_hwigo(weight: np.ndarray) -> np.ndarray:
     """TFLite CONV_2D filter ``[O, H, W, I]`` to HWIGO (one group)."""
     return np.asarray(weight).transpose(1, 2, 3, 0)[:, :, :, None, :]

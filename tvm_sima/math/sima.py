@@ -48,7 +48,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import numpy.typing as npt
 
-from .kernels import _check_weight, output_channels, per_channel_weight_view
+from .kernels import _check_weight, output_channels, per_channel_weight_unview, per_channel_weight_view
 from .qparams import QParams
 from .qtypes import QType
 from .requant import HW_MAX_RIGHT_SHIFT, tflite_quantize_multiplier
@@ -317,7 +317,7 @@ def requantize_qnn_convolution_dense(
     w2 = per_channel_weight_view(w, is_dense).astype(np.float64)
     ratio = scales / float(output_q.scale)
     w_new, b_new, shift = _shift_fold(w2, b, ratio, zp_x, zp_y, per_channel, weight_bits, bias_bits, max_shift)
-    w_out = _unview(w_new, w.shape, is_dense).astype(np.int8 if weight_bits <= 8 else np.int16)
+    w_out = per_channel_weight_unview(w_new, w.shape, is_dense).astype(np.int8 if weight_bits <= 8 else np.int16)
     b_out = b_new.astype(np.int32 if bias_bits == 32 else np.int64)
     return w_out, b_out, (shift if per_channel else int(shift[0]))
 
@@ -396,16 +396,9 @@ def fold_float_weights_shift(
     w2 = per_channel_weight_view(w, is_dense) * (s_x / s_y)
     w_new, b_new, shift = _shift_fold(w2, b / s_y, np.ones(channels), int(data_q.zero_point),
                                       int(output_q.zero_point), per_channel, weight_bits, bias_bits, max_shift)
-    w_out = _unview(w_new, w.shape, is_dense).astype(np.int8 if weight_bits <= 8 else np.int16)
+    w_out = per_channel_weight_unview(w_new, w.shape, is_dense).astype(np.int8 if weight_bits <= 8 else np.int16)
     b_out = b_new.astype(np.int32 if bias_bits == 32 else np.int64)
     return w_out, b_out, (shift if per_channel else int(shift[0]))
-
-
-def _unview(w2: np.ndarray, shape: tuple[int, ...], is_dense: bool) -> np.ndarray:
-    if is_dense:
-        return w2.reshape(shape)
-    kh, kw, i, g, o = shape
-    return w2.reshape(g, o, kh, kw, i).transpose(2, 3, 4, 0, 1)
 
 
 def folded_error_bound(centered_input_abs_sum: npt.ArrayLike, shift: npt.ArrayLike) -> np.ndarray:

@@ -21,6 +21,7 @@ from tvm import relax
 
 from .. import ops as so
 from ..config import LayerInfo, QConfig, current_qconfig
+from .patterns import GraphIndex, epilogue_chain, op_name
 
 __all__ = [
     "ANNOTATE_FUNCTIONS",
@@ -28,6 +29,8 @@ __all__ = [
     "register_annotate_function",
     "attach_simulated_quantize",
     "annotate",
+    "remap",
+    "is_float_tensor",
 ]
 
 AnnotateFunction = Callable[[relax.Call, "AnnotateContext"], relax.Expr]
@@ -54,17 +57,32 @@ def register_annotate_function(op_name: str, override: bool = False) -> Callable
 
 @dataclass
 class AnnotateContext:
-    """What an annotate function knows about the layer it annotates."""
+    """What an annotate function knows about the layer it annotates.
+
+    ``shared`` maps a tensor (a Relax var) to the ``simulated_quantize`` already wrapping it, so a
+    tensor read by several ops is quantized once, under one name (its first consumer's).
+    """
 
     layer: LayerInfo
     config: QConfig
     tensors: list[str] = field(default_factory=list)
+    builder: Optional[relax.BlockBuilder] = None
+    shared: dict = field(default_factory=dict)
 
     def tensor_name(self, role: str) -> str:
         """``<layer name>.<role>``, recorded as one of this layer's quantized tensors."""
         name = f"{self.layer.name}.{role}"
         self.tensors.append(name)
         return name
+
+
+def _clip_range(config: QConfig, kind: str, sign: bool) -> tuple[int, int]:
+    bits = {"weight": config.weight_bits, "bias": config.bias_bits, "input": config.input_bits}.get(
+        kind, config.activation_bits)
+    restricted = kind == "weight" and config.quantize_method_for_weight.endswith("symmetric_restricted")
+    lo = -(2 ** (bits - 1)) + int(restricted) if sign else 0
+    hi = 2 ** (bits - 1) - 1 if sign else 2**bits - 1
+    return lo, hi
 
 
 def attach_simulated_quantize(expr: relax.Expr, kind: str, ctx: AnnotateContext, role: Optional[str] = None,
@@ -74,16 +92,19 @@ def attach_simulated_quantize(expr: relax.Expr, kind: str, ctx: AnnotateContext,
 
     The clip range comes from the layer's bit width for ``kind``; ``rounding`` defaults to the
     configuration's; ``axis`` is the output-channel axis of a weight (for per-channel scales).
+    A tensor already wrapped (read by an earlier op) keeps its first wrapping and name.
     """
-    config = ctx.config
-    bits = {"weight": config.weight_bits, "bias": config.bias_bits, "input": config.input_bits}.get(
-        kind, config.activation_bits)
-    restricted = kind == "weight" and config.quantize_method_for_weight.endswith("symmetric_restricted")
-    lo = -(2 ** (bits - 1)) + int(restricted) if sign else 0
-    hi = 2 ** (bits - 1) - 1 if sign else 2**bits - 1
-    return so.simulated_quantize(expr, kind=kind, dom_scale=1.0, clip_min=lo, clip_max=hi, sign=sign,
-                                 rounding=rounding or config.rounding, name=ctx.tensor_name(role or kind),
+    if isinstance(expr, relax.Var) and expr in ctx.shared:
+        return ctx.shared[expr]
+    lo, hi = _clip_range(ctx.config, kind, sign)
+    call = so.simulated_quantize(expr, kind=kind, dom_scale=1.0, clip_min=lo, clip_max=hi, sign=sign,
+                                 rounding=rounding or ctx.config.rounding, name=ctx.tensor_name(role or kind),
                                  axis=axis)
+    if ctx.builder is None or not isinstance(expr, relax.Var):
+        return call
+    var = ctx.builder.emit(call, name_hint=f"{expr.name}_sq")
+    ctx.shared[expr] = var
+    return var
 
 
 def _is_constant(expr: relax.Expr) -> bool:
@@ -112,25 +133,134 @@ def _short(op_name: str) -> str:
     return op_name.rsplit(".", 1)[-1]
 
 
-@relax.expr_functor.mutator
-class _Annotator(relax.PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, config: QConfig) -> None:
-        super().__init__(mod)
-        self.config = config
-        self.layers: list[LayerInfo] = []
+def remap(expr: relax.Expr, mapping: dict) -> relax.Expr:
+    """``expr`` with its vars replaced through ``mapping`` (vars, tuples, calls, tuple items)."""
+    if isinstance(expr, relax.Var):
+        return mapping.get(expr, expr)
+    if isinstance(expr, relax.Tuple):
+        return relax.Tuple([remap(f, mapping) for f in expr.fields])
+    if isinstance(expr, relax.TupleGetItem):
+        return relax.TupleGetItem(remap(expr.tuple_value, mapping), expr.index)
+    if isinstance(expr, relax.Call):
+        return relax.Call(expr.op, [remap(a, mapping) for a in expr.args], expr.attrs, expr.ty_args)
+    return expr
 
-    def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: N802 (TVM's visitor name)
-        call = super().visit_call_(call)
-        if not isinstance(call.op, tvm.ir.Op) or call.op.name not in ANNOTATE_FUNCTIONS:
-            return call
-        index = len(self.layers)
-        op_index = sum(1 for seen in self.layers if seen.op == call.op.name)
-        layer = LayerInfo(index, f"{_short(call.op.name)}_{index}", call.op.name, op_index)
-        self.layers.append(layer)
-        config, skip = self.config.for_layer(layer)
-        if skip:
-            return call
-        return ANNOTATE_FUNCTIONS[call.op.name](call, AnnotateContext(layer, config))
+
+def is_float_tensor(expr: relax.Expr) -> bool:
+    ty = getattr(expr, "ty", None)
+    return isinstance(ty, relax.TensorType) and str(ty.dtype).startswith(("float", "bfloat"))
+
+
+class _Annotator:
+    """Rebuild ``main`` binding by binding, wrapping what each op needs quantized.
+
+    Ops with an annotate function are the *layers* (numbered in program order). Every other op
+    gets its float tensor inputs wrapped as activations, and so do the function's outputs: realize
+    needs the scale of every tensor that crosses between ops. Tensors inside a conv / matmul
+    epilogue (bias, batch norm, relu) are never wrapped: the fused op does not materialize them.
+    """
+
+    def __init__(self, mod: tvm.IRModule, config: QConfig) -> None:
+        self.mod, self.config = mod, config
+        self.layers: list[LayerInfo] = []
+        self.shared: dict[relax.Var, relax.Var] = {}
+        self.counts: dict[str, int] = {}
+        self.builder = relax.BlockBuilder()
+
+    def _value_name(self, original: relax.Expr, producer_names: dict) -> str:
+        if isinstance(original, relax.Var) and original in producer_names:
+            return producer_names[original]
+        return f"{getattr(original, 'name', 'value')}.input"
+
+    def run(self) -> relax.Function:
+        func = self.mod["main"]
+        index = GraphIndex(func)
+        internal: set = set()
+        chain_owner: dict[relax.Var, relax.Var] = {}  # epilogue output -> root
+        for var in index.order:
+            chain = epilogue_chain(index, var)
+            if chain is not None:
+                internal.update(chain.internal)
+                chain_owner[chain.output] = var
+        mapping: dict[relax.Var, relax.Expr] = {}
+        producer_names: dict[relax.Var, str] = {p: f"{p.name}.input" for p in func.params}
+        layer_of: dict[relax.Var, str] = {}
+        bb = self.builder
+        outputs = []
+        with bb.function("main", list(func.params), attrs=dict(func.attrs) if func.attrs else None):
+            with bb.dataflow():
+                for var in index.order:
+                    value = index.producer[var]
+                    new_value = self._annotate(value, mapping, internal, producer_names, var, layer_of)
+                    mapping[var] = bb.emit(new_value, name_hint=var.name)
+                    root = chain_owner.get(var, var)
+                    op = op_name(value)
+                    if root in layer_of:
+                        producer_names[var] = f"{layer_of[root]}.output"
+                    elif op is not None:
+                        count = self.counts.get(op, 0)
+                        self.counts[op] = count + 1
+                        producer_names[var] = f"{_short(op)}@{count}.output"
+                    else:
+                        producer_names[var] = f"{var.name}.output"
+                result = self._wrap_outputs(func.body.body, mapping, producer_names)
+                outputs.append(bb.emit_output(result))
+            bb.emit_func_output(outputs[0])
+        return bb.get()["main"]
+
+    def _default_context(self) -> AnnotateContext:
+        layer = LayerInfo(-1, "", "", -1)
+        return AnnotateContext(layer, self.config, builder=self.builder, shared=self.shared)
+
+    def _wrap_value(self, original: relax.Expr, new: relax.Expr, producer_names: dict) -> relax.Expr:
+        if not isinstance(new, relax.Var) or not is_float_tensor(new):
+            return new
+        if new in self.shared:
+            return self.shared[new]
+        name = self._value_name(original, producer_names)
+        ctx = self._default_context()
+        lo, hi = _clip_range(self.config, "activation", True)
+        call = so.simulated_quantize(new, kind="activation", dom_scale=1.0, clip_min=lo, clip_max=hi,
+                                     rounding=self.config.rounding, name=name)
+        var = self.builder.emit(call, name_hint=f"{new.name}_sq")
+        ctx.shared[new] = var
+        return var
+
+    def _wrap_outputs(self, body: relax.Expr, mapping: dict, producer_names: dict) -> relax.Expr:
+        if isinstance(body, relax.Tuple):
+            return relax.Tuple([self._wrap_outputs(f, mapping, producer_names) for f in body.fields])
+        return self._wrap_value(body, remap(body, mapping), producer_names)
+
+    def _annotate(self, value: relax.Expr, mapping: dict, internal: set, producer_names: dict,
+                  var: relax.Var, layer_of: dict) -> relax.Expr:
+        op = op_name(value)
+        new_value = remap(value, mapping)
+        if op is None:
+            return new_value
+        assert isinstance(value, relax.Call) and isinstance(new_value, relax.Call)
+        if op in ANNOTATE_FUNCTIONS:
+            index = len(self.layers)
+            op_index = sum(1 for seen in self.layers if seen.op == op)
+            layer = LayerInfo(index, f"{_short(op)}_{index}", op, op_index)
+            self.layers.append(layer)
+            layer_of[var] = layer.name
+            config, skip = self.config.for_layer(layer)
+            if skip:
+                return new_value
+            ctx = AnnotateContext(layer, config, builder=self.builder, shared=self.shared)
+            return ANNOTATE_FUNCTIONS[op](new_value, ctx)
+        if op == "sima.simulated_quantize":
+            return new_value
+
+        def wrap(original: relax.Expr, new: relax.Expr) -> relax.Expr:
+            if isinstance(original, relax.Tuple):
+                return relax.Tuple([wrap(o, n) for o, n in zip(original.fields, new.fields, strict=True)])
+            if isinstance(original, relax.Var) and original in internal:
+                return new
+            return self._wrap_value(original, new, producer_names)
+
+        args = [wrap(o, n) for o, n in zip(value.args, new_value.args, strict=True)]
+        return relax.Call(new_value.op, args, new_value.attrs, new_value.ty_args)
 
 
 def annotate(mod: tvm.IRModule, config: Optional[QConfig] = None) -> tuple[tvm.IRModule, list[LayerInfo]]:
@@ -140,12 +270,14 @@ def annotate(mod: tvm.IRModule, config: Optional[QConfig] = None) -> tuple[tvm.I
 
     Skipped layers (``skip_conv_layers``, ``skip_dense_layer``, overrides with ``skip``) are listed
     but stay float; ``config.for_layer(layer)`` tells which.
+
+    Tensor names: a layer's inputs and weights are ``<layer>.<role>`` (``conv2d_0.input``); any
+    other tensor is named after its producer: ``<layer>.output`` for a layer's (epilogue) output,
+    ``<op>@<k>.output`` for the k-th output of another op, ``<param>.input`` for a model input.
+    A tensor read by several ops is wrapped once, under the name its first reader gave it.
     """
-    # Fold constant subgraphs first (a TFLite dense weight arrives as permute_dims(constant)),
-    # so that every weight reaches its layer as a constant.
     mod = relax.transform.FoldConstant()(mod)
     annotator = _Annotator(mod, config or current_qconfig())
-    func = annotator.visit_expr(mod["main"])
     out = mod.clone()
-    out["main"] = func
+    out["main"] = annotator.run()
     return out, annotator.layers

@@ -1,0 +1,193 @@
+"""``tvm_sima.quantize``: post-training quantization of a float Relax module (annotate, calibrate, realize).
+
+::
+
+    mod, params = tvm_sima.load_model("model.onnx")
+    with tvm_sima.qconfig(calibration_strategy_for_activation="kl_divergence"):
+        qmod = tvm_sima.quantize(mod, params, dataset)
+    ex = tvm_sima.build(qmod)
+
+Every run writes, into ``work_dir`` (a new temporary directory unless given): ``layers.json``
+(the per-layer template: edit it and pass it back with ``qconfig(layer_config=...)``),
+``statistics.npz`` / ``.json`` (the calibration, reloadable with ``statistics=``),
+``qconfig.json`` (the effective configuration) and ``report.json`` (what became integer, what
+stayed float and why). The report is also attached to the module (``sima.quantize_report``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from typing import Any, Iterable, Iterator, Optional, Union
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from . import ops as so
+from .calibration import Observer, load_statistics, save_statistics
+from .config import LayerInfo, QConfig, current_qconfig, read_layer_config, write_layer_config
+from .frontends.loader import bind_params
+from .passes.annotate import annotate, remap
+from .passes.calibrate import calibrate
+from .passes.canonicalize import canonicalize
+from .passes.patterns import GraphIndex, op_name
+from .passes.realize import realize, tensor_qparams
+
+__all__ = ["quantize", "quantize_report", "simulate", "REPORT_ATTR"]
+
+LOG = logging.getLogger(__name__)
+REPORT_ATTR = "sima.quantize_report"
+
+
+def _check_config(config: QConfig) -> None:
+    if config.quantize_method_for_activation.startswith("per_channel"):
+        raise ValueError("qconfig: quantize_method_for_activation must be per_tensor_* (the fused ops take one "
+                         "scale per activation tensor)")
+    if config.quantize_method_for_weight.endswith("asymmetric"):
+        raise ValueError("qconfig: quantize_method_for_weight must be symmetric (the fused ops have no weight "
+                         "zero point); use per_channel_symmetric_restricted or *_symmetric_full")
+
+
+class _Progress:
+    """Counts batches on stderr (a one-line progress display) when stderr is a terminal or forced."""
+
+    def __init__(self, data: Iterable[Any], label: str, enabled: bool) -> None:
+        self.data, self.label, self.enabled = data, label, enabled
+        self.total = len(data) if hasattr(data, "__len__") else None  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[Any]:
+        start, count = time.perf_counter(), 0
+        for count, item in enumerate(self.data, start=1):
+            yield item
+            if self.enabled:
+                of = f"/{self.total}" if self.total else ""
+                sys.stderr.write(f"\r{self.label}: {count}{of} batches, {time.perf_counter() - start:.1f} s")
+                sys.stderr.flush()
+        if self.enabled and count:
+            sys.stderr.write("\n")
+
+
+def simulate(amod: tvm.IRModule, observers: dict[str, Observer], config: QConfig,
+             layers: Optional[list[LayerInfo]] = None) -> tvm.IRModule:
+    """The fake-quantized float graph: every simulated_quantize becomes ``dequantize(quantize(x))``.
+
+    Activations use their calibrated per-tensor parameters; weights their per-channel (or
+    per-tensor) parameters. The ``do_simulation=True`` result of :func:`quantize`.
+    """
+    by_layer = {layer.name: config.for_layer(layer)[0] for layer in layers or []}
+    func = amod["main"]
+    index = GraphIndex(func)
+    bb = relax.BlockBuilder()
+    mapping: dict = {}
+    with bb.function("main", list(func.params), attrs=dict(func.attrs) if func.attrs else None):
+        with bb.dataflow():
+            for var in index.order:
+                value = remap(index.producer[var], mapping)
+                if op_name(value) == "sima.simulated_quantize":
+                    assert isinstance(value, relax.Call)
+                    name, kind = str(value.attrs["name"]), str(value.attrs["kind"])
+                    cfg = by_layer.get(name.rsplit(".", 1)[0], config)
+                    if kind == "weight":
+                        method = cfg.quantize_method_for_weight
+                        qp = observers[name].compute_qparams(method.split("_", 2)[2], cfg.weight_bits)
+                    else:
+                        qp = tensor_qparams(observers[name], cfg)
+                    q = bb.emit(so.quantize(value.args[0], qp, cfg.rounding))
+                    value = so.dequantize(q, qp)
+                mapping[var] = bb.emit(value, name_hint=var.name)
+            out = bb.emit_output(remap(func.body.body, mapping))
+        bb.emit_func_output(out)
+    result = amod.clone()
+    result["main"] = bb.get()["main"]
+    return result
+
+
+def quantize(
+    mod: tvm.IRModule,
+    params: Optional[dict[str, np.ndarray]] = None,
+    dataset: Optional[Iterable[Union[np.ndarray, dict]]] = None,
+    *,
+    statistics: Optional[Union[str, os.PathLike, dict[str, Observer]]] = None,
+    work_dir: Optional[Union[str, os.PathLike]] = None,
+    progress: Optional[bool] = None,
+) -> tvm.IRModule:
+    """Quantize a float module under :func:`tvm_sima.current_qconfig` (module docstring).
+
+    Parameters
+    ----------
+    mod : IRModule
+        Float model, e.g. from :func:`tvm_sima.load_model`.
+    params : dict, optional
+        Weights to bind (``load_model``'s second result).
+    dataset : iterable, optional
+        Calibration batches: arrays (single-input models) or ``{input name: array}`` dicts.
+        Streamed once; memory does not grow with its length.
+    statistics : path or dict, optional
+        Observers saved by an earlier run (``work_dir/statistics.npz``) instead of a dataset.
+    work_dir : path, optional
+        Where the run's files go (default: a new temporary directory, logged).
+    progress : bool, optional
+        Show a batch counter on stderr (default: when stderr is a terminal).
+
+    Returns
+    -------
+    IRModule
+        The integer program (``sima.*`` ops, float only at the edges and where the report says),
+        or with ``do_simulation=True`` the fake-quantized float graph.
+
+    Raises
+    ------
+    ValueError
+        Neither a dataset nor statistics, an unsupported configuration, bad batches.
+    """
+    if not isinstance(mod, tvm.IRModule):
+        raise TypeError(f"quantize expects a tvm.IRModule, got {type(mod).__name__}")
+    config = current_qconfig()
+    _check_config(config)
+    if config.layer_config is not None:
+        config = config.replace(layer_overrides=config.layer_overrides + read_layer_config(config.layer_config))
+    if dataset is None and statistics is None:
+        raise ValueError("quantize needs calibration data: pass dataset= (an iterable of batches) or statistics= "
+                         "(a statistics.npz saved by an earlier run)")
+    out_dir = str(work_dir) if work_dir is not None else tempfile.mkdtemp(prefix="tvm_sima_")
+    os.makedirs(out_dir, exist_ok=True)
+    start = time.perf_counter()
+    mod = canonicalize(bind_params(mod, params) if params else mod)
+    amod, layers = annotate(mod, config)
+    write_layer_config(os.path.join(out_dir, "layers.json"), layers, config)
+    if statistics is not None:
+        observers = load_statistics(statistics) if isinstance(statistics, (str, os.PathLike)) else dict(statistics)
+    else:
+        assert dataset is not None
+        show = sys.stderr.isatty() if progress is None else progress
+        observers = calibrate(amod, _Progress(dataset, "calibrating", show), config, layers=layers)
+    save_statistics(os.path.join(out_dir, "statistics.npz"), observers)
+    with open(os.path.join(out_dir, "qconfig.json"), "w", encoding="utf-8") as handle:
+        json.dump(config.to_dict(), handle, indent=2)
+    if config.do_simulation:
+        LOG.info("quantize: do_simulation, fake-quantized graph; files in %s", out_dir)
+        return simulate(amod, observers, config, layers)
+    qmod, report = realize(amod, observers, config, layers)
+    skipped = [layer.name for layer in layers if config.for_layer(layer)[1]]
+    payload = {**report.to_dict(), "skipped_layers": skipped, "work_dir": out_dir,
+               "seconds": round(time.perf_counter() - start, 3)}
+    with open(os.path.join(out_dir, "report.json"), "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2)
+    LOG.info("quantize: %s\nfiles in %s", report.summary(), out_dir)
+    main = qmod["main"].with_attr(REPORT_ATTR, json.dumps(payload))
+    qmod["main"] = main
+    return qmod
+
+
+def quantize_report(qmod: tvm.IRModule) -> dict:
+    """The report :func:`quantize` attached to its result (fused layers, float ops, work_dir)."""
+    attrs = qmod["main"].attrs
+    if attrs is None or REPORT_ATTR not in attrs:
+        raise ValueError("this module carries no quantize report (it was not made by tvm_sima.quantize)")
+    return json.loads(str(attrs[REPORT_ATTR]))
+
