@@ -54,5 +54,6 @@ def canonicalize(mod: tvm.IRModule) -> tvm.IRModule:
     func = _UndoTE(mod).visit_expr(mod["main"])
     out = mod.clone()
     out["main"] = func
+    out = relax.transform.CanonicalizeBindings()(out)  # tuple(...)[i] of a known tuple -> the field
     out = relax.transform.DeadCodeElimination(["main"])(out)
     return relax.transform.FoldConstant()(out)

@@ -1,8 +1,8 @@
 """Graph facts shared by annotate and realize: producers, users, and conv / matmul epilogues.
 
 An *epilogue* is what realize folds into a fused ``sima.conv2d`` / ``sima.dense``: a chain of
-per-channel affine ops with constants (``add`` / ``subtract`` bias, ``multiply`` scale: batch
-norm after folding) followed by clips (``relu``, ``relu6``, ``clip``, ``maximum`` / ``minimum``
+per-channel affine ops with constants (``add`` / ``subtract`` bias, ``multiply`` / ``divide``
+scale: batch norm after decomposition) followed by clips (``relu``, ``relu6``, ``clip``, ``maximum`` / ``minimum``
 with a scalar constant). Annotate must not quantize the tensors inside such a chain (the fused op
 never materializes them); realize folds them. Both ask :func:`epilogue_chain`, so they agree.
 """
@@ -128,8 +128,8 @@ def _step(call: relax.Expr, x: relax.Var, axis: int, channels: int, ndim: int) -
     if name is None:
         return None
     args = list(call.args)
-    if name in ("relax.add", "relax.subtract", "relax.multiply") and len(args) == 2:
-        if name == "relax.subtract" and not args[0].same_as(x):
+    if name in ("relax.add", "relax.subtract", "relax.multiply", "relax.divide") and len(args) == 2:
+        if name in ("relax.subtract", "relax.divide") and not args[0].same_as(x):
             return None
         other = args[1] if args[0].same_as(x) else args[0] if args[1].same_as(x) else None
         value = constant_value(other) if other is not None else None
@@ -138,6 +138,8 @@ def _step(call: relax.Expr, x: relax.Var, axis: int, channels: int, ndim: int) -
             return None
         if name == "relax.multiply":
             return ("affine", per, np.zeros(channels))
+        if name == "relax.divide":
+            return ("affine", 1.0 / per, np.zeros(channels)) if np.all(per != 0) else None
         return ("affine", np.ones(channels), -per if name == "relax.subtract" else per)
     if name in ("relax.maximum", "relax.minimum") and len(args) == 2:
         other = args[1] if args[0].same_as(x) else args[0]

@@ -268,6 +268,9 @@ def _fused_constants(ctx: RealizeContext, config: QConfig, weight: np.ndarray, b
     wq = sm.choose_qparams(lo, hi, _scheme(config.quantize_method_for_weight), config.weight_bits,
                            axis=0 if per_channel else None)
     scales = np.broadcast_to(np.asarray(wq.scale, dtype=np.float64), (view.shape[0],))
+    # A bias must fit its int32 at the product scale (with room for the zero-point fold): channels
+    # with tiny weights and a large bias get a coarser weight scale (onnxruntime does the same).
+    scales = np.maximum(scales, np.abs(bias) / (_scale(xq) * 2.0**30))
     if config.weight_scale == "power2":
         scales = np.exp2(np.ceil(np.log2(scales)))
     w_view = np.clip(sm.round_real(view / scales[:, None], "half_away_from_zero"), wq.qmin, wq.qmax)
