@@ -108,7 +108,7 @@ def quantized_taps(qmod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, dict]]:
         for block in func.body.blocks:
             for binding in block.bindings:
                 mapping[binding.var] = bb.emit(remap(binding.value, mapping), name_hint=binding.var.name)
-        extra = []
+        extra: list[relax.Expr] = []
         for var, info in taps.values():
             qp = QParams(info["scale"][0], info["zero_point"][0], info["dtype"])
             extra.append(bb.emit(so.dequantize(mapping[var], qp), name_hint=f"tap_{len(extra)}"))
