@@ -65,6 +65,7 @@ def quantize_and_compare(mod, shape, tmp_path, n_calib=64, **config):
     """(qmod, report, float outputs, quantized outputs) on 4 evaluation batches."""
     with tvm_sima.qconfig(**config):
         qmod = tvm_sima.quantize(mod, None, batches(shape, n_calib, 1), work_dir=tmp_path)
+    tvm_sima.read_quantize_info(qmod)  # raises if one tensor name had two different parameter sets
     evals = batches(shape, 4, 2)
     return qmod, tvm_sima.quantize_report(qmod), run(mod, evals), run(qmod, evals)
 

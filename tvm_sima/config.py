@@ -184,6 +184,7 @@ class QConfig:
     multiplier_bits: int = 31
     force_shift_positive: bool = False
     trim_infinity_before_statistic: bool = False
+    bias_correction: bool = True
     layer_overrides: tuple[LayerOverride, ...] = ()
     layer_config: Optional[str] = None
 

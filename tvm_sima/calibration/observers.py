@@ -124,7 +124,9 @@ class Observer:
         Drop NaN / Inf values (counted in :attr:`trimmed`, warned once) instead of raising.
     options : dict
         Observer parameters from the QConfig (``percentile``, ``nstd``, ``kl_top_n``,
-        ``running_statistic_momentum``, ``histc_bins``, ``global_scale``, ``bits``).
+        ``running_statistic_momentum``, ``histc_bins``, ``global_scale``, ``bits``), and
+        ``channel_mean_axis``: also keep the mean of every channel along that axis
+        (:attr:`channel_mean`; realize's bias correction uses it).
     """
 
     name = "base"
@@ -145,6 +147,8 @@ class Observer:
         self.max_val: Optional[np.ndarray] = None
         self.sum = 0.0
         self.sum_sq = 0.0
+        self.channel_sum: Optional[np.ndarray] = None
+        self.channel_count = 0
 
     def _finite(self, x: np.ndarray) -> np.ndarray:
         bad = ~np.isfinite(x)
@@ -178,6 +182,12 @@ class Observer:
         self.count += int(np.isfinite(data).sum())
         self.sum += float(np.nansum(data))
         self.sum_sq += float(np.nansum(data * data))
+        channel_axis = self.options.get("channel_mean_axis")
+        if channel_axis is not None and data.ndim > 0:
+            axis = int(channel_axis) % data.ndim
+            sums = np.nansum(data, axis=tuple(i for i in range(data.ndim) if i != axis))
+            self.channel_sum = sums if self.channel_sum is None else self.channel_sum + sums
+            self.channel_count += data.size // data.shape[axis]
         self._update(data)
 
     def _record_extrema(self, lo: np.ndarray, hi: np.ndarray) -> None:
@@ -207,7 +217,8 @@ class Observer:
     def state_dict(self) -> dict[str, Any]:
         state = {"name": self.name, "tensor": self.tensor, "axis": self.axis, "count": self.count,
                  "trimmed": self.trimmed, "sum": self.sum, "sum_sq": self.sum_sq,
-                 "min_val": self.min_val, "max_val": self.max_val, "options": self.options}
+                 "min_val": self.min_val, "max_val": self.max_val, "options": self.options,
+                 "channel_sum": self.channel_sum, "channel_count": self.channel_count}
         state.update(self._extra_state())
         return state
 
@@ -219,10 +230,19 @@ class Observer:
         self.sum, self.sum_sq = float(state["sum"]), float(state["sum_sq"])
         self.min_val = None if state["min_val"] is None else np.asarray(state["min_val"])
         self.max_val = None if state["max_val"] is None else np.asarray(state["max_val"])
+        self.channel_sum = None if state.get("channel_sum") is None else np.asarray(state["channel_sum"])
+        self.channel_count = int(state.get("channel_count", 0))
         self._load_extra(state)
 
     def _load_extra(self, state: dict[str, Any]) -> None:
         """Observer-specific state (default: none)."""
+
+    @property
+    def channel_mean(self) -> Optional[np.ndarray]:
+        """Mean of each channel along ``channel_mean_axis`` (None when not tracked or nothing seen)."""
+        if self.channel_sum is None or self.channel_count == 0:
+            return None
+        return self.channel_sum / self.channel_count
 
     @property
     def mean(self) -> float:

@@ -113,7 +113,9 @@ def _is_constant(expr: relax.Expr) -> bool:
 
 @register_annotate_function("relax.nn.conv2d")
 def _annotate_conv2d(call: relax.Call, ctx: AnnotateContext) -> relax.Expr:
-    data = attach_simulated_quantize(call.args[0], "activation", ctx, "input")
+    # The input's axis is its channel axis: calibration then keeps per-channel means (bias correction).
+    data = attach_simulated_quantize(call.args[0], "activation", ctx, "input",
+                                     axis=str(call.attrs["data_layout"]).index("C"))
     out_axis = str(call.attrs["kernel_layout"]).index("O")
     weight = attach_simulated_quantize(call.args[1], "weight", ctx, axis=out_axis)
     return relax.Call(call.op, [data, weight], call.attrs, call.ty_args)
@@ -121,7 +123,7 @@ def _annotate_conv2d(call: relax.Call, ctx: AnnotateContext) -> relax.Expr:
 
 @register_annotate_function("relax.matmul")
 def _annotate_matmul(call: relax.Call, ctx: AnnotateContext) -> relax.Expr:
-    data = attach_simulated_quantize(call.args[0], "activation", ctx, "input")
+    data = attach_simulated_quantize(call.args[0], "activation", ctx, "input", axis=call.args[0].ty.ndim - 1)
     if _is_constant(call.args[1]):
         weight = attach_simulated_quantize(call.args[1], "weight", ctx, axis=call.args[1].ty.ndim - 1)
     else:

@@ -96,7 +96,8 @@ def _observer(name: str, attrs: Any, config: QConfig, weight: bool) -> Observer:
                          trim_infinity=config.trim_infinity_before_statistic, percentile=config.percentile,
                          nstd=config.nstd, kl_top_n=config.kl_top_n, histc_bins=config.histc_bins,
                          running_statistic_momentum=config.running_statistic_momentum,
-                         global_scale=config.global_scale, bits=bits, scheme=scheme)
+                         global_scale=config.global_scale, bits=bits, scheme=scheme,
+                         **({} if weight or int(attrs["axis"]) < 0 else {"channel_mean_axis": int(attrs["axis"])}))
 
 
 def calibrate(amod: tvm.IRModule, dataset: Iterable[Batch], config: Optional[QConfig] = None,

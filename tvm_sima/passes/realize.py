@@ -202,6 +202,13 @@ class RealizeContext:
                 return np.asarray(value, dtype=np.float64), name
         return None
 
+    def input_mean(self, expr: relax.Expr) -> Optional[np.ndarray]:
+        """Per-channel calibration means of the tensor a simulated_quantize marks, if tracked."""
+        if isinstance(expr, relax.Var) and expr in self.sq:
+            observer = self.observers.get(self.sq[expr][1])
+            return None if observer is None else observer.channel_mean
+        return None
+
     def output_qparams(self, var: relax.Var) -> Optional[tuple[sm.QParams, str]]:
         """Parameters and name of the simulated_quantize that wraps ``var``, if one does."""
         sq = self.sq_of.get(var)
@@ -216,12 +223,16 @@ class RealizeContext:
         ``fixed``: the op preserves values (reshape, max pool, ...), so the tensor keeps its input's
         scale even where its own observer suggests a slightly different one.
         """
+        sq = self.sq_of.get(var)
+        aliased = sq is not None and (fixed or _same(self.qparams(self.sq[sq][1]), qp))
+        if sq is not None and name == self.sq[sq][1] and not aliased:
+            name = f"{name}.pre"  # this tensor is requantized to the named one's scale before use
         out = self.bb.emit(call, name_hint=f"{var.name}_q")
         info = self.bb.emit(so.quantize_info(out, qp, name=name), name_hint=f"{var.name}_qi")
         value = QValue(info, qp)
         self.qval[var] = value
-        sq = self.sq_of.get(var)
-        if sq is not None and (fixed or _same(self.qparams(self.sq[sq][1]), qp)):
+        if aliased:
+            assert sq is not None
             self.qval[sq] = value
         return value
 
@@ -259,8 +270,11 @@ def _fused_constants(ctx: RealizeContext, config: QConfig, weight: np.ndarray, b
         try:
             w, b, shift = sm.fold_float_weights_shift(weight, bias, data_q, out_q, is_dense, per_channel=per_channel,
                                                       weight_bits=config.weight_bits, bias_bits=config.bias_bits)
+            w_rows = sm.per_channel_weight_view(w, is_dense)
+            shifts = np.broadcast_to(np.asarray(shift, dtype=np.float64), (w_rows.shape[0],))
+            effective = w_rows * (_scale(yq) / _scale(xq)) / np.exp2(shifts)[:, None]
             return {"weight": w, "bias": b, "shift": shift, "multiplier": None, "output_zero_point": 0,
-                    "rounding": None}
+                    "rounding": None, "effective": effective}
         except ValueError as err:
             ctx.report.notes.append(f"{layer}: shift-only fold impossible ({err}); used multiplier_shift")
     view = sm.per_channel_weight_view(weight, is_dense)
@@ -285,7 +299,37 @@ def _fused_constants(ctx: RealizeContext, config: QConfig, weight: np.ndarray, b
     if total.min() < 0 or total.max() > 62:
         raise ValueError(f"{layer}: requantization shift {total} is out of [0, 62]")
     return {"weight": w_int, "bias": b, "shift": total.tolist() if total.ndim else int(total),
-            "multiplier": np.asarray(mult).tolist(), "output_zero_point": int(zc), "rounding": "tflite"}
+            "multiplier": np.asarray(mult).tolist(), "output_zero_point": int(zc), "rounding": "tflite",
+            "effective": w_view * scales[:, None]}
+
+
+def _corrected_constants(ctx: RealizeContext, config: QConfig, weight: np.ndarray, bias: np.ndarray,
+                         xq: sm.QParams, yq: sm.QParams, is_dense: bool, layer: str,
+                         input_mean: Optional[np.ndarray], groups: int = 1) -> dict:
+    """:func:`_fused_constants`, then with the bias corrected for the weights' rounding error.
+
+    Bias correction (Nagel et al., 2019): rounding the weights shifts each output channel's mean
+    by ``sum((W_int - W) * E[x])``; with the per-channel input means from calibration, that shift
+    is subtracted from the bias and the constants are made again.
+    """
+    consts = _fused_constants(ctx, config, weight, bias, xq, yq, is_dense, layer)
+    if not config.bias_correction or input_mean is None:
+        return consts
+    view = sm.per_channel_weight_view(weight, is_dense)
+    error = consts["effective"] - view
+    rows = view.shape[0]
+    if is_dense:
+        if input_mean.shape != (view.shape[1],):
+            return consts
+        means = np.broadcast_to(input_mean, view.shape)
+    else:
+        kh, kw, per_group = weight.shape[:3]
+        if input_mean.shape != (per_group * groups,):
+            return consts
+        per_row_group = np.arange(rows) // (rows // groups)
+        means = np.stack([np.tile(input_mean[g * per_group:(g + 1) * per_group], kh * kw) for g in per_row_group])
+    correction = (error * means).sum(axis=1)
+    return _fused_constants(ctx, config, weight, bias - correction, xq, yq, is_dense, layer)
 
 
 def _layer_of_weight(ctx: RealizeContext, weight_name: str) -> tuple[str, QConfig]:
@@ -302,8 +346,10 @@ def _realize_conv2d(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Op
     layer, config = _layer_of_weight(ctx, wname)
     a = call.attrs
     layout, kernel_layout, out_layout = str(a["data_layout"]), str(a["kernel_layout"]), str(a["out_layout"])
-    if (layout, kernel_layout) not in so.LAYOUTS.items() or out_layout != layout:
-        return f"layouts {layout}/{kernel_layout}->{out_layout} (sima.conv2d takes NCHW/OIHW or NHWC/HWIO)"
+    if layout not in so.LAYOUTS or out_layout != layout or sorted(kernel_layout) != sorted("OIHW"):
+        return f"layouts {layout}/{kernel_layout}->{out_layout} (sima.conv2d takes NCHW or NHWC data)"
+    # Any kernel layout (TFLite's depthwise HWOI, OHWI, ...) is transposed to the op's own.
+    weight = weight.transpose([kernel_layout.index(c) for c in so.LAYOUTS[layout]])
     xq = ctx.quantized(call.args[0])
     if xq is None:
         return "input is not quantized"
@@ -317,7 +363,8 @@ def _realize_conv2d(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Op
     hwigo = sm.oihw_to_hwigo(weight, groups) if layout == "NCHW" else \
         weight.reshape(*weight.shape[:3], groups, -1)
     hwigo = hwigo * chain.scale.reshape(1, 1, 1, groups, -1)
-    consts = _fused_constants(ctx, config, hwigo, chain.shift, xq.qparams, yq, False, layer)
+    consts = _corrected_constants(ctx, config, hwigo, chain.shift, xq.qparams, yq, False, layer,
+                                  ctx.input_mean(call.args[0]), groups)
     w = consts["weight"]
     kernel = sm.hwigo_to_oihw(w) if layout == "NCHW" else w.reshape(*w.shape[:3], -1)
     qmin, qmax = _clip_codes(yq, chain.lo, chain.hi)
@@ -353,7 +400,8 @@ def _realize_matmul(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Op
         return "output has no calibrated scale"
     yq, name = out
     oi = weight.T * chain.scale[:, None]
-    consts = _fused_constants(ctx, config, oi, chain.shift, xq.qparams, yq, True, layer)
+    consts = _corrected_constants(ctx, config, oi, chain.shift, xq.qparams, yq, True, layer,
+                                  ctx.input_mean(call.args[0]))
     data = xq.expr
     in_shape = [int(d) for d in call.args[0].ty.shape]
     out_shape = [int(d) for d in call.ty.shape]
