@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo lint test bench bench-float models freeze clean
+.PHONY: setup demo lint test bench bench-float bench-accuracy models freeze clean
 
 $(STAMP): setup.py constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(STAMP): setup.py constraints.txt
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) tutorials/01_integer_math_on_tflite.py
+	$(PY) tutorials/04_quantize_a_model.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check tvm_sima tests tutorials benchmarks tools
@@ -41,6 +41,10 @@ models: $(MODEL)
 
 bench-float: $(STAMP) $(MODEL)
 	$(PY) benchmarks/bench_float_cnn.py --model $(MODEL)
+
+bench-accuracy: $(STAMP) $(MODEL)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,bench]'
+	$(PY) benchmarks/bench_ptq_accuracy.py --model $(MODEL)
 
 freeze: $(STAMP)
 	@echo "# Every package of the test environment, pinned (regenerate: make freeze)." > constraints.txt

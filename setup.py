@@ -20,6 +20,8 @@ EXTRAS_REQUIRE = {
         "ruff==0.17.6",
         "mypy==2.4.1",
     ],
+    # benchmarks/bench_ptq_accuracy.py: real photos (scikit-image's bundled data) and their resizing.
+    "bench": ["scikit-image==0.26.0"],
 }
 
 setup(

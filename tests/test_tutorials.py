@@ -33,3 +33,16 @@ def test_tutorial_01_missing_model_is_one_clear_line(tmp_path):
     result = run(ROOT / "tutorials" / "01_integer_math_on_tflite.py", "--model", str(tmp_path / "none.tflite"))
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == f"error: model file {tmp_path / 'none.tflite'} not found"
+
+
+def test_tutorial_04_main_job_loses_little_accuracy(tmp_path):
+    import re
+
+    result = run(ROOT / "tutorials" / "04_quantize_a_model.py", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    found = re.search(r"float ([0-9.]+), int8 ([0-9.]+); int8 agrees with float on ([0-9.]+)", result.stdout)
+    assert found, result.stdout
+    float_acc, int_acc, agree = (float(g) for g in found.groups())
+    assert float_acc > 0.85 and abs(float_acc - int_acc) <= 0.01 and agree >= 0.98
+    assert "0 ops left in float" in result.stdout and "conv2d_0.input" in result.stdout
+    assert {p.name for p in tmp_path.iterdir()} >= {"layers.json", "statistics.npz", "qconfig.json", "report.json"}

