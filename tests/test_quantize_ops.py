@@ -229,22 +229,59 @@ def test_global_average_pool_and_mean(tmp_path):
 
 
 def test_ops_without_integer_form_stay_float_and_are_reported(tmp_path, caplog):
-    #   x -> conv2d -> softmax -> resize(bilinear) -> y
+    #   x -> conv2d -> log_softmax -> resize(bilinear) -> y
     shape = (1, 3, 6, 6)
 
     def body(bb, x):
         conv = bb.emit(relax.op.nn.conv2d(x, const((4, 3, 1, 1))))
-        soft = bb.emit(relax.op.nn.softmax(conv, axis=1))
+        soft = bb.emit(relax.op.nn.log_softmax(conv, axis=1))
         return relax.op.image.resize2d(soft, (12, 12), method="linear")
 
     with caplog.at_level(logging.WARNING):
         qmod, report, ref, out = quantize_and_compare(graph(shape, body), shape, tmp_path)
     ops = [f["op"] for f in report["float_ops"]]
-    assert ops == ["relax.nn.softmax", "relax.image.resize2d"]
-    assert "bilinear" in report["float_ops"][1]["reason"] or "interpolates" in report["float_ops"][1]["reason"]
-    assert "2 ops stay in float" in caplog.text and "relax.nn.softmax" in caplog.text
+    assert ops == ["relax.nn.log_softmax", "relax.image.resize2d"]
+    assert "interpolates" in report["float_ops"][1]["reason"]
+    assert "2 ops stay in float" in caplog.text and "relax.nn.log_softmax" in caplog.text
     counts = op_counts(qmod)
-    assert counts["sima.conv2d"] == 1 and counts["sima.dequantize"] == 1  # dequantized once, before softmax
+    assert counts["sima.conv2d"] == 1 and counts["sima.dequantize"] == 1  # dequantized once, before log_softmax
+    assert total_sqnr(ref, out) > 25
+
+
+def test_softmax_in_integers(tmp_path):
+    #   x -> matmul(W) -> softmax -> y       (exp table, int64 sums, one integer division)
+    shape = (4, 12)
+    mod = graph(shape, lambda bb, x: relax.op.nn.softmax(bb.emit(relax.op.matmul(x, const((12, 10), 0.5)))))
+    qmod, report, ref, out = quantize_and_compare(mod, shape, tmp_path)
+    counts = op_counts(qmod)
+    assert report["float_ops"] == [] and counts["relax.nn.softmax"] == 0 and counts["relax.floor_divide"] == 1
+    assert total_sqnr(ref, out) > 25
+    for o in out:  # still a distribution, to within the output's quantization
+        np.testing.assert_allclose(o.sum(axis=-1), 1.0, atol=0.05)
+
+
+@pytest.mark.parametrize("padding, include_pad", [((0, 0, 0, 0), False), ((1, 1, 1, 1), True)])
+def test_avg_pool2d_as_a_window_sum(padding, include_pad, tmp_path):
+    #   x -> avg_pool2d(3x3, stride 2) -> y      (a depthwise sima.conv2d with all-one weights)
+    shape = (1, 4, 9, 9)
+    mod = graph(shape, lambda bb, x: relax.op.nn.avg_pool2d(x, (3, 3), (2, 2), padding,
+                                                            count_include_pad=include_pad))
+    qmod, report, ref, out = quantize_and_compare(mod, shape, tmp_path)
+    counts = op_counts(qmod)
+    assert report["float_ops"] == [] and counts["sima.conv2d"] == 1 and counts["relax.nn.avg_pool2d"] == 0
+    assert total_sqnr(ref, out) > 30
+
+
+def test_onnx_hardswish_composite(tmp_path):
+    #   x -> x * clip(x + 3, 0, 6) / 6 -> y      (how the ONNX importer writes HardSwish)
+    shape = (1, 64)
+
+    def body(bb, x):
+        clipped = bb.emit(relax.op.clip(bb.emit(relax.op.add(x, relax.const(3.0, "float32"))), 0, 6))
+        return relax.op.multiply(x, bb.emit(relax.op.divide(clipped, relax.const(6.0, "float32"))))
+
+    qmod, report, ref, out = quantize_and_compare(graph(shape, body), shape, tmp_path)
+    assert report["float_ops"] == [] and op_counts(qmod)["relax.take"] == 2  # add and divide: tables
     assert total_sqnr(ref, out) > 25
 
 

@@ -453,6 +453,13 @@ register_realize_function("relax.add")(_realize_add_sub)
 register_realize_function("relax.subtract")(_realize_add_sub)
 
 
+@register_realize_function("relax.divide")
+def _realize_divide(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Optional[str]:
+    if constant_value(call.args[1]) is not None:
+        return _realize_unary_lut(ctx, var, call)
+    return "division by a tensor"
+
+
 @register_realize_function("relax.multiply")
 def _realize_multiply(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Optional[str]:
     if any(constant_value(arg) is not None for arg in call.args):
@@ -598,6 +605,70 @@ def _realize_global_pool(ctx: RealizeContext, var: relax.Var, call: relax.Call) 
     return _realize_mean(ctx, var, fake)  # type: ignore[arg-type]
 
 
+@register_realize_function("relax.nn.avg_pool2d")
+def _realize_avg_pool2d(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Optional[str]:
+    """A depthwise ``sima.conv2d`` with all-one weights: window sums, one requantization by ``1 / window``."""
+    a = call.attrs
+    layout = str(a["layout"])
+    padding = [int(p) for p in a["padding"]]
+    if layout not in so.LAYOUTS or str(a["out_layout"]) != layout or bool(a["ceil_mode"]):
+        return f"avg_pool2d with layout {layout} / ceil_mode (sima.conv2d takes NCHW or NHWC, floor mode)"
+    if any(padding) and not bool(a["count_include_pad"]):
+        return "padded avg_pool2d that excludes the padding from the count (the divisor varies per position)"
+    xq, out = ctx.quantized(call.args[0]), ctx.output_qparams(var)
+    if xq is None or out is None:
+        return "the input or the output is not quantized"
+    yq, name = out
+    kh, kw = (int(k) for k in a["pool_size"])
+    channels = int(call.args[0].ty.shape[layout.index("C")])
+    ones = np.ones((kh, kw, 1, channels, 1), dtype=np.int8)  # HWIGO, depthwise
+    product = sm.Quantization(_scale(xq.qparams) / (kh * kw), 0, 32)
+    bias, mult, zc, shift = sm.tflite_requantization_constants(
+        ones, None, _zp(xq.qparams), product, sm.Quantization(_scale(yq), _zp(yq), yq.dtype.bits), False)
+    kernel = sm.hwigo_to_oihw(ones) if layout == "NCHW" else ones.reshape(kh, kw, 1, channels)
+    fused = so.conv2d(xq.expr, relax.const(kernel), relax.const(np.asarray(bias, dtype="int32")),
+                      shift=int(shift) + 31, multiplier=int(mult), strides=[int(v) for v in a["strides"]],
+                      padding=padding, dilation=[int(v) for v in a["dilation"]], groups=channels,
+                      data_layout=layout, input_zero_point=_zp(xq.qparams), output_zero_point=int(zc),
+                      rounding="tflite", out_dtype=yq.dtype.container.name)
+    ctx.set_q(var, fused, yq, name)
+    ctx.report.integer_ops["relax.nn.avg_pool2d"] += 1
+    return None
+
+
+#: Fraction bits of the softmax exponential table.
+SOFTMAX_EXP_BITS = 15
+
+
+@register_realize_function("relax.nn.softmax")
+def _realize_softmax(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Optional[str]:
+    """Integer softmax: ``e = EXP[max(x) - x]`` (a table in Q15), ``y = round(e / (sum(e) * s_y)) + zp_y``."""
+    xq, out = ctx.quantized(call.args[0]), ctx.output_qparams(var)
+    if xq is None or out is None:
+        return "the input or the output is not quantized"
+    if xq.qparams.dtype.bits > 8:
+        return "softmax tables need 8-bit inputs"
+    yq, name = out
+    axis = int(call.attrs["axis"])
+    span = xq.qparams.qmax - xq.qparams.qmin
+    table = np.round(np.exp(-np.arange(span + 1) * _scale(xq.qparams)) * 2**SOFTMAX_EXP_BITS).astype("int64")
+    x64 = ctx.bb.emit(relax.op.astype(xq.expr, "int64"))
+    top = ctx.bb.emit(relax.op.max(x64, axis=[axis], keepdims=True))
+    e = ctx.bb.emit(relax.op.astype(relax.op.take(relax.const(table, "int64"),
+                                                  ctx.bb.emit(relax.op.subtract(top, x64)), axis=0), "int64"))
+    total = ctx.bb.emit(relax.op.sum(e, axis=[axis], keepdims=True))
+    # q = floor(e * K / 2**16 / total + 1/2) with K = round(2**16 / s_y): all in int64.
+    k = int(round(2**16 / _scale(yq)))
+    numerator = ctx.bb.emit(relax.op.add(relax.op.multiply(e, relax.const(k, "int64")),
+                                         relax.op.multiply(total, relax.const(2**15, "int64"))))
+    codes = ctx.bb.emit(relax.op.floor_divide(numerator, relax.op.multiply(total, relax.const(2**16, "int64"))))
+    shifted = ctx.bb.emit(relax.op.add(codes, relax.const(_zp(yq), "int64")))
+    result = relax.op.astype(relax.op.clip(shifted, yq.qmin, yq.qmax), yq.dtype.container.name)
+    ctx.set_q(var, result, yq, name)
+    ctx.report.integer_ops["softmax(lut)"] += 1
+    return None
+
+
 # --------------------------------------------------------------------------- lookup tables
 
 
@@ -639,6 +710,10 @@ def _binary_with_constant(call: relax.Call) -> Optional[tuple[int, Callable[[np.
         return k, lambda x: x + v
     if op == "relax.multiply":
         return k, lambda x: x * v
+    if op == "relax.divide":
+        if k != 0 or v == 0:
+            return None
+        return k, lambda x: x / v
     return k, (lambda x: x - v) if k == 0 else (lambda x: v - x)
 
 
