@@ -73,3 +73,16 @@ def test_per_layer_overrides_reach_the_observers(annotated):
     obs = calibrate(amod, batches(2), config, layers=layers)
     assert type(obs["matmul_1.input"]).__name__ == "KLDivergenceObserver"
     assert type(obs["conv2d_0.input"]).__name__ == "PercentileObserver"
+
+
+def test_chunked_calibration_gives_the_same_statistics(annotated):
+    amod, _ = annotated
+    data = batches(4)
+    whole = calibrate(amod, data, QConfig())
+    chunked = calibrate(amod, data, QConfig(calibrate_chunk_by=1))
+    assert set(whole) == set(chunked)
+    for name in whole:
+        np.testing.assert_array_equal(whole[name].min_val, chunked[name].min_val)
+        assert whole[name].compute_qparams() == chunked[name].compute_qparams()
+    with pytest.raises(ValueError, match="pass a re-iterable dataset"):
+        calibrate(amod, (b for b in data), QConfig(calibrate_chunk_by=1))

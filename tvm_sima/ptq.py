@@ -59,6 +59,7 @@ class _Progress:
     def __init__(self, data: Iterable[Any], label: str, enabled: bool) -> None:
         self.data, self.label, self.enabled = data, label, enabled
         self.total = len(data) if hasattr(data, "__len__") else None  # type: ignore[arg-type]
+        self.one_shot = iter(data) is data  # a generator / iterator: can be streamed only once
 
     def __iter__(self) -> Iterator[Any]:
         start, count = time.perf_counter(), 0

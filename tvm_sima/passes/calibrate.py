@@ -52,8 +52,9 @@ class _StripSimulated(relax.PyExprMutator):
         return call.args[0]
 
 
-def calibration_graph(amod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, Any], dict[str, tuple[np.ndarray, Any]]]:
-    """The float program with the activation taps as extra outputs.
+def calibration_graph(amod: tvm.IRModule, only: Optional[set] = None,
+                      ) -> tuple[tvm.IRModule, dict[str, Any], dict[str, tuple[np.ndarray, Any]]]:
+    """The float program with the activation taps as extra outputs (all, or the names in ``only``).
 
     Returns ``(module, {tap name: attrs} in output order, {weight tensor name: (array, attrs)})``.
     """
@@ -64,7 +65,7 @@ def calibration_graph(amod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, Any],
     for name, (expr, attrs) in stripper.marks.items():
         if isinstance(expr, tvm.ir.GenericConst):
             weights[name] = (expr.value.numpy(), attrs)
-        else:
+        elif only is None or name in only:
             taps[name] = (expr, attrs)
     body = func.body
     outputs = relax.Tuple([body.body, *(expr for expr, _ in taps.values())])
@@ -119,14 +120,15 @@ def calibrate(amod: tvm.IRModule, dataset: Iterable[Batch], config: Optional[QCo
         (strategy, bits, method) then apply to their tensors' observers.
 
     Per-channel weights are observed by ``extrema`` per output channel whatever the strategy
-    (the other observers are per-tensor).
+    (the other observers are per-tensor). With ``calibrate_chunk_by=N`` (big graphs), one graph per
+    N tensors is built and the dataset is streamed once per graph, so at most N extra outputs
+    exist at a time; the dataset must then be re-iterable.
 
     Raises
     ------
     ValueError
         Empty dataset, batches that do not fit the inputs, non-finite values (unless trimmed).
     """
-    import tvm_sima
 
     config = config or current_qconfig()
     by_layer = {layer.name: config.for_layer(layer)[0] for layer in layers or []}
@@ -141,20 +143,40 @@ def calibrate(amod: tvm.IRModule, dataset: Iterable[Batch], config: Optional[QCo
         observers[name].update(array)
     for name, attrs in taps.items():
         observers[name] = _observer(name, attrs, config_of(name), weight=False)
-    tap_names = list(taps)
+    names = list(taps)
+    chunk = config.calibrate_chunk_by if config.calibrate_chunk_by > 0 else max(len(names), 1)
+    chunks = [names[i:i + chunk] for i in range(0, len(names), chunk)] or [[]]
+    if len(chunks) > 1 and (iter(dataset) is dataset or getattr(dataset, "one_shot", False)):
+        raise ValueError(f"calibrate_chunk_by={config.calibrate_chunk_by} streams the dataset once per chunk of "
+                         f"tensors ({len(chunks)} chunks): pass a re-iterable dataset (a list, or an object "
+                         "whose __iter__ starts over), not an iterator or generator")
+    start = time.perf_counter()
+    for part, tap_names in enumerate(chunks, start=1):
+        if len(chunks) > 1:
+            mod = calibration_graph(amod, only=set(tap_names))[0]
+            LOG.info("calibration chunk %d/%d: %d tensors", part, len(chunks), len(tap_names))
+        count = _stream(mod, dataset, [observers[n] for n in tap_names], log_every, start)
+    LOG.info("calibration: %d batches, %d tensors, %.1f s", count, len(observers), time.perf_counter() - start)
+    return observers
+
+
+def _stream(mod: tvm.IRModule, dataset: Iterable[Batch], tap_observers: list[Observer], log_every: int,
+            start: float) -> int:
+    """Run every batch through ``mod`` and feed output ``i + 1`` to ``tap_observers[i]``; the batch count."""
+    import tvm_sima
+
     main = mod["main"]
     inputs = [p.name for p in main.params[: int(main.attrs["num_input"])]] if main.attrs and \
         "num_input" in main.attrs else [p.name for p in main.params]
     vm = relax.VirtualMachine(tvm_sima.build(mod), tvm.cpu())
-    start, count = time.perf_counter(), 0
+    count = 0
     for count, batch in enumerate(dataset, start=1):
         outputs = vm["main"](*[tvm.runtime.tensor(a) for a in _inputs(batch, inputs)])
-        for index, name in enumerate(tap_names, start=1):
-            observers[name].update(outputs[index].numpy())
+        for index, observer in enumerate(tap_observers, start=1):
+            observer.update(outputs[index].numpy())
         if log_every and count % log_every == 0:
             LOG.info("calibration: %d batches, %.1f s", count, time.perf_counter() - start)
     if count == 0:
         raise ValueError("the calibration dataset is empty")
-    LOG.info("calibration: %d batches, %d tensors, %.1f s", count, len(observers), time.perf_counter() - start)
-    return observers
+    return count
 
