@@ -128,6 +128,7 @@ class RealizeContext:
         self.sq: dict[relax.Var, tuple[relax.Expr, str, Any]] = {}
         self.sq_of: dict[relax.Var, relax.Var] = {}
         self.consumed: set = set()
+        self._qparams: dict[str, sm.QParams] = {}
         for var in self.index.order:
             value = self.index.producer[var]
             if op_name(value) == "sima.simulated_quantize":
@@ -143,10 +144,13 @@ class RealizeContext:
         return self.config.for_layer(layer)[0] if layer is not None else self.config
 
     def qparams(self, tensor: str) -> sm.QParams:
-        if tensor not in self.observers:
-            raise ValueError(f"no calibration statistics for tensor {tensor!r}; calibrate the annotated module "
-                             "(or load statistics saved from it)")
-        return tensor_qparams(self.observers[tensor], self.config_of(tensor))
+        """The activation parameters of ``tensor`` (computed once: some observers search)."""
+        if tensor not in self._qparams:
+            if tensor not in self.observers:
+                raise ValueError(f"no calibration statistics for tensor {tensor!r}; calibrate the annotated "
+                                 "module (or load statistics saved from it)")
+            self._qparams[tensor] = tensor_qparams(self.observers[tensor], self.config_of(tensor))
+        return self._qparams[tensor]
 
     # Values.
     def as_float(self, expr: relax.Expr) -> relax.Expr:
