@@ -371,7 +371,10 @@ class KLDivergenceObserver(_HistogramObserver):
     For each candidate threshold (a bin edge from 128 bins up), P is the histogram clipped there
     (outliers added to the last bin) and Q the clipped histogram without the outliers, quantized to
     ``2**(bits-1)`` levels and spread back over P's non-empty bins; with
-    ``kl_top_n`` > 1 the mean of the N best thresholds is used. Symmetric: ``[-t, t]``.
+    ``kl_top_n`` > 1 the mean of the N best thresholds is used. The range is ``[-t, t]`` cut to
+    the observed extrema (``[0, t]`` after a relu). Exact zeros are left out of the histogram:
+    zero is always exactly representable, and after a relu / relu6 the zeros are a spike that
+    drives the threshold far too low (0.74 for relu6 outputs of EfficientNet-Lite0 when counted).
     """
 
     def reset(self) -> None:
@@ -379,7 +382,10 @@ class KLDivergenceObserver(_HistogramObserver):
         self.hist = StreamingHistogram(int(self.options.get("histc_bins", 2048)), include_zero=True)
 
     def _update(self, data: np.ndarray) -> None:
-        self.hist.update(np.abs(data.ravel()))
+        values = np.abs(data.ravel())
+        values = values[values != 0]
+        if values.size:
+            self.hist.update(values)
 
     def threshold(self) -> float:
         """The KL-optimal ``|x|`` threshold (a bin edge of the histogram, which starts at 0)."""
@@ -407,8 +413,9 @@ class KLDivergenceObserver(_HistogramObserver):
 
     def clip_range(self) -> tuple[np.ndarray, np.ndarray]:
         self._check_seen()
-        t = self.threshold()
-        return np.asarray(-t), np.asarray(t)
+        assert self.min_val is not None and self.max_val is not None
+        t = self.threshold() if self.hist.counts.sum() > 0 else 0.0
+        return np.maximum(self.min_val, -t), np.minimum(self.max_val, t)
 
 
 @register_observer("mse")
