@@ -110,9 +110,22 @@ def test_errors_a_user_can_act_on(onnx_cnn, tmp_path):
     with pytest.raises(ValueError, match="quantize_method_for_weight must be symmetric"):
         with tvm_sima.qconfig(quantize_method_for_weight="per_channel_asymmetric"):
             tvm_sima.quantize(mod, params, batches((1, 3, 8, 8), 2, 1))
+    with pytest.raises(ValueError, match="round_for_shift=False .* is not supported"):
+        with tvm_sima.qconfig(round_for_shift=False):
+            tvm_sima.quantize(mod, params, batches((1, 3, 8, 8), 2, 1))
     with pytest.raises(ValueError, match=r"calibration batch lacks inputs \['x'\]"):
         tvm_sima.quantize(mod, params, [{"image": batches((1, 3, 8, 8), 1, 1)[0]}], work_dir=tmp_path)
     with pytest.raises(TypeError, match="quantize expects a tvm.IRModule"):
         tvm_sima.quantize("model.onnx", params, batches((1, 3, 8, 8), 2, 1))
     with pytest.raises(ValueError, match="not made by tvm_sima.quantize"):
         tvm_sima.quantize_report(bind_params(mod, params))
+
+
+def test_input_bits_apply_to_model_inputs_only(onnx_cnn, tmp_path):
+    mod, params = onnx_cnn
+    with tvm_sima.qconfig(nbit_input=16, bias_bits=48):
+        qmod = tvm_sima.quantize(mod, params, batches((1, 3, 8, 8), 16, 1), work_dir=tmp_path)
+    infos = tvm_sima.read_quantize_info(qmod)
+    assert infos["conv2d_0.input"].dtype == "int16" and infos["matmul_1.input"].dtype == "int8"
+    evals = batches((1, 3, 8, 8), 4, 2)
+    assert total_sqnr(run(bind_params(mod, params), evals), run(qmod, evals)) > 25

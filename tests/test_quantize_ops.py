@@ -313,3 +313,21 @@ def test_quantize_info_on_every_quantized_tensor(tmp_path):
                 isinstance(a, relax.Var) and a.same_as(var) for a in val.args)]
             assert [produced[u].op.name for u in users] == ["sima.quantize_info"]
     assert math.isfinite(float(infos["conv2d_1.output"].scale[0]))
+
+
+def test_16_bit_activations_and_the_accumulator_guard(tmp_path):
+    #   x -> conv2d 3x3 (36 products) -> y          16-bit activations: fused, int32 accumulator safe
+    #   x -> matmul (4096 products) -> y            16-bit: could overflow int32, so it stays float
+    shape = (1, 4, 10, 10)
+    conv = graph(shape, lambda bb, x: relax.op.nn.conv2d(x, const((8, 4, 3, 3))))
+    qmod, report, ref, out = quantize_and_compare(conv, shape, tmp_path / "conv", activation_bits=16,
+                                                  input_bits=16, bias_bits=48)
+    assert op_counts(qmod)["sima.conv2d"] == 1 and report["float_ops"] == []
+    assert tvm_sima.read_quantize_info(qmod)["conv2d_0.input"].dtype == "int16"
+    assert total_sqnr(ref, out) > 35
+    wide = graph((1, 4096), lambda bb, x: relax.op.matmul(x, const((4096, 4))))
+    qmod, report, ref, out = quantize_and_compare(wide, (1, 4096), tmp_path / "dense", activation_bits=16,
+                                                  input_bits=16, bias_bits=48)
+    assert [f["op"] for f in report["float_ops"]] == ["relax.matmul"]
+    assert "int32 accumulator could overflow with 16-bit inputs" in report["float_ops"][0]["reason"]
+    assert total_sqnr(ref, out) > 35

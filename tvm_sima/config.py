@@ -152,6 +152,12 @@ class LayerInfo:
 class QConfig:
     """Every knob of :func:`tvm_sima.quantize` (see the module docstring for the defaults).
 
+    ``input_bits`` is the width of the model's inputs, ``activation_bits`` of every other
+    activation; ``bias_correction`` subtracts the mean error of rounded weights from each fused
+    op's bias (calibration keeps per-channel input means); ``round_for_shift`` must stay True (the
+    ops round their shifts); ``lut_items_in_bits`` is reserved for interpolated tables of 16-bit
+    inputs (8-bit inputs get exact 256-entry tables; 16-bit table ops stay float for now).
+
     Relay names are accepted by :func:`qconfig` and readable as properties: ``nbit_input``,
     ``nbit_weight``, ``nbit_activation``, ``dtype_input``, ``dtype_weight``, ``dtype_activation``,
     ``calibrate_mode``.

@@ -48,6 +48,9 @@ def _check_config(config: QConfig) -> None:
     if config.quantize_method_for_activation.startswith("per_channel"):
         raise ValueError("qconfig: quantize_method_for_activation must be per_tensor_* (the fused ops take one "
                          "scale per activation tensor)")
+    if not config.round_for_shift:
+        raise ValueError("qconfig: round_for_shift=False (truncating shifts) is not supported: the sima ops always "
+                         "round their right shifts (half up)")
     if config.quantize_method_for_weight.endswith("asymmetric"):
         raise ValueError("qconfig: quantize_method_for_weight must be symmetric (the fused ops have no weight "
                          "zero point); use per_channel_symmetric_restricted or *_symmetric_full")
@@ -83,6 +86,7 @@ def simulate(amod: tvm.IRModule, observers: dict[str, Observer], config: QConfig
     by_layer = {layer.name: config.for_layer(layer)[0] for layer in layers or []}
     func = amod["main"]
     index = GraphIndex(func)
+    inputs = set(func.params)
     bb = relax.BlockBuilder()
     mapping: dict = {}
     with bb.function("main", list(func.params), attrs=dict(func.attrs) if func.attrs else None):
@@ -97,7 +101,7 @@ def simulate(amod: tvm.IRModule, observers: dict[str, Observer], config: QConfig
                         method = cfg.quantize_method_for_weight
                         qp = observers[name].compute_qparams(method.split("_", 2)[2], cfg.weight_bits)
                     else:
-                        qp = tensor_qparams(observers[name], cfg)
+                        qp = tensor_qparams(observers[name], cfg, model_input=value.args[0] in inputs)
                     q = bb.emit(so.quantize(value.args[0], qp, cfg.rounding))
                     value = so.dequantize(q, qp)
                 mapping[var] = bb.emit(value, name_hint=var.name)

@@ -96,9 +96,13 @@ def _scheme(method: str) -> str:
     return method.split("_", 2)[2]
 
 
-def tensor_qparams(observer: Observer, config: QConfig) -> sm.QParams:
-    """Per-tensor activation parameters of one observed tensor under ``config``."""
-    return observer.compute_qparams(_scheme(config.quantize_method_for_activation), config.activation_bits)
+def tensor_qparams(observer: Observer, config: QConfig, model_input: bool = False) -> sm.QParams:
+    """Per-tensor activation parameters of one observed tensor under ``config``.
+
+    A model input uses ``input_bits`` (Relay's ``nbit_input``), any other tensor ``activation_bits``.
+    """
+    bits = config.input_bits if model_input else config.activation_bits
+    return observer.compute_qparams(_scheme(config.quantize_method_for_activation), bits)
 
 
 def _same(a: sm.QParams, b: sm.QParams) -> bool:
@@ -129,11 +133,15 @@ class RealizeContext:
         self.sq_of: dict[relax.Var, relax.Var] = {}
         self.consumed: set = set()
         self._qparams: dict[str, sm.QParams] = {}
+        params = set(func.params)
+        self.model_inputs: set[str] = set()
         for var in self.index.order:
             value = self.index.producer[var]
             if op_name(value) == "sima.simulated_quantize":
                 assert isinstance(value, relax.Call)
                 self.sq[var] = (value.args[0], str(value.attrs["name"]), value.attrs)
+                if value.args[0] in params:
+                    self.model_inputs.add(str(value.attrs["name"]))
                 if isinstance(value.args[0], relax.Var):
                     self.sq_of.setdefault(value.args[0], var)
 
@@ -149,7 +157,8 @@ class RealizeContext:
             if tensor not in self.observers:
                 raise ValueError(f"no calibration statistics for tensor {tensor!r}; calibrate the annotated "
                                  "module (or load statistics saved from it)")
-            self._qparams[tensor] = tensor_qparams(self.observers[tensor], self.config_of(tensor))
+            self._qparams[tensor] = tensor_qparams(self.observers[tensor], self.config_of(tensor),
+                                                   model_input=tensor in self.model_inputs)
         return self._qparams[tensor]
 
     # Values.
@@ -243,7 +252,8 @@ class RealizeContext:
     def rescale(self, q: QValue, real: float, zp_out: int, out_dtype: str, qmin: Optional[int] = None,
                 qmax: Optional[int] = None) -> relax.Expr:
         """``clip(round((q - zp) * real) + zp_out)`` in integers (a ``sima.requantize``)."""
-        m, n = sm.quantize_multiplier(real, self.config.multiplier_bits)
+        m, n = sm.quantize_multiplier(real, self.config.multiplier_bits,
+                                      force_shift_positive=self.config.force_shift_positive)
         x = q.expr
         if _zp(q.qparams) != 0:
             x = self.bb.emit(relax.op.subtract(relax.op.astype(x, "int32"),
@@ -336,6 +346,17 @@ def _corrected_constants(ctx: RealizeContext, config: QConfig, weight: np.ndarra
     return _fused_constants(ctx, config, weight, bias - correction, xq, yq, is_dense, layer)
 
 
+def _accumulator_overflow(consts: dict, xq: sm.QParams, is_dense: bool) -> Optional[str]:
+    """Why the int32 accumulator of the fused op could overflow for some input, else None."""
+    rows = sm.per_channel_weight_view(consts["weight"], is_dense).astype(np.int64)
+    worst = np.abs(rows).sum(axis=1).max(initial=0) * max(abs(xq.qmin), abs(xq.qmax)) + \
+        np.abs(np.asarray(consts["bias"], dtype=np.int64)).max(initial=0)
+    if worst > 2**31 - 1:
+        return (f"the int32 accumulator could overflow with {xq.dtype.bits}-bit inputs (worst case {worst:.3g}); "
+                "use 8-bit activations for this layer")
+    return None
+
+
 def _layer_of_weight(ctx: RealizeContext, weight_name: str) -> tuple[str, QConfig]:
     layer = weight_name.rsplit(".", 1)[0]
     return layer, ctx.config_of(weight_name)
@@ -369,6 +390,9 @@ def _realize_conv2d(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Op
     hwigo = hwigo * chain.scale.reshape(1, 1, 1, groups, -1)
     consts = _corrected_constants(ctx, config, hwigo, chain.shift, xq.qparams, yq, False, layer,
                                   ctx.input_mean(call.args[0]), groups)
+    overflow = _accumulator_overflow(consts, xq.qparams, False)
+    if overflow:
+        return overflow
     w = consts["weight"]
     kernel = sm.hwigo_to_oihw(w) if layout == "NCHW" else w.reshape(*w.shape[:3], -1)
     qmin, qmax = _clip_codes(yq, chain.lo, chain.hi)
@@ -406,6 +430,9 @@ def _realize_matmul(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Op
     oi = weight.T * chain.scale[:, None]
     consts = _corrected_constants(ctx, config, oi, chain.shift, xq.qparams, yq, True, layer,
                                   ctx.input_mean(call.args[0]))
+    overflow = _accumulator_overflow(consts, xq.qparams, True)
+    if overflow:
+        return overflow
     data = xq.expr
     in_shape = [int(d) for d in call.args[0].ty.shape]
     out_shape = [int(d) for d in call.ty.shape]
