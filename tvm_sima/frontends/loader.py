@@ -3,8 +3,9 @@
 Before importing, every op of the file is checked against TVM's Relax importer; all the
 unsupported ones are reported at once, each with its node (ONNX) or op index and output
 tensor (TFLite). Shapes come from the file; dynamic dimensions need ``input_shapes``.
-Quantized models (int8 TFLite, ONNX QDQ) are the converter issue's and are refused here with
-a pointer to it.
+An int8 TFLite model is imported by :mod:`tvm_sima.frontends.tflite_qdq` as a QDQ graph that
+keeps its integer interface; quantized ONNX models (QDQ, QOperator) are refused for now, with a
+pointer to the converter.
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ class UnsupportedOpsError(ValueError):
 
 
 def load_model(path: Union[str, os.PathLike], input_shapes: Shapes = None) -> tuple[Any, dict]:
-    """Load a float ``.onnx`` or ``.tflite`` model as a Relax module and its parameters.
+    """Load a float ``.onnx`` / ``.tflite`` or an int8 ``.tflite`` model as a Relax module and its parameters.
+
+    An int8 TFLite model becomes a QDQ graph (``sima.dequantize`` -> float op -> ``sima.quantize``)
+    with int8 inputs and outputs, like LiteRT's interface (:mod:`tvm_sima.frontends.tflite_qdq`).
 
     Parameters
     ----------
@@ -121,15 +125,20 @@ def _load_tflite(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
     from .tflite_flatbuffer import read_tflite
 
     graph = read_tflite(path)
+    inputs = [graph.tensors[i] for i in graph.inputs]
+    if any(t.dtype.kind in "iu" for t in inputs):
+        from .tflite_qdq import QDQ_OPS, import_int8_tflite
+
+        missing = [(op.name, f"op {op.index}, output '{graph.tensors[op.outputs[0]].name}'")
+                   for op in graph.ops if op.name not in QDQ_OPS]
+        if missing:
+            raise UnsupportedOpsError(str(path), missing)
+        return import_int8_tflite(path.read_bytes()), {}
     supported = set(OperatorConverter(None, None, None, None).convert_map)
     missing = [(op.name, f"op {op.index}, output '{graph.tensors[op.outputs[0]].name}'")
                for op in graph.ops if op.name not in supported]
     if missing:
         raise UnsupportedOpsError(str(path), missing)
-    inputs = [graph.tensors[i] for i in graph.inputs]
-    if any(t.dtype.kind in "iu" for t in inputs):
-        raise ValueError(f"{path} is a quantized model (integer input {inputs[0].name!r}); load_model takes "
-                         "float models (quantized ones go through tvm_sima.convert)")
     declared = {t.name: [d if d > 0 else None for d in t.shape] for t in inputs}
     shapes = _input_shapes(path, declared, input_shapes)
     buf = path.read_bytes()

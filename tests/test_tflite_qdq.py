@@ -1,0 +1,69 @@
+"""int8 TFLite -> Relax QDQ graph (load_model), run by TVM, against LiteRT's reference kernels.
+
+The QDQ graph computes in float between dequantize and quantize, so it may differ from LiteRT's
+integer kernels by rounding (1 LSB); folding the chains into fused integer ops (bit-exact) is
+the converter's job. The measured numbers are printed with ``pytest -s``.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+import tvm
+import tvm_ffi
+from tvm import relax
+
+import tvm_sima
+from tvm_sima.frontends.loader import UnsupportedOpsError
+
+
+def litert(path, x):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], x)
+    it.invoke()
+    return it.get_tensor(it.get_output_details()[0]["index"])
+
+
+@pytest.mark.parametrize("name, least_exact", [("digits_int8", 0.95), ("digits_mlp_int8", 0.95)])
+def test_int8_tflite_loads_as_qdq_and_matches_litert_within_one_lsb(name, least_exact, fixtures_dir):
+    path = fixtures_dir / f"{name}.tflite"
+    mod, params = tvm_sima.load_model(path)
+    assert params == {}
+    main = mod["main"]
+    assert str(main.params[0].ty.dtype) == "int8" and str(main.ret_ty.dtype) == "int8"  # integer interface
+    ops: collections.Counter = collections.Counter()
+    tvm_ffi.structural_walk(main, [(relax.Call, lambda c: ops.update(
+        [c.op.name] if isinstance(c.op, tvm.ir.Op) else []))])
+    layers = ops["relax.nn.conv2d"] + ops["relax.matmul"]
+    assert layers >= 2 and ops["sima.quantize"] == layers  # one requantization point per layer
+    assert ops["sima.dequantize"] == 3 * layers  # input, int8 weight, int32 bias
+    vm = relax.VirtualMachine(tvm_sima.build(mod), tvm.cpu())
+    images = np.load(fixtures_dir / "digits_int8_inputs.npz")["images"]
+    shape = tuple(int(d) for d in main.params[0].ty.shape)
+    diffs = []
+    for image in images:
+        x = image.reshape(shape).astype(np.int8)
+        got = vm["main"](tvm.runtime.tensor(x)).numpy()
+        assert got.dtype == np.int8
+        diffs.append(np.abs(got.astype(np.int64) - litert(path, x).astype(np.int64)).ravel())
+    diff = np.concatenate(diffs)
+    print(f"{name}: QDQ graph vs LiteRT: {np.mean(diff == 0):.4f} exact, max {diff.max()} LSB")
+    assert diff.max() <= 1 and np.mean(diff == 0) >= least_exact
+
+
+def test_unsupported_int8_ops_are_listed(tmp_path, fixtures_dir):
+    from tvm_sima.frontends import tflite_qdq
+
+    original = tflite_qdq.QDQ_OPS
+    try:
+        tflite_qdq.QDQ_OPS = ("RESHAPE",)  # pretend conv / dense are unknown: every one must be listed
+        with pytest.raises(UnsupportedOpsError, match=r"unsupported op\(s\): CONV_2D \(op 0, output") as err:
+            tvm_sima.load_model(fixtures_dir / "digits_int8.tflite")
+        assert [op for op, _ in err.value.ops] == ["CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D", "FULLY_CONNECTED"]
+    finally:
+        tflite_qdq.QDQ_OPS = original
