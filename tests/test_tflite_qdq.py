@@ -19,6 +19,13 @@ import tvm_sima
 from tvm_sima.frontends.loader import UnsupportedOpsError
 
 
+def op_counts(mod) -> collections.Counter:
+    ops: collections.Counter = collections.Counter()
+    tvm_ffi.structural_walk(mod["main"], [(relax.Call, lambda c: ops.update(
+        [c.op.name] if isinstance(c.op, tvm.ir.Op) else []))])
+    return ops
+
+
 def litert(path, x):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
@@ -36,9 +43,7 @@ def test_int8_tflite_loads_as_qdq_and_matches_litert_within_one_lsb(name, least_
     assert params == {}
     main = mod["main"]
     assert str(main.params[0].ty.dtype) == "int8" and str(main.ret_ty.dtype) == "int8"  # integer interface
-    ops: collections.Counter = collections.Counter()
-    tvm_ffi.structural_walk(main, [(relax.Call, lambda c: ops.update(
-        [c.op.name] if isinstance(c.op, tvm.ir.Op) else []))])
+    ops = op_counts(mod)
     layers = ops["relax.nn.conv2d"] + ops["relax.matmul"]
     assert layers >= 2 and ops["sima.quantize"] == layers  # one requantization point per layer
     assert ops["sima.dequantize"] == 3 * layers  # input, int8 weight, int32 bias
@@ -67,3 +72,39 @@ def test_unsupported_int8_ops_are_listed(tmp_path, fixtures_dir):
         assert [op for op, _ in err.value.ops] == ["CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D", "FULLY_CONNECTED"]
     finally:
         tflite_qdq.QDQ_OPS = original
+
+
+@pytest.mark.parametrize("name", ["digits_int8", "digits_mlp_int8"])
+def test_convert_folds_every_chain_bit_exact_with_litert(name, fixtures_dir):
+    #   int8 x -> [dequantize -> conv2d / matmul (dequantize(W)) -> + dequantize(b) -> relu? -> quantize] x N
+    #   becomes  int8 x -> sima.conv2d / sima.dense (weight, bias, multiplier, shift) x N
+    path = fixtures_dir / f"{name}.tflite"
+    mod, _ = tvm_sima.load_model(path)
+    shape = tuple(int(d) for d in mod["main"].params[0].ty.shape)
+    images = np.load(fixtures_dir / "digits_int8_inputs.npz")["images"]
+    rng = np.random.default_rng(5)
+    inputs = [i.reshape(shape).astype(np.int8) for i in images] + [
+        rng.integers(-128, 128, shape).astype(np.int8) for _ in range(32)]
+    outputs = {}
+    for mode in ("tflite", "shift"):
+        converted, report = tvm_sima.convert(mod, mode)
+        ops = op_counts(converted)
+        assert report["unconverted"] == []
+        assert len(report["converted"]) == ops["sima.conv2d"] + ops["sima.dense"] >= 2
+        assert ops["sima.dequantize"] == ops["sima.quantize"] == 0  # integer only, end to end
+        assert ops["relax.nn.conv2d"] == ops["relax.matmul"] == 0
+        infos = tvm_sima.read_quantize_info(converted)  # every fused op's output carries its parameters
+        assert sorted(infos) == sorted(c["tensor"] for c in report["converted"])
+        vm = relax.VirtualMachine(tvm_sima.build(converted), tvm.cpu())
+        outputs[mode] = np.stack([vm["main"](tvm.runtime.tensor(x)).numpy() for x in inputs]).astype(np.int64)
+    reference = np.stack([litert(path, x) for x in inputs]).astype(np.int64)
+    np.testing.assert_array_equal(outputs["tflite"], reference)  # bit for bit, digits and random inputs
+    diff = np.abs(outputs["shift"] - reference)
+    print(f"{name}: shift mode vs LiteRT: {np.mean(diff == 0):.4f} exact, max {diff.max()} LSB")
+    assert diff.max() <= 3
+
+
+def test_convert_rejects_an_unknown_mode(fixtures_dir):
+    mod, _ = tvm_sima.load_model(fixtures_dir / "digits_mlp_int8.tflite")
+    with pytest.raises(ValueError, match="mode='exact'; use one of"):
+        tvm_sima.convert(mod, "exact")

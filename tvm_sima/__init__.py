@@ -29,6 +29,7 @@ _LAZY = {
     "current_qconfig": "tvm_sima.config",
     "QConfig": "tvm_sima.config",
     "quantize": "tvm_sima.ptq",
+    "convert": "tvm_sima.converter",
     "quantize_report": "tvm_sima.ptq",
 }
 
