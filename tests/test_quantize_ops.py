@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tvm
 import tvm_ffi
+from relax_helpers import one_input_module
 from tvm import relax
 
 import tvm_sima
@@ -30,14 +31,9 @@ def const(shape, scale=0.3, positive=False):
     return relax.const(np.abs(value) if positive else value)
 
 
-def graph(shape, body: Callable[[relax.BlockBuilder, relax.Var], relax.Expr], layout_shape=None) -> tvm.IRModule:
-    x = relax.Var("x", relax.TensorType(shape, "float32"))
-    bb = relax.BlockBuilder()
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            out = bb.emit_output(body(bb, x))
-        bb.emit_func_output(out)
-    return bb.get()
+def graph(shape, body: Callable[[relax.BlockBuilder, relax.Var], relax.Expr]) -> tvm.IRModule:
+    """``main(x: float32[shape]) = body(bb, x)`` (see relax_helpers.one_input_module)."""
+    return one_input_module(shape, "float32", body)
 
 
 def op_counts(mod: tvm.IRModule) -> collections.Counter:
@@ -180,6 +176,7 @@ def realized_input_qparams(qmod) -> sm.QParams:
     ("relu", lambda x: relax.op.nn.relu(x)),
     ("relu6", lambda x: relax.op.nn.relu6(x)),
     ("clip", lambda x: relax.op.clip(x, -0.5, 1.0)),
+    ("maximum_constant_first", lambda x: relax.op.maximum(relax.const(-0.25, "float32"), x)),
 ])
 def test_value_preserving_ops_are_exact_on_integers(name, make, tmp_path):
     #   x -> op -> y        (the op runs on int8; y == op(dequantize(quantize(x))) exactly)
@@ -191,7 +188,7 @@ def test_value_preserving_ops_are_exact_on_integers(name, make, tmp_path):
     evals = batches(shape, 4, 2)
     fake = [sm.dequantize(sm.quantize(x, qp, "half_up"), qp).astype("float32") for x in evals]
     expected = run(mod, fake)
-    if name in ("relu", "relu6", "clip"):  # the output keeps its own scale after the clip
+    if name in ("relu", "relu6", "clip", "maximum_constant_first"):  # the output keeps its own scale after the clip
         for e, o in zip(expected, out, strict=True):
             assert np.abs(e - o).max() <= float(qp.scale) * 1.01
     else:

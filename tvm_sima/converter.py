@@ -27,8 +27,9 @@ from tvm import relax
 
 from . import math as sm
 from . import ops as so
+from .frontends.tflite_numpy import clamp_codes
 from .passes.annotate import remap
-from .passes.patterns import GraphIndex, constant_value, op_name
+from .passes.patterns import GraphIndex, clip_bounds, constant_value, op_name
 
 __all__ = ["convert", "MODES"]
 
@@ -58,26 +59,10 @@ def _dequantized(index: GraphIndex, expr: relax.Expr) -> Optional[tuple[relax.Ex
     return value.args[0], _qp_from_attrs(value.attrs)
 
 
-def _activation(value: relax.Expr) -> Optional[tuple[float, float]]:
-    name = op_name(value)
-    if name == "relax.nn.relu":
-        return 0.0, float("inf")
-    if name == "relax.nn.relu6":
-        return 0.0, 6.0
-    if name == "relax.clip":
-        assert isinstance(value, relax.Call)
-        lo, hi = constant_value(value.args[1]), constant_value(value.args[2])
-        if lo is not None and hi is not None:
-            return float(lo), float(hi)
-    return None
-
-
 def _range(qp: sm.QParams, lo: float, hi: float) -> tuple[int, int]:
-    """TFLite's CalculateActivationRangeQuantized: ``zp + round(bound / scale)`` in float32."""
-    scale, zp = np.float32(np.atleast_1d(qp.scale)[0]), int(np.atleast_1d(qp.zero_point)[0])
-    qlo = qp.qmin if lo == -np.inf else max(qp.qmin, zp + int(sm.round_real(np.float32(lo) / scale, "tflite")))
-    qhi = qp.qmax if hi == np.inf else min(qp.qmax, zp + int(sm.round_real(np.float32(hi) / scale, "tflite")))
-    return qlo, qhi
+    """TFLite's CalculateActivationRangeQuantized for real bounds (infinite: unbounded)."""
+    return clamp_codes(float(np.atleast_1d(qp.scale)[0]), int(np.atleast_1d(qp.zero_point)[0]), qp.qmin, qp.qmax,
+                       None if lo == -np.inf else lo, None if hi == np.inf else hi)
 
 
 class _Chain:
@@ -110,6 +95,7 @@ def _match(index: GraphIndex, var: relax.Var) -> Optional[_Chain]:
         value = index.producer[user]
         name = op_name(value)
         assert isinstance(value, relax.Call) or name is None
+        bounds = clip_bounds(value)
         if name == "relax.add" and chain.bias is None and chain.lo == -np.inf and chain.hi == np.inf:
             other = value.args[1] if value.args[0].same_as(current) else value.args[0]  # type: ignore[union-attr]
             b = _dequantized(index, other)
@@ -117,9 +103,8 @@ def _match(index: GraphIndex, var: relax.Var) -> Optional[_Chain]:
             if bias is None or bias.dtype != np.int32:
                 return None
             chain.bias = bias.reshape(-1)
-        elif _activation(value) is not None:
-            lo, hi = _activation(value)  # type: ignore[misc]
-            chain.lo, chain.hi = max(chain.lo, lo), min(chain.hi, hi)
+        elif bounds is not None and bounds[0].same_as(current):
+            chain.lo, chain.hi = max(chain.lo, bounds[1]), min(chain.hi, bounds[2])
         elif name == "sima.quantize":
             chain.out, chain.out_q = user, _qp_from_attrs(value.attrs)  # type: ignore[union-attr]
             chain.vars.append(user)

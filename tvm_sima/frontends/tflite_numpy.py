@@ -22,7 +22,7 @@ weights, the op only shifts), so the precision the fold costs can be measured on
 from __future__ import annotations
 
 import os
-from typing import Callable, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 
@@ -41,7 +41,7 @@ from ..math import (
 )
 from .tflite_flatbuffer import TFLiteGraph, TFLiteOp, TFLiteTensor, read_tflite
 
-__all__ = ["MODES", "ROUNDING", "SUPPORTED_OPS", "activation_range", "run_int8_tflite", "run_op"]
+__all__ = ["MODES", "ROUNDING", "SUPPORTED_OPS", "activation_range", "clamp_codes", "run_int8_tflite", "run_op"]
 
 Handler = Callable[[TFLiteGraph, TFLiteOp, dict, str], np.ndarray]
 MODES = ("tflite", "shift")
@@ -64,10 +64,16 @@ def activation_range(activation: str, out: TFLiteTensor) -> tuple[int, int]:
         raise ValueError(f"fused activation {activation} is not supported (use NONE, RELU, RELU6, RELU_N1_TO_1)")
     info = np.iinfo(out.dtype)
     lo, hi = _ACTIVATIONS[activation]
-    scale = np.float32(out.scale[0])
-    zp = int(out.zero_point[0])
-    qlo = info.min if lo is None else max(info.min, zp + int(round_real(np.float32(lo) / scale, "tflite")))
-    qhi = info.max if hi is None else min(info.max, zp + int(round_real(np.float32(hi) / scale, "tflite")))
+    return clamp_codes(float(out.scale[0]), int(out.zero_point[0]), int(info.min), int(info.max), lo, hi)
+
+
+def clamp_codes(scale: float, zero_point: int, qmin: int, qmax: int, lo: Optional[float],
+                hi: Optional[float]) -> tuple[int, int]:
+    """The codes of real bounds ``lo`` / ``hi`` (None: unbounded) as TFLite computes them:
+    ``zero_point + round(bound / scale)`` in float32, rounded half away from zero, within the type."""
+    s = np.float32(scale)
+    qlo = qmin if lo is None else max(qmin, zero_point + int(round_real(np.float32(lo) / s, "tflite")))
+    qhi = qmax if hi is None else min(qmax, zero_point + int(round_real(np.float32(hi) / s, "tflite")))
     return qlo, qhi
 
 

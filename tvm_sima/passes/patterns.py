@@ -25,6 +25,7 @@ __all__ = [
     "op_name",
     "epilogue_chain",
     "channel_axis",
+    "clip_bounds",
 ]
 
 #: Ops whose epilogues realize folds.
@@ -141,22 +142,38 @@ def _step(call: relax.Expr, x: relax.Var, axis: int, channels: int, ndim: int) -
         if name == "relax.divide":
             return ("affine", 1.0 / per, np.zeros(channels)) if np.all(per != 0) else None
         return ("affine", np.ones(channels), -per if name == "relax.subtract" else per)
+    bounds = clip_bounds(call)
+    if bounds is not None and bounds[0].same_as(x):
+        return ("clip", bounds[1], bounds[2])
+    return None
+
+
+def clip_bounds(call: relax.Expr) -> Optional[tuple[relax.Expr, float, float]]:
+    """``(tensor operand, lo, hi)`` of relu, relu6, clip with constant bounds, or maximum / minimum
+    of a tensor and a scalar constant (either operand order); None for anything else."""
+    name = op_name(call)
+    if name is None:
+        return None
+    assert isinstance(call, relax.Call)
+    args = list(call.args)
     if name in ("relax.maximum", "relax.minimum") and len(args) == 2:
-        other = args[1] if args[0].same_as(x) else args[0]
-        value = constant_value(other)
-        if value is None or value.size != 1:
+        values = [constant_value(a) for a in args]
+        if sum(v is not None for v in values) != 1:
             return None
-        v = float(value.reshape(()))
-        return ("clip", v, math.inf) if name == "relax.maximum" else ("clip", -math.inf, v)
+        k = 0 if values[0] is None else 1
+        bound = values[1 - k]
+        assert bound is not None
+        if bound.size != 1:
+            return None
+        v = float(bound.reshape(()))
+        return (args[k], v, math.inf) if name == "relax.maximum" else (args[k], -math.inf, v)
     if name == "relax.clip":
         lo, hi = constant_value(args[1]), constant_value(args[2])
-        if lo is None or hi is None:
-            return None
-        return ("clip", float(lo), float(hi))
+        return None if lo is None or hi is None else (args[0], float(lo), float(hi))
     if name == "relax.nn.relu":
-        return ("clip", 0.0, math.inf)
+        return (args[0], 0.0, math.inf)
     if name == "relax.nn.relu6":
-        return ("clip", 0.0, 6.0)
+        return (args[0], 0.0, 6.0)
     return None
 
 

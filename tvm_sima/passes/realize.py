@@ -25,7 +25,7 @@ import logging
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import tvm
@@ -36,7 +36,7 @@ from .. import ops as so
 from ..calibration import Observer
 from ..config import LayerInfo, QConfig
 from .annotate import is_float_tensor
-from .patterns import GraphIndex, constant_value, epilogue_chain, op_name
+from .patterns import Epilogue, GraphIndex, clip_bounds, constant_value, epilogue_chain, op_name
 
 __all__ = ["REALIZE_FUNCTIONS", "RealizeContext", "RealizeReport", "QValue", "realize",
            "register_realize_function", "tensor_qparams"]
@@ -357,6 +357,38 @@ def _accumulator_overflow(consts: dict, xq: sm.QParams, is_dense: bool) -> Optio
     return None
 
 
+def _fused_io(ctx: RealizeContext, var: relax.Var,
+              call: relax.Call) -> Union[str, tuple[QValue, Epilogue, sm.QParams, str]]:
+    """A conv / matmul's quantized input, its epilogue and the epilogue output's parameters and name,
+    or why the layer cannot be fused."""
+    xq = ctx.quantized(call.args[0])
+    if xq is None:
+        return "input is not quantized"
+    chain = epilogue_chain(ctx.index, var)
+    assert chain is not None
+    out = ctx.output_qparams(chain.output)
+    if out is None:
+        return "output has no calibrated scale"
+    return xq, chain, out[0], out[1]
+
+
+def _requant_kwargs(consts: dict, xq: QValue, yq: sm.QParams, chain: Epilogue) -> dict:
+    """The requantization arguments ``sima.conv2d`` and ``sima.dense`` share."""
+    qmin, qmax = _clip_codes(yq, chain.lo, chain.hi)
+    return {"shift": consts["shift"], "multiplier": consts["multiplier"], "input_zero_point": _zp(xq.qparams),
+            "output_zero_point": consts["output_zero_point"], "rounding": consts["rounding"], "qmin": qmin,
+            "qmax": qmax, "out_dtype": yq.dtype.container.name}
+
+
+def _emit_fused(ctx: RealizeContext, chain: Epilogue, fused: relax.Expr, yq: sm.QParams, name: str, layer: str,
+                op: str) -> None:
+    """Bind the fused op as the epilogue's output; the epilogue's own bindings are consumed."""
+    ctx.set_q(chain.output, fused, yq, name)
+    ctx.consumed.update(chain.vars)
+    ctx.report.fused.append(layer)
+    ctx.report.integer_ops[op] += 1
+
+
 def _layer_of_weight(ctx: RealizeContext, weight_name: str) -> tuple[str, QConfig]:
     layer = weight_name.rsplit(".", 1)[0]
     return layer, ctx.config_of(weight_name)
@@ -375,15 +407,10 @@ def _realize_conv2d(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Op
         return f"layouts {layout}/{kernel_layout}->{out_layout} (sima.conv2d takes NCHW or NHWC data)"
     # Any kernel layout (TFLite's depthwise HWOI, OHWI, ...) is transposed to the op's own.
     weight = weight.transpose([kernel_layout.index(c) for c in so.LAYOUTS[layout]])
-    xq = ctx.quantized(call.args[0])
-    if xq is None:
-        return "input is not quantized"
-    chain = epilogue_chain(ctx.index, var)
-    assert chain is not None
-    out = ctx.output_qparams(chain.output)
-    if out is None:
-        return "output has no calibrated scale"
-    yq, name = out
+    io = _fused_io(ctx, var, call)
+    if isinstance(io, str):
+        return io
+    xq, chain, yq, name = io
     groups = int(a["groups"])
     hwigo = sm.oihw_to_hwigo(weight, groups) if layout == "NCHW" else \
         weight.reshape(*weight.shape[:3], groups, -1)
@@ -395,17 +422,11 @@ def _realize_conv2d(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Op
         return overflow
     w = consts["weight"]
     kernel = sm.hwigo_to_oihw(w) if layout == "NCHW" else w.reshape(*w.shape[:3], -1)
-    qmin, qmax = _clip_codes(yq, chain.lo, chain.hi)
     fused = so.conv2d(xq.expr, relax.const(kernel), relax.const(np.asarray(consts["bias"]).astype("int32")),
-                      shift=consts["shift"], multiplier=consts["multiplier"],
                       strides=[int(s) for s in a["strides"]], padding=[int(p) for p in a["padding"]],
                       dilation=[int(d) for d in a["dilation"]], groups=groups, data_layout=layout,
-                      input_zero_point=_zp(xq.qparams), output_zero_point=consts["output_zero_point"],
-                      rounding=consts["rounding"], qmin=qmin, qmax=qmax, out_dtype=yq.dtype.container.name)
-    ctx.set_q(chain.output, fused, yq, name)
-    ctx.consumed.update(chain.vars)
-    ctx.report.fused.append(layer)
-    ctx.report.integer_ops["sima.conv2d"] += 1
+                      **_requant_kwargs(consts, xq, yq, chain))
+    _emit_fused(ctx, chain, fused, yq, name, layer, "sima.conv2d")
     return None
 
 
@@ -418,15 +439,10 @@ def _realize_matmul(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Op
     if weight.ndim != 2:
         return f"weight of rank {weight.ndim} (sima.dense takes a 2-D weight)"
     layer, config = _layer_of_weight(ctx, wname)
-    xq = ctx.quantized(call.args[0])
-    if xq is None:
-        return "input is not quantized"
-    chain = epilogue_chain(ctx.index, var)
-    assert chain is not None
-    out = ctx.output_qparams(chain.output)
-    if out is None:
-        return "output has no calibrated scale"
-    yq, name = out
+    io = _fused_io(ctx, var, call)
+    if isinstance(io, str):
+        return io
+    xq, chain, yq, name = io
     oi = weight.T * chain.scale[:, None]
     consts = _corrected_constants(ctx, config, oi, chain.shift, xq.qparams, yq, True, layer,
                                   ctx.input_mean(call.args[0]))
@@ -438,18 +454,12 @@ def _realize_matmul(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Op
     out_shape = [int(d) for d in call.ty.shape]
     if len(in_shape) != 2:
         data = ctx.bb.emit(relax.op.reshape(data, (-1, in_shape[-1])))
-    qmin, qmax = _clip_codes(yq, chain.lo, chain.hi)
     fused: relax.Expr = so.dense(data, relax.const(consts["weight"]),
                                  relax.const(np.asarray(consts["bias"]).astype("int32")),
-                                 shift=consts["shift"], multiplier=consts["multiplier"],
-                                 input_zero_point=_zp(xq.qparams), output_zero_point=consts["output_zero_point"],
-                                 rounding=consts["rounding"], qmin=qmin, qmax=qmax, out_dtype=yq.dtype.container.name)
+                                 **_requant_kwargs(consts, xq, yq, chain))
     if len(in_shape) != 2:
         fused = relax.op.reshape(ctx.bb.emit(fused), out_shape)
-    ctx.set_q(chain.output, fused, yq, name)
-    ctx.consumed.update(chain.vars)
-    ctx.report.fused.append(layer)
-    ctx.report.integer_ops["sima.dense"] += 1
+    _emit_fused(ctx, chain, fused, yq, name, layer, "sima.dense")
     return None
 
 
@@ -566,33 +576,18 @@ for _op in PASSTHROUGH:
 
 
 def _realize_clip(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Optional[str]:
-    xq = ctx.quantized(call.args[0])
+    bounds = clip_bounds(call)
+    if bounds is None:
+        return "maximum / minimum of two tensors, or clip bounds that are not constants"
+    source, lo, hi = bounds
+    xq = ctx.quantized(source)
     if xq is None:
         return "input is not quantized"
-    op = op_name(call)
-    if op == "relax.nn.relu":
-        lo, hi = 0.0, math.inf
-    elif op == "relax.nn.relu6":
-        lo, hi = 0.0, 6.0
-    elif op == "relax.clip":
-        lo_v, hi_v = constant_value(call.args[1]), constant_value(call.args[2])
-        if lo_v is None or hi_v is None:
-            return "clip bounds are not constants"
-        lo, hi = float(lo_v), float(hi_v)
-    else:
-        bound = constant_value(call.args[1])
-        if bound is None or bound.size != 1:
-            return _realize_binary_activation(ctx, var, call)
-        lo, hi = (float(bound), math.inf) if op == "relax.maximum" else (-math.inf, float(bound))
     qmin, qmax = _clip_codes(xq.qparams, lo, hi)
     name = ctx.output_qparams(var)
     ctx.set_q(var, relax.op.clip(xq.expr, qmin, qmax), xq.qparams, name[1] if name else f"{var.name}.output")
-    ctx.report.integer_ops[op or ""] += 1
+    ctx.report.integer_ops[op_name(call) or ""] += 1
     return None
-
-
-def _realize_binary_activation(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Optional[str]:
-    return "maximum / minimum of two tensors"
 
 
 for _op in ("relax.nn.relu", "relax.nn.relu6", "relax.clip", "relax.maximum", "relax.minimum"):
