@@ -55,6 +55,11 @@ def test_dict_batches_and_bad_datasets(annotated):
     assert obs["conv2d_0.input"].count == 3 * 3 * 8 * 8
     with pytest.raises(ValueError, match=r"calibration batch lacks inputs \['x'\]"):
         calibrate(amod, [{"image": batches(1)[0]}])
+    with pytest.raises(ValueError, match=r"calibration batch 2: input 'x' is float32 of shape \(1, 3, 9, 9\); "
+                                         r"the model takes float32 of shape \(1, 3, 8, 8\)"):
+        calibrate(amod, [batches(1)[0], np.zeros((1, 3, 9, 9), "float32")])
+    with pytest.raises(ValueError, match="calibration batch 1: input 'x' is float64"):
+        calibrate(amod, [batches(1)[0].astype("float64")])
     with pytest.raises(ValueError, match="the calibration dataset is empty"):
         calibrate(amod, [])
     bad = batches(1)[0].copy()

@@ -21,7 +21,7 @@ from tvm import relax
 from .config import QConfig, current_qconfig
 from .frontends.loader import bind_params
 from .passes.annotate import annotate
-from .passes.calibrate import _inputs, calibration_graph
+from .passes.calibrate import _check_batch, _inputs, calibration_graph
 from .passes.canonicalize import canonicalize
 from .passes.patterns import GraphIndex, op_name
 
@@ -142,8 +142,10 @@ def compare_tensors(mod: tvm.IRModule, params: Optional[dict], qmod: tvm.IRModul
     main = float_mod["main"]
     names = [p.name for p in main.params]
     q_index = {name: i + 1 for i, name in enumerate(q_taps)}
-    for batch in dataset:
-        args = [tvm.runtime.tensor(a) for a in _inputs(batch, names)]
+    for number, batch in enumerate(dataset, start=1):
+        arrays = _inputs(batch, names)
+        _check_batch(arrays, main.params, number)
+        args = [tvm.runtime.tensor(a) for a in arrays]
         f_out, q_out = fvm["main"](*args), qvm["main"](*args)
         for m in metrics:
             m.update(f_out[float_index[m.name]].numpy(), q_out[q_index[m.name]].numpy())

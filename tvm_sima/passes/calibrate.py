@@ -87,6 +87,16 @@ def _inputs(batch: Batch, names: list[str]) -> list[np.ndarray]:
     return [np.ascontiguousarray(batch)]
 
 
+def _check_batch(arrays: list[np.ndarray], params: Any, number: int) -> None:
+    """Each array against its input's declared shape and dtype, with the batch number in the error."""
+    for array, param in zip(arrays, params, strict=False):
+        ty = param.ty
+        shape = tuple(int(d) for d in ty.shape) if ty.shape is not None else None
+        if str(array.dtype) != str(ty.dtype) or (shape is not None and array.shape != shape):
+            raise ValueError(f"calibration batch {number}: input {param.name!r} is {array.dtype} of shape "
+                             f"{array.shape}; the model takes {ty.dtype} of shape {shape}")
+
+
 def _observer(name: str, attrs: Any, config: QConfig, weight: bool) -> Observer:
     strategy = config.calibration_strategy_for_weight if weight else config.calibration_strategy_for_activation
     method = config.quantize_method_for_weight if weight else config.quantize_method_for_activation
@@ -171,7 +181,9 @@ def _stream(mod: tvm.IRModule, dataset: Iterable[Batch], tap_observers: list[Obs
     vm = relax.VirtualMachine(tvm_sima.build(mod), tvm.cpu())
     count = 0
     for count, batch in enumerate(dataset, start=1):
-        outputs = vm["main"](*[tvm.runtime.tensor(a) for a in _inputs(batch, inputs)])
+        arrays = _inputs(batch, inputs)
+        _check_batch(arrays, main.params, count)
+        outputs = vm["main"](*[tvm.runtime.tensor(a) for a in arrays])
         for index, observer in enumerate(tap_observers, start=1):
             observer.update(outputs[index].numpy())
         if log_every and count % log_every == 0:
