@@ -61,6 +61,46 @@ def test_int8_tflite_loads_as_qdq_and_matches_litert_within_one_lsb(name, least_
     assert diff.max() <= 1 and np.mean(diff == 0) >= least_exact
 
 
+def digits_inputs(fixtures_dir, shape, random=8):
+    """The 32 bundled held-out digits quantized for the model input, then ``random`` random int8 images."""
+    images = np.load(fixtures_dir / "digits_int8_inputs.npz")["images"]
+    rng = np.random.default_rng(5)
+    return [i.reshape(shape).astype(np.int8) for i in images] + [
+        rng.integers(-128, 128, shape).astype(np.int8) for _ in range(random)]
+
+
+def test_int8_tflite_with_the_other_ops_loads_and_matches_litert_within_one_lsb(fixtures_dir):
+    # digits_ops_int8.tflite is real TFLite converter output (tools/make_tflite_fixtures.py) with a
+    # dynamic batch: two SPACE_TO_BATCH_ND -> CONV_2D -> BATCH_TO_SPACE_ND atrous convolutions, ADD
+    # (tensor + tensor, tensor + int8 constant), MAX_POOL_2D, AVERAGE_POOL_2D (SAME), CONCATENATION,
+    # DEPTHWISE_CONV_2D (RELU6), quantized STRIDED_SLICE, MEAN, and a flatten as SHAPE / STRIDED_SLICE /
+    # PACK / RESHAPE.
+    path = fixtures_dir / "digits_ops_int8.tflite"
+    mod, _ = tvm_sima.load_model(path)
+    main = mod["main"]
+    assert str(main.params[0].ty.dtype) == "int8" and str(main.ret_ty.dtype) == "int8"
+    ops = op_counts(mod)
+    assert ops["relax.nn.conv2d"] == 4 and ops["relax.matmul"] == 1
+    dilated = []
+    tvm_ffi.structural_walk(main, [(relax.Call, lambda c: dilated.append(c) if isinstance(c.op, tvm.ir.Op) and
+                                    c.op.name == "relax.nn.conv2d" and int(c.attrs["dilation"][0]) == 2 else None)])
+    assert len(dilated) == 2  # both space/batch sandwiches became one dilated convolution each
+    assert ops["relax.nn.max_pool2d"] == ops["relax.nn.avg_pool2d"] == ops["relax.mean"] == 1
+    assert ops["relax.concat"] == 2 and ops["relax.strided_slice"] == 1 and ops["relax.reshape"] == 1
+    vm = relax.VirtualMachine(tvm_sima.build(mod), tvm.cpu())
+    inputs = digits_inputs(fixtures_dir, (1, 8, 8, 1))
+    got = np.stack([vm["main"](tvm.runtime.tensor(x)).numpy() for x in inputs]).astype(np.int64)
+    diff = np.abs(got - np.stack([litert(path, x) for x in inputs]).astype(np.int64))
+    print(f"digits_ops_int8: QDQ graph vs LiteRT: {np.mean(diff == 0):.4f} exact, max {diff.max()} LSB")
+    assert diff.max() <= 1 and np.mean(diff == 0) >= 0.75
+
+
+def test_int8_tflite_keeps_its_stored_shapes(fixtures_dir):
+    with pytest.raises(ValueError, match="imported with the shapes it stores"):
+        tvm_sima.load_model(fixtures_dir / "digits_ops_int8.tflite",
+                            input_shapes={"serving_default_image:0": (4, 8, 8, 1)})
+
+
 def test_unsupported_int8_ops_are_listed(tmp_path, fixtures_dir):
     from tvm_sima.frontends import tflite_qdq
 

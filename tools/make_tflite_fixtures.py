@@ -18,6 +18,11 @@ Writes, under ``tests/fixtures/``:
 - ``digits_mlp_int8.tflite``: FULLY_CONNECTED (RELU) and FULLY_CONNECTED with
   per-tensor weights (the converter's default for dense layers);
 - ``digits_cnn_float.tflite``: the same CNN, float32 (for ``tvm_sima.load_model``);
+- ``digits_ops_int8.tflite``: a branchy CNN with a dynamic batch dimension covering the other
+  int8 ops: dilated CONV_2D, ADD, MAX_POOL_2D, AVERAGE_POOL_2D, CONCATENATION, DEPTHWISE_CONV_2D
+  (RELU6), quantized STRIDED_SLICE, MEAN (global average pool), flatten written as
+  SHAPE / STRIDED_SLICE / PACK / RESHAPE, and an explicit SPACE_TO_BATCH_ND / CONV_2D /
+  BATCH_TO_SPACE_ND atrous convolution;
 - ``digits_int8_inputs.npz``: 32 held-out images (float in [0, 1], and quantized with
   the CNN's input parameters) and their labels.
 """
@@ -56,6 +61,37 @@ def _build_model():
     x = tf.keras.layers.Flatten(name="flatten")(x)
     x = tf.keras.layers.Dense(10, name="fc")(x)
     return tf.keras.Model(inputs, x)
+
+
+def _build_ops_model():
+    import tensorflow as tf
+
+    def atrous(t):  # explicit space-to-batch form of a rate-2 convolution
+        s2b = tf.space_to_batch_nd(t, block_shape=[2, 2], paddings=[[2, 2], [2, 2]])
+        return tf.nn.conv2d(s2b, atrous_w, strides=1, padding="VALID")
+
+    def batch_to_space(t):
+        return tf.batch_to_space(t, block_shape=[2, 2], crops=[[0, 0], [0, 0]])
+
+    atrous_w = tf.Variable(tf.random.normal([3, 3, 8, 8], stddev=0.2), name="atrous_w")
+    inputs = tf.keras.Input(shape=(8, 8, 1), name="image")  # batch None: dynamic flatten
+    c1 = tf.keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv_same")(inputs)
+    c2 = tf.keras.layers.Conv2D(8, 3, padding="same", dilation_rate=2, activation="relu", name="conv_dilated")(c1)
+    a = tf.keras.layers.Add(name="add")([c1, c2])
+    s2b = tf.keras.layers.Lambda(atrous, name="atrous")(a)
+    b2s = tf.keras.layers.Lambda(batch_to_space, name="batch_to_space")(s2b)
+    mp = tf.keras.layers.MaxPool2D(2, name="max_pool")(b2s)
+    ap = tf.keras.layers.AveragePooling2D(3, strides=2, padding="same", name="avg_pool")(a)
+    cat = tf.keras.layers.Concatenate(name="concat")([mp, ap])
+    dw = tf.keras.layers.DepthwiseConv2D(3, padding="same", activation="relu6", name="dw_relu6")(cat)
+    sl = tf.keras.layers.Lambda(lambda t: t[:, 1:, 1:, :], name="slice")(dw)
+    gap = tf.keras.layers.GlobalAveragePooling2D(name="gap")(dw)
+    flat = tf.keras.layers.Flatten(name="flatten")(sl)
+    x = tf.keras.layers.Concatenate(name="concat_features")([gap, flat])
+    x = tf.keras.layers.Dense(10, name="fc")(x)
+    model = tf.keras.Model(inputs, x)
+    model.atrous_w = atrous_w  # tracked so that training updates it
+    return model
 
 
 def _build_mlp():
@@ -103,6 +139,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "tests" / "fixtures")
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--only-ops", action="store_true", help="write digits_ops_int8.tflite only")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -118,7 +155,14 @@ def main() -> None:
     _train(mlp, train_x.reshape(-1, 64), train_y, test_x.reshape(-1, 64), test_y, args.epochs, "mlp")
     mlp_blob = _convert(mlp, train_x.reshape(-1, 64), per_channel_dense=False)
 
+    ops = _build_ops_model()
+    _train(ops, train_x, train_y, test_x, test_y, args.epochs, "ops")
+    ops_blob = _convert(ops, train_x, per_channel_dense=True)
+
     args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "digits_ops_int8.tflite").write_bytes(ops_blob)
+    if args.only_ops:
+        return
     model_path = args.out / "digits_int8.tflite"
     model_path.write_bytes(blob)
     (args.out / "digits_mlp_int8.tflite").write_bytes(mlp_blob)

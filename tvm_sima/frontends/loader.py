@@ -127,10 +127,14 @@ def _load_tflite(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
     graph = read_tflite(path)
     inputs = [graph.tensors[i] for i in graph.inputs]
     if any(t.dtype.kind in "iu" for t in inputs):
-        from .tflite_qdq import QDQ_OPS, import_int8_tflite
+        from .tflite_qdq import import_int8_tflite, unsupported_ops
 
-        missing = [(op.name, f"op {op.index}, output '{graph.tensors[op.outputs[0]].name}'")
-                   for op in graph.ops if op.name not in QDQ_OPS]
+        if input_shapes:
+            static = {t.name: t.shape for t in inputs}
+            if any(tuple(input_shapes.get(name, shape)) != tuple(shape) for name, shape in static.items()):
+                raise ValueError(f"{path}: an int8 TFLite model is imported with the shapes it stores {static}; "
+                                 f"input_shapes={input_shapes} asks for others")
+        missing = unsupported_ops(graph)
         if missing:
             raise UnsupportedOpsError(str(path), missing)
         return import_int8_tflite(path.read_bytes()), {}

@@ -7,17 +7,24 @@ Relax's own TFLite importer rejects many int8 graphs; this one reads the flatbuf
   FULLY_CONNECTED: ``quantize(act(op(dequantize(x), dequantize(W)) + dequantize(b)))`` with the
   int8 weight and the int32 bias kept as constants behind their dequantize (per-channel along the
   output channel), the fused activation as ``relu`` / ``clip``;
-* RESHAPE on the integers.
+* ADD / SUB / MUL, AVERAGE_POOL_2D (padding left out of the count, as TFLite), MEAN:
+  ``quantize(act(op(dequantize(a), dequantize(b))))``;
+* ops that only move values and keep the scale (RESHAPE, STRIDED_SLICE, MAX_POOL_2D, and
+  CONCATENATION of inputs sharing one scale) run on the integers;
+* shape arithmetic on int32 tensors (SHAPE, STRIDED_SLICE, PACK: the TFLite converter's flatten with
+  a dynamic batch) is evaluated at import time, so the RESHAPE gets a constant shape;
+* SPACE_TO_BATCH_ND -> CONV_2D / DEPTHWISE_CONV_2D (VALID) -> BATCH_TO_SPACE_ND (how TensorFlow
+  writes a dilated convolution) becomes one dilated convolution.
 
 The model keeps its integer interface: int8 in, int8 out, as in LiteRT. Executed as is (float
 arithmetic between the dequantize and quantize), it matches LiteRT's integer kernels to within
-rounding; ``tvm_sima.convert`` (the converter issue) folds each chain into one fused sima op.
+rounding; ``tvm_sima.convert`` folds each chain into integer sima ops.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 import tvm
@@ -27,10 +34,13 @@ from .. import math as sm
 from .. import ops as so
 from .tflite_flatbuffer import TFLiteGraph, TFLiteOp, TFLiteTensor, read_tflite
 
-__all__ = ["QDQ_OPS", "import_int8_tflite"]
+__all__ = ["QDQ_OPS", "import_int8_tflite", "unsupported_ops"]
 
-QDQ_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "RESHAPE")
+QDQ_OPS = ("ADD", "AVERAGE_POOL_2D", "BATCH_TO_SPACE_ND", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D",
+           "FULLY_CONNECTED", "MAX_POOL_2D", "MEAN", "MUL", "PACK", "RESHAPE", "SHAPE", "SPACE_TO_BATCH_ND",
+           "STRIDED_SLICE", "SUB")
 _ACTIVATIONS = {"NONE": None, "RELU": (0.0, None), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}
+_SHAPE_OPS = ("SHAPE", "PACK", "STRIDED_SLICE")  # evaluated at import time when their inputs are int32
 
 
 def _qparams(t: TFLiteTensor, axis: int = -1) -> sm.QParams:
@@ -71,44 +81,281 @@ def _finish(bb: relax.BlockBuilder, op: TFLiteOp, out: TFLiteTensor, y: relax.Ex
     return bb.emit(so.quantize(y, _qparams(out), "half_away_from_zero"))
 
 
-def _conv(bb: relax.BlockBuilder, graph: TFLiteGraph, op: TFLiteOp, x_int: relax.Expr) -> relax.Expr:
-    x, w, out = (graph.tensors[i] for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
-    weight = _constant(graph, op, 1)
-    o = op.options
-    if op.name == "CONV_2D":
-        hwio, groups = weight.transpose(1, 2, 3, 0), 1  # OHWI -> HWIO
-    else:
-        hwio, groups = weight.transpose(1, 2, 0, 3), x.shape[3]  # 1,H,W,C*m -> H,W,1,C*m
-    strides = (o["StrideH"], o["StrideW"])
-    dilation = (o["DilationHFactor"], o["DilationWFactor"])
-    if o["Padding"] == "SAME":
-        (top, bottom), (left, right) = (sm.same_padding(x.shape[1 + i], hwio.shape[i], strides[i], dilation[i])
-                                        for i in range(2))
-        padding = [top, left, bottom, right]
-    else:
+def _same(a: TFLiteTensor, b: TFLiteTensor) -> bool:
+    return bool(np.array_equal(a.scale, b.scale) and np.array_equal(a.zero_point, b.zero_point)
+                and a.dtype == b.dtype)
+
+
+def _consumers(graph: TFLiteGraph) -> dict[int, list[TFLiteOp]]:
+    users: dict[int, list[TFLiteOp]] = {}
+    for op in graph.ops:
+        for i in op.inputs:
+            users.setdefault(i, []).append(op)
+    return users
+
+
+def _atrous(graph: TFLiteGraph, users: dict[int, list[TFLiteOp]], s2b: TFLiteOp) -> Union[dict, str]:
+    """The dilated convolution a SPACE_TO_BATCH_ND starts, or why it is not one."""
+    conv = users.get(s2b.outputs[0], [])
+    if len(conv) != 1 or conv[0].name not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        return "its output does not feed exactly one CONV_2D / DEPTHWISE_CONV_2D"
+    c = conv[0]
+    o = c.options
+    if o["Padding"] != "VALID" or (o["StrideH"], o["StrideW"], o["DilationHFactor"], o["DilationWFactor"]) != (1,) * 4:
+        return f"op {c.index} after it is not a VALID, stride-1, undilated convolution"
+    b2s = users.get(c.outputs[0], [])
+    if len(b2s) != 1 or b2s[0].name != "BATCH_TO_SPACE_ND":
+        return f"op {c.index} after it does not feed exactly one BATCH_TO_SPACE_ND"
+    b = b2s[0]
+    consts = [graph.tensors[s2b.inputs[k]].data for k in (1, 2)] + [graph.tensors[b.inputs[k]].data for k in (1, 2)]
+    if any(v is None for v in consts):
+        return "block shape, paddings or crops are not constants"
+    block, pads, block_out, crops = (np.asarray(v) for v in consts)
+    if not np.array_equal(block, block_out) or block.shape != (2,):
+        return f"BATCH_TO_SPACE_ND (op {b.index}) uses another block shape"
+    before = pads[:, 0] - crops[:, 0]
+    after = pads[:, 1] - crops[:, 1]
+    if (before < 0).any() or (after < 0).any():
+        return "crops larger than the paddings"
+    if not _same(graph.tensors[s2b.inputs[0]], graph.tensors[s2b.outputs[0]]) or \
+            not _same(graph.tensors[c.outputs[0]], graph.tensors[b.outputs[0]]):
+        return "the space/batch ops change the quantization parameters"
+    return {"conv": c.index, "b2s": b.index, "input": s2b.inputs[0], "output": b.outputs[0],
+            "dilation": (int(block[0]), int(block[1])),
+            "padding": [int(before[0]), int(before[1]), int(after[0]), int(after[1])]}
+
+
+def _slices(begin: np.ndarray, end: np.ndarray, strides: np.ndarray, options: dict) -> tuple[list[slice], list[int]]:
+    """Python slices of a TFLite STRIDED_SLICE and the axes it drops (shrink_axis_mask)."""
+    if options.get("EllipsisMask", 0) or options.get("NewAxisMask", 0):
+        raise ValueError("STRIDED_SLICE with ellipsis_mask / new_axis_mask is not supported")
+    slices, dropped = [], []
+    for axis, (b, e, st) in enumerate(zip(begin.tolist(), end.tolist(), strides.tolist(), strict=True)):
+        bit = 1 << axis
+        if options.get("ShrinkAxisMask", 0) & bit:
+            slices.append(slice(b, b + 1 if b != -1 else None, 1))
+            dropped.append(axis)
+            continue
+        stop = b + e if options.get("Offset", False) else e
+        slices.append(slice(None if options.get("BeginMask", 0) & bit else b,
+                            None if options.get("EndMask", 0) & bit else stop, st))
+    return slices, dropped
+
+
+class _Importer:
+    def __init__(self, graph: TFLiteGraph, bb: relax.BlockBuilder, params: list[relax.Var]) -> None:
+        self.graph, self.bb = graph, bb
+        self.values: dict[int, relax.Expr] = dict(zip(graph.inputs, params, strict=True))
+        self.static: dict[int, np.ndarray] = {}  # int32 shape arithmetic, evaluated here
+        users = _consumers(graph)
+        self.atrous: dict[int, dict] = {}
+        self.skip: set[int] = set()
+        for op in graph.ops:
+            if op.name == "SPACE_TO_BATCH_ND":
+                found = _atrous(graph, users, op)
+                if isinstance(found, str):
+                    raise ValueError(f"op {op.index} (SPACE_TO_BATCH_ND): {found}; only the dilated-convolution "
+                                     "form SPACE_TO_BATCH_ND -> CONV_2D -> BATCH_TO_SPACE_ND is supported")
+                self.atrous[found["conv"]] = found
+                self.skip.update((op.index, found["b2s"]))
+        stray = [op.index for op in graph.ops if op.name == "BATCH_TO_SPACE_ND" and op.index not in self.skip]
+        if stray:
+            raise ValueError(f"op {stray[0]} (BATCH_TO_SPACE_ND) does not close a dilated convolution; only "
+                             "SPACE_TO_BATCH_ND -> CONV_2D -> BATCH_TO_SPACE_ND is supported")
+
+    def tensor(self, index: int) -> TFLiteTensor:
+        return self.graph.tensors[index]
+
+    def value(self, index: int) -> relax.Expr:
+        if index in self.values:
+            return self.values[index]
+        t = self.tensor(index)
+        if t.data is None:
+            raise ValueError(f"tensor {index} '{t.name}' is used before it is computed")
+        return relax.const(np.ascontiguousarray(t.data), str(t.dtype))
+
+    def static_value(self, index: int) -> Optional[np.ndarray]:
+        if index in self.static:
+            return self.static[index]
+        return self.tensor(index).data
+
+    def shape(self, index: int) -> list[int]:
+        ty = self.bb.normalize(self.value(index)).ty
+        return [int(d) for d in ty.shape]  # type: ignore[attr-defined]
+
+    def dequantize(self, index: int) -> relax.Expr:
+        t = self.tensor(index)
+        if t.dtype != np.int8 or not t.quantized:
+            raise ValueError(f"tensor '{t.name}' is {np.dtype(t.dtype).name}"
+                             f"{'' if t.quantized else ' without quantization parameters'}; only int8 "
+                             "quantized activations are supported")
+        return self.bb.emit(so.dequantize(self.value(index), _qparams(t)))
+
+    def run(self, op: TFLiteOp) -> None:
+        if op.index in self.skip:
+            return
+        if op.name == "SHAPE" or (op.name in _SHAPE_OPS and self.tensor(op.outputs[0]).dtype == np.int32
+                                  and all(self.static_value(i) is not None for i in op.inputs if i >= 0)):
+            self.static[op.outputs[0]] = self._static(op)
+            return
+        handler = getattr(self, f"_op_{op.name.lower()}")
+        result = handler(op)
+        self.values[op.outputs[0]] = result
+
+    # ---- shape arithmetic, evaluated now ------------------------------------------------------------
+    def _static(self, op: TFLiteOp) -> np.ndarray:
+        if op.name == "SHAPE":
+            return np.asarray(self.shape(op.inputs[0]), dtype=np.int32)
+        args = [self.static_value(i) for i in op.inputs]
+        if any(a is None for a in args):
+            raise ValueError(f"op {op.index} ({op.name}): int32 inputs computed at run time are not supported")
+        if op.name == "PACK":
+            return np.stack([np.asarray(a) for a in args], axis=int(op.options.get("Axis", 0))).astype(np.int32)
+        slices, dropped = _slices(np.asarray(args[1]), np.asarray(args[2]), np.asarray(args[3]), op.options)
+        out = np.asarray(args[0])[tuple(slices)]
+        return out.reshape([d for k, d in enumerate(out.shape) if k not in dropped]).astype(np.int32)
+
+    # ---- ops on the integers ------------------------------------------------------------------------
+    def _op_reshape(self, op: TFLiteOp) -> relax.Expr:
+        shape = self.static_value(op.inputs[1]) if len(op.inputs) > 1 and op.inputs[1] >= 0 else None
+        target = [int(d) for d in shape] if shape is not None else list(self.tensor(op.outputs[0]).shape)
+        return self.bb.emit(relax.op.reshape(self.value(op.inputs[0]), target))
+
+    def _op_strided_slice(self, op: TFLiteOp) -> relax.Expr:
+        args = [self.static_value(i) for i in op.inputs[1:4]]
+        if any(a is None for a in args):
+            raise ValueError(f"op {op.index} (STRIDED_SLICE): begin / end / strides must be constants")
+        slices, dropped = _slices(np.asarray(args[0]), np.asarray(args[1]), np.asarray(args[2]), op.options)
+        shape = self.shape(op.inputs[0])
+        axes, begin, end, strides = [], [], [], []
+        for axis, sl in enumerate(slices):
+            start, stop, step = sl.indices(shape[axis])
+            if step <= 0:
+                raise ValueError(f"op {op.index} (STRIDED_SLICE): negative strides are not supported")
+            if (start, stop, step) != (0, shape[axis], 1):
+                axes.append(axis)
+                begin.append(start)
+                end.append(max(stop, start))
+                strides.append(step)
+        y = self.value(op.inputs[0])
+        if axes:
+            y = self.bb.emit(relax.op.strided_slice(y, axes, begin, end, strides))
+        return self.bb.emit(relax.op.squeeze(y, dropped)) if dropped else y
+
+    def _op_max_pool_2d(self, op: TFLiteOp) -> relax.Expr:
+        x, out = self.tensor(op.inputs[0]), self.tensor(op.outputs[0])
+        pool, strides, padding = self._pool_geometry(op)
+        if _same(x, out) and op.options.get("FusedActivationFunction", "NONE") == "NONE":
+            return self.bb.emit(relax.op.nn.max_pool2d(self.value(op.inputs[0]), pool, strides, padding,
+                                                       layout="NHWC"))
+        y = self.bb.emit(relax.op.nn.max_pool2d(self.dequantize(op.inputs[0]), pool, strides, padding, layout="NHWC"))
+        return _finish(self.bb, op, out, y)
+
+    def _op_concatenation(self, op: TFLiteOp) -> relax.Expr:
+        out = self.tensor(op.outputs[0])
+        axis = int(op.options.get("Axis", 0))
+        if all(_same(self.tensor(i), out) for i in op.inputs) and \
+                op.options.get("FusedActivationFunction", "NONE") == "NONE":
+            return self.bb.emit(relax.op.concat([self.value(i) for i in op.inputs], axis=axis))
+        y = self.bb.emit(relax.op.concat([self.dequantize(i) for i in op.inputs], axis=axis))
+        return _finish(self.bb, op, out, y)
+
+    # ---- QDQ ops --------------------------------------------------------------------------------------
+    def _pool_geometry(self, op: TFLiteOp) -> tuple[list[int], list[int], list[int]]:
+        o = op.options
+        pool, strides = [o["FilterHeight"], o["FilterWidth"]], [o["StrideH"], o["StrideW"]]
         padding = [0, 0, 0, 0]
-    xf = bb.emit(so.dequantize(x_int, _qparams(x)))
-    wf = bb.emit(so.dequantize(relax.const(hwio.astype(np.int8), "int8"), _qparams(w, axis=3)))
-    y = bb.emit(relax.op.nn.conv2d(xf, wf, strides=strides, padding=padding, dilation=dilation, groups=groups,
-                                   data_layout="NHWC", kernel_layout="HWIO"))
-    if len(op.inputs) > 2 and op.inputs[2] >= 0:
-        y = bb.emit(relax.op.add(y, _bias(graph, op, x, w, 3, 4)))
-    return _finish(bb, op, out, y)
+        if o["Padding"] == "SAME":
+            shape = self.shape(op.inputs[0])
+            (top, bottom), (left, right) = (sm.same_padding(shape[1 + i], pool[i], strides[i]) for i in range(2))
+            padding = [top, left, bottom, right]
+        return pool, strides, padding
+
+    def _op_average_pool_2d(self, op: TFLiteOp) -> relax.Expr:
+        pool, strides, padding = self._pool_geometry(op)
+        y = self.bb.emit(relax.op.nn.avg_pool2d(self.dequantize(op.inputs[0]), pool, strides, padding, layout="NHWC",
+                                                count_include_pad=False))
+        return _finish(self.bb, op, self.tensor(op.outputs[0]), y)
+
+    def _binary(self, op: TFLiteOp, fn: Callable[[relax.Expr, relax.Expr], relax.Expr]) -> relax.Expr:
+        y = self.bb.emit(fn(self.dequantize(op.inputs[0]), self.dequantize(op.inputs[1])))
+        return _finish(self.bb, op, self.tensor(op.outputs[0]), y)
+
+    def _op_add(self, op: TFLiteOp) -> relax.Expr:
+        return self._binary(op, relax.op.add)
+
+    def _op_sub(self, op: TFLiteOp) -> relax.Expr:
+        return self._binary(op, relax.op.subtract)
+
+    def _op_mul(self, op: TFLiteOp) -> relax.Expr:
+        return self._binary(op, relax.op.multiply)
+
+    def _op_mean(self, op: TFLiteOp) -> relax.Expr:
+        axes = self.static_value(op.inputs[1])
+        if axes is None:
+            raise ValueError(f"op {op.index} (MEAN): the axes must be a constant")
+        y = self.bb.emit(relax.op.mean(self.dequantize(op.inputs[0]), [int(a) for a in np.atleast_1d(axes)],
+                                       keepdims=bool(op.options.get("KeepDims", False))))
+        return _finish(self.bb, op, self.tensor(op.outputs[0]), y)
+
+    def _op_conv_2d(self, op: TFLiteOp) -> relax.Expr:
+        graph, o = self.graph, op.options
+        atrous = self.atrous.get(op.index)
+        x_index = atrous["input"] if atrous else op.inputs[0]
+        x, w, out = self.tensor(x_index), self.tensor(op.inputs[1]), self.tensor(op.outputs[0])
+        weight = _constant(graph, op, 1)
+        if op.name == "CONV_2D":
+            hwio, groups = weight.transpose(1, 2, 3, 0), 1  # OHWI -> HWIO
+        else:
+            hwio, groups = weight.transpose(1, 2, 0, 3), self.shape(x_index)[3]  # 1,H,W,C*m -> H,W,1,C*m
+        strides = (o["StrideH"], o["StrideW"])
+        dilation = atrous["dilation"] if atrous else (o["DilationHFactor"], o["DilationWFactor"])
+        if atrous:
+            padding = atrous["padding"]
+        elif o["Padding"] == "SAME":
+            shape = self.shape(x_index)
+            (top, bottom), (left, right) = (sm.same_padding(shape[1 + i], hwio.shape[i], strides[i], dilation[i])
+                                            for i in range(2))
+            padding = [top, left, bottom, right]
+        else:
+            padding = [0, 0, 0, 0]
+        bb = self.bb
+        xf = self.dequantize(x_index)
+        wf = bb.emit(so.dequantize(relax.const(hwio.astype(np.int8), "int8"), _qparams(w, axis=3)))
+        y = bb.emit(relax.op.nn.conv2d(xf, wf, strides=strides, padding=padding, dilation=dilation, groups=groups,
+                                       data_layout="NHWC", kernel_layout="HWIO"))
+        if len(op.inputs) > 2 and op.inputs[2] >= 0:
+            y = bb.emit(relax.op.add(y, _bias(graph, op, x, w, 3, 4)))
+        result = _finish(bb, op, out, y)
+        if atrous:
+            self.values[atrous["output"]] = result
+        return result
+
+    _op_depthwise_conv_2d = _op_conv_2d
+
+    def _op_fully_connected(self, op: TFLiteOp) -> relax.Expr:
+        graph, bb = self.graph, self.bb
+        x, w, out = (graph.tensors[i] for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
+        weight = _constant(graph, op, 1)  # (O, K)
+        x_int = self.value(op.inputs[0])
+        if len(self.shape(op.inputs[0])) != 2:
+            x_int = bb.emit(relax.op.reshape(x_int, (-1, weight.shape[1])))
+        xf = bb.emit(so.dequantize(x_int, _qparams(x)))
+        wf = bb.emit(so.dequantize(relax.const(weight.T.astype(np.int8).copy(), "int8"), _qparams(w, axis=1)))
+        y = bb.emit(relax.op.matmul(xf, wf))
+        if len(op.inputs) > 2 and op.inputs[2] >= 0:
+            y = bb.emit(relax.op.add(y, _bias(graph, op, x, w, 1, 2)))
+        y = _finish(bb, op, out, y)
+        if op.options.get("KeepNumDims", False):
+            keep = self.shape(op.inputs[0])[:-1] + [weight.shape[0]]
+            y = bb.emit(relax.op.reshape(y, keep))
+        return y
 
 
-def _fully_connected(bb: relax.BlockBuilder, graph: TFLiteGraph, op: TFLiteOp, x_int: relax.Expr) -> relax.Expr:
-    x, w, out = (graph.tensors[i] for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
-    weight = _constant(graph, op, 1)  # (O, K)
-    if len(x.shape) != 2:
-        x_int = bb.emit(relax.op.reshape(x_int, (-1, weight.shape[1])))
-    xf = bb.emit(so.dequantize(x_int, _qparams(x)))
-    wf = bb.emit(so.dequantize(relax.const(weight.T.astype(np.int8).copy(), "int8"), _qparams(w, axis=1)))
-    y = bb.emit(relax.op.matmul(xf, wf))
-    if len(op.inputs) > 2 and op.inputs[2] >= 0:
-        y = bb.emit(relax.op.add(y, _bias(graph, op, x, w, 1, 2)))
-    y = _finish(bb, op, out, y)
-    return y if tuple(out.shape) == (int(np.prod(out.shape[:-1])), out.shape[-1]) else \
-        bb.emit(relax.op.reshape(y, out.shape))
+def unsupported_ops(graph: TFLiteGraph) -> list[tuple[str, str]]:
+    """``(op name, where)`` for every op of ``graph`` this importer cannot take."""
+    return [(op.name, f"op {op.index}, output '{graph.tensors[op.outputs[0]].name}'")
+            for op in graph.ops if op.name not in QDQ_OPS]
 
 
 def import_int8_tflite(model: Union[str, os.PathLike, bytes]) -> tvm.IRModule:
@@ -117,35 +364,30 @@ def import_int8_tflite(model: Union[str, os.PathLike, bytes]) -> tvm.IRModule:
     Raises
     ------
     ValueError
-        Listing every unsupported op with its index and output tensor, or for non-int8 tensors.
+        Listing every unsupported op with its index and output tensor, for non-int8 tensors, and
+        for graph forms the importer does not take (named by op index).
     """
     graph = read_tflite(model)
-    missing = [f"{op.name} (op {op.index}, output '{graph.tensors[op.outputs[0]].name}')"
-               for op in graph.ops if op.name not in QDQ_OPS]
+    missing = unsupported_ops(graph)
     if missing:
-        raise ValueError(f"unsupported int8 TFLite ops: {', '.join(missing)}; supported: {', '.join(QDQ_OPS)}")
-    for op in graph.ops:
-        for index in op.inputs[:2] + op.outputs:
-            t = graph.tensors[index]
-            if index >= 0 and op.name != "RESHAPE" and t.dtype != np.int8:
-                raise ValueError(f"op {op.index} ({op.name}): tensor '{t.name}' is {t.dtype}; only int8 "
-                                 "activations and weights are supported")
+        raise ValueError(f"unsupported int8 TFLite ops: {', '.join(f'{n} ({w})' for n, w in missing)}; "
+                         f"supported: {', '.join(QDQ_OPS)}")
     params = [relax.Var(graph.tensors[i].name.replace(":", "_") or f"input{k}",
                         relax.TensorType(graph.tensors[i].shape, str(np.dtype(graph.tensors[i].dtype))))
               for k, i in enumerate(graph.inputs)]
     bb = relax.BlockBuilder()
     with bb.function("main", params, attrs={"num_input": len(params)}):
         with bb.dataflow():
-            values: dict[int, relax.Expr] = dict(zip(graph.inputs, params, strict=True))
+            importer = _Importer(graph, bb, params)
             for op in graph.ops:
-                x = values[op.inputs[0]]
-                if op.name == "RESHAPE":
-                    values[op.outputs[0]] = bb.emit(relax.op.reshape(x, graph.tensors[op.outputs[0]].shape))
-                elif op.name == "FULLY_CONNECTED":
-                    values[op.outputs[0]] = _fully_connected(bb, graph, op, x)
-                else:
-                    values[op.outputs[0]] = _conv(bb, graph, op, x)
-            outs = [values[i] for i in graph.outputs]
+                try:
+                    importer.run(op)
+                except (ValueError, KeyError) as err:
+                    if isinstance(err, ValueError) and str(err).startswith("op "):
+                        raise
+                    raise ValueError(f"op {op.index} ({op.name}, output '{graph.tensors[op.outputs[0]].name}'): "
+                                     f"{err}") from None
+            outs = [importer.values[i] for i in graph.outputs]
             result = bb.emit_output(outs[0] if len(outs) == 1 else relax.Tuple(outs))
         bb.emit_func_output(result)
     return bb.get()
