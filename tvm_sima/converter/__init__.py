@@ -1,0 +1,250 @@
+"""``tvm_sima.convert``: fold the QDQ chains of a pre-quantized model into integer sima ops.
+
+Convolutions and dense layers (NHWC or NCHW data, per-tensor or per-channel int8 weights)::
+
+    quantize(act?(add?(conv2d | matmul(dequantize(x), dequantize(W)), dequantize(b) | b)))
+    [-> dequantize -> act -> quantize with the same parameters: an activation after the quantize]
+
+where ``W`` is an int8 constant, ``b`` an int32 constant (optionally reshaped) and ``act`` relu /
+relu6 / clip, become one ``sima.conv2d`` / ``sima.dense`` on the raw integers:
+
+* ``mode="tflite"``: ``tflite_requantization_constants`` (Q31 multiplier and shift), the
+  activation range as TFLite computes it (float32, round half away from zero), LiteRT's rounding
+  per op (double rounding for convolutions, single for FULLY_CONNECTED / matmul): bit-exact with
+  LiteRT's reference kernels;
+* ``mode="shift"``: ``requantize_qnn_convolution_dense`` folds the scale into the weights so the
+  op needs only a right shift (SiMa); its error against the tflite mode is measured in the tests.
+
+Other ops between dequantize and quantize get an integer form (:mod:`.integer_ops`): add / sub /
+mul, average / max / global pool, mean, concat, reshape / flatten / transpose / slice, and the
+activations as clips on the codes. Each chain is checked against the hardware rules
+(:mod:`.rules`); what is not converted stays float between its dequantize and quantize and is
+listed in the report with the reason (the rule it broke, or the pattern it did not fit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from .. import math as sm
+from .. import ops as so
+from ..frontends.tflite_numpy import clamp_codes
+from ..passes.annotate import remap
+from ..passes.patterns import GraphIndex, clip_bounds, op_name
+from .rules import DEFAULT_LIMITS, HardwareLimits
+
+__all__ = ["convert", "MODES", "HardwareLimits", "ConversionReport"]
+
+MODES = ("tflite", "shift")
+_ROOTS = ("relax.nn.conv2d", "relax.matmul")
+_NOT_COMPUTE = ("sima.quantize", "sima.dequantize", "sima.quantize_info", "sima.requantize", "sima.conv2d",
+                "sima.dense")
+
+Emitter = Callable[[relax.BlockBuilder, dict], relax.Expr]
+
+
+def qparams_of(attrs: Any) -> sm.QParams:
+    """The :class:`~tvm_sima.math.QParams` in a sima.quantize / dequantize call's attributes."""
+    scale = np.asarray([float(s) for s in attrs["scale"]])
+    zp = np.asarray([int(z) for z in attrs["zero_point"]])
+    axis = int(attrs["axis"])
+    if scale.size == 1:
+        return sm.QParams(float(scale[0]), int(zp[0]), str(attrs["dtype"]))
+    return sm.QParams(scale, zp, str(attrs["dtype"]), axis=axis)
+
+
+def dequantized(index: GraphIndex, expr: relax.Expr, through_reshape: bool = False
+                ) -> Optional[tuple[relax.Expr, sm.QParams]]:
+    """``(integer source, qparams)`` of a var bound to ``sima.dequantize`` (optionally through a reshape)."""
+    if not isinstance(expr, relax.Var):
+        return None
+    value = index.producer.get(expr)
+    if through_reshape and op_name(value) == "relax.reshape" and isinstance(value.args[0], relax.Var):  # type: ignore
+        value = index.producer.get(value.args[0])  # type: ignore[union-attr]
+    if op_name(value) != "sima.dequantize":
+        return None
+    assert isinstance(value, relax.Call)
+    return value.args[0], qparams_of(value.attrs)
+
+
+def per_tensor(qp: sm.QParams) -> tuple[float, int]:
+    return float(np.atleast_1d(qp.scale)[0]), int(np.atleast_1d(qp.zero_point)[0])
+
+
+def same_qparams(a: sm.QParams, b: sm.QParams) -> bool:
+    return bool(np.array_equal(np.atleast_1d(a.scale), np.atleast_1d(b.scale))
+                and np.array_equal(np.atleast_1d(a.zero_point), np.atleast_1d(b.zero_point))
+                and str(a.dtype) == str(b.dtype))
+
+
+def code_range(qp: sm.QParams, lo: float, hi: float) -> tuple[int, int]:
+    """TFLite's CalculateActivationRangeQuantized for real bounds (infinite: unbounded)."""
+    scale, zp = per_tensor(qp)
+    return clamp_codes(scale, zp, qp.qmin, qp.qmax, None if lo == -np.inf else lo, None if hi == np.inf else hi)
+
+
+@dataclass
+class Tail:
+    """The clips and the quantize after a root op: ``root -> clip* -> quantize [-> DQ -> clip* -> Q]``."""
+
+    vars: list[relax.Var] = field(default_factory=list)
+    lo: float = -np.inf
+    hi: float = np.inf
+    out: Optional[relax.Var] = None
+    out_q: Optional[sm.QParams] = None
+
+    def codes(self) -> tuple[int, int]:
+        assert self.out_q is not None
+        return code_range(self.out_q, self.lo, self.hi)
+
+
+def _clips_then_quantize(index: GraphIndex, start: relax.Var, tail: Tail) -> Optional[relax.Var]:
+    current = start
+    while True:
+        user = index.single_user(current)
+        if user is None:
+            return None
+        value = index.producer[user]
+        bounds = clip_bounds(value)
+        tail.vars.append(user)
+        if bounds is not None and bounds[0].same_as(current):
+            tail.lo, tail.hi = max(tail.lo, bounds[1]), min(tail.hi, bounds[2])
+        elif op_name(value) == "sima.quantize":
+            return user
+        else:
+            return None
+        current = user
+
+
+def match_tail(index: GraphIndex, start: relax.Var, tail: Optional[Tail] = None) -> Optional[Tail]:
+    """The :class:`Tail` after ``start`` (each step its only user), or None."""
+    tail = tail or Tail()
+    out = _clips_then_quantize(index, start, tail)
+    if out is None:
+        return None
+    value = index.producer[out]
+    assert isinstance(value, relax.Call)
+    tail.out, tail.out_q = out, qparams_of(value.attrs)
+    # An activation written after the quantize: Q -> DQ (same parameters) -> act -> Q (same parameters).
+    user = index.single_user(out)
+    if user is not None and op_name(index.producer[user]) == "sima.dequantize" and \
+            same_qparams(qparams_of(index.producer[user].attrs), tail.out_q):  # type: ignore[union-attr]
+        after = Tail(lo=tail.lo, hi=tail.hi)
+        end = _clips_then_quantize(index, user, after)
+        if end is not None and len(after.vars) > 1 and \
+                same_qparams(qparams_of(index.producer[end].attrs), tail.out_q):  # type: ignore[union-attr]
+            tail.vars += [user, *after.vars]
+            tail.lo, tail.hi, tail.out = after.lo, after.hi, end
+    return tail
+
+
+@dataclass
+class Match:
+    """One QDQ chain to replace: ``root`` and ``tail.vars`` go, ``emit`` builds the integer ops."""
+
+    root: relax.Var
+    tail: Tail
+    op: str
+    emit: Emitter
+
+
+@dataclass
+class ConversionReport:
+    """What :func:`convert` did: one entry per converted chain, one per float op left, with the reason."""
+
+    mode: str
+    converted: list[dict] = field(default_factory=list)
+    unconverted: list[dict] = field(default_factory=list)
+
+    def __getitem__(self, key: str) -> list[dict]:  # report["converted"], as the dict it used to be
+        return {"converted": self.converted, "unconverted": self.unconverted}[key]
+
+    def to_dict(self) -> dict:
+        return {"mode": self.mode, "converted": self.converted, "unconverted": self.unconverted}
+
+    def summary(self) -> str:
+        lines = [f"convert (mode={self.mode}): {len(self.converted)} chain(s) converted to integer ops, "
+                 f"{len(self.unconverted)} op(s) left in float"]
+        lines += [f"  float: {u['op']} -> {u['tensor']}: {u['reason']}" for u in self.unconverted]
+        return "\n".join(lines)
+
+
+def convert(mod: tvm.IRModule, mode: str = "tflite", *,
+            limits: HardwareLimits = DEFAULT_LIMITS) -> tuple[tvm.IRModule, ConversionReport]:
+    """Fold every matched QDQ chain of ``main`` into integer sima ops; returns the module and a report.
+
+    Parameters
+    ----------
+    mod : tvm.IRModule
+        A QDQ module (``tvm_sima.load_model`` of an int8 TFLite or a QDQ ONNX model).
+    mode : "tflite" or "shift"
+        Requantization of convolutions and dense layers (module docstring).
+    limits : HardwareLimits
+        The NPU's limits; chains that break one stay float and are reported with the rule's name.
+
+    Returns
+    -------
+    (module, ConversionReport)
+        ``report.converted``: ``{"op", "tensor", "from"}`` per chain; ``report.unconverted``:
+        ``{"op", "tensor", "reason"}`` per float compute op left in the graph.
+    """
+    from .fused import match_fused
+    from .integer_ops import INTEGER_OPS, match_integer
+
+    if mode not in MODES:
+        raise ValueError(f"convert: mode={mode!r}; use one of {MODES}")
+    if not isinstance(mod, tvm.IRModule) or "main" not in [g.name_hint for g in mod.get_global_vars()]:
+        raise TypeError("convert expects a tvm.IRModule with a 'main' function (tvm_sima.load_model's output)")
+    func = mod["main"]
+    index = GraphIndex(func)
+    matches: dict[relax.Var, Match] = {}
+    skip: set = set()
+    report = ConversionReport(mode)
+    for var in index.order:
+        if var in skip:
+            continue
+        name = op_name(index.producer[var])
+        found: Union[Match, str, None] = None
+        if name in _ROOTS:
+            found = match_fused(index, var, mode, limits)
+        elif name in INTEGER_OPS or clip_bounds(index.producer[var]) is not None:
+            found = match_integer(index, var, mode, limits)
+        if isinstance(found, Match):
+            matches[var] = found
+            skip.update(found.tail.vars)
+        elif name is not None and name not in _NOT_COMPUTE and _is_float(var):
+            report.unconverted.append({"op": name, "tensor": var.name,
+                                       "reason": found or "no integer form for this op"})
+    bb = relax.BlockBuilder()
+    mapping: dict = {}
+    with bb.function("main", list(func.params), attrs=dict(func.attrs) if func.attrs else None):
+        with bb.dataflow():
+            for var in index.order:
+                if var in skip:
+                    continue
+                value = index.producer[var]
+                found_match = matches.get(var)
+                if found_match is None:
+                    mapping[var] = bb.emit(remap(value, mapping), name_hint=var.name)
+                    continue
+                tail = found_match.tail
+                assert tail.out is not None and tail.out_q is not None
+                result = bb.emit(found_match.emit(bb, mapping), name_hint=tail.out.name)
+                mapping[tail.out] = bb.emit(so.quantize_info(result, tail.out_q, name=tail.out.name),
+                                            name_hint=f"{tail.out.name}_qi")
+                report.converted.append({"op": found_match.op, "tensor": tail.out.name, "from": op_name(value)})
+            out = bb.emit_output(remap(func.body.body, mapping))
+        bb.emit_func_output(out)
+    result_mod = mod.clone()
+    result_mod["main"] = bb.get()["main"]
+    return relax.transform.DeadCodeElimination(["main"])(result_mod), report
+
+
+def _is_float(var: relax.Var) -> bool:
+    dtype = getattr(var.ty, "dtype", None)
+    return dtype is not None and str(dtype).startswith(("float", "bfloat"))
