@@ -117,7 +117,7 @@ def test_unsupported_int8_ops_are_listed(tmp_path, fixtures_dir):
 def float_bindings(mod) -> list:
     found = []
     tvm_ffi.structural_walk(mod["main"], [(relax.VarBinding, lambda b: found.append(b.var.name) if str(
-        getattr(b.var.ty, "dtype", "")).startswith("float") else None)])
+        getattr(b.var.ty, "dtype", "")).startswith("float") and isinstance(b.value, relax.Call) else None)])
     return found
 
 
@@ -165,3 +165,24 @@ def test_convert_rejects_an_unknown_mode(fixtures_dir):
     mod, _ = tvm_sima.load_model(fixtures_dir / "digits_mlp_int8.tflite")
     with pytest.raises(ValueError, match="mode='exact'; use one of"):
         tvm_sima.convert(mod, "exact")
+
+
+def test_a_chain_breaking_a_hardware_rule_stays_float_and_is_reported(fixtures_dir):
+    from tvm_sima.converter import HardwareLimits
+
+    path = fixtures_dir / "digits_int8.tflite"
+    mod, _ = tvm_sima.load_model(path)
+    converted, report = tvm_sima.convert(mod, limits=HardwareLimits(max_kernel=2, max_stride=1))
+    # all three convolutions are 3x3: kernel-limits; the dense layer converts
+    assert [c["op"] for c in report.converted] == ["sima.dense"]
+    conv_reasons = [u["reason"] for u in report.unconverted if u["op"] == "relax.nn.conv2d"]
+    assert len(conv_reasons) == 3 and all("hardware rule 'kernel-limits'" in r for r in conv_reasons)
+    assert "left in float" in report.summary() and "kernel-limits" in report.summary()
+    ops = op_counts(converted)
+    assert ops["relax.nn.conv2d"] == 3 and ops["sima.dense"] == 1
+    # what stayed float still runs between its dequantize / quantize, as imported
+    inputs = digits_inputs(fixtures_dir, (1, 8, 8, 1), random=0)[:8]
+    vm_mixed = relax.VirtualMachine(tvm_sima.build(converted), tvm.cpu())
+    got = np.stack([vm_mixed["main"](tvm.runtime.tensor(x)).numpy() for x in inputs]).astype(np.int64)
+    diff = np.abs(got - np.stack([litert(path, x) for x in inputs]).astype(np.int64))
+    assert diff.max() <= 1

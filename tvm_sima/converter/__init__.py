@@ -205,6 +205,7 @@ def convert(mod: tvm.IRModule, mode: str = "tflite", *,
     matches: dict[relax.Var, Match] = {}
     skip: set = set()
     report = ConversionReport(mode)
+    reasons: dict[str, str] = {}
     for var in index.order:
         if var in skip:
             continue
@@ -217,9 +218,8 @@ def convert(mod: tvm.IRModule, mode: str = "tflite", *,
         if isinstance(found, Match):
             matches[var] = found
             skip.update(found.tail.vars)
-        elif name is not None and name not in _NOT_COMPUTE and _is_float(var):
-            report.unconverted.append({"op": name, "tensor": var.name,
-                                       "reason": found or "no integer form for this op"})
+        elif found:
+            reasons[var.name] = found
     bb = relax.BlockBuilder()
     mapping: dict = {}
     with bb.function("main", list(func.params), attrs=dict(func.attrs) if func.attrs else None):
@@ -242,7 +242,13 @@ def convert(mod: tvm.IRModule, mode: str = "tflite", *,
         bb.emit_func_output(out)
     result_mod = mod.clone()
     result_mod["main"] = bb.get()["main"]
-    return relax.transform.DeadCodeElimination(["main"])(result_mod), report
+    result_mod = relax.transform.DeadCodeElimination(["main"])(result_mod)
+    for var, value in GraphIndex(result_mod["main"]).producer.items():  # float compute that is left
+        name = op_name(value)
+        if name is not None and name not in _NOT_COMPUTE and _is_float(var):
+            report.unconverted.append({"op": name, "tensor": var.name,
+                                       "reason": reasons.get(var.name, "no integer form for this op")})
+    return result_mod, report
 
 
 def _is_float(var: relax.Var) -> bool:

@@ -4,8 +4,9 @@ Before importing, every op of the file is checked against TVM's Relax importer; 
 unsupported ones are reported at once, each with its node (ONNX) or op index and output
 tensor (TFLite). Shapes come from the file; dynamic dimensions need ``input_shapes``.
 An int8 TFLite model is imported by :mod:`tvm_sima.frontends.tflite_qdq` as a QDQ graph that
-keeps its integer interface; quantized ONNX models (QDQ, QOperator) are refused for now, with a
-pointer to the converter.
+keeps its integer interface; a quantized ONNX model (QDQ, or QOperator rewritten to QDQ) by
+:mod:`tvm_sima.frontends.onnx_qdq`, with its weights as constants. Both are what
+``tvm_sima.convert`` takes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Any, Optional, Union
 __all__ = ["load_model", "bind_params", "UnsupportedOpsError"]
 
 Shapes = Optional[dict[str, tuple[int, ...]]]
-_QDQ_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
 
 
 class UnsupportedOpsError(ValueError):
@@ -96,12 +96,18 @@ def _load_onnx(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
         model = onnx.load(str(path))
     except Exception as err:  # onnx raises DecodeError and others: one message for all
         raise ValueError(f"{path}: not a readable ONNX model ({type(err).__name__}: {err})") from None
-    supported = _get_convert_map()
-    missing = [(n.op_type, f"node '{n.name or n.output[0]}'") for n in model.graph.node if n.op_type not in supported]
-    quantized = [(n.op_type, f"node '{n.name or n.output[0]}'") for n in model.graph.node if n.op_type in _QDQ_OPS]
+    from .onnx_qdq import UNSUPPORTED_QUANTIZED, is_quantized, qdq_to_sima, rewrite_qoperators
+
+    quantized = is_quantized(model)
     if quantized:
-        raise ValueError(f"{path} is a quantized model ({quantized[0][0]} at {quantized[0][1]}); "
-                         "load_model takes float models (quantized ones go through tvm_sima.convert)")
+        bad = [(n.op_type, f"node '{n.name or n.output[0]}'") for n in model.graph.node
+               if n.op_type in UNSUPPORTED_QUANTIZED]
+        model = rewrite_qoperators(model)
+    else:
+        bad = []
+    supported = _get_convert_map()
+    missing = bad + [(n.op_type, f"node '{n.name or n.output[0]}'") for n in model.graph.node
+                     if n.op_type not in supported and n.op_type not in UNSUPPORTED_QUANTIZED]
     if missing:
         raise UnsupportedOpsError(str(path), missing)
     initializers = {i.name for i in model.graph.initializer}
@@ -110,6 +116,8 @@ def _load_onnx(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
         for i in model.graph.input if i.name not in initializers
     }
     shapes = _input_shapes(path, declared, input_shapes)
+    if quantized:  # weights stay constants: the converter reads them
+        return qdq_to_sima(from_onnx(model, shape_dict=shapes, keep_params_in_input=False)), {}
     mod, detached = detach_params(from_onnx(model, shape_dict=shapes, keep_params_in_input=True))
     main = mod["main"]
     names = [p.name for p in main.params[int(main.attrs["num_input"]):]]

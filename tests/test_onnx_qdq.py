@@ -1,0 +1,181 @@
+"""Quantized ONNX (onnxruntime ``quantize_static``, QDQ and QOperator) -> load_model -> convert -> build.
+
+The oracle is onnxruntime's own int8 execution (its QLinear kernels requantize in float32 and
+round half to even; LiteRT-style fixed point in tvm-sima's tflite mode), so results may differ by
+rounding: each op is within 1 LSB of onnxruntime's; whole graphs are within 1 LSB when no op
+amplifies an upstream 1-LSB difference (a multiply of two activations does: 2 LSB, measured).
+The measured numbers are printed with ``pytest -s``.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import tvm
+from onnx import numpy_helper
+from onnx_models import digits_branches, digits_cnn, held_out_images, quantize_with_onnxruntime
+from test_tflite_qdq import float_bindings, op_counts
+from tvm import relax
+
+import tvm_sima
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("onnx_qdq")
+    out = {"cnn": digits_cnn(root / "cnn.onnx"), "branches": digits_branches(root / "branches.onnx")}
+    out["cnn_per_tensor"] = quantize_with_onnxruntime(out["cnn"], root / "cnn_pt.onnx", per_channel=False)
+    out["cnn_per_channel"] = quantize_with_onnxruntime(out["cnn"], root / "cnn_pc.onnx", per_channel=True)
+    out["branches_qdq"] = quantize_with_onnxruntime(out["branches"], root / "br.onnx", per_channel=True)
+    out["branches_qop"] = quantize_with_onnxruntime(out["branches"], root / "br_qop.onnx", per_channel=True,
+                                                    operators=True)
+    return out
+
+
+def output_scale(path) -> float:
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    last = [n for n in model.graph.node if n.op_type == "DequantizeLinear"][-1]
+    return float(inits[last.input[1]])
+
+
+def run_tvm(mod, inputs):
+    vm = relax.VirtualMachine(tvm_sima.build(mod), tvm.cpu())
+    return np.stack([vm["main"](tvm.runtime.tensor(x)).numpy() for x in inputs])
+
+
+def run_ort(path, inputs, name="image"):
+    session = ort.InferenceSession(str(path))
+    return np.stack([session.run(None, {name: x})[0] for x in inputs])
+
+
+def lsb(a, b, scale=1.0):
+    return np.round(np.abs(a.astype(np.float64) - b.astype(np.float64)) / scale).astype(np.int64)
+
+
+@pytest.mark.parametrize("name", ["cnn_per_tensor", "cnn_per_channel"])
+def test_onnxruntime_quantized_cnn_converts_and_stays_within_one_lsb(models, name):
+    # Conv (+ folded Relu) x3 incl. a depthwise with multiplier 2, Transpose, Flatten, Gemm: NCHW,
+    # bias as a reshaped dequantized int32, per-tensor or per-channel weights.
+    path = models[name]
+    mod, params = tvm_sima.load_model(path)
+    assert params == {}
+    ops = op_counts(mod)
+    assert ops["sima.quantize"] > 0 and ops["relax.quantize"] == ops["relax.dequantize"] == 0
+    inputs = list(held_out_images(32)[:, None]) + [np.random.default_rng(3).random((1, 1, 8, 8), np.float32)
+                                                 for _ in range(8)]
+    reference = run_ort(path, inputs)
+    scale = output_scale(path)
+    diff = lsb(run_tvm(mod, inputs), reference, scale)
+    print(f"{name}: QDQ graph vs onnxruntime: {np.mean(diff == 0):.4f} exact, max {diff.max()} LSB")
+    assert diff.max() <= 1
+    for mode in ("tflite", "shift"):
+        converted, report = tvm_sima.convert(mod, mode)
+        assert report.unconverted == []
+        kinds = collections.Counter(c["op"] for c in report.converted)
+        assert kinds["sima.conv2d"] == 3 and kinds["sima.dense"] == 1
+        # Only the float interface is left: the input quantize and the output dequantize.
+        left = op_counts(converted)
+        assert left["sima.quantize"] == left["sima.dequantize"] == 1
+        assert len(float_bindings(converted)) == 1  # the dequantized output
+        diff = lsb(run_tvm(converted, inputs), reference, scale)
+        print(f"{name}: convert(mode={mode}) vs onnxruntime: {np.mean(diff == 0):.4f} exact, max {diff.max()} LSB")
+        assert diff.max() <= (1 if mode == "tflite" else 3)
+
+
+def q_to_q_segments(path):
+    """``(op type, node name, inputs, output)`` of every DequantizeLinear* -> op -> QuantizeLinear segment."""
+    model = onnx.load(str(path))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    initializers = {i.name for i in model.graph.initializer}
+    segments = []
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") or node.output[0] not in \
+                {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}:
+            continue
+        quantize = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == node.output[0])
+        inputs = [producer[i].input[0] for i in node.input if i in producer and i not in initializers
+                  and producer[i].op_type == "DequantizeLinear" and producer[i].input[0] not in initializers]
+        segments.append((node.op_type, node.name, inputs, quantize.output[0]))
+    return segments
+
+
+def test_each_onnxruntime_op_is_within_one_lsb_on_random_int8_inputs(models, tmp_path):
+    # Every dequantize -> op -> quantize segment of the branchy model is cut out as its own model
+    # with int8 inputs (onnxruntime runs it as one QLinear kernel) and fed random int8 tensors.
+    path = models["branches_qdq"]
+    rng = np.random.default_rng(11)
+    seen = set()
+    for op_type, node, inputs, output in q_to_q_segments(path):
+        cut = tmp_path / f"{node}.onnx"
+        onnx.utils.extract_model(str(path), str(cut), inputs, [output])
+        session = ort.InferenceSession(str(cut))
+        feeds = [{i.name: rng.integers(-128, 128, [d.dim_value for d in i.type.tensor_type.shape.dim]).astype(
+            np.int8) for i in onnx.load(str(cut)).graph.input} for _ in range(16)]
+        reference = np.stack([session.run(None, f)[0] for f in feeds]).astype(np.int64)
+        mod, _ = tvm_sima.load_model(cut)
+        converted, report = tvm_sima.convert(mod, "tflite")
+        assert report.unconverted == [] and len(report.converted) == 1, (node, report.summary())
+        vm = relax.VirtualMachine(tvm_sima.build(converted), tvm.cpu())
+        got = np.stack([vm["main"](*[tvm.runtime.tensor(v) for v in f.values()]).numpy() for f in feeds])
+        diff = np.abs(got.astype(np.int64) - reference)
+        print(f"{op_type} '{node}' ({report.converted[0]['op']}): {np.mean(diff == 0):.4f} exact, "
+              f"max {diff.max()} LSB")
+        assert diff.max() <= 1, node
+        seen.add(op_type)
+    assert seen == {"Conv", "MaxPool", "AveragePool", "Concat", "Add", "Mul", "GlobalAveragePool", "Reshape",
+                    "Gemm"}
+
+
+def test_onnxruntime_branchy_model_end_to_end(models):
+    path = models["branches_qdq"]
+    mod, _ = tvm_sima.load_model(path)
+    inputs = list(held_out_images(32)[:, None])
+    reference, scale = run_ort(path, inputs), output_scale(path)
+    for mode in ("tflite", "shift"):
+        converted, report = tvm_sima.convert(mod, mode)
+        assert report.unconverted == []
+        diff = lsb(run_tvm(converted, inputs), reference, scale)
+        print(f"branches: convert(mode={mode}) vs onnxruntime: {np.mean(diff == 0):.4f} exact, max {diff.max()} LSB")
+        # The Mul of two activations turns the avg-pool branch's 1-LSB rounding differences into 2.
+        assert diff.max() <= (2 if mode == "tflite" else 6)
+
+
+def test_qoperator_model_is_rewritten_to_qdq_and_converts(models):
+    path = models["branches_qop"]
+    qop = onnx.load(str(path))
+    assert {"QLinearConv", "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool", "QLinearAveragePool",
+            "QLinearConcat", "QGemm"} <= {n.op_type for n in qop.graph.node}
+    mod, _ = tvm_sima.load_model(path)
+    converted, report = tvm_sima.convert(mod)
+    assert report.unconverted == []
+    kinds = collections.Counter(c["op"] for c in report.converted)
+    assert kinds["sima.conv2d"] == 2 and kinds["sima.dense"] == 1 and kinds["integer add"] == 1
+    assert kinds["integer multiply"] == kinds["integer avg_pool2d"] == kinds["integer mean"] == 1
+    inputs = list(held_out_images(32)[:, None])
+    diff = lsb(run_tvm(converted, inputs), run_ort(path, inputs), output_scale(path))
+    print(f"branches QOperator: convert vs onnxruntime: {np.mean(diff == 0):.4f} exact, max {diff.max()} LSB")
+    assert diff.max() <= 2
+
+
+def test_unsupported_quantized_onnx_ops_are_listed(tmp_path):
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("ConvInteger", ["x", "w"], ["c"], name="conv_int"),
+             helper.make_node("MatMulInteger", ["x2", "w2"], ["m"], name="mm_int")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 1, 4, 4]),
+                     helper.make_tensor_value_info("x2", TensorProto.UINT8, [2, 3])],
+        [helper.make_tensor_value_info("c", TensorProto.INT32, None),
+         helper.make_tensor_value_info("m", TensorProto.INT32, None)],
+        [numpy_helper.from_array(np.ones((1, 1, 3, 3), np.uint8), "w"),
+         numpy_helper.from_array(np.ones((3, 2), np.uint8), "w2")])
+    path = tmp_path / "dyn.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    with pytest.raises(ValueError, match=r"2 unsupported op\(s\): ConvInteger \(node 'conv_int'\); "
+                                         r"MatMulInteger \(node 'mm_int'\)"):
+        tvm_sima.load_model(path)

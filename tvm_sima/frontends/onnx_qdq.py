@@ -1,0 +1,189 @@
+"""Quantized ONNX models (QDQ and QOperator) as Relax QDQ graphs of sima ops.
+
+* QOperator nodes (what onnxruntime's ``quantize_static(quant_format=QOperator)`` writes) are
+  rewritten to QDQ form on the ONNX graph first: ``QLinearConv`` / ``QLinearMatMul`` and the
+  ``com.microsoft`` ``QLinearAdd`` / ``QLinearMul`` / ``QLinearAveragePool`` /
+  ``QLinearGlobalAveragePool`` / ``QLinearConcat`` become ``DequantizeLinear`` -> float op ->
+  ``QuantizeLinear`` (``QGemm`` likewise; a QLinearConv's or QGemm's int32 bias becomes
+  ``DequantizeLinear(B, x_scale * w_scale)``);
+* the QDQ graph is imported by TVM's Relax ONNX importer with the weights as constants, and its
+  ``relax.quantize`` / ``relax.dequantize`` (scale and zero point as constants) become
+  ``sima.quantize`` (ONNX rounds half to even) / ``sima.dequantize`` carrying the parameters as
+  attributes, which is what ``tvm_sima.convert`` matches.
+
+The interface stays the model's: an onnxruntime QDQ model takes and returns float tensors (its
+first op quantizes, its last dequantizes).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+__all__ = ["QOPERATORS", "UNSUPPORTED_QUANTIZED", "rewrite_qoperators", "qdq_to_sima", "is_quantized"]
+
+#: QOperator node types rewritten to QDQ (op type -> (input arity of the quantized tensors, float op)).
+QOPERATORS = ("QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd", "QLinearMul", "QLinearAveragePool",
+              "QLinearGlobalAveragePool", "QLinearConcat")
+#: Quantized node types with no QDQ form here (dynamic quantization, integer-only kernels).
+UNSUPPORTED_QUANTIZED = ("ConvInteger", "MatMulInteger", "QLinearSoftmax", "QLinearSigmoid", "QLinearLeakyRelu",
+                         "QLinearReduceMean", "QLinearWhere", "DynamicQuantizeLinear")
+_QDQ = ("QuantizeLinear", "DequantizeLinear")
+
+
+def is_quantized(model: Any) -> bool:
+    """True when the ONNX model has QDQ or QOperator nodes."""
+    return any(n.op_type in (*_QDQ, *QOPERATORS, *UNSUPPORTED_QUANTIZED) for n in model.graph.node)
+
+
+class _Rewriter:
+    def __init__(self, model: Any) -> None:
+        from onnx import numpy_helper
+
+        self.model = model
+        self.inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        self.nodes: list = []
+        self.count = 0
+
+    def fresh(self, base: str) -> str:
+        self.count += 1
+        return f"{base}__qdq{self.count}"
+
+    def constant(self, base: str, value: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        name = self.fresh(base)
+        self.model.graph.initializer.append(numpy_helper.from_array(value, name))
+        self.inits[name] = value
+        return name
+
+    def dq(self, x: str, scale: str, zp: Optional[str], axis: Optional[int] = None) -> str:
+        from onnx import helper
+
+        out = self.fresh(f"{x}_dq")
+        kwargs: dict[str, Any] = {"axis": axis} if axis is not None else {}
+        self.nodes.append(helper.make_node("DequantizeLinear", [x, scale] + ([zp] if zp else []), [out],
+                                           name=out, **kwargs))
+        return out
+
+    def q(self, x: str, scale: str, zp: Optional[str], out: str) -> None:
+        from onnx import helper
+
+        self.nodes.append(helper.make_node("QuantizeLinear", [x, scale] + ([zp] if zp else []), [out],
+                                           name=self.fresh(f"{out}_q")))
+
+    def node(self, op_type: str, inputs: list[str], name: str, attrs: dict) -> str:
+        from onnx import helper
+
+        out = self.fresh(f"{name}_float")
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=name, **attrs))
+        return out
+
+
+def _attrs(node: Any) -> dict:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def rewrite_qoperators(model: Any) -> Any:
+    """A copy of ``model`` with every QOperator node (``QOPERATORS``) rewritten to QDQ form."""
+    import onnx
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    r = _Rewriter(model)
+    for n in model.graph.node:
+        i, attrs, name = list(n.input), _attrs(n), n.name or n.output[0]
+        if n.op_type == "QLinearConv":
+            x = r.dq(i[0], i[1], i[2])
+            w = r.dq(i[3], i[4], i[5], axis=0)
+            ins = [x, w]
+            if len(i) > 8 and i[8]:
+                x_scale, w_scale = r.inits.get(i[1]), r.inits.get(i[4])
+                if x_scale is None or w_scale is None:
+                    raise ValueError(f"node '{name}' (QLinearConv): x_scale and w_scale must be initializers")
+                product = (x_scale.astype(np.float32) * w_scale.astype(np.float32)).astype(np.float32)
+                ins.append(r.dq(i[8], r.constant(f"{name}_bias_scale", product), None, axis=0))
+            r.q(r.node("Conv", ins, name, attrs), i[6], i[7], n.output[0])
+        elif n.op_type == "QLinearMatMul":
+            a = r.dq(i[0], i[1], i[2])
+            b_scale = r.inits.get(i[4])
+            b = r.dq(i[3], i[4], i[5], axis=1 if b_scale is not None and b_scale.size > 1 else None)
+            r.q(r.node("MatMul", [a, b], name, {}), i[6], i[7], n.output[0])
+        elif n.op_type == "QGemm":
+            a = r.dq(i[0], i[1], i[2])
+            trans_b = int(attrs.get("transB", 0))
+            b_scale = r.inits.get(i[4])
+            per_channel = b_scale is not None and b_scale.size > 1
+            b = r.dq(i[3], i[4], i[5], axis=(0 if trans_b else 1) if per_channel else None)
+            ins = [a, b]
+            if len(i) > 6 and i[6]:
+                a_scale = r.inits.get(i[1])
+                if a_scale is None or b_scale is None:
+                    raise ValueError(f"node '{name}' (QGemm): a_scale and b_scale must be initializers")
+                product = (a_scale.astype(np.float32) * b_scale.astype(np.float32)).astype(np.float32)
+                ins.append(r.dq(i[6], r.constant(f"{name}_bias_scale", product), None, axis=0))
+            y = r.node("Gemm", ins, name, attrs)
+            if len(i) > 7 and i[7]:
+                r.q(y, i[7], i[8] if len(i) > 8 and i[8] else None, n.output[0])
+            else:  # no output scale: float output
+                r.nodes[-1].output[0] = n.output[0]
+        elif n.op_type in ("QLinearAdd", "QLinearMul"):
+            a, b = r.dq(i[0], i[1], i[2]), r.dq(i[3], i[4], i[5])
+            r.q(r.node(n.op_type[len("QLinear"):], [a, b], name, {}), i[6], i[7], n.output[0])
+        elif n.op_type in ("QLinearAveragePool", "QLinearGlobalAveragePool"):
+            if attrs.pop("channels_last", 0):
+                raise ValueError(f"node '{name}' ({n.op_type}): channels_last=1 is not supported")
+            x = r.dq(i[0], i[1], i[2])
+            r.q(r.node(n.op_type[len("QLinear"):], [x], name, attrs), i[3], i[4], n.output[0])
+        elif n.op_type == "QLinearConcat":
+            parts = [r.dq(i[k], i[k + 1], i[k + 2]) for k in range(2, len(i), 3)]
+            r.q(r.node("Concat", parts, name, attrs), i[0], i[1], n.output[0])
+        else:
+            r.nodes.append(n)
+    del model.graph.node[:]
+    model.graph.node.extend(r.nodes)
+    return model
+
+
+def qdq_to_sima(mod: Any) -> Any:
+    """Replace ``relax.quantize`` / ``relax.dequantize`` (constant parameters) by sima.quantize / dequantize."""
+    from tvm import relax
+
+    from .. import math as sm
+    from .. import ops as so
+    from ..passes.annotate import remap
+    from ..passes.patterns import GraphIndex, constant_value, op_name
+
+    func = mod["main"]
+    index = GraphIndex(func)
+    bb = relax.BlockBuilder()
+    mapping: dict = {}
+    with bb.function("main", list(func.params), attrs=dict(func.attrs) if func.attrs else None):
+        with bb.dataflow():
+            for var in index.order:
+                value = index.producer[var]
+                name = op_name(value)
+                if name in ("relax.quantize", "relax.dequantize"):
+                    assert isinstance(value, relax.Call)
+                    scale, zp = constant_value(value.args[1]), constant_value(value.args[2])
+                    if scale is None or zp is None:
+                        raise ValueError(f"{name} at '{var.name}': scale and zero point must be constants")
+                    dtype = str(value.attrs["out_dtype"]) if name == "relax.quantize" else \
+                        str(value.args[0].ty.dtype)  # type: ignore[attr-defined]
+                    axis = int(value.attrs["axis"])
+                    scale = scale.astype(np.float64).reshape(-1)
+                    zp = np.broadcast_to(zp.astype(np.int64).reshape(-1), scale.shape)
+                    qp = sm.QParams(float(scale[0]), int(zp[0]), dtype) if scale.size == 1 else \
+                        sm.QParams(scale, np.ascontiguousarray(zp), dtype, axis=axis)
+                    x = remap(value.args[0], mapping)
+                    call = so.quantize(x, qp, "half_even") if name == "relax.quantize" else so.dequantize(x, qp)
+                    mapping[var] = bb.emit(call, name_hint=var.name)
+                else:
+                    mapping[var] = bb.emit(remap(value, mapping), name_hint=var.name)
+            out = bb.emit_output(remap(func.body.body, mapping))
+        bb.emit_func_output(out)
+    result = mod.clone()
+    result["main"] = bb.get()["main"]
+    return result
