@@ -4,7 +4,7 @@
   NCHW ONNX graph (Conv 3x3 + Relu, depthwise Conv x2 + Relu, Conv 3x3 stride 2 + Relu, Transpose
   to NHWC, Flatten, Gemm) — same weights, same predictions;
 * ``digits_branches``: the digits CNN's first layer followed by branches with the other ops
-  (MaxPool, AveragePool, Concat, Add, Mul, GlobalAveragePool, Reshape) and a Gemm; weights after
+  (MaxPool, AveragePool, Concat, Add, Sigmoid, Mul, GlobalAveragePool, Reshape) and a Gemm; weights after
   the first layer are random (the tests compare runtimes, not accuracy).
 """
 
@@ -88,7 +88,8 @@ def digits_branches(path: pathlib.Path) -> pathlib.Path:
         helper.make_node("Conv", ["cat", "conv_b.w", "conv_b.b"], ["cb"], name="conv_b", pads=[1, 1, 1, 1],
                          group=2),
         helper.make_node("Add", ["cb", "mp"], ["res"], name="residual_add"),
-        helper.make_node("Mul", ["res", "ap"], ["gated"], name="gate_mul"),
+        helper.make_node("Sigmoid", ["ap"], ["gate"], name="gate_sigmoid"),
+        helper.make_node("Mul", ["res", "gate"], ["gated"], name="gate_mul"),
         helper.make_node("GlobalAveragePool", ["gated"], ["gap"], name="gap"),
         helper.make_node("Reshape", ["gap", "flat_shape"], ["flat"], name="flatten"),
         helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], name="fc"),

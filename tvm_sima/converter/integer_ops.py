@@ -13,7 +13,10 @@ Each matched chain is ``op(dequantize(a) [, dequantize(b)]) -> clip* -> quantize
 * mean over spatial axes — TFLite's int8 MEAN;
 * max_pool2d, reshape, flatten, transpose, squeeze, expand_dims, strided_slice, concat — on the
   codes when input and output share their parameters (requantized otherwise);
-* relu / relu6 / clip / maximum / minimum with a constant — clips on the codes.
+* relu / relu6 / clip / maximum / minimum with a constant — clips on the codes;
+* sigmoid, tanh, exp, gelu, silu, ... (the realize pass's ``LUT_FUNCTIONS``) — a 256-entry table
+  ``quantize(f(dequantize(code)))`` indexed by the code (``relax.take``), rounded as the model's
+  quantize rounds (half to even for ONNX, half away from zero for TFLite).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from .. import math as sm
 from .. import ops as so
 from ..passes.annotate import remap
 from ..passes.patterns import GraphIndex, clip_bounds, op_name
+from ..passes.realize import LUT_FUNCTIONS
 from . import Match, Tail, dequantized, match_tail, per_tensor, rules, same_qparams
 from .rules import HardwareLimits
 
@@ -35,7 +39,7 @@ __all__ = ["INTEGER_OPS", "match_integer"]
 _MOVES = ("relax.nn.max_pool2d", "relax.reshape", "relax.flatten", "relax.permute_dims", "relax.squeeze",
           "relax.expand_dims", "relax.strided_slice", "relax.concat")
 _ARITHMETIC = ("relax.add", "relax.subtract", "relax.multiply")
-INTEGER_OPS = (*_ARITHMETIC, "relax.nn.avg_pool2d", "relax.mean", *_MOVES)
+INTEGER_OPS = (*_ARITHMETIC, "relax.nn.avg_pool2d", "relax.mean", *_MOVES, *LUT_FUNCTIONS)
 _INT32 = (-(2**31), 2**31 - 1)
 
 
@@ -84,6 +88,8 @@ def match_integer(index: GraphIndex, var: relax.Var, mode: str, limits: Hardware
         return _arithmetic(var, call, ins, tail, mode, limits)
     if name == "relax.nn.avg_pool2d":
         return _avg_pool(var, call, ins[0], tail, limits)
+    if name in LUT_FUNCTIONS:
+        return _lut(index, var, call, ins[0], tail)
     return _mean(var, call, ins[0], tail)
 
 
@@ -146,8 +152,8 @@ def _arithmetic(var: relax.Var, call: relax.Call, ins: list, tail: Tail, mode: s
     out_dtype = str(tail.out_q.dtype)
     name = op_name(call) or ""
     if name == "relax.multiply":
-        if mode == "tflite":
-            m, e = sm.tflite_quantize_multiplier(s_a * s_b / s_y)
+        if mode == "tflite":  # TFLite's MUL computes the real multiplier in float32
+            m, e = sm.tflite_quantize_multiplier(float(np.float32(s_a) * np.float32(s_b) / np.float32(s_y)))
             mult, shift, rounding = int(m), 31 - int(e), "tflite"
         else:
             m, n = sm.quantize_multiplier(s_a * s_b / s_y, sm.HW15_MULTIPLIER_BITS)
@@ -275,8 +281,12 @@ def _mean(var: relax.Var, call: relax.Call, x_in: tuple, tail: Tail) -> Union[Ma
     assert tail.out_q is not None
     s_in, zp_in = per_tensor(x_q)
     s_out, zp_out = per_tensor(tail.out_q)
-    # TFLite's int8 MEAN: (sum of codes - zp_in * count) * QuantizeMultiplier(s_in / (s_out * count)) + zp_out.
-    m, e = sm.tflite_quantize_multiplier(s_in / (s_out * count))
+    # TFLite's int8 MEAN (reference_ops::QuantizedMeanOrSum): QuantizeMultiplier(s_in / s_out) = (M, e),
+    # the count folded into M with a truncating division after a shift of up to 32 bits, then
+    # MultiplyByQuantizedMultiplier(sum of codes - zp_in * count) + zp_out.
+    m0, e0 = sm.tflite_quantize_multiplier(s_in / s_out)
+    k = min(count.bit_length() - 1, 32, 31 + int(e0))
+    m, e = (int(m0) << k) // count, int(e0) - k
     lo, hi = tail.codes()
     out_dtype = str(tail.out_q.dtype)
 
@@ -288,3 +298,25 @@ def _mean(var: relax.Var, call: relax.Call, x_in: tuple, tail: Tail) -> Union[Ma
                              qmax=hi, out_dtype=out_dtype)
 
     return Match(var, tail, "integer mean", emit)
+
+
+def _lut(index: GraphIndex, var: relax.Var, call: relax.Call, x_in: tuple, tail: Tail) -> Union[Match, str]:
+    x, x_q = x_in
+    out_q = tail.out_q
+    assert out_q is not None and tail.out is not None
+    if x_q.dtype.bits > 8:
+        return "lookup tables need 8-bit inputs"
+    rounding = str(index.producer[tail.out].attrs["rounding"])  # type: ignore[union-attr]
+    codes = np.arange(x_q.qmin, x_q.qmax + 1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        real = LUT_FUNCTIONS[op_name(call) or ""](sm.dequantize(codes, x_q), call)
+    real = np.nan_to_num(np.asarray(real, dtype=np.float64), nan=0.0, posinf=1e30, neginf=-1e30)
+    lo, hi = tail.codes()
+    table = np.clip(sm.quantize(real, out_q, rounding), lo, hi).astype(out_q.dtype.container.name)
+
+    def emit(bb: relax.BlockBuilder, mapping: dict) -> relax.Expr:
+        offset = bb.emit(relax.op.subtract(relax.op.astype(remap(x, mapping), "int32"),
+                                           relax.const(x_q.qmin, "int32")))
+        return relax.op.take(relax.const(table), offset, axis=0, mode="clip")  # codes are in range; no warning
+
+    return Match(var, tail, f"lookup table ({(op_name(call) or '').rsplit('.', 1)[-1]})", emit)

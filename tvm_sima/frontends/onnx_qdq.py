@@ -3,7 +3,8 @@
 * QOperator nodes (what onnxruntime's ``quantize_static(quant_format=QOperator)`` writes) are
   rewritten to QDQ form on the ONNX graph first: ``QLinearConv`` / ``QLinearMatMul`` and the
   ``com.microsoft`` ``QLinearAdd`` / ``QLinearMul`` / ``QLinearAveragePool`` /
-  ``QLinearGlobalAveragePool`` / ``QLinearConcat`` become ``DequantizeLinear`` -> float op ->
+  ``QLinearGlobalAveragePool`` / ``QLinearConcat`` / ``QLinearSigmoid`` / ``QLinearLeakyRelu``
+  become ``DequantizeLinear`` -> float op ->
   ``QuantizeLinear`` (``QGemm`` likewise; a QLinearConv's or QGemm's int32 bias becomes
   ``DequantizeLinear(B, x_scale * w_scale)``);
 * the QDQ graph is imported by TVM's Relax ONNX importer with the weights as constants, and its
@@ -25,10 +26,10 @@ __all__ = ["QOPERATORS", "UNSUPPORTED_QUANTIZED", "rewrite_qoperators", "qdq_to_
 
 #: QOperator node types rewritten to QDQ (op type -> (input arity of the quantized tensors, float op)).
 QOPERATORS = ("QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd", "QLinearMul", "QLinearAveragePool",
-              "QLinearGlobalAveragePool", "QLinearConcat")
+              "QLinearGlobalAveragePool", "QLinearConcat", "QLinearSigmoid", "QLinearLeakyRelu")
 #: Quantized node types with no QDQ form here (dynamic quantization, integer-only kernels).
-UNSUPPORTED_QUANTIZED = ("ConvInteger", "MatMulInteger", "QLinearSoftmax", "QLinearSigmoid", "QLinearLeakyRelu",
-                         "QLinearReduceMean", "QLinearWhere", "DynamicQuantizeLinear")
+UNSUPPORTED_QUANTIZED = ("ConvInteger", "MatMulInteger", "QLinearSoftmax", "QLinearReduceMean", "QLinearWhere",
+                         "DynamicQuantizeLinear")
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 
 
@@ -132,6 +133,9 @@ def rewrite_qoperators(model: Any) -> Any:
         elif n.op_type in ("QLinearAdd", "QLinearMul"):
             a, b = r.dq(i[0], i[1], i[2]), r.dq(i[3], i[4], i[5])
             r.q(r.node(n.op_type[len("QLinear"):], [a, b], name, {}), i[6], i[7], n.output[0])
+        elif n.op_type in ("QLinearSigmoid", "QLinearLeakyRelu"):
+            x = r.dq(i[0], i[1], i[2])
+            r.q(r.node(n.op_type[len("QLinear"):], [x], name, attrs), i[3], i[4], n.output[0])
         elif n.op_type in ("QLinearAveragePool", "QLinearGlobalAveragePool"):
             if attrs.pop("channels_last", 0):
                 raise ValueError(f"node '{name}' ({n.op_type}): channels_last=1 is not supported")
