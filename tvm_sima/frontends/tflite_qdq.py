@@ -24,6 +24,7 @@ rounding; ``tvm_sima.convert`` folds each chain into integer sima ops.
 from __future__ import annotations
 
 import os
+import re
 from typing import Callable, Optional, Union
 
 import numpy as np
@@ -78,7 +79,13 @@ def _finish(bb: relax.BlockBuilder, op: TFLiteOp, out: TFLiteTensor, y: relax.Ex
     if bounds is not None:
         lo, hi = bounds
         y = bb.emit(relax.op.nn.relu(y) if hi is None else relax.op.clip(y, lo, hi))
-    return bb.emit(so.quantize(y, _qparams(out), "half_away_from_zero"))
+    return bb.emit(so.quantize(y, _qparams(out), "half_away_from_zero"), name_hint=var_name(out.name))
+
+
+def var_name(tensor_name: str) -> str:
+    """A readable Relax name for a TFLite tensor: its last two path parts (first of ';' aliases)."""
+    parts = [p for p in tensor_name.split(";")[0].split("/") if p]
+    return re.sub(r"[^A-Za-z0-9_]", "_", "_".join(parts[-2:])) or "t"
 
 
 def _same(a: TFLiteTensor, b: TFLiteTensor) -> bool:
@@ -163,6 +170,9 @@ class _Importer:
             raise ValueError(f"op {stray[0]} (BATCH_TO_SPACE_ND) does not close a dilated convolution; only "
                              "SPACE_TO_BATCH_ND -> CONV_2D -> BATCH_TO_SPACE_ND is supported")
 
+    def out_name(self, op: TFLiteOp) -> str:
+        return var_name(self.tensor(op.outputs[0]).name)
+
     def tensor(self, index: int) -> TFLiteTensor:
         return self.graph.tensors[index]
 
@@ -219,7 +229,7 @@ class _Importer:
     def _op_reshape(self, op: TFLiteOp) -> relax.Expr:
         shape = self.static_value(op.inputs[1]) if len(op.inputs) > 1 and op.inputs[1] >= 0 else None
         target = [int(d) for d in shape] if shape is not None else list(self.tensor(op.outputs[0]).shape)
-        return self.bb.emit(relax.op.reshape(self.value(op.inputs[0]), target))
+        return self.bb.emit(relax.op.reshape(self.value(op.inputs[0]), target), name_hint=self.out_name(op))
 
     def _op_strided_slice(self, op: TFLiteOp) -> relax.Expr:
         args = [self.static_value(i) for i in op.inputs[1:4]]
@@ -239,15 +249,15 @@ class _Importer:
                 strides.append(step)
         y = self.value(op.inputs[0])
         if axes:
-            y = self.bb.emit(relax.op.strided_slice(y, axes, begin, end, strides))
-        return self.bb.emit(relax.op.squeeze(y, dropped)) if dropped else y
+            y = self.bb.emit(relax.op.strided_slice(y, axes, begin, end, strides), name_hint=self.out_name(op))
+        return self.bb.emit(relax.op.squeeze(y, dropped), name_hint=self.out_name(op)) if dropped else y
 
     def _op_max_pool_2d(self, op: TFLiteOp) -> relax.Expr:
         x, out = self.tensor(op.inputs[0]), self.tensor(op.outputs[0])
         pool, strides, padding = self._pool_geometry(op)
         if _same(x, out) and op.options.get("FusedActivationFunction", "NONE") == "NONE":
             return self.bb.emit(relax.op.nn.max_pool2d(self.value(op.inputs[0]), pool, strides, padding,
-                                                       layout="NHWC"))
+                                                       layout="NHWC"), name_hint=self.out_name(op))
         y = self.bb.emit(relax.op.nn.max_pool2d(self.dequantize(op.inputs[0]), pool, strides, padding, layout="NHWC"))
         return _finish(self.bb, op, out, y)
 
@@ -256,7 +266,8 @@ class _Importer:
         axis = int(op.options.get("Axis", 0))
         if all(_same(self.tensor(i), out) for i in op.inputs) and \
                 op.options.get("FusedActivationFunction", "NONE") == "NONE":
-            return self.bb.emit(relax.op.concat([self.value(i) for i in op.inputs], axis=axis))
+            return self.bb.emit(relax.op.concat([self.value(i) for i in op.inputs], axis=axis),
+                                name_hint=self.out_name(op))
         y = self.bb.emit(relax.op.concat([self.dequantize(i) for i in op.inputs], axis=axis))
         return _finish(self.bb, op, out, y)
 
