@@ -186,3 +186,24 @@ def test_a_chain_breaking_a_hardware_rule_stays_float_and_is_reported(fixtures_d
     got = np.stack([vm_mixed["main"](tvm.runtime.tensor(x)).numpy() for x in inputs]).astype(np.int64)
     diff = np.abs(got - np.stack([litert(path, x) for x in inputs]).astype(np.int64))
     assert diff.max() <= 1
+
+
+def test_int8_tflite_with_a_float_interface_keeps_it_and_converts_bit_exact(fixtures_dir):
+    # The TFLite converter's default: float in, QUANTIZE, int8 ops, DEQUANTIZE, float out.
+    path = fixtures_dir / "digits_mlp_int8_float_io.tflite"
+    mod, _ = tvm_sima.load_model(path)
+    main = mod["main"]
+    assert str(main.params[0].ty.dtype) == "float32" and str(main.ret_ty.dtype) == "float32"
+    converted, report = tvm_sima.convert(mod)
+    assert [c["op"] for c in report.converted] == ["sima.dense", "sima.dense"] and report.unconverted == []
+    ops = op_counts(converted)
+    assert ops["sima.quantize"] == ops["sima.dequantize"] == 1  # only the float interface is left
+    images = np.load(fixtures_dir / "digits_int8_inputs.npz")["images_float"].reshape(-1, 1, 64).astype(np.float32)
+    vm = relax.VirtualMachine(tvm_sima.build(converted), tvm.cpu())
+    got = np.stack([vm["main"](tvm.runtime.tensor(x)).numpy() for x in images])
+    reference = np.stack([litert(path, x) for x in images])
+    from tvm_sima.frontends.tflite_flatbuffer import read_tflite
+
+    graph = read_tflite(path)
+    scale = float(graph.tensors[graph.ops[-1].inputs[0]].scale[0])
+    np.testing.assert_array_equal(np.round(got / scale), np.round(reference / scale))  # the same int8 codes

@@ -23,6 +23,8 @@ Writes, under ``tests/fixtures/``:
   (RELU6), quantized STRIDED_SLICE, MEAN (global average pool), flatten written as
   SHAPE / STRIDED_SLICE / PACK / RESHAPE, and an explicit SPACE_TO_BATCH_ND / CONV_2D /
   BATCH_TO_SPACE_ND atrous convolution;
+- ``digits_mlp_int8_float_io.tflite``: an int8 MLP keeping the converter's default float
+  interface (QUANTIZE at the input, DEQUANTIZE at the output);
 - ``digits_int8_inputs.npz``: 32 held-out images (float in [0, 1], and quantized with
   the CNN's input parameters) and their labels.
 """
@@ -116,7 +118,7 @@ def _train(model, train_x, train_y, test_x, test_y, epochs: int, name: str) -> N
     LOG.info("%s: float test accuracy %.3f", name, acc)
 
 
-def _convert(model, calibration: np.ndarray, per_channel_dense: bool) -> bytes:
+def _convert(model, calibration: np.ndarray, per_channel_dense: bool, int8_interface: bool = True) -> bytes:
     import tensorflow as tf
 
     def representative():
@@ -127,8 +129,9 @@ def _convert(model, calibration: np.ndarray, per_channel_dense: bool) -> bytes:
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
+    if int8_interface:
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
     converter._experimental_disable_per_channel_quantization_for_dense_layers = not per_channel_dense
     return converter.convert()
 
@@ -161,6 +164,10 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "digits_ops_int8.tflite").write_bytes(ops_blob)
+    mlp_float_io = _build_mlp()
+    _train(mlp_float_io, train_x.reshape(-1, 64), train_y, test_x.reshape(-1, 64), test_y, args.epochs, "mlp")
+    (args.out / "digits_mlp_int8_float_io.tflite").write_bytes(
+        _convert(mlp_float_io, train_x.reshape(-1, 64), per_channel_dense=True, int8_interface=False))
     if args.only_ops:
         return
     model_path = args.out / "digits_int8.tflite"

@@ -125,6 +125,7 @@ def _load_onnx(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
 
 
 def _load_tflite(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
+    import numpy as np
     import tflite
     from tvm.relax.frontend import detach_params
     from tvm.relax.frontend.tflite import from_tflite
@@ -134,7 +135,7 @@ def _load_tflite(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
 
     graph = read_tflite(path)
     inputs = [graph.tensors[i] for i in graph.inputs]
-    if any(t.dtype.kind in "iu" for t in inputs):
+    if any(t.dtype == np.int8 and t.quantized and t.data is None for t in graph.tensors):  # int8 activations
         from .tflite_qdq import import_int8_tflite, unsupported_ops
 
         if input_shapes:

@@ -16,7 +16,8 @@ Relax's own TFLite importer rejects many int8 graphs; this one reads the flatbuf
 * SPACE_TO_BATCH_ND -> CONV_2D / DEPTHWISE_CONV_2D (VALID) -> BATCH_TO_SPACE_ND (how TensorFlow
   writes a dilated convolution) becomes one dilated convolution.
 
-The model keeps its integer interface: int8 in, int8 out, as in LiteRT. Executed as is (float
+The model keeps its interface, as in LiteRT: int8 in and out, or float with QUANTIZE at the input
+and DEQUANTIZE at the output (the TFLite converter's default). Executed as is (float
 arithmetic between the dequantize and quantize), it matches LiteRT's integer kernels to within
 rounding; ``tvm_sima.convert`` folds each chain into integer sima ops.
 """
@@ -38,8 +39,8 @@ from .tflite_flatbuffer import TFLiteGraph, TFLiteOp, TFLiteTensor, read_tflite
 __all__ = ["QDQ_OPS", "import_int8_tflite", "unsupported_ops"]
 
 QDQ_OPS = ("ADD", "AVERAGE_POOL_2D", "BATCH_TO_SPACE_ND", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D",
-           "FULLY_CONNECTED", "MAX_POOL_2D", "MEAN", "MUL", "PACK", "RESHAPE", "SHAPE", "SPACE_TO_BATCH_ND",
-           "STRIDED_SLICE", "SUB")
+           "DEQUANTIZE", "FULLY_CONNECTED", "MAX_POOL_2D", "MEAN", "MUL", "PACK", "QUANTIZE", "RESHAPE", "SHAPE",
+           "SPACE_TO_BATCH_ND", "STRIDED_SLICE", "SUB")
 _ACTIVATIONS = {"NONE": None, "RELU": (0.0, None), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}
 _SHAPE_OPS = ("SHAPE", "PACK", "STRIDED_SLICE")  # evaluated at import time when their inputs are int32
 
@@ -272,6 +273,21 @@ class _Importer:
         return _finish(self.bb, op, out, y)
 
     # ---- QDQ ops --------------------------------------------------------------------------------------
+    def _op_quantize(self, op: TFLiteOp) -> relax.Expr:
+        x, out = self.tensor(op.inputs[0]), self.tensor(op.outputs[0])
+        if x.dtype != np.float32 or out.dtype != np.int8:
+            raise ValueError(f"op {op.index} (QUANTIZE): {np.dtype(x.dtype).name} -> {np.dtype(out.dtype).name}; "
+                             "only float32 -> int8 (a float model input) is supported")
+        return self.bb.emit(so.quantize(self.value(op.inputs[0]), _qparams(out), "half_away_from_zero"),
+                            name_hint=self.out_name(op))
+
+    def _op_dequantize(self, op: TFLiteOp) -> relax.Expr:
+        if self.tensor(op.inputs[0]).data is not None:
+            raise ValueError(f"op {op.index} (DEQUANTIZE): dequantized constants (float16 / int8 weights of a "
+                             "float model) are not supported in an int8 model")
+        return self.bb.emit(so.dequantize(self.value(op.inputs[0]), _qparams(self.tensor(op.inputs[0]))),
+                            name_hint=self.out_name(op))
+
     def _pool_geometry(self, op: TFLiteOp) -> tuple[list[int], list[int], list[int]]:
         o = op.options
         pool, strides = [o["FilterHeight"], o["FilterWidth"]], [o["StrideH"], o["StrideW"]]
