@@ -174,7 +174,7 @@ def _arithmetic(var: relax.Var, call: relax.Call, ins: list, tail: Tail, mode: s
         twice = 2.0 * max(s_a, s_b)
         (m_a, e_a), (m_b, e_b), (m_y, e_y) = (sm.tflite_quantize_multiplier(r) for r in
                                               (s_a / twice, s_b / twice, twice / ((1 << 20) * s_y)))
-        bad = rules.check_requant(limits, [31 - int(e_a), 31 - int(e_b), 31 - int(e_y)])
+        bad = rules.check_requant(limits, [31 - int(e_a), 31 - int(e_b), 31 - int(e_y)], [m_a, m_b, m_y])
         if bad:
             return bad
 

@@ -14,6 +14,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..math import HW_MAX_RIGHT_SHIFT
+
 __all__ = ["HardwareLimits", "DEFAULT_LIMITS", "RULES", "check_tensors", "check_requant", "check_window"]
 
 #: Rule name -> what it enforces (the report names the rule a chain broke).
@@ -59,9 +61,10 @@ def check_requant(limits: HardwareLimits, shift: object, multiplier: object = No
                   bias: Optional[np.ndarray] = None) -> Optional[str]:
     """shift-range, multiplier-bits and bias-int32 for the constants of one fused op."""
     shifts = np.atleast_1d(np.asarray(shift, dtype=np.int64))
-    if shifts.min() < 0 or shifts.max() > limits.max_shift:
-        return _violation("shift-range", f"shift {int(shifts.min())}..{int(shifts.max())}, limit "
-                                         f"[0, {limits.max_shift}]")
+    # The shift-only fused op (no multiplier) shifts a 32-bit accumulator: at most HW_MAX_RIGHT_SHIFT.
+    top = limits.max_shift if multiplier is not None else min(limits.max_shift, HW_MAX_RIGHT_SHIFT)
+    if shifts.min() < 0 or shifts.max() > top:
+        return _violation("shift-range", f"shift {int(shifts.min())}..{int(shifts.max())}, limit [0, {top}]")
     if multiplier is not None:
         m = np.atleast_1d(np.asarray(multiplier, dtype=np.int64))
         if m.min() < 0 or m.max() >= 1 << limits.multiplier_bits:
