@@ -1,0 +1,236 @@
+"""The sima program artifact: a versioned JSON graph plus the weights in ``.npz``.
+
+``program.json``::
+
+    {"format": "tvm-sima-program", "version": 1, "name": ...,
+     "inputs": [tensor names], "outputs": [tensor names],
+     "tensors": {name: {"shape": [...], "dtype": "int8", "constant": bool,
+                        "quantization": {"scale": [...], "zero_point": [...], "axis", "qmin", "qmax",
+                                         "dtype", "kind"} or null}},
+     "ops": [{"op": "sima.conv2d", "name": ..., "inputs": [names or JSON literals], "outputs": [name],
+              "attrs": {...}}]}
+
+``weights.npz`` holds every constant tensor under its name. A tensor's quantization comes from
+the ``sima.quantize_info`` that follows it (the identity op is not kept in ``ops``).
+:func:`run_program` executes an artifact with NumPy (the oracle a codegen is checked against).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Union
+
+import numpy as np
+
+__all__ = ["FORMAT", "VERSION", "Program", "ProgramError", "program_from_function", "write_program",
+           "load_program", "run_program", "NUMPY_OPS"]
+
+FORMAT = "tvm-sima-program"
+VERSION = 1
+
+
+class ProgramError(ValueError):
+    """An artifact that cannot be read or run: says which file and what is wrong."""
+
+
+@dataclass
+class Program:
+    """An artifact in memory: the JSON graph (``graph``) and the constants (``weights``)."""
+
+    graph: dict
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _json_value(value: Any) -> Any:
+    """TVM attribute values (ints, floats, strings, arrays, GenericConst) as JSON."""
+    import tvm
+
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if isinstance(value, tvm.ir.GenericConst):
+        return value.value.numpy().tolist()  # type: ignore[attr-defined]
+    if hasattr(value, "value") and isinstance(value.value, (int, float)):
+        return value.value
+    try:
+        return [_json_value(v) for v in value]
+    except TypeError:
+        return str(value)
+
+
+def program_from_function(func: Any, name: str = "main") -> Program:
+    """The artifact of a Relax function of sima ops (a partitioned function, or a converted ``main``)."""
+    import tvm
+    from tvm import relax
+
+    from ..passes.patterns import GraphIndex, op_name
+
+    index = GraphIndex(func)
+    tensors: dict[str, dict] = {}
+    weights: dict[str, np.ndarray] = {}
+    alias: dict[str, str] = {}
+    ops: list[dict] = []
+
+    def describe(var: Any) -> dict:
+        ty = var.ty
+        return {"shape": [int(d) for d in ty.shape], "dtype": str(ty.dtype), "constant": False,
+                "quantization": None}
+
+    def operand(arg: Any) -> Any:
+        if isinstance(arg, relax.Var):
+            return alias.get(arg.name, arg.name)
+        if isinstance(arg, tvm.ir.GenericConst):
+            key = f"const{len(weights)}"
+            data = arg.value.numpy()  # type: ignore[attr-defined]
+            weights[key] = data
+            tensors[key] = {"shape": list(data.shape), "dtype": str(data.dtype), "constant": True,
+                            "quantization": None}
+            return key
+        if isinstance(arg, relax.Tuple):
+            return [operand(f) for f in arg.fields]
+        return {"literal": _json_value(getattr(arg, "values", getattr(arg, "value", arg)))}
+
+    for param in func.params:
+        tensors[param.name] = describe(param)
+    for var, value in index.producer.items():
+        op = op_name(value)
+        if isinstance(value, relax.Var):
+            alias[var.name] = alias.get(value.name, value.name)
+            continue
+        if op is None:
+            raise ProgramError(f"'{var.name}': only calls of registered ops can go into a program, got "
+                               f"{type(value).__name__}")
+        assert isinstance(value, relax.Call)
+        attrs = {k: _json_value(value.attrs[k]) for k in value.attrs.keys()} if value.attrs is not None else {}
+        if op == "sima.quantize_info":
+            source = operand(value.args[0])
+            alias[var.name] = source
+            tensors[source]["quantization"] = {k: attrs[k] for k in ("scale", "zero_point", "axis", "qmin", "qmax",
+                                                                     "dtype", "kind", "name")}
+            continue
+        ops.append({"op": op, "name": var.name, "inputs": [operand(a) for a in value.args],
+                    "outputs": [var.name], "attrs": attrs})
+        tensors[var.name] = describe(var)
+    body = func.body.body
+    outputs = [operand(f) for f in body.fields] if isinstance(body, relax.Tuple) else [operand(body)]
+    graph = {"format": FORMAT, "version": VERSION, "name": name, "inputs": [p.name for p in func.params],
+             "outputs": outputs, "tensors": tensors, "ops": ops}
+    return Program(graph, weights)
+
+
+def write_program(program: Program, directory: Union[str, os.PathLike]) -> pathlib.Path:
+    """Write ``program.json`` and ``weights.npz`` into ``directory`` (created); returns the JSON path."""
+    out = pathlib.Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / "weights.npz", **program.weights)  # type: ignore[arg-type]
+    path = out / "program.json"
+    path.write_text(json.dumps(program.graph, indent=1, sort_keys=True))
+    return path
+
+
+def load_program(path: Union[str, os.PathLike]) -> Program:
+    """Read an artifact back (``program.json`` or its directory); every problem is a :class:`ProgramError`."""
+    file = pathlib.Path(path)
+    if file.is_dir():
+        file = file / "program.json"
+    if not file.is_file():
+        raise ProgramError(f"{file}: no such program file")
+    try:
+        graph = json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise ProgramError(f"{file}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); "
+                           "the file is truncated or corrupt — write it again") from None
+    if not isinstance(graph, dict) or graph.get("format") != FORMAT:
+        raise ProgramError(f"{file}: not a tvm-sima program (format {graph.get('format')!r})"
+                           if isinstance(graph, dict) else f"{file}: not a tvm-sima program")
+    if graph.get("version") != VERSION:
+        raise ProgramError(f"{file}: program version {graph.get('version')!r}; this tvm-sima reads version "
+                           f"{VERSION}")
+    missing_keys = [k for k in ("inputs", "outputs", "tensors", "ops") if k not in graph]
+    if missing_keys:
+        raise ProgramError(f"{file}: missing {missing_keys}")
+    weights_file = file.parent / "weights.npz"
+    constants = [name for name, t in graph["tensors"].items() if t.get("constant")]
+    weights: dict[str, np.ndarray] = {}
+    if constants:
+        if not weights_file.is_file():
+            raise ProgramError(f"{file}: the weights file {weights_file} is missing ({len(constants)} constants)")
+        with np.load(weights_file) as npz:
+            absent = [c for c in constants if c not in npz.files]
+            if absent:
+                raise ProgramError(f"{weights_file}: weights {absent[:5]} are missing")
+            weights = {c: npz[c] for c in constants}
+        for c in constants:
+            t = graph["tensors"][c]
+            if list(weights[c].shape) != t["shape"] or str(weights[c].dtype) != t["dtype"]:
+                raise ProgramError(f"{weights_file}: '{c}' is {weights[c].dtype}{list(weights[c].shape)}, the "
+                                   f"program says {t['dtype']}{t['shape']}")
+    return Program(graph, weights)
+
+
+# --------------------------------------------------------------------------------- NumPy interpreter
+
+def _fused(x: np.ndarray, acc: np.ndarray, bias: np.ndarray, a: dict, channel_axis: int) -> np.ndarray:
+    from .. import math as sm
+
+    total = acc + bias.astype(np.int64).reshape([-1 if i == channel_axis else 1 for i in range(acc.ndim)])
+    mult, shift = a["multiplier"], a["shift"]
+    per_channel = len(mult) > 1 or len(shift) > 1
+    m = np.asarray(mult if len(mult) > 1 else mult[0])
+    n = np.asarray(shift if len(shift) > 1 else shift[0])
+    if per_channel:
+        m, n = np.broadcast_to(m, (acc.shape[channel_axis],)), np.broadcast_to(n, (acc.shape[channel_axis],))
+    y = sm.requantize(total, m, n, a["rounding"], a["output_zero_point"], a["qmin"], a["qmax"],
+                      axis=channel_axis if per_channel else None)
+    return y.astype(a["out_dtype"])
+
+
+def _conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray, a: dict) -> np.ndarray:
+    from .. import math as sm
+
+    nchw = a["data_layout"] == "NCHW"
+    groups = a["groups"]
+    hwigo = sm.oihw_to_hwigo(w, groups) if nchw else w.reshape(*w.shape[:3], groups, -1)
+    acc = sm.conv2d_accumulate(x, hwigo, strides=a["strides"], padding=tuple(a["padding"]), dilation=a["dilation"],
+                               pad_value=a["input_zero_point"], layout=a["data_layout"])
+    return _fused(x, acc, b, a, 1 if nchw else 3)
+
+
+def _dense(x: np.ndarray, w: np.ndarray, b: np.ndarray, a: dict) -> np.ndarray:
+    from .. import math as sm
+
+    return _fused(x, sm.dense_accumulate(x, w), b, a, 1)
+
+
+def _reshape(x: np.ndarray, shape: Any, _a: dict) -> np.ndarray:
+    return x.reshape([int(d) for d in shape["literal"]])
+
+
+#: op name -> NumPy implementation ``fn(*inputs, attrs)``; extend it for more ops.
+NUMPY_OPS: dict[str, Callable[..., np.ndarray]] = {
+    "sima.conv2d": _conv2d,
+    "sima.dense": _dense,
+    "relax.reshape": _reshape,
+}
+
+
+def run_program(program: Program, *inputs: np.ndarray) -> list[np.ndarray]:
+    """Execute ``program`` with NumPy; returns its outputs."""
+    graph = program.graph
+    if len(inputs) != len(graph["inputs"]):
+        raise ProgramError(f"the program takes {len(graph['inputs'])} inputs, got {len(inputs)}")
+    values: dict[str, Any] = dict(program.weights)
+    for name, x in zip(graph["inputs"], inputs, strict=True):
+        t = graph["tensors"][name]
+        if list(x.shape) != t["shape"] or str(x.dtype) != t["dtype"]:
+            raise ProgramError(f"input '{name}' must be {t['dtype']}{t['shape']}, got {x.dtype}{list(x.shape)}")
+        values[name] = x
+    unknown = sorted({op["op"] for op in graph["ops"]} - set(NUMPY_OPS))
+    if unknown:
+        raise ProgramError(f"no NumPy implementation for {unknown}; known: {sorted(NUMPY_OPS)}")
+    for op in graph["ops"]:
+        args = [values[i] if isinstance(i, str) else i for i in op["inputs"]]
+        values[op["outputs"][0]] = NUMPY_OPS[op["op"]](*args, op["attrs"])
+    return [values[o] for o in graph["outputs"]]
