@@ -13,7 +13,7 @@ import tvm_sima
 from tvm_sima.codegen import ProgramError, load_program, program_from_function, run_program, write_program
 
 
-@pytest.fixture(scope="module", params=["digits_int8", "digits_mlp_int8"])
+@pytest.fixture(scope="module", params=["digits_int8", "digits_mlp_int8", "digits_ops_int8"])
 def converted(request, fixtures_dir):
     mod, _ = tvm_sima.load_model(fixtures_dir / f"{request.param}.tflite")
     qmod, _ = tvm_sima.convert(mod)
@@ -27,9 +27,13 @@ def test_round_trip_loses_nothing_and_the_interpreter_is_bit_exact(converted, tm
     # every fused op's output carries the quantization its quantize_info gave it
     infos = tvm_sima.read_quantize_info(converted)
     for op in program.graph["ops"]:
-        if op["op"].startswith("sima."):
-            q = program.graph["tensors"][op["outputs"][0]]["quantization"]
-            assert q is not None and q["scale"] == pytest.approx(list(infos[q["name"]].scale))
+        if op["op"] in ("sima.conv2d", "sima.dense"):
+            assert program.graph["tensors"][op["outputs"][0]]["quantization"] is not None
+    quantized = [t["quantization"] for t in program.graph["tensors"].values() if t["quantization"]]
+    assert sorted(q["name"] for q in quantized) == sorted(infos)  # every quantize_info, none lost
+    for q in quantized:
+        assert q["scale"] == pytest.approx(list(infos[q["name"]].scale))
+        assert q["zero_point"] == list(infos[q["name"]].zero_point)
     path = write_program(program, tmp_path / "artifact")
     again = load_program(path.parent)
     assert again.graph == json.loads(json.dumps(program.graph))  # same JSON

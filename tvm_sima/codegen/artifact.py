@@ -60,6 +60,16 @@ def _json_value(value: Any) -> Any:
         return str(value)
 
 
+def _attrs(attrs: Any) -> dict:
+    """An op's attributes as JSON: DictAttrs by key, typed attrs (Relax ops) by their fields."""
+    if attrs is None:
+        return {}
+    if hasattr(attrs, "keys"):
+        return {k: _json_value(attrs[k]) for k in attrs.keys()}
+    fields = [f for f in dir(attrs) if not f.startswith("_") and f != "id_" and not callable(getattr(attrs, f))]
+    return {f: _json_value(getattr(attrs, f)) for f in fields}
+
+
 def program_from_function(func: Any, name: str = "main") -> Program:
     """The artifact of a Relax function of sima ops (a partitioned function, or a converted ``main``)."""
     import tvm
@@ -103,7 +113,7 @@ def program_from_function(func: Any, name: str = "main") -> Program:
             raise ProgramError(f"'{var.name}': only calls of registered ops can go into a program, got "
                                f"{type(value).__name__}")
         assert isinstance(value, relax.Call)
-        attrs = {k: _json_value(value.attrs[k]) for k in value.attrs.keys()} if value.attrs is not None else {}
+        attrs = _attrs(value.attrs)
         if op == "sima.quantize_info":
             source = operand(value.args[0])
             alias[var.name] = source
@@ -204,15 +214,121 @@ def _dense(x: np.ndarray, w: np.ndarray, b: np.ndarray, a: dict) -> np.ndarray:
     return _fused(x, sm.dense_accumulate(x, w), b, a, 1)
 
 
-def _reshape(x: np.ndarray, shape: Any, _a: dict) -> np.ndarray:
-    return x.reshape([int(d) for d in shape["literal"]])
+def _lit(value: Any) -> Any:
+    """A ``{"literal": v}`` operand (or a list of them) as a plain value."""
+    if isinstance(value, dict):
+        return value["literal"]
+    if isinstance(value, list):
+        return [_lit(v) for v in value]
+    return value
+
+
+def _qparams(a: dict) -> Any:
+    from .. import math as sm
+
+    scale, zp = a["scale"], a["zero_point"]
+    if len(scale) == 1:
+        return sm.QParams(float(scale[0]), int(zp[0]), a["dtype"])
+    return sm.QParams(np.asarray(scale), np.asarray(zp), a["dtype"], axis=int(a["axis"]))
+
+
+def _requantize(x: np.ndarray, a: dict) -> np.ndarray:
+    from .. import math as sm
+
+    mult, shift = a["multiplier"], a["shift"]
+    per_channel = len(mult) > 1 or len(shift) > 1
+    axis = int(a["axis"]) % x.ndim
+    m = np.asarray(mult) if per_channel else mult[0]
+    n = np.asarray(shift) if per_channel else shift[0]
+    if per_channel:
+        m, n = np.broadcast_to(m, (x.shape[axis],)), np.broadcast_to(n, (x.shape[axis],))
+    y = sm.requantize(x.astype(np.int64) - a["zp_in"], m, n, a["rounding"], a["zp_out"], a["qmin"], a["qmax"],
+                      axis=axis if per_channel else None)
+    return y.astype(a["out_dtype"])
+
+
+def _pool_pad(x: np.ndarray, a: dict, value: Any) -> np.ndarray:
+    top, left, bottom, right = a["padding"]
+    spatial = [(top, bottom), (left, right)]
+    pads = [(0, 0)] + (spatial + [(0, 0)] if a["layout"] == "NHWC" else [(0, 0)] + spatial)
+    return np.pad(x, pads, constant_values=value)
+
+
+def _max_pool2d(x: np.ndarray, a: dict) -> np.ndarray:
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    if a["ceil_mode"] or a["dilation"] != [1, 1]:
+        raise ProgramError("max_pool2d with ceil_mode or dilation has no NumPy implementation")
+    nhwc = a["layout"] == "NHWC"
+    padded = _pool_pad(x, a, np.iinfo(x.dtype).min if x.dtype.kind in "iu" else -np.inf)
+    axes = (1, 2) if nhwc else (2, 3)
+    windows = sliding_window_view(padded, a["pool_size"], axis=axes)
+    sh, sw = a["strides"]
+    windows = windows[:, ::sh, ::sw] if nhwc else windows[:, :, ::sh, ::sw]
+    return windows.max(axis=(-2, -1)).astype(x.dtype)
+
+
+def _int_conv2d(x: np.ndarray, w: np.ndarray, a: dict) -> np.ndarray:
+    from .. import math as sm
+
+    nchw = a["data_layout"] == "NCHW"
+    if (a["kernel_layout"], a["data_layout"]) not in (("HWIO", "NHWC"), ("OIHW", "NCHW")):
+        raise ProgramError(f"conv2d with {a['data_layout']} / {a['kernel_layout']} has no NumPy implementation")
+    groups = a["groups"]
+    hwigo = sm.oihw_to_hwigo(w, groups) if nchw else w.reshape(*w.shape[:3], groups, -1)
+    acc = sm.conv2d_accumulate(x, hwigo, strides=a["strides"], padding=tuple(a["padding"]), dilation=a["dilation"],
+                               layout=a["data_layout"])
+    return acc.astype(a["out_dtype"] or x.dtype)
+
+
+def _strided_slice(x: np.ndarray, *operands: Any) -> np.ndarray:
+    axes, begin, end = (_lit(v) for v in operands[:3])
+    strides = _lit(operands[3]) if len(operands) > 4 else [1] * len(axes)  # the last operand is the attrs
+    index = [slice(None)] * x.ndim
+    for axis, b, e, st in zip(axes, begin, end, strides, strict=True):
+        index[axis] = slice(b, e, st)
+    return x[tuple(index)]
+
+
+def _sum(x: np.ndarray, a: dict) -> np.ndarray:
+    out = x.sum(axis=tuple(a["axis"]) if a["axis"] is not None else None, keepdims=a["keepdims"], dtype=x.dtype)
+    return np.asarray(out, dtype=x.dtype)
+
+
+def _binary(fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Callable[..., np.ndarray]:
+    return lambda a, b, _attrs: fn(a, b).astype(np.result_type(a, b))
 
 
 #: op name -> NumPy implementation ``fn(*inputs, attrs)``; extend it for more ops.
 NUMPY_OPS: dict[str, Callable[..., np.ndarray]] = {
     "sima.conv2d": _conv2d,
     "sima.dense": _dense,
-    "relax.reshape": _reshape,
+    "sima.requantize": _requantize,
+    "sima.quantize": lambda x, a: __import__("tvm_sima.math", fromlist=["quantize"]).quantize(
+        x, _qparams(a), a["rounding"]).astype(a["out_dtype"]),
+    "sima.dequantize": lambda x, a: __import__("tvm_sima.math", fromlist=["dequantize"]).dequantize(
+        x, _qparams(a)).astype(a["out_dtype"]),
+    "relax.reshape": lambda x, shape, a: x.reshape([int(d) for d in _lit(shape)]),
+    "relax.astype": lambda x, a: x.astype(a["dtype"]),
+    "relax.add": _binary(np.add),
+    "relax.subtract": _binary(np.subtract),
+    "relax.multiply": _binary(np.multiply),
+    "relax.floor_divide": _binary(np.floor_divide),
+    "relax.abs": lambda x, a: np.abs(x),
+    "relax.negative": lambda x, a: np.negative(x),
+    "relax.sign": lambda x, a: np.sign(x).astype(x.dtype),
+    "relax.clip": lambda x, lo, hi, a: np.clip(x, _lit(lo), _lit(hi)).astype(x.dtype),
+    "relax.concat": lambda xs, a: np.concatenate(xs, axis=a["axis"]),
+    "relax.sum": _sum,
+    "relax.nn.max_pool2d": _max_pool2d,
+    "relax.nn.conv2d": _int_conv2d,
+    "relax.strided_slice": _strided_slice,
+    "relax.squeeze": lambda x, a: np.squeeze(x, axis=tuple(a["axis"]) if a["axis"] is not None else None),
+    "relax.permute_dims": lambda x, a: np.transpose(x, a["axes"]),
+    "relax.expand_dims": lambda x, a: np.expand_dims(x, tuple(a["axis"])),
+    "relax.flatten": lambda x, a: x.reshape(-1),
+    "relax.take": lambda table, index, a: np.take(table, np.clip(index, 0, table.shape[a["axis"] or 0] - 1),
+                                                  axis=a["axis"]),
 }
 
 
@@ -231,6 +347,7 @@ def run_program(program: Program, *inputs: np.ndarray) -> list[np.ndarray]:
     if unknown:
         raise ProgramError(f"no NumPy implementation for {unknown}; known: {sorted(NUMPY_OPS)}")
     for op in graph["ops"]:
-        args = [values[i] if isinstance(i, str) else i for i in op["inputs"]]
+        args = [values[i] if isinstance(i, str) else [values[j] if isinstance(j, str) else j for j in i]
+                if isinstance(i, list) and all(isinstance(j, str) for j in i) else i for i in op["inputs"]]
         values[op["outputs"][0]] = NUMPY_OPS[op["op"]](*args, op["attrs"])
     return [values[o] for o in graph["outputs"]]
