@@ -62,11 +62,30 @@ if PIPELINE not in relax.pipeline.PIPELINE_MAP:
     relax.register_pipeline(PIPELINE)(sima_pipeline)
 
 
-def build(mod: tvm.IRModule, target: Optional[Target] = None, **kwargs: Any) -> Any:
-    """``tvm.compile(mod, target=target or tvm_sima.target(), relax_pipeline="sima")``.
+def build(mod: tvm.IRModule, target: Optional[Target] = None, *, artifact_dir: Optional[str] = None,
+          offload: bool = True, **kwargs: Any) -> Any:
+    """Partition for the NPU, run the ``relax.ext.sima`` codegen, compile with the ``"sima"`` pipeline.
+
+    ``offload=True`` (default): every ``sima.conv2d`` / ``sima.dense`` / ``sima.requantize`` the NPU
+    can run goes to the sima codegen (``tvm_sima.codegen.partition_for_sima``): C++ kernels compiled
+    with the host code (g++ is needed when the VM is created and by ``export_library``), and, with
+    ``artifact_dir``, one program artifact per offloaded region written there. ``offload=False``:
+    the pure-TIR route (every op legalized to TIR); both give the same integers.
 
     Returns the executable; run it with ``relax.VirtualMachine(ex, tvm.cpu())``.
     """
     if not isinstance(mod, tvm.IRModule):
         raise TypeError(f"build expects a tvm.IRModule, got {type(mod).__name__}")
+    if offload:
+        from .codegen.byoc import CODEGEN, offloaded_functions, partition_for_sima
+
+        recorded = RecordQuantizeInfo()(mod)  # type: ignore[operator]  # before partitioning: the regions' records stay readable
+        partitioned = partition_for_sima(recorded)
+        if offloaded_functions(partitioned):
+            options = {"artifact_dir": str(artifact_dir)} if artifact_dir is not None else {}
+            mod = relax.transform.RunCodegen({CODEGEN: options})(partitioned)
+            if mod.attrs is not None and "const_name_to_constant" in mod.attrs:
+                mod = mod.without_attr("const_name_to_constant")  # the kernels hold their weights
+    elif artifact_dir is not None:
+        raise ValueError("build: artifact_dir needs offload=True (artifacts describe offloaded regions)")
     return tvm.compile(mod, target=target or sima_target(), relax_pipeline=PIPELINE, **kwargs)

@@ -81,6 +81,7 @@ def program_from_function(func: Any, name: str = "main") -> Program:
     tensors: dict[str, dict] = {}
     weights: dict[str, np.ndarray] = {}
     alias: dict[str, str] = {}
+    tuples: dict[str, list] = {}
     ops: list[dict] = []
 
     def describe(var: Any) -> dict:
@@ -109,6 +110,9 @@ def program_from_function(func: Any, name: str = "main") -> Program:
         if isinstance(value, relax.Var):
             alias[var.name] = alias.get(value.name, value.name)
             continue
+        if isinstance(value, relax.Tuple):  # several results (e.g. a region's outputs)
+            tuples[var.name] = [operand(f) for f in value.fields]
+            continue
         if op is None:
             raise ProgramError(f"'{var.name}': only calls of registered ops can go into a program, got "
                                f"{type(value).__name__}")
@@ -124,7 +128,12 @@ def program_from_function(func: Any, name: str = "main") -> Program:
                     "outputs": [var.name], "attrs": attrs})
         tensors[var.name] = describe(var)
     body = func.body.body
-    outputs = [operand(f) for f in body.fields] if isinstance(body, relax.Tuple) else [operand(body)]
+    if isinstance(body, relax.Tuple):
+        outputs = [operand(f) for f in body.fields]
+    elif isinstance(body, relax.Var) and body.name in tuples:
+        outputs = tuples[body.name]
+    else:
+        outputs = [operand(body)]
     graph = {"format": FORMAT, "version": VERSION, "name": name, "inputs": [p.name for p in func.params],
              "outputs": outputs, "tensors": tensors, "ops": ops}
     return Program(graph, weights)

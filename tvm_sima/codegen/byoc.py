@@ -1,0 +1,206 @@
+"""BYOC for the sima NPU: ``partition_for_sima`` and the ``relax.ext.sima`` codegen.
+
+* :func:`partition_for_sima`: ``FuseOpsByPattern`` with the patterns of :data:`PATTERNS` (their order
+  is their priority: a fused op with its ``quantize_info`` before the bare op, the bias form before
+  the bias-free one), each guarded by the hardware checks of :mod:`tvm_sima.converter.rules`, then
+  ``MergeCompositeFunctions``: neighbouring offloaded ops become one region. Ops the NPU cannot run
+  stay on the host.
+* ``relax.ext.sima`` (called by ``relax.transform.RunCodegen``): for each region, inlines its
+  composite functions into one program (:mod:`.artifact`), writes the artifact when asked
+  (``RunCodegen({"sima": {"artifact_dir": path}})``), and returns a ``CSourceModule`` whose C++
+  (:mod:`.csource`) implements the region as one packed function ``__tvm_ffi_<symbol>`` with the
+  weights as constant arrays. TVM compiles it with the host code (in process when the VM is
+  created, or into the ``.so`` by ``export_library``).
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any, Callable, Optional
+
+import numpy as np
+import tvm
+import tvm_ffi
+from tvm import relax
+from tvm.relax.dpl import is_const, is_op, wildcard
+
+from ..converter.rules import DEFAULT_LIMITS, HardwareLimits, check_requant, check_tensors, check_window
+from .artifact import Program, program_from_function, write_program
+from .csource import _CTYPES, KERNELS, PRELUDE, kernel_source
+
+__all__ = ["PATTERNS", "partition_for_sima", "offloaded_functions", "CODEGEN"]
+
+CODEGEN = "sima"
+
+
+def _static_int(ty: Any) -> bool:
+    shape = getattr(ty, "shape", None)
+    return shape is not None and all(isinstance(d, (int, tvm.tirx.IntImm)) for d in shape) and \
+        str(ty.dtype) in _CTYPES
+
+
+def _checker(limits: HardwareLimits) -> Callable[[Any], bool]:
+    def check(ctx: relax.transform.PatternCheckContext) -> bool:
+        call = ctx.annotated_expr["op"]  # the fused op (the pattern may end in its quantize_info)
+        a = call.attrs
+        if not all(_static_int(arg.ty) for arg in call.args[:1]) or not _static_int(call.ty):
+            return False
+        dtypes = [str(call.args[0].ty.dtype), str(a["out_dtype"])]
+        if call.op.name == "sima.requantize":
+            return str(a["out_dtype"]) in ("int8", "uint8", "int32") and \
+                check_requant(limits, list(a["shift"]), list(a["multiplier"])) is None
+        if check_tensors(dtypes) is not None:
+            return False
+        mult = [int(m) for m in a["multiplier"]]
+        if check_requant(limits, [int(s) for s in a["shift"]], None if mult == [1] else mult) is not None:
+            return False
+        if call.op.name == "sima.conv2d":
+            w = call.args[1].ty.shape
+            layout = str(a["kernel_layout"])
+            khw = [int(w[layout.index("H")]), int(w[layout.index("W")])]
+            return check_window(limits, khw, [int(s) for s in a["strides"]], [int(d) for d in a["dilation"]]) is None
+        return True
+
+    return check
+
+
+def _patterns(limits: HardwareLimits) -> list[tuple]:
+    check = _checker(limits)
+    out = []
+    for op, with_bias in (("sima.conv2d", True), ("sima.conv2d", False), ("sima.dense", True), ("sima.dense", False)):
+        fused = is_op(op)(wildcard(), is_const(), is_const()) if with_bias else is_op(op)(wildcard(), is_const())
+        base = op.split(".")[1] + ("_bias" if with_bias else "")
+        out.append((f"{CODEGEN}.{base}_qi", is_op("sima.quantize_info")(fused), {"op": fused}, check))
+        out.append((f"{CODEGEN}.{base}", fused, {"op": fused}, check))
+    requantize = is_op("sima.requantize")(wildcard())
+    out.append((f"{CODEGEN}.requantize_qi", is_op("sima.quantize_info")(requantize), {"op": requantize}, check))
+    out.append((f"{CODEGEN}.requantize", requantize, {"op": requantize}, check))
+    return out
+
+
+#: The patterns with the default limits, in priority order (name, pattern, annotations, check).
+PATTERNS = _patterns(DEFAULT_LIMITS)
+
+
+def partition_for_sima(mod: tvm.IRModule, limits: HardwareLimits = DEFAULT_LIMITS) -> tvm.IRModule:
+    """Offload every sima.conv2d / sima.dense / sima.requantize the NPU can run (see the module docstring)."""
+    from .. import ops  # noqa: F401  (registers the sima ops the patterns name)
+
+    patterns = PATTERNS if limits == DEFAULT_LIMITS else _patterns(limits)
+    mod = relax.transform.FuseOpsByPattern(patterns, bind_constants=True, annotate_codegen=False)(mod)
+    return relax.transform.MergeCompositeFunctions()(mod)
+
+
+def offloaded_functions(mod: tvm.IRModule) -> dict[str, relax.Function]:
+    """The regions of a partitioned module, by global symbol."""
+    return {str(f.attrs["global_symbol"]): f for _, f in mod.functions.items()
+            if isinstance(f, relax.Function) and f.attrs is not None and "Codegen" in f.attrs
+            and str(f.attrs["Codegen"]) == CODEGEN}
+
+
+def _inline(region: relax.Function) -> relax.Function:
+    """The region with its composite functions inlined: one flat dataflow function of sima ops."""
+    from ..passes.annotate import remap
+
+    local: dict = {}
+    mapping: dict = {}
+    bb = relax.BlockBuilder()
+    params = [relax.Var(p.name, p.ty) for p in region.params]
+    mapping.update({old: new for old, new in zip(region.params, params, strict=True)})
+    with bb.function("region", params):
+        with bb.dataflow():
+            for block in region.body.blocks:
+                for binding in block.bindings:
+                    value = binding.value
+                    if isinstance(value, relax.Function):
+                        local[binding.var] = value
+                        continue
+                    if isinstance(value, relax.Call) and isinstance(value.op, relax.Var) and value.op in local:
+                        composite = local[value.op]
+                        inner = {p: remap(arg, mapping) for p, arg in zip(composite.params, value.args, strict=True)}
+                        result = None
+                        for cblock in composite.body.blocks:
+                            for cb in cblock.bindings:
+                                inner[cb.var] = bb.emit(remap(cb.value, inner), name_hint=cb.var.name)
+                                result = inner[cb.var]
+                        body = composite.body.body
+                        mapping[binding.var] = inner.get(body, result) if isinstance(body, relax.Var) else result
+                        continue
+                    mapping[binding.var] = bb.emit(remap(value, mapping), name_hint=binding.var.name)
+            out = bb.emit_output(remap(region.body.body, mapping))
+        bb.emit_func_output(out)
+    return bb.get()["region"]
+
+
+def region_program(region: relax.Function, symbol: str) -> Program:
+    """The artifact of one offloaded region."""
+    return program_from_function(_inline(region), name=symbol)
+
+
+def region_source(program: Program, symbol: str) -> str:
+    """C++ of a region: its kernels and the packed function ``__tvm_ffi_<symbol>(inputs..., output)``."""
+    graph = program.graph
+    tensors = graph["tensors"]
+    src = [PRELUDE, "#include <tvm/ffi/c_api.h>\n#include <dlpack/dlpack.h>\n#include <vector>\nnamespace {\n"]
+    for k, op in enumerate(graph["ops"]):
+        src.append(kernel_source(f"k{k}", op, graph, program.weights))
+    n_in, outputs = len(graph["inputs"]), graph["outputs"]
+    n_args = n_in + len(outputs)
+    if len(set(outputs)) != len(outputs) or set(outputs) & set(graph["inputs"]):
+        raise ValueError(f"{symbol}: a region output repeated or passed through is not supported")
+    body = [f"""
+DLTensor* as_dl(const TVMFFIAny* a) {{
+  if (a->type_index == kTVMFFIDLTensorPtr) return (DLTensor*)a->v_ptr;
+  if (a->type_index == kTVMFFITensor) return (DLTensor*)((char*)a->v_obj + sizeof(TVMFFIObject));
+  return nullptr;
+}}
+}}  // namespace
+extern "C" TVM_FFI_DLL_EXPORT int __tvm_ffi_{symbol}(void*, const TVMFFIAny* args, int32_t num_args,
+                                                    TVMFFIAny*) {{
+  if (num_args != {n_args}) {{
+    TVMFFIErrorSetRaisedFromCStr("ValueError", "{symbol}: expected {n_args} arguments");
+    return -1;
+  }}
+  DLTensor* t[{n_args}];
+  for (int i = 0; i < {n_args}; ++i) {{
+    t[i] = as_dl(&args[i]);
+    if (t[i] == nullptr) {{ TVMFFIErrorSetRaisedFromCStr("TypeError", "{symbol}: expected tensors"); return -1; }}
+  }}
+"""]
+    buffers: dict[str, str] = {}
+    for i, name in enumerate(graph["inputs"]):
+        ctype = _CTYPES[tensors[name]["dtype"]]
+        buffers[name] = f"in{i}"
+        body.append(f"  const {ctype}* in{i} = (const {ctype}*)((char*)t[{i}]->data + t[{i}]->byte_offset);\n")
+    for j, name in enumerate(outputs):
+        ctype = _CTYPES[tensors[name]["dtype"]]
+        k = n_in + j
+        buffers[name] = f"out{j}"
+        body.append(f"  {ctype}* out{j} = ({ctype}*)((char*)t[{k}]->data + t[{k}]->byte_offset);\n")
+    for k, op in enumerate(graph["ops"]):
+        name = op["outputs"][0]
+        spec = tensors[name]
+        if name not in buffers:
+            body.append(f"  std::vector<{_CTYPES[spec['dtype']]}> b{k}({int(np.prod(spec['shape']))});\n")
+            buffers[name] = f"b{k}.data()"
+        body.append(f"  k{k}({buffers[op['inputs'][0]]}, {buffers[name]});\n")
+    body.append("  return 0;\n}\n")
+    return "".join(src + body)
+
+
+@tvm_ffi.register_global_func(f"relax.ext.{CODEGEN}", override=True)
+def _sima_codegen(functions: Any, options: Any, _constant_names: Any) -> list:
+    artifact_dir: Optional[str] = str(options["artifact_dir"]) if options is not None and \
+        "artifact_dir" in options else None
+    create = tvm.get_global_func("runtime.CSourceModuleCreate")
+    modules = []
+    for func in functions:
+        symbol = str(func.attrs["global_symbol"])
+        program = region_program(func, symbol)
+        unknown = sorted({op["op"] for op in program.graph["ops"]} - set(KERNELS))
+        if unknown:
+            raise ValueError(f"relax.ext.sima: region {symbol} holds {unknown}, which have no kernel")
+        if artifact_dir is not None:
+            write_program(program, pathlib.Path(artifact_dir) / symbol)
+        modules.append(create(region_source(program, symbol), "cc", [symbol], []))
+    return modules

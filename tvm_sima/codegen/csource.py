@@ -1,0 +1,198 @@
+"""C++ source for the fused integer kernels of a sima program (one function per op).
+
+Every kernel is specialised at generation time: shapes, strides, padding, zero points,
+multipliers, shifts, weights and biases are compile-time constants, so the compiler unrolls and
+vectorises the inner loops. The arithmetic is the NumPy oracle's (:mod:`tvm_sima.math`): int32
+products summed in int32 (as the TIR kernels do), bias and requantization in int64, with the
+same branch-free rounding (HALF_UP, HALF_EVEN, HALF_AWAY_FROM_ZERO, and TFLite's
+SaturatingRoundingDoublingHighMul + RoundingDivideByPOT).
+
+Loop order (cache): NHWC convolutions keep one output pixel's accumulators for every output
+channel and stream the weights (HWIO) contiguously along the output channel; NCHW ones walk the
+OIHW weights contiguously along the kernel width; dense rows stream the OI weights.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["PRELUDE", "kernel_source", "KERNELS"]
+
+_MODES = {"half_up": 0, "half_even": 1, "half_away_from_zero": 2, "tflite": 3}
+
+PRELUDE = r"""
+#include <cstdint>
+namespace sima_kernels {
+static inline int64_t round_shift(int64_t x, int64_t n, int mode) {
+  const int64_t half = (int64_t(1) << n) >> 1;
+  const int64_t h1 = n > 0 ? 1 : 0;
+  if (mode == 0) return (x + half) >> n;
+  if (mode == 1) return (x + half - h1 + ((x >> n) & 1) * h1) >> n;
+  return (x + half - (x < 0 ? 1 : 0) * h1) >> n;
+}
+static inline int64_t srdhm(int64_t a, int64_t b) {
+  const int64_t ab = a * b;
+  const int64_t nudged = ab + (ab >= 0 ? (int64_t(1) << 30) : (int64_t(1) - (int64_t(1) << 30)));
+  const int64_t t = (nudged + ((nudged >> 63) & ((int64_t(1) << 31) - 1))) >> 31;
+  return t < INT64_C(2147483647) ? t : INT64_C(2147483647);
+}
+static inline int64_t requant(int64_t acc, int64_t m, int64_t n, int mode) {
+  if (mode != 3) return round_shift(acc * m, n, mode);
+  const int64_t left = 31 - n > 0 ? 31 - n : 0;
+  const int64_t shifted = (int64_t)((uint64_t)acc << left);
+  const int64_t wrapped = ((shifted + (int64_t(1) << 31)) & INT64_C(0xFFFFFFFF)) - (int64_t(1) << 31);
+  return round_shift(srdhm(wrapped, m), n - 31 > 0 ? n - 31 : 0, 3);
+}
+static inline int64_t clamp(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
+}  // namespace sima_kernels
+"""
+
+_CTYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t"}
+
+
+def _array(name: str, values: np.ndarray, ctype: str) -> str:
+    flat = np.asarray(values).reshape(-1)
+    body = ",".join(str(int(v)) for v in flat)
+    return f"static const {ctype} {name}[{max(flat.size, 1)}] = {{{body or '0'}}};\n"
+
+
+def _per_channel(values: list, channels: int) -> np.ndarray:
+    return np.asarray(values if len(values) > 1 else values * channels, dtype=np.int64)
+
+
+def _requant_tables(tag: str, a: dict, channels: int, bias: np.ndarray) -> str:
+    return (_array(f"{tag}_mult", _per_channel(a["multiplier"], channels), "int64_t")
+            + _array(f"{tag}_shift", _per_channel(a["shift"], channels), "int64_t")
+            + _array(f"{tag}_bias", bias if bias.size else np.zeros(channels, np.int64), "int64_t"))
+
+
+def _epilogue(tag: str, a: dict, index: str, acc: str, oc: str) -> str:
+    mode = _MODES[a["rounding"]]
+    return (f"{index} = ({_CTYPES[a['out_dtype']]})sima_kernels::clamp(sima_kernels::requant((int64_t){acc} + "
+            f"{tag}_bias[{oc}], {tag}_mult[{oc}], {tag}_shift[{oc}], {mode}) + {a['output_zero_point']}, "
+            f"{a['qmin']}, {a['qmax']});")
+
+
+def _conv2d(fn: str, op: dict, tensors: dict, weights: dict) -> str:
+    a = op["attrs"]
+    x_t, y_t = tensors[op["inputs"][0]], tensors[op["outputs"][0]]
+    w = weights[op["inputs"][1]]
+    bias = weights[op["inputs"][2]] if a.get("has_bias") and len(op["inputs"]) > 2 else np.zeros(0, np.int64)
+    nchw = a["data_layout"] == "NCHW"
+    groups = a["groups"]
+    if nchw:
+        n, c, h, wd = x_t["shape"]
+        _, _, oh, ow = y_t["shape"]
+        cout, ipg, kh, kw = w.shape
+    else:
+        n, h, wd, c = x_t["shape"]
+        _, oh, ow, _ = y_t["shape"]
+        kh, kw, ipg, cout = w.shape
+    opg = cout // groups
+    (sh, sw), (dh, dw), (pt, pl, _, _) = a["strides"], a["dilation"], a["padding"]
+    tag = fn + "_c"
+    xt, yt = _CTYPES[x_t["dtype"]], _CTYPES[y_t["dtype"]]
+    src = _array(f"{tag}_w", w, "int8_t") + _requant_tables(tag, a, cout, bias)
+    zp = a["input_zero_point"]
+    if not nchw:
+        body = f"""
+  for (int b = 0; b < {n}; ++b) for (int oy = 0; oy < {oh}; ++oy) for (int ox = 0; ox < {ow}; ++ox) {{
+    int32_t acc[{cout}] = {{0}};
+    for (int ky = 0; ky < {kh}; ++ky) {{
+      const int iy = oy * {sh} + ky * {dh} - {pt};
+      for (int kx = 0; kx < {kw}; ++kx) {{
+        const int ix = ox * {sw} + kx * {dw} - {pl};
+        const bool inside = iy >= 0 && iy < {h} && ix >= 0 && ix < {wd};
+        const {xt}* px = x + ((b * {h} + (inside ? iy : 0)) * {wd} + (inside ? ix : 0)) * {c};
+        const int8_t* pw = {tag}_w + (ky * {kw} + kx) * {ipg * cout};
+        for (int g = 0; g < {groups}; ++g) for (int ic = 0; ic < {ipg}; ++ic) {{
+          const int32_t xv = inside ? (int32_t)px[g * {ipg} + ic] : {zp};
+          const int8_t* pwo = pw + ic * {cout} + g * {opg};
+          int32_t* pacc = acc + g * {opg};
+          for (int o = 0; o < {opg}; ++o) pacc[o] += xv * (int32_t)pwo[o];
+        }}
+      }}
+    }}
+    {yt}* py = y + ((b * {oh} + oy) * {ow} + ox) * {cout};
+    for (int oc = 0; oc < {cout}; ++oc) {{ {_epilogue(tag, a, "py[oc]", "acc[oc]", "oc")} }}
+  }}"""
+    else:
+        body = f"""
+  for (int b = 0; b < {n}; ++b) for (int oc = 0; oc < {cout}; ++oc) {{
+    const int g = oc / {opg};
+    const int8_t* pw = {tag}_w + oc * {ipg * kh * kw};
+    for (int oy = 0; oy < {oh}; ++oy) for (int ox = 0; ox < {ow}; ++ox) {{
+      int32_t acc = 0;
+      for (int ic = 0; ic < {ipg}; ++ic) {{
+        const {xt}* px = x + (b * {c} + g * {ipg} + ic) * {h * wd};
+        for (int ky = 0; ky < {kh}; ++ky) {{
+          const int iy = oy * {sh} + ky * {dh} - {pt};
+          for (int kx = 0; kx < {kw}; ++kx) {{
+            const int ix = ox * {sw} + kx * {dw} - {pl};
+            const int32_t xv = (iy >= 0 && iy < {h} && ix >= 0 && ix < {wd}) ? (int32_t)px[iy * {wd} + ix] : {zp};
+            acc += xv * (int32_t)pw[(ic * {kh} + ky) * {kw} + kx];
+          }}
+        }}
+      }}
+      {_epilogue(tag, a, f"y[((b * {cout} + oc) * {oh} + oy) * {ow} + ox]", "acc", "oc")}
+    }}
+  }}"""
+    return src + f"static void {fn}(const {xt}* x, {yt}* y) {{{body}\n}}\n"
+
+
+def _dense(fn: str, op: dict, tensors: dict, weights: dict) -> str:
+    a = op["attrs"]
+    x_t, y_t = tensors[op["inputs"][0]], tensors[op["outputs"][0]]
+    w = weights[op["inputs"][1]]
+    bias = weights[op["inputs"][2]] if a.get("has_bias") and len(op["inputs"]) > 2 else np.zeros(0, np.int64)
+    rows, k = int(np.prod(x_t["shape"][:-1])), x_t["shape"][-1]
+    cout = w.shape[0]
+    tag = fn + "_d"
+    xt, yt = _CTYPES[x_t["dtype"]], _CTYPES[y_t["dtype"]]
+    src = _array(f"{tag}_w", w, "int8_t") + _requant_tables(tag, a, cout, bias)
+    body = f"""
+  for (int r = 0; r < {rows}; ++r) {{
+    const {xt}* px = x + r * {k};
+    for (int oc = 0; oc < {cout}; ++oc) {{
+      const int8_t* pw = {tag}_w + oc * {k};
+      int32_t acc = 0;
+      for (int i = 0; i < {k}; ++i) acc += (int32_t)px[i] * (int32_t)pw[i];
+      {_epilogue(tag, a, f"y[r * {cout} + oc]", "acc", "oc")}
+    }}
+  }}"""
+    return src + f"static void {fn}(const {xt}* x, {yt}* y) {{{body}\n}}\n"
+
+
+def _requantize(fn: str, op: dict, tensors: dict, weights: dict) -> str:
+    a = op["attrs"]
+    x_t, y_t = tensors[op["inputs"][0]], tensors[op["outputs"][0]]
+    shape = x_t["shape"]
+    axis = int(a["axis"]) % len(shape)
+    size = int(np.prod(shape))
+    channels = shape[axis] if (len(a["multiplier"]) > 1 or len(a["shift"]) > 1) else 1
+    inner = int(np.prod(shape[axis + 1:])) if channels > 1 else 1
+    tag = fn + "_r"
+    xt, yt = _CTYPES[x_t["dtype"]], _CTYPES[y_t["dtype"]]
+    src = (_array(f"{tag}_mult", _per_channel(a["multiplier"], channels), "int64_t")
+           + _array(f"{tag}_shift", _per_channel(a["shift"], channels), "int64_t"))
+    mode = _MODES[a["rounding"]]
+    body = f"""
+  for (int i = 0; i < {size}; ++i) {{
+    const int ch = {f"(i / {inner}) % {channels}" if channels > 1 else "0"};
+    y[i] = ({yt})sima_kernels::clamp(sima_kernels::requant((int64_t)x[i] - {a['zp_in']}, {tag}_mult[ch],
+        {tag}_shift[ch], {mode}) + {a['zp_out']}, {a['qmin']}, {a['qmax']});
+  }}"""
+    return src + f"static void {fn}(const {xt}* x, {yt}* y) {{{body}\n}}\n"
+
+
+#: op name -> generator ``fn(function name, op, tensors, weights) -> C++ source of `static void fn(x, y)```.
+KERNELS = {"sima.conv2d": _conv2d, "sima.dense": _dense, "sima.requantize": _requantize}
+
+
+def kernel_source(fn: str, op: dict, graph: dict, weights: dict[str, Any]) -> str:
+    """The C++ source of one op of a program (``graph``/``weights`` as in the artifact)."""
+    if op["op"] not in KERNELS:
+        raise ValueError(f"no C++ kernel for {op['op']}; kernels exist for {sorted(KERNELS)}")
+    return KERNELS[op["op"]](fn, op, graph["tensors"], weights)
