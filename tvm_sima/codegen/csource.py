@@ -23,7 +23,10 @@ __all__ = ["PRELUDE", "kernel_source", "KERNELS"]
 _MODES = {"half_up": 0, "half_even": 1, "half_away_from_zero": 2, "tflite": 3}
 
 PRELUDE = r"""
+// TVM compiles CSourceModules without optimisation flags: ask for them here.
+#pragma GCC optimize("O3")
 #include <cstdint>
+#include <thread>
 namespace sima_kernels {
 static inline int64_t round_shift(int64_t x, int64_t n, int mode) {
   const int64_t half = (int64_t(1) << n) >> 1;
@@ -75,6 +78,17 @@ def _epilogue(tag: str, a: dict, index: str, acc: str, oc: str) -> str:
             f"{a['qmin']}, {a['qmax']});")
 
 
+#: Below this many multiply-accumulates a kernel runs on the calling thread (thread start-up costs more).
+PARALLEL_MACS = 1 << 20
+
+
+def _parallel(rows: int, macs: int) -> str:
+    """Run ``work(row0, row1)`` over ``rows`` rows: split in two threads for large kernels (2-core hosts)."""
+    if macs < PARALLEL_MACS or rows < 2:
+        return f"work(0, {rows});"
+    return (f"{{ std::thread t(work, 0, {rows // 2}); work({rows // 2}, {rows}); t.join(); }}")
+
+
 def _conv2d(fn: str, op: dict, tensors: dict, weights: dict) -> str:
     a = op["attrs"]
     x_t, y_t = tensors[op["inputs"][0]], tensors[op["outputs"][0]]
@@ -97,8 +111,21 @@ def _conv2d(fn: str, op: dict, tensors: dict, weights: dict) -> str:
     src = _array(f"{tag}_w", w, "int8_t") + _requant_tables(tag, a, cout, bias)
     zp = a["input_zero_point"]
     if not nchw:
+        if ipg == 1 and opg == 1:  # depthwise: channels innermost, contiguous in x and w
+            inner = f"""for (int ch = 0; ch < {cout}; ++ch)
+          acc[ch] += (inside ? (int32_t)px[ch] : {zp}) * (int32_t)pw[ch];"""
+        else:
+            inner = f"""for (int g = 0; g < {groups}; ++g) for (int ic = 0; ic < {ipg}; ++ic) {{
+          const int32_t xv = inside ? (int32_t)px[g * {ipg} + ic] : {zp};
+          const int8_t* pwo = pw + ic * {cout} + g * {opg};
+          int32_t* pacc = acc + g * {opg};
+          for (int o = 0; o < {opg}; ++o) pacc[o] += xv * (int32_t)pwo[o];
+        }}"""
+        rows = n * oh
         body = f"""
-  for (int b = 0; b < {n}; ++b) for (int oy = 0; oy < {oh}; ++oy) for (int ox = 0; ox < {ow}; ++ox) {{
+  auto work = [&](int row0, int row1) {{
+  for (int row = row0; row < row1; ++row) for (int ox = 0; ox < {ow}; ++ox) {{
+    const int b = row / {oh}, oy = row % {oh};
     int32_t acc[{cout}] = {{0}};
     for (int ky = 0; ky < {kh}; ++ky) {{
       const int iy = oy * {sh} + ky * {dh} - {pt};
@@ -107,17 +134,14 @@ def _conv2d(fn: str, op: dict, tensors: dict, weights: dict) -> str:
         const bool inside = iy >= 0 && iy < {h} && ix >= 0 && ix < {wd};
         const {xt}* px = x + ((b * {h} + (inside ? iy : 0)) * {wd} + (inside ? ix : 0)) * {c};
         const int8_t* pw = {tag}_w + (ky * {kw} + kx) * {ipg * cout};
-        for (int g = 0; g < {groups}; ++g) for (int ic = 0; ic < {ipg}; ++ic) {{
-          const int32_t xv = inside ? (int32_t)px[g * {ipg} + ic] : {zp};
-          const int8_t* pwo = pw + ic * {cout} + g * {opg};
-          int32_t* pacc = acc + g * {opg};
-          for (int o = 0; o < {opg}; ++o) pacc[o] += xv * (int32_t)pwo[o];
-        }}
+        {inner}
       }}
     }}
     {yt}* py = y + ((b * {oh} + oy) * {ow} + ox) * {cout};
     for (int oc = 0; oc < {cout}; ++oc) {{ {_epilogue(tag, a, "py[oc]", "acc[oc]", "oc")} }}
-  }}"""
+  }}
+  }};
+  {_parallel(rows, n * oh * ow * kh * kw * ipg * cout)}"""
     else:
         body = f"""
   for (int b = 0; b < {n}; ++b) for (int oc = 0; oc < {cout}; ++oc) {{
