@@ -31,6 +31,8 @@ _LAZY = {
     "quantize": "tvm_sima.ptq",
     "convert": "tvm_sima.converter",
     "quantize_report": "tvm_sima.ptq",
+    "codegen": "tvm_sima.codegen",
+    "partition_for_sima": "tvm_sima.codegen.byoc",
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]

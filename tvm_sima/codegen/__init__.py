@@ -1,11 +1,13 @@
-"""The sima codegen side: the program artifact (graph JSON + weights) and its NumPy interpreter.
+"""The sima codegen: partitioning, ``relax.ext.sima`` (C++ kernels), the program artifact.
 
-The BYOC codegen ``relax.ext.sima`` (partitioning, C++ kernels, ``tvm_sima.build`` offload) is
-the next step; :func:`program_from_function` already writes the artifact of any Relax function
-of sima ops, e.g. a module from ``tvm_sima.convert``.
+* :func:`partition_for_sima` and the ``relax.ext.sima`` codegen (:mod:`.byoc`), run by
+  ``tvm_sima.build``;
+* the program artifact (graph JSON + weights, :mod:`.artifact`) the codegen writes per offloaded
+  region, :func:`load_program`, and :func:`run_program`, its NumPy interpreter;
+* the C++ kernels (:mod:`.csource`).
 """
 
-from .artifact import (
+from .artifact import (  # noqa: I001 (byoc registers relax.ext.sima on import)
     FORMAT,
     NUMPY_OPS,
     VERSION,
@@ -16,6 +18,7 @@ from .artifact import (
     run_program,
     write_program,
 )
+from .byoc import offloaded_functions, partition_for_sima
 
-__all__ = ["FORMAT", "VERSION", "NUMPY_OPS", "Program", "ProgramError", "load_program", "program_from_function",
-           "run_program", "write_program"]
+__all__ = ["FORMAT", "VERSION", "NUMPY_OPS", "Program", "ProgramError", "load_program", "offloaded_functions",
+           "partition_for_sima", "program_from_function", "run_program", "write_program"]
