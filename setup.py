@@ -34,6 +34,7 @@ setup(
     packages=find_packages(include=["tvm_sima", "tvm_sima.*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
+    entry_points={"console_scripts": ["tvm-sima=tvm_sima.cli:main"]},
     license="Apache-2.0",
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -1,0 +1,62 @@
+"""The tvm-sima command line: inspect and convert, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+from tvm_sima.cli import main
+
+
+def test_console_script_is_installed_and_helps():
+    script = pathlib.Path(sys.executable).parent / "tvm-sima"
+    assert script.is_file(), "pip install -e . installs the tvm-sima console script (setup.py entry_points)"
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "inspect" in result.stdout and "convert" in result.stdout
+
+
+def test_inspect_a_quantized_model(fixtures_dir, capsys):
+    assert main(["inspect", str(fixtures_dir / "digits_ops_int8.tflite")]) == 0
+    out = capsys.readouterr().out
+    assert "quantized (QDQ)" in out and "input  serving_default_image_0: int8[1, 8, 8, 1]" in out
+    assert "4  relax.nn.conv2d" in out and "9 chain(s) converted" in out and "region(s) to the sima codegen" in out
+
+
+def test_convert_writes_a_library_artifacts_and_report_that_match_litert(fixtures_dir, tmp_path, capsys):
+    from test_tflite_qdq import litert
+
+    model = fixtures_dir / "digits_int8.tflite"
+    assert main(["convert", str(model), "--output", str(tmp_path)]) == 0
+    assert "4 chain(s) converted" in capsys.readouterr().out
+    report = json.loads((tmp_path / "convert_report.json").read_text())
+    assert report["mode"] == "tflite" and len(report["converted"]) == 4 and report["unconverted"] == []
+    assert [p.name for p in (tmp_path / "artifacts").iterdir()]  # at least one offloaded region
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(tmp_path / "model.so")), tvm.cpu())
+    x = np.load(fixtures_dir / "digits_int8_inputs.npz")["images"][3].reshape(1, 8, 8, 1).astype(np.int8)
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), litert(model, x))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["convert", "missing.tflite", "--output", "o"], "model file missing.tflite not found"),
+    (["convert", "FIXTURE/digits_cnn_float.tflite", "--output", "o"], "is a float model; convert takes int8"),
+    (["inspect", "FIXTURE/digits_int8.tflite", "--input-shape", "image"], "write NAME=D1,D2,..."),
+])
+def test_errors_are_one_line_with_exit_status_1(argv, message, fixtures_dir, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = [a.replace("FIXTURE", str(fixtures_dir)) for a in argv]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tvm-sima: error:") and message in err and "\n" not in err
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["convert", "m.tflite"])  # --output is required
+    assert exit_.value.code == 2 and "--output" in capsys.readouterr().err

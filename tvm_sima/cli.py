@@ -1,0 +1,156 @@
+"""The ``tvm-sima`` command line (``python -m tvm_sima.cli``).
+
+Subcommands so far:
+
+* ``tvm-sima inspect MODEL`` — inputs, outputs, op counts, whether the model is quantized, and
+  for a quantized model what ``convert`` would turn into integer ops and what would be offloaded;
+* ``tvm-sima convert MODEL_INT8 --output DIR [--mode tflite|shift]`` — load an int8 TFLite or
+  quantized ONNX model, convert it, build it (offloaded to the sima codegen) and write
+  ``DIR/model.so``, ``DIR/artifacts/<region>/`` and ``DIR/convert_report.json``.
+
+Exit status: 0 on success, 1 on an error the message explains (one line on stderr, starting
+``tvm-sima: error:``), 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import pathlib
+import sys
+from typing import Any, Optional, Sequence
+
+__all__ = ["main"]
+
+
+class CliError(Exception):
+    """An error for the user: printed as one line, exit status 1."""
+
+
+def _shapes(values: Optional[list[str]]) -> Optional[dict[str, tuple[int, ...]]]:
+    if not values:
+        return None
+    shapes = {}
+    for item in values:
+        name, sep, dims = item.rpartition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            shapes[name] = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            raise CliError(f"--input-shape {item!r}: write NAME=D1,D2,... (e.g. image=1,3,224,224)") from None
+    return shapes
+
+
+def _load(path: str, shapes: Optional[list[str]]) -> tuple[Any, dict]:
+    import tvm_sima
+
+    if not pathlib.Path(path).is_file():
+        raise CliError(f"model file {path} not found")
+    try:
+        return tvm_sima.load_model(path, _shapes(shapes))
+    except (ValueError, FileNotFoundError) as err:
+        raise CliError(str(err)) from None
+
+
+def _op_counts(mod: Any) -> collections.Counter:
+    import tvm
+    import tvm_ffi
+    from tvm import relax
+
+    counts: collections.Counter = collections.Counter()
+    tvm_ffi.structural_walk(mod["main"], [(relax.Call, lambda c: counts.update(
+        [c.op.name] if isinstance(c.op, tvm.ir.Op) else []))])
+    return counts
+
+
+def _dims(ty: Any) -> str:
+    return ", ".join(str(int(d)) if hasattr(d, "value") or isinstance(d, int) else str(d) for d in ty.shape)
+
+
+def _tensor(var: Any) -> str:
+    return f"{var.name}: {var.ty.dtype}[{_dims(var.ty)}]"
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    import tvm_sima
+    from tvm_sima.codegen import offloaded_functions, partition_for_sima
+
+    mod, params = _load(args.model, args.input_shape)
+    main = mod["main"]
+    counts = _op_counts(mod)
+    quantized = counts["sima.quantize"] + counts["sima.dequantize"] > 0
+    n_in = int(main.attrs["num_input"]) if main.attrs is not None and "num_input" in main.attrs else len(main.params)
+    print(f"model: {args.model} ({'quantized (QDQ)' if quantized else 'float'})")
+    for var in main.params[:n_in]:
+        print(f"  input  {_tensor(var)}")
+    outs = main.ret_ty.fields if hasattr(main.ret_ty, "fields") else [main.ret_ty]
+    for ty in outs:
+        print(f"  output {ty.dtype}[{_dims(ty)}]")
+    print(f"  weights: {len(params)} parameter tensors" if params else "  weights: constants in the graph")
+    print("ops:")
+    for name, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        print(f"  {count:4d}  {name}")
+    if quantized:
+        converted, report = tvm_sima.convert(mod, args.mode)
+        print(report.summary())
+        regions = offloaded_functions(partition_for_sima(converted))
+        print(f"offload: {len(regions)} region(s) to the sima codegen")
+    else:
+        print("float model: `tvm_sima.quantize` (Python API) quantizes it; the CLI's quantize comes next")
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    import tvm_sima
+
+    mod, _ = _load(args.model, args.input_shape)
+    if _op_counts(mod)["sima.quantize"] + _op_counts(mod)["sima.dequantize"] == 0:
+        raise CliError(f"{args.model} is a float model; convert takes int8 TFLite or quantized ONNX models")
+    out = pathlib.Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    converted, report = tvm_sima.convert(mod, args.mode)
+    print(report.summary())
+    ex = tvm_sima.build(converted, artifact_dir=str(out / "artifacts"))
+    ex.export_library(str(out / "model.so"))
+    (out / "convert_report.json").write_text(json.dumps(report.to_dict(), indent=1))
+    print(f"wrote {out / 'model.so'}, {out / 'artifacts'}, {out / 'convert_report.json'}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tvm-sima", description="Post-training quantization and an NPU converter on Apache TVM (Relax).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    shape_help = "shape of a dynamic input, NAME=D1,D2,... (repeatable)"
+    p = sub.add_parser("inspect", help="show a model's inputs, ops, and what would be converted / offloaded")
+    p.add_argument("model", help="a .onnx or .tflite file, float or quantized")
+    p.add_argument("--input-shape", action="append", metavar="NAME=SHAPE", help=shape_help)
+    p.add_argument("--mode", choices=("tflite", "shift"), default="tflite", help="requantization of convert")
+    p.set_defaults(run=cmd_inspect)
+    p = sub.add_parser("convert", help="convert an int8 TFLite / quantized ONNX model and build it for the NPU")
+    p.add_argument("model", help="an int8 .tflite or a quantized (QDQ / QOperator) .onnx file")
+    p.add_argument("--output", required=True, metavar="DIR", help="where model.so, artifacts/ and the report go")
+    p.add_argument("--mode", choices=("tflite", "shift"), default="tflite",
+                   help="tflite: Q31 multiplier + shift, bit-exact with LiteRT; shift: scale folded into weights")
+    p.add_argument("--input-shape", action="append", metavar="NAME=SHAPE", help=shape_help)
+    p.set_defaults(run=cmd_convert)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        args.run(args)
+    except CliError as err:
+        print(f"tvm-sima: error: {err}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `tvm-sima inspect m.onnx | head`: stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
