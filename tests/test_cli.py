@@ -60,3 +60,29 @@ def test_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["convert", "m.tflite"])  # --output is required
     assert exit_.value.code == 2 and "--output" in capsys.readouterr().err
+
+
+def test_quantize_from_the_command_line_with_a_toml_config(fixtures_dir, tmp_path, capsys):
+    split = np.load(fixtures_dir / "digits_split.npz")
+    np.save(tmp_path / "calib.npy", (split["calib"][:32] / 16.0).astype(np.float32))
+    (tmp_path / "q.toml").write_text('requant_mode = "multiplier_shift"\ncalibrate_mode = "percentile"\n')
+    out = tmp_path / "out"
+    assert main(["quantize", str(fixtures_dir / "digits_cnn_float.tflite"), "--calib", str(tmp_path / "calib.npy"),
+                 "--output", str(out), "--config", str(tmp_path / "q.toml")]) == 0
+    assert "4 fused layer(s), 0 float op(s)" in capsys.readouterr().out
+    for name in ("model.so", "report.json", "qconfig.json", "layers.json", "statistics.npz"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "qconfig.json").read_text())["requant_mode"] == "multiplier_shift"  # effective config
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(out / "model.so")), tvm.cpu())
+    test = (split["test"][:64] / 16.0).astype(np.float32)
+    predictions = [vm["main"](tvm.runtime.tensor(x[None])).numpy().argmax() for x in test]
+    assert np.mean(np.asarray(predictions) == split["test_labels"][:64]) > 0.8
+
+
+def test_quantize_rejects_an_unknown_config_key(fixtures_dir, tmp_path, capsys):
+    np.save(tmp_path / "calib.npy", np.zeros((2, 8, 8, 1), np.float32))
+    (tmp_path / "bad.toml").write_text('calibrate_mod = "mse"\n')
+    assert main(["quantize", str(fixtures_dir / "digits_cnn_float.tflite"), "--calib", str(tmp_path / "calib.npy"),
+                 "--output", str(tmp_path / "o"), "--config", str(tmp_path / "bad.toml")]) == 1
+    err = capsys.readouterr().err
+    assert "unknown option 'calibrate_mod'; did you mean 'calibrate_mode'?" in err

@@ -4,6 +4,12 @@ Subcommands so far:
 
 * ``tvm-sima inspect MODEL`` — inputs, outputs, op counts, whether the model is quantized, and
   for a quantized model what ``convert`` would turn into integer ops and what would be offloaded;
+* ``tvm-sima quantize MODEL --calib DATA --output DIR [--config FILE.toml]`` — quantize a float
+  ONNX / TFLite model with ``tvm_sima.quantize`` on calibration data (``.npy``: one array, split
+  along its first axis into batches of the model's batch size; ``.npz``: one array per model input),
+  options from a TOML file (the keys of ``tvm_sima.qconfig``; unknown keys are errors), and write
+  the run's files (layers.json, statistics.npz, qconfig.json, report.json), ``model.so`` and
+  ``artifacts/`` to DIR;
 * ``tvm-sima convert MODEL_INT8 --output DIR [--mode tflite|shift]`` — load an int8 TFLite or
   quantized ONNX model, convert it, build it (offloaded to the sima codegen) and write
   ``DIR/model.so``, ``DIR/artifacts/<region>/`` and ``DIR/convert_report.json``.
@@ -20,6 +26,8 @@ import json
 import pathlib
 import sys
 from typing import Any, Optional, Sequence
+
+import numpy as np
 
 __all__ = ["main"]
 
@@ -98,7 +106,73 @@ def cmd_inspect(args: argparse.Namespace) -> None:
         regions = offloaded_functions(partition_for_sima(converted))
         print(f"offload: {len(regions)} region(s) to the sima codegen")
     else:
-        print("float model: `tvm_sima.quantize` (Python API) quantizes it; the CLI's quantize comes next")
+        print("float model: `tvm-sima quantize MODEL --calib DATA --output DIR` quantizes it")
+
+
+def _config(path: Optional[str]) -> dict:
+    import tomllib
+
+    if path is None:
+        return {}
+    file = pathlib.Path(path)
+    if not file.is_file():
+        raise CliError(f"config file {file} not found")
+    try:
+        return tomllib.loads(file.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise CliError(f"{file}: not valid TOML ({err})") from None
+
+
+def _calibration(path: str, main: Any) -> list:
+    file = pathlib.Path(path)
+    if not file.is_file():
+        raise CliError(f"calibration data {file} not found")
+    n_in = int(main.attrs["num_input"]) if main.attrs is not None and "num_input" in main.attrs else len(main.params)
+    inputs = main.params[:n_in]
+    batch = int(inputs[0].ty.shape[0])
+    if file.suffix == ".npy":
+        if n_in != 1:
+            raise CliError(f"{file}: the model has {n_in} inputs; give an .npz with one array per input name")
+        arrays = {inputs[0].name: np.load(file)}
+    elif file.suffix == ".npz":
+        with np.load(file) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        if n_in == 1 and len(arrays) == 1:
+            arrays = {inputs[0].name: next(iter(arrays.values()))}
+        missing = [v.name for v in inputs if v.name not in arrays]
+        if missing:
+            raise CliError(f"{file}: no array for input(s) {missing}; it has {sorted(arrays)}")
+    else:
+        raise CliError(f"{file}: calibration data must be .npy or .npz")
+    count = min(len(a) for a in arrays.values()) // batch
+    if count == 0:
+        raise CliError(f"{file}: fewer samples than one batch of {batch}")
+    if n_in == 1:
+        only = arrays[inputs[0].name]
+        return [only[i * batch:(i + 1) * batch] for i in range(count)]
+    return [{v.name: arrays[v.name][i * batch:(i + 1) * batch] for v in inputs} for i in range(count)]
+
+
+def cmd_quantize(args: argparse.Namespace) -> None:
+    import tvm_sima
+
+    mod, params = _load(args.model, args.input_shape)
+    if _op_counts(mod)["sima.quantize"] + _op_counts(mod)["sima.dequantize"]:
+        raise CliError(f"{args.model} is already quantized; use `tvm-sima convert`")
+    options = _config(args.config)
+    data = _calibration(args.calib, mod["main"])
+    out = pathlib.Path(args.output)
+    try:
+        with tvm_sima.qconfig(**options):
+            qmod = tvm_sima.quantize(mod, params, data, work_dir=out, progress=True)
+    except ValueError as err:
+        raise CliError(str(err).splitlines()[0]) from None
+    report = tvm_sima.quantize_report(qmod)
+    print(f"quantized: {len(report.get('fused', []))} fused layer(s), {len(report.get('float_ops', []))} float op(s)")
+    ex = tvm_sima.build(qmod, artifact_dir=str(out / "artifacts"))
+    ex.export_library(str(out / "model.so"))
+    print(f"wrote {out / 'model.so'}, {out / 'artifacts'} and the run's files (report.json, qconfig.json, "
+          f"layers.json, statistics.npz) in {out}")
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -127,6 +201,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", action="append", metavar="NAME=SHAPE", help=shape_help)
     p.add_argument("--mode", choices=("tflite", "shift"), default="tflite", help="requantization of convert")
     p.set_defaults(run=cmd_inspect)
+    p = sub.add_parser("quantize", help="quantize a float model on calibration data and build it for the NPU")
+    p.add_argument("model", help="a float .onnx or .tflite file")
+    p.add_argument("--calib", required=True, metavar="DATA", help="calibration data: .npy (one input) or .npz")
+    p.add_argument("--output", required=True, metavar="DIR", help="where model.so, artifacts/ and the report go")
+    p.add_argument("--config", metavar="FILE", help="TOML file of qconfig options (e.g. calibrate_mode = 'mse')")
+    p.add_argument("--input-shape", action="append", metavar="NAME=SHAPE", help=shape_help)
+    p.set_defaults(run=cmd_quantize)
     p = sub.add_parser("convert", help="convert an int8 TFLite / quantized ONNX model and build it for the NPU")
     p.add_argument("model", help="an int8 .tflite or a quantized (QDQ / QOperator) .onnx file")
     p.add_argument("--output", required=True, metavar="DIR", help="where model.so, artifacts/ and the report go")
