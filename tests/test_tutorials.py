@@ -46,3 +46,9 @@ def test_tutorial_04_main_job_loses_little_accuracy(tmp_path):
     assert float_acc > 0.85 and abs(float_acc - int_acc) <= 0.01 and agree >= 0.98
     assert "0 ops left in float" in result.stdout and "conv2d_0.input" in result.stdout
     assert {p.name for p in tmp_path.iterdir()} >= {"layers.json", "statistics.npz", "qconfig.json", "report.json"}
+
+
+def test_tutorial_05_deployed_library_is_bit_exact_with_litert():
+    result = run(ROOT / "tutorials" / "05_convert_build_deploy.py")
+    assert result.returncode == 0, result.stderr
+    assert "16/16 images bit-exact" in result.stdout and "0 op(s) left in float" in result.stdout
