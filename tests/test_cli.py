@@ -86,3 +86,20 @@ def test_quantize_rejects_an_unknown_config_key(fixtures_dir, tmp_path, capsys):
                  "--output", str(tmp_path / "o"), "--config", str(tmp_path / "bad.toml")]) == 1
     err = capsys.readouterr().err
     assert "unknown option 'calibrate_mod'; did you mean 'calibrate_mode'?" in err
+
+
+def test_report_writes_per_layer_metrics(fixtures_dir, tmp_path, capsys):
+    split = np.load(fixtures_dir / "digits_split.npz")
+    np.save(tmp_path / "calib.npy", (split["calib"][:16] / 16.0).astype(np.float32))
+    np.save(tmp_path / "eval.npy", (split["test"][:8] / 16.0).astype(np.float32))
+    assert main(["report", str(fixtures_dir / "digits_cnn_float.tflite"), "--calib", str(tmp_path / "calib.npy"),
+                 "--eval", str(tmp_path / "eval.npy"), "--output", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "lowest SQNR:" in out
+    report = json.loads((tmp_path / "r" / "per_layer.json").read_text())
+    assert report["mode"] == "continuous" and report["eval_batches"] == 8
+    names = [t["name"] for t in report["tensors"]]
+    assert "conv2d_0.input" in names and "matmul_3.output" in names
+    for t in report["tensors"]:
+        assert {"cosine", "sqnr_db", "mse", "max_abs_error", "scale", "zero_point", "dtype"} <= set(t)
+        assert t["cosine"] > 0.99 and (t["sqnr_db"] is None or t["sqnr_db"] > 20)

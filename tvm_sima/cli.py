@@ -10,6 +10,10 @@ Subcommands so far:
   options from a TOML file (the keys of ``tvm_sima.qconfig``; unknown keys are errors), and write
   the run's files (layers.json, statistics.npz, qconfig.json, report.json), ``model.so`` and
   ``artifacts/`` to DIR;
+* ``tvm-sima report MODEL --calib DATA --eval DATA --output DIR [--config FILE.toml]`` — quantize
+  as ``quantize`` does, then run the float and the quantized program on the evaluation data and
+  write, per quantized tensor, cosine similarity, SQNR, MSE, max error, scale / zero point / dtype
+  (``DIR/per_layer.json``, "continuous" mode: the quantized program feeds itself), and print them;
 * ``tvm-sima convert MODEL_INT8 --output DIR [--mode tflite|shift]`` — load an int8 TFLite or
   quantized ONNX model, convert it, build it (offloaded to the sima codegen) and write
   ``DIR/model.so``, ``DIR/artifacts/<region>/`` and ``DIR/convert_report.json``.
@@ -175,6 +179,35 @@ def cmd_quantize(args: argparse.Namespace) -> None:
           f"layers.json, statistics.npz) in {out}")
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    import tvm_sima
+    from tvm_sima.compare import compare_tensors
+
+    mod, params = _load(args.model, args.input_shape)
+    options = _config(args.config)
+    calib = _calibration(args.calib, mod["main"])
+    evaluation = _calibration(args.eval, mod["main"])
+    out = pathlib.Path(args.output)
+    try:
+        with tvm_sima.qconfig(**options) as config:
+            qmod = tvm_sima.quantize(mod, params, calib, work_dir=out, progress=True)
+            metrics = compare_tensors(mod, params, qmod, evaluation, config)
+    except ValueError as err:
+        raise CliError(str(err).splitlines()[0]) from None
+    # strict JSON: an exact tensor's infinite SQNR is written as null
+    rows = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in m.to_dict().items()}
+            for m in metrics]
+    payload = {"model": str(args.model), "mode": "continuous", "eval_batches": len(evaluation), "tensors": rows}
+    (out / "per_layer.json").write_text(json.dumps(payload, indent=1))
+    print(f"{'tensor':40s} {'SQNR dB':>8s} {'cosine':>8s} {'max err':>9s} {'scale':>10s}")
+    for m in metrics:
+        print(f"{m.name[:40]:40s} {m.sqnr:8.2f} {m.cosine:8.5f} {m.max_abs_error:9.4f} {m.scale:10.6f}")
+    if metrics:
+        worst = min(metrics, key=lambda m: m.sqnr)
+        print(f"lowest SQNR: {worst.name} ({worst.sqnr:.2f} dB)")
+    print(f"wrote {out / 'per_layer.json'}")
+
+
 def cmd_convert(args: argparse.Namespace) -> None:
     import tvm_sima
 
@@ -208,6 +241,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="TOML file of qconfig options (e.g. calibrate_mode = 'mse')")
     p.add_argument("--input-shape", action="append", metavar="NAME=SHAPE", help=shape_help)
     p.set_defaults(run=cmd_quantize)
+    p = sub.add_parser("report", help="quantize, then compare float and quantized tensors layer by layer")
+    p.add_argument("model", help="a float .onnx or .tflite file")
+    p.add_argument("--calib", required=True, metavar="DATA", help="calibration data: .npy (one input) or .npz")
+    p.add_argument("--eval", required=True, metavar="DATA", help="evaluation data, same format as --calib")
+    p.add_argument("--output", required=True, metavar="DIR", help="where per_layer.json and the run's files go")
+    p.add_argument("--config", metavar="FILE", help="TOML file of qconfig options")
+    p.add_argument("--input-shape", action="append", metavar="NAME=SHAPE", help=shape_help)
+    p.set_defaults(run=cmd_report)
     p = sub.add_parser("convert", help="convert an int8 TFLite / quantized ONNX model and build it for the NPU")
     p.add_argument("model", help="an int8 .tflite or a quantized (QDQ / QOperator) .onnx file")
     p.add_argument("--output", required=True, metavar="DIR", help="where model.so, artifacts/ and the report go")
