@@ -148,6 +148,17 @@ def _step(call: relax.Expr, x: relax.Var, axis: int, channels: int, ndim: int) -
     return None
 
 
+def scalar_operand(args: Any) -> Optional[tuple[int, float]]:
+    """``(index of the tensor operand, the scalar)`` of a binary op with exactly one scalar constant operand."""
+    values = [constant_value(a) for a in args]
+    if sum(v is not None for v in values) != 1:
+        return None
+    k = 0 if values[0] is None else 1
+    c = values[1 - k]
+    assert c is not None
+    return None if c.size != 1 else (k, float(c.reshape(())))
+
+
 def clip_bounds(call: relax.Expr) -> Optional[tuple[relax.Expr, float, float]]:
     """``(tensor operand, lo, hi)`` of relu, relu6, clip with constant bounds, or maximum / minimum
     of a tensor and a scalar constant (either operand order); None for anything else."""
@@ -157,15 +168,10 @@ def clip_bounds(call: relax.Expr) -> Optional[tuple[relax.Expr, float, float]]:
     assert isinstance(call, relax.Call)
     args = list(call.args)
     if name in ("relax.maximum", "relax.minimum") and len(args) == 2:
-        values = [constant_value(a) for a in args]
-        if sum(v is not None for v in values) != 1:
+        found = scalar_operand(args)
+        if found is None:
             return None
-        k = 0 if values[0] is None else 1
-        bound = values[1 - k]
-        assert bound is not None
-        if bound.size != 1:
-            return None
-        v = float(bound.reshape(()))
+        k, v = found
         return (args[k], v, math.inf) if name == "relax.maximum" else (args[k], -math.inf, v)
     if name == "relax.clip":
         lo, hi = constant_value(args[1]), constant_value(args[2])

@@ -36,7 +36,7 @@ from .. import ops as so
 from ..calibration import Observer
 from ..config import LayerInfo, QConfig
 from .annotate import is_float_tensor
-from .patterns import Epilogue, GraphIndex, clip_bounds, constant_value, epilogue_chain, op_name
+from .patterns import Epilogue, GraphIndex, clip_bounds, constant_value, epilogue_chain, op_name, scalar_operand
 
 __all__ = ["REALIZE_FUNCTIONS", "RealizeContext", "RealizeReport", "QValue", "realize",
            "register_realize_function", "tensor_qparams"]
@@ -722,15 +722,10 @@ LUT_FUNCTIONS: dict[str, Callable[[np.ndarray, relax.Call], np.ndarray]] = {
 
 def _binary_with_constant(call: relax.Call) -> Optional[tuple[int, Callable[[np.ndarray], np.ndarray]]]:
     """(index of the tensor operand, unary function) of add / subtract / multiply with a scalar constant."""
-    values = [constant_value(a) for a in call.args]
-    if sum(v is not None for v in values) != 1:
+    found = scalar_operand(call.args)
+    if found is None:
         return None
-    k = 0 if values[0] is None else 1
-    c = values[1 - k]
-    assert c is not None
-    if c.size != 1:
-        return None
-    v = float(c.reshape(()))
+    k, v = found
     op = op_name(call)
     if op == "relax.add":
         return k, lambda x: x + v
