@@ -191,19 +191,20 @@ def load_program(path: Union[str, os.PathLike]) -> Program:
 
 # --------------------------------------------------------------------------------- NumPy interpreter
 
-def _fused(x: np.ndarray, acc: np.ndarray, bias: np.ndarray, a: dict, channel_axis: int) -> np.ndarray:
+def _requant(acc: np.ndarray, a: dict, axis: int, zp_out: int) -> np.ndarray:
+    """``sima.requantize``'s arithmetic on int64 ``acc``; per-channel multiplier / shift along ``axis``."""
     from .. import math as sm
 
-    total = acc + bias.astype(np.int64).reshape([-1 if i == channel_axis else 1 for i in range(acc.ndim)])
     mult, shift = a["multiplier"], a["shift"]
     per_channel = len(mult) > 1 or len(shift) > 1
-    m = np.asarray(mult if len(mult) > 1 else mult[0])
-    n = np.asarray(shift if len(shift) > 1 else shift[0])
-    if per_channel:
-        m, n = np.broadcast_to(m, (acc.shape[channel_axis],)), np.broadcast_to(n, (acc.shape[channel_axis],))
-    y = sm.requantize(total, m, n, a["rounding"], a["output_zero_point"], a["qmin"], a["qmax"],
-                      axis=channel_axis if per_channel else None)
+    m, n = (np.broadcast_to(np.asarray(v), (acc.shape[axis],)) if per_channel else v[0] for v in (mult, shift))
+    y = sm.requantize(acc, m, n, a["rounding"], zp_out, a["qmin"], a["qmax"], axis=axis if per_channel else None)
     return y.astype(a["out_dtype"])
+
+
+def _fused(acc: np.ndarray, bias: np.ndarray, a: dict, channel_axis: int) -> np.ndarray:
+    total = acc + bias.astype(np.int64).reshape([-1 if i == channel_axis else 1 for i in range(acc.ndim)])
+    return _requant(total, a, channel_axis, a["output_zero_point"])
 
 
 def _conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray, a: dict) -> np.ndarray:
@@ -214,13 +215,13 @@ def _conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray, a: dict) -> np.ndarray:
     hwigo = sm.oihw_to_hwigo(w, groups) if nchw else w.reshape(*w.shape[:3], groups, -1)
     acc = sm.conv2d_accumulate(x, hwigo, strides=a["strides"], padding=tuple(a["padding"]), dilation=a["dilation"],
                                pad_value=a["input_zero_point"], layout=a["data_layout"])
-    return _fused(x, acc, b, a, 1 if nchw else 3)
+    return _fused(acc, b, a, 1 if nchw else 3)
 
 
 def _dense(x: np.ndarray, w: np.ndarray, b: np.ndarray, a: dict) -> np.ndarray:
     from .. import math as sm
 
-    return _fused(x, sm.dense_accumulate(x, w), b, a, 1)
+    return _fused(sm.dense_accumulate(x, w), b, a, 1)
 
 
 def _lit(value: Any) -> Any:
@@ -242,18 +243,7 @@ def _qparams(a: dict) -> Any:
 
 
 def _requantize(x: np.ndarray, a: dict) -> np.ndarray:
-    from .. import math as sm
-
-    mult, shift = a["multiplier"], a["shift"]
-    per_channel = len(mult) > 1 or len(shift) > 1
-    axis = int(a["axis"]) % x.ndim
-    m = np.asarray(mult) if per_channel else mult[0]
-    n = np.asarray(shift) if per_channel else shift[0]
-    if per_channel:
-        m, n = np.broadcast_to(m, (x.shape[axis],)), np.broadcast_to(n, (x.shape[axis],))
-    y = sm.requantize(x.astype(np.int64) - a["zp_in"], m, n, a["rounding"], a["zp_out"], a["qmin"], a["qmax"],
-                      axis=axis if per_channel else None)
-    return y.astype(a["out_dtype"])
+    return _requant(x.astype(np.int64) - a["zp_in"], a, int(a["axis"]) % x.ndim, a["zp_out"])
 
 
 def _pool_pad(x: np.ndarray, a: dict, value: Any) -> np.ndarray:

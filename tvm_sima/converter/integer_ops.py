@@ -108,11 +108,10 @@ def _requantize(y: relax.Expr, in_q: sm.QParams, tail: Tail) -> relax.Expr:
     s_out, zp_out = per_tensor(tail.out_q)
     m, e = sm.tflite_quantize_multiplier(s_in / s_out)
     lo, hi = tail.codes()
+    if zp_in:
+        y = relax.op.subtract(relax.op.astype(y, "int32"), relax.const(zp_in, "int32"))
     return so.requantize(y, multiplier=int(m), shift=31 - int(e), rounding="tflite", zp_out=zp_out, qmin=lo, qmax=hi,
-                         out_dtype=str(tail.out_q.dtype)) if zp_in == 0 else \
-        so.requantize(relax.op.subtract(relax.op.astype(y, "int32"), relax.const(zp_in, "int32")), multiplier=int(m),
-                      shift=31 - int(e), rounding="tflite", zp_out=zp_out, qmin=lo, qmax=hi,
-                      out_dtype=str(tail.out_q.dtype))
+                         out_dtype=str(tail.out_q.dtype))
 
 
 def _moved(bb: relax.BlockBuilder, y: relax.Expr, in_q: sm.QParams, tail: Tail) -> relax.Expr:
