@@ -77,6 +77,16 @@ def _op_counts(mod: Any) -> collections.Counter:
     return counts
 
 
+def _is_quantized(counts: collections.Counter) -> bool:
+    return counts["sima.quantize"] + counts["sima.dequantize"] > 0
+
+
+def _data_inputs(main: Any) -> list:
+    """The data parameters of ``main`` (weights, when they are parameters, come after ``num_input``)."""
+    n_in = int(main.attrs["num_input"]) if main.attrs is not None and "num_input" in main.attrs else len(main.params)
+    return list(main.params[:n_in])
+
+
 def _dims(ty: Any) -> str:
     return ", ".join(str(int(d)) if hasattr(d, "value") or isinstance(d, int) else str(d) for d in ty.shape)
 
@@ -92,10 +102,9 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     mod, params = _load(args.model, args.input_shape)
     main = mod["main"]
     counts = _op_counts(mod)
-    quantized = counts["sima.quantize"] + counts["sima.dequantize"] > 0
-    n_in = int(main.attrs["num_input"]) if main.attrs is not None and "num_input" in main.attrs else len(main.params)
+    quantized = _is_quantized(counts)
     print(f"model: {args.model} ({'quantized (QDQ)' if quantized else 'float'})")
-    for var in main.params[:n_in]:
+    for var in _data_inputs(main):
         print(f"  input  {_tensor(var)}")
     outs = main.ret_ty.fields if hasattr(main.ret_ty, "fields") else [main.ret_ty]
     for ty in outs:
@@ -131,8 +140,8 @@ def _calibration(path: str, main: Any) -> list:
     file = pathlib.Path(path)
     if not file.is_file():
         raise CliError(f"calibration data {file} not found")
-    n_in = int(main.attrs["num_input"]) if main.attrs is not None and "num_input" in main.attrs else len(main.params)
-    inputs = main.params[:n_in]
+    inputs = _data_inputs(main)
+    n_in = len(inputs)
     batch = int(inputs[0].ty.shape[0])
     if file.suffix == ".npy":
         if n_in != 1:
@@ -161,7 +170,7 @@ def cmd_quantize(args: argparse.Namespace) -> None:
     import tvm_sima
 
     mod, params = _load(args.model, args.input_shape)
-    if _op_counts(mod)["sima.quantize"] + _op_counts(mod)["sima.dequantize"]:
+    if _is_quantized(_op_counts(mod)):
         raise CliError(f"{args.model} is already quantized; use `tvm-sima convert`")
     options = _config(args.config)
     data = _calibration(args.calib, mod["main"])
@@ -212,7 +221,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
     import tvm_sima
 
     mod, _ = _load(args.model, args.input_shape)
-    if _op_counts(mod)["sima.quantize"] + _op_counts(mod)["sima.dequantize"] == 0:
+    if not _is_quantized(_op_counts(mod)):
         raise CliError(f"{args.model} is a float model; convert takes int8 TFLite or quantized ONNX models")
     out = pathlib.Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -229,33 +238,34 @@ def _parser() -> argparse.ArgumentParser:
         prog="tvm-sima", description="Post-training quantization and an NPU converter on Apache TVM (Relax).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     shape_help = "shape of a dynamic input, NAME=D1,D2,... (repeatable)"
-    p = sub.add_parser("inspect", help="show a model's inputs, ops, and what would be converted / offloaded")
-    p.add_argument("model", help="a .onnx or .tflite file, float or quantized")
-    p.add_argument("--input-shape", action="append", metavar="NAME=SHAPE", help=shape_help)
-    p.add_argument("--mode", choices=("tflite", "shift"), default="tflite", help="requantization of convert")
-    p.set_defaults(run=cmd_inspect)
-    p = sub.add_parser("quantize", help="quantize a float model on calibration data and build it for the NPU")
-    p.add_argument("model", help="a float .onnx or .tflite file")
-    p.add_argument("--calib", required=True, metavar="DATA", help="calibration data: .npy (one input) or .npz")
-    p.add_argument("--output", required=True, metavar="DIR", help="where model.so, artifacts/ and the report go")
-    p.add_argument("--config", metavar="FILE", help="TOML file of qconfig options (e.g. calibrate_mode = 'mse')")
-    p.add_argument("--input-shape", action="append", metavar="NAME=SHAPE", help=shape_help)
-    p.set_defaults(run=cmd_quantize)
-    p = sub.add_parser("report", help="quantize, then compare float and quantized tensors layer by layer")
-    p.add_argument("model", help="a float .onnx or .tflite file")
-    p.add_argument("--calib", required=True, metavar="DATA", help="calibration data: .npy (one input) or .npz")
-    p.add_argument("--eval", required=True, metavar="DATA", help="evaluation data, same format as --calib")
-    p.add_argument("--output", required=True, metavar="DIR", help="where per_layer.json and the run's files go")
-    p.add_argument("--config", metavar="FILE", help="TOML file of qconfig options")
-    p.add_argument("--input-shape", action="append", metavar="NAME=SHAPE", help=shape_help)
-    p.set_defaults(run=cmd_report)
-    p = sub.add_parser("convert", help="convert an int8 TFLite / quantized ONNX model and build it for the NPU")
-    p.add_argument("model", help="an int8 .tflite or a quantized (QDQ / QOperator) .onnx file")
-    p.add_argument("--output", required=True, metavar="DIR", help="where model.so, artifacts/ and the report go")
-    p.add_argument("--mode", choices=("tflite", "shift"), default="tflite",
-                   help="tflite: Q31 multiplier + shift, bit-exact with LiteRT; shift: scale folded into weights")
-    p.add_argument("--input-shape", action="append", metavar="NAME=SHAPE", help=shape_help)
-    p.set_defaults(run=cmd_convert)
+
+    def command(name: str, run: Any, help_: str, model_help: str, output_help: Optional[str] = None,
+                data: Sequence[tuple[str, str]] = (), mode_help: Optional[str] = None, config: bool = False) -> None:
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("model", help=model_help)
+        for flag, text in data:
+            p.add_argument(flag, required=True, metavar="DATA", help=text)
+        if output_help is not None:
+            p.add_argument("--output", required=True, metavar="DIR", help=output_help)
+        if config:
+            p.add_argument("--config", metavar="FILE", help="TOML file of qconfig options (calibrate_mode = 'mse')")
+        if mode_help is not None:
+            p.add_argument("--mode", choices=("tflite", "shift"), default="tflite", help=mode_help)
+        p.add_argument("--input-shape", action="append", metavar="NAME=SHAPE", help=shape_help)
+        p.set_defaults(run=run)
+
+    calib = ("--calib", "calibration data: .npy (one input) or .npz")
+    command("inspect", cmd_inspect, "show a model's inputs, ops, and what would be converted / offloaded",
+            "a .onnx or .tflite file, float or quantized", mode_help="requantization of convert")
+    command("quantize", cmd_quantize, "quantize a float model on calibration data and build it for the NPU",
+            "a float .onnx or .tflite file", "where model.so, artifacts/ and the report go", [calib], config=True)
+    command("report", cmd_report, "quantize, then compare float and quantized tensors layer by layer",
+            "a float .onnx or .tflite file", "where per_layer.json and the run's files go",
+            [calib, ("--eval", "evaluation data, same format as --calib")], config=True)
+    command("convert", cmd_convert, "convert an int8 TFLite / quantized ONNX model and build it for the NPU",
+            "an int8 .tflite or a quantized (QDQ / QOperator) .onnx file",
+            "where model.so, artifacts/ and the report go",
+            mode_help="tflite: Q31 multiplier + shift, bit-exact with LiteRT; shift: scale folded into weights")
     return parser
 
 
