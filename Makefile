@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo lint test bench bench-float bench-accuracy models freeze clean
+.PHONY: setup browser demo lint test bench bench-float bench-accuracy models freeze clean
 
 $(STAMP): setup.py constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check tvm_sima tests tutorials benchmarks tools
 	$(VENV)/bin/mypy tvm_sima
 
-test: lint
+# Debian's chromium renders the HTML report in tests/test_report.py (headless).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null || { echo "installing Debian chromium for the HTML report test"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		$(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
+test: lint browser
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -4,14 +4,22 @@ Every quantized tensor of a :func:`tvm_sima.quantize` result carries a ``sima.qu
 whose name is the calibration tensor's name. :func:`compare_tensors` builds the float program
 with those tensors as extra outputs (as calibration does) and the quantized program with each
 ``quantize_info`` dequantized as an extra output, runs both on each batch and accumulates, per
-tensor, cosine similarity, SQNR, mean squared and max absolute error ("continuous" mode: the
-quantized program feeds itself). Streaming: memory does not grow with the dataset.
+tensor, cosine similarity, SQNR, mean squared and max absolute error. Two modes:
+
+* ``"continuous"``: the quantized program feeds itself, so a tensor's error is everything lost
+  up to it;
+* ``"isolated"``: every quantized tensor's consumers are fed the *float* program's value of that
+  tensor, quantized with the tensor's own parameters, so a tensor's error is what the op producing
+  it adds on its own (its input rounding included, the upstream error not).
+
+Streaming: memory does not grow with the dataset; a fixed-size uniform sample of float and
+dequantized values per tensor (bottom-k of random keys) is kept for histograms.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Optional, Union
 
 import numpy as np
@@ -20,12 +28,15 @@ from tvm import relax
 
 from .config import QConfig, current_qconfig
 from .frontends.loader import bind_params
+from .math.qtypes import parse_qtype
 from .passes.annotate import annotate
 from .passes.calibrate import _check_batch, _inputs, calibration_graph
 from .passes.canonicalize import canonicalize
 from .passes.patterns import GraphIndex, op_name
 
-__all__ = ["TensorMetrics", "compare_tensors", "quantized_taps", "sqnr_db"]
+__all__ = ["MODES", "TensorMetrics", "compare_tensors", "quantized_taps", "sqnr_db"]
+
+MODES = ("continuous", "isolated")
 
 
 def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
@@ -50,15 +61,41 @@ class TensorMetrics:
     err_sq: float = 0.0
     max_abs_error: float = 0.0
     order: int = 0
+    sample_size: int = 4096
+    _keys: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    _ref_sample: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
+    _test_sample: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
+
+    @property
+    def bits(self) -> int:
+        return parse_qtype(self.dtype).bits if self.dtype else 0
+
+    @property
+    def samples(self) -> tuple[np.ndarray, np.ndarray]:
+        """A uniform sample (``sample_size`` at most) of the float and the dequantized values, paired."""
+        return self._ref_sample, self._test_sample
 
     def update(self, ref: np.ndarray, test: np.ndarray) -> None:
         r, t = np.asarray(ref, np.float64).ravel(), np.asarray(test, np.float64).ravel()
+        self._sample(r, t)
         self.count += r.size
         self.dot += float(r @ t)
         self.ref_sq += float(r @ r)
         self.test_sq += float(t @ t)
         self.err_sq += float(((r - t) ** 2).sum())
         self.max_abs_error = max(self.max_abs_error, float(np.abs(r - t).max(initial=0.0)))
+
+    def _sample(self, r: np.ndarray, t: np.ndarray) -> None:
+        # Bottom-k sampling: every value gets a random key; the k smallest keys seen so far are a
+        # uniform sample of everything seen, whatever the batch sizes.
+        rng = np.random.default_rng([self.order, self.count])
+        keys = np.concatenate([self._keys, rng.random(r.size)])
+        ref = np.concatenate([self._ref_sample, r.astype(np.float32)])
+        test = np.concatenate([self._test_sample, t.astype(np.float32)])
+        if keys.size > self.sample_size:
+            keep = np.argpartition(keys, self.sample_size)[: self.sample_size]
+            keys, ref, test = keys[keep], ref[keep], test[keep]
+        self._keys, self._ref_sample, self._test_sample = keys, ref, test
 
     @property
     def cosine(self) -> float:
@@ -75,23 +112,34 @@ class TensorMetrics:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "scale": self.scale, "zero_point": self.zero_point, "dtype": self.dtype,
-                "cosine": self.cosine, "sqnr_db": self.sqnr, "mse": self.mse, "max_abs_error": self.max_abs_error}
+                "bits": self.bits, "cosine": self.cosine, "sqnr_db": self.sqnr, "mse": self.mse,
+                "max_abs_error": self.max_abs_error}
 
 
-def quantized_taps(qmod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, dict]]:
+def quantized_taps(qmod: tvm.IRModule, feed: Iterable[str] = ()) -> tuple[tvm.IRModule, dict[str, dict]]:
     """``qmod`` returning, after its own outputs, every named ``quantize_info`` tensor dequantized.
+
+    For every name in ``feed`` the module takes one more float32 parameter (after its own, in
+    ``feed``'s order) of that tensor's shape; the tensor's consumers then read that value,
+    quantized with the tensor's parameters, instead of the value the program computed (which is
+    still the tap output). That is the "isolated" mode of :func:`compare_tensors`.
 
     Returns the module and ``{name: quantize_info attributes}`` in output order.
     """
     from . import ops as so
     from .math import QParams
+    from .passes.annotate import remap
 
     flat = relax.transform.ToNonDataflow()(qmod)
     func = flat["main"]
     index = GraphIndex(func)
     taps: dict[str, tuple[relax.Var, dict]] = {}
+    rounding = "half_even"
     for var in index.order:
         value = index.producer[var]
+        if op_name(value) == "sima.quantize" and rounding == "half_even":
+            assert isinstance(value, relax.Call)
+            rounding = str(value.attrs["rounding"])  # feed like the program quantizes its inputs
         if op_name(value) == "sima.quantize_info":
             assert isinstance(value, relax.Call)
             a = value.attrs
@@ -99,19 +147,31 @@ def quantized_taps(qmod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, dict]]:
             if name not in taps:
                 taps[name] = (var, {"scale": [float(s) for s in a["scale"]],
                                     "zero_point": [int(z) for z in a["zero_point"]], "dtype": str(a["dtype"])})
-    bb = relax.BlockBuilder()
-    with bb.function("main", list(func.params), attrs=dict(func.attrs) if func.attrs else None):
-        # Re-emit every binding, then the dequantized taps.
-        mapping: dict = {}
-        from .passes.annotate import remap
+    feed = [name for name in feed if name in taps]
+    fed_vars = {taps[name][0]: name for name in feed}
 
+    def qparams(info: dict) -> QParams:
+        return QParams(info["scale"][0], info["zero_point"][0], info["dtype"])
+
+    params = {name: relax.Var(f"feed_{k}", relax.TensorType(taps[name][0].ty.shape, "float32"))
+              for k, name in enumerate(feed)}
+    attrs = dict(func.attrs) if func.attrs else {}
+    if params:
+        attrs["num_input"] = len(func.params) + len(params)
+    bb = relax.BlockBuilder()
+    with bb.function("main", [*func.params, *params.values()], attrs=attrs or None):
+        mapping: dict = {}
+        computed: dict = {}
         for block in func.body.blocks:
             for binding in block.bindings:
-                mapping[binding.var] = bb.emit(remap(binding.value, mapping), name_hint=binding.var.name)
+                emitted = bb.emit(remap(binding.value, mapping), name_hint=binding.var.name)
+                computed[binding.var] = emitted
+                fed = fed_vars.get(binding.var)
+                mapping[binding.var] = emitted if fed is None else bb.emit(
+                    so.quantize(params[fed], qparams(taps[fed][1]), rounding), name_hint=f"fed_{fed}")
         extra: list[relax.Expr] = []
         for var, info in taps.values():
-            qp = QParams(info["scale"][0], info["zero_point"][0], info["dtype"])
-            extra.append(bb.emit(so.dequantize(mapping[var], qp), name_hint=f"tap_{len(extra)}"))
+            extra.append(bb.emit(so.dequantize(computed[var], qparams(info)), name_hint=f"tap_{len(extra)}"))
         original = remap(func.body.body, mapping)
         bb.emit_func_output(relax.Tuple([original, *extra]))
     out = qmod.clone()
@@ -121,20 +181,27 @@ def quantized_taps(qmod: tvm.IRModule) -> tuple[tvm.IRModule, dict[str, dict]]:
 
 def compare_tensors(mod: tvm.IRModule, params: Optional[dict], qmod: tvm.IRModule,
                     dataset: Iterable[Union[np.ndarray, dict]],
-                    config: Optional[QConfig] = None) -> list[TensorMetrics]:
+                    config: Optional[QConfig] = None, *, mode: str = "continuous",
+                    outputs: Optional[list] = None) -> list[TensorMetrics]:
     """Per-tensor metrics of ``qmod`` (a :func:`tvm_sima.quantize` result) against the float ``mod``.
 
     ``config`` must be the one ``qmod`` was made with (default: the current one), so that tensor
-    names agree. Tensors are listed in program order of the quantized program.
+    names agree. ``mode`` is ``"continuous"`` or ``"isolated"`` (see the module docstring).
+    Tensors are listed in program order of the quantized program. When ``outputs`` is a list,
+    ``(float output, quantized output)`` NumPy pairs of the model's first output are appended to
+    it, one per batch (for output metrics such as top-1).
     """
     import tvm_sima
 
+    if mode not in MODES:
+        raise ValueError(f"compare_tensors: mode {mode!r} is not one of {list(MODES)}")
     config = config or current_qconfig()
     fmod = canonicalize(bind_params(mod, params) if params else mod)
     amod, _ = annotate(fmod, config)
     float_mod, float_taps, _ = calibration_graph(amod)
-    q_mod, q_taps = quantized_taps(qmod)
+    q_mod, q_taps = quantized_taps(qmod, float_taps if mode == "isolated" else ())
     float_index = {name: i + 1 for i, name in enumerate(float_taps)}
+    fed = [name for name in float_taps if name in q_taps] if mode == "isolated" else []
     metrics = [TensorMetrics(name, info["scale"][0], info["zero_point"][0], info["dtype"], order=k)
                for k, (name, info) in enumerate(q_taps.items()) if name in float_index]
     fvm = relax.VirtualMachine(tvm_sima.build(float_mod), tvm.cpu())
@@ -146,7 +213,18 @@ def compare_tensors(mod: tvm.IRModule, params: Optional[dict], qmod: tvm.IRModul
         arrays = _inputs(batch, names)
         _check_batch(arrays, main.params, number)
         args = [tvm.runtime.tensor(a) for a in arrays]
-        f_out, q_out = fvm["main"](*args), qvm["main"](*args)
+        f_out = fvm["main"](*args)
+        q_out = qvm["main"](*args, *(f_out[float_index[name]] for name in fed))
         for m in metrics:
             m.update(f_out[float_index[m.name]].numpy(), q_out[q_index[m.name]].numpy())
+        if outputs is not None:
+            f0, q0 = f_out[0], q_out[0]
+            outputs.append((_first(f0), _first(q0)))
     return metrics
+
+
+def _first(value: object) -> np.ndarray:
+    """The first output of a VM result (a tensor, or the first field of a tuple)."""
+    while not hasattr(value, "numpy"):
+        value = value[0]  # type: ignore[index]
+    return value.numpy()  # type: ignore[attr-defined]
