@@ -29,7 +29,7 @@ import numpy as np
 
 from .compare import TensorMetrics
 
-__all__ = ["write_html", "sqnr_chart_svg", "histogram_svg"]
+__all__ = ["write_report", "write_html", "sqnr_chart_svg", "histogram_svg"]
 
 _COLORS = {"continuous": "#1f77b4", "isolated": "#ff7f0e"}
 _FONT = 'font-family="sans-serif" font-size="11"'
@@ -123,6 +123,11 @@ def histogram_svg(metrics: TensorMetrics, bins: int = 40, width: int = 360, heig
     return "".join(parts)
 
 
+def _row(m: TensorMetrics) -> dict:
+    """``m.to_dict()`` as strict JSON: an exact tensor's infinite SQNR becomes ``None``."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in m.to_dict().items()}
+
+
 def _img(svg: str, alt: str, cls: str) -> str:
     data = base64.b64encode(svg.encode()).decode()
     return f'<img class="{cls}" alt="{html.escape(alt)}" src="data:image/svg+xml;base64,{data}">'
@@ -195,11 +200,29 @@ def write_html(path: Union[str, pathlib.Path], modes: Mapping[str, Sequence[Tens
                    f"({html.escape(mode_names[0])})</h2><div class=hists>")
         out.extend(_img(histogram_svg(m), f"histogram of {m.name}", "hist") for m in lowest)
         out.append("</div>")
-    data = {mode: [{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                    for k, v in m.to_dict().items()} for m in ms] for mode, ms in modes.items()}
+    data = {mode: [_row(m) for m in ms] for mode, ms in modes.items()}
     payload = json.dumps(data).replace("</", "<\\/")  # a JSON string never ends the script element
     out.append(f'<script type="application/json" id="data">{payload}</script>')
     out.append(f"<script>{_SCRIPT}</script></body></html>")
     target = pathlib.Path(path)
     target.write_text("\n".join(out), encoding="utf-8")
     return target
+
+
+def write_report(out_dir: Union[str, pathlib.Path], modes: Mapping[str, Sequence[TensorMetrics]], *,
+                 model: str = "", eval_batches: int = 0, output_metrics: Optional[Mapping[str, float]] = None,
+                 worst: int = 4) -> tuple[pathlib.Path, pathlib.Path]:
+    """Write ``per_layer.json`` (strict JSON: an exact tensor's infinite SQNR is ``null``) and ``report.html``.
+
+    Returns the two paths.
+    """
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    payload = {"model": str(model), "eval_batches": eval_batches, "output_metrics": dict(output_metrics or {}),
+               "modes": {mode: [_row(m) for m in ms] for mode, ms in modes.items()}}
+    json_path = out / "per_layer.json"
+    json_path.write_text(json.dumps(payload, indent=1))
+    html_path = write_html(out / "report.html", modes, model=model, eval_batches=eval_batches,
+                           output_metrics=output_metrics, worst=worst)
+    return json_path, html_path
