@@ -9,6 +9,8 @@ INSTALL_REQUIRES = [
     "numpy==2.4.6",
     "onnx==1.23.2",
     "tflite==2.18.0",
+    "Pillow==13.0.0",  # the images dataset plugin
+    "PyYAML==6.0.3",  # YAML config files
 ]
 
 EXTRAS_REQUIRE = {
@@ -34,7 +36,14 @@ setup(
     packages=find_packages(include=["tvm_sima", "tvm_sima.*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
-    entry_points={"console_scripts": ["tvm-sima=tvm_sima.cli:main"]},
+    entry_points={
+        "console_scripts": ["tvm-sima=tvm_sima.cli:main"],
+        # built-in plugins, registered as third-party ones are (tvm_sima/plugins.py)
+        "tvm_sima.datasets": [f"{name} = tvm_sima.plugins:{name}_dataset" for name in ("npy", "npz", "images", "python")],
+        "tvm_sima.metrics": ["top1 = tvm_sima.plugins:top1", "top5 = tvm_sima.plugins:top5",
+                             "cosine = tvm_sima.plugins:Cosine", "sqnr = tvm_sima.plugins:Sqnr",
+                             "max_abs_error = tvm_sima.plugins:MaxAbsError"],
+    },
     license="Apache-2.0",
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -88,18 +88,73 @@ def test_quantize_rejects_an_unknown_config_key(fixtures_dir, tmp_path, capsys):
     assert "unknown option 'calibrate_mod'; did you mean 'calibrate_mode'?" in err
 
 
-def test_report_writes_per_layer_metrics(fixtures_dir, tmp_path, capsys):
+def test_report_writes_per_layer_metrics_and_the_html_page(fixtures_dir, tmp_path, capsys):
     split = np.load(fixtures_dir / "digits_split.npz")
     np.save(tmp_path / "calib.npy", (split["calib"][:16] / 16.0).astype(np.float32))
     np.save(tmp_path / "eval.npy", (split["test"][:8] / 16.0).astype(np.float32))
     assert main(["report", str(fixtures_dir / "digits_cnn_float.tflite"), "--calib", str(tmp_path / "calib.npy"),
                  "--eval", str(tmp_path / "eval.npy"), "--output", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
-    assert "lowest SQNR:" in out
+    assert "lowest SQNR (continuous):" in out and "lowest SQNR (isolated):" in out
     report = json.loads((tmp_path / "r" / "per_layer.json").read_text())
-    assert report["mode"] == "continuous" and report["eval_batches"] == 8
-    names = [t["name"] for t in report["tensors"]]
-    assert "conv2d_0.input" in names and "matmul_3.output" in names
-    for t in report["tensors"]:
-        assert {"cosine", "sqnr_db", "mse", "max_abs_error", "scale", "zero_point", "dtype"} <= set(t)
-        assert t["cosine"] > 0.99 and (t["sqnr_db"] is None or t["sqnr_db"] > 20)
+    assert report["eval_batches"] == 8 and set(report["modes"]) == {"continuous", "isolated"}
+    # no labels in an .npy: top1 is the agreement with the float model's class
+    assert set(report["output_metrics"]) == {"top1", "cosine", "sqnr", "max_abs_error"}
+    assert 0.75 <= report["output_metrics"]["top1"] <= 1.0
+    for mode, tensors in report["modes"].items():
+        names = [t["name"] for t in tensors]
+        assert "conv2d_0.input" in names and "matmul_3.output" in names, mode
+        for t in tensors:
+            assert {"cosine", "sqnr_db", "mse", "max_abs_error", "scale", "zero_point", "dtype", "bits"} <= set(t)
+            assert t["cosine"] > 0.99 and (t["sqnr_db"] is None or t["sqnr_db"] > 20) and t["bits"] == 8
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert page.count("<img") == 5 and "matmul_3.output" in page  # SQNR curve + 4 histograms
+
+
+def test_report_on_the_bundled_onnx_model_with_labels_and_a_chosen_metric(fixtures_dir, tmp_path, capsys):
+    assert main(["report", str(fixtures_dir / "digits_cnn_float.onnx"), "--calib",
+                 str(fixtures_dir / "digits_calib_nchw.npy"), "--eval", str(fixtures_dir / "digits_eval_nchw.npz"),
+                 "--output", str(tmp_path), "--mode", "isolated", "--metric", "top5", "--metric", "top1"]) == 0
+    report = json.loads((tmp_path / "per_layer.json").read_text())
+    assert list(report["modes"]) == ["isolated"]
+    scores = report["output_metrics"]
+    # labelled digits: accuracies, the float model's beside the quantized one's
+    assert set(scores) == {"top5", "top1", "float_top1"}
+    assert scores["top1"] > 0.85 and abs(scores["top1"] - scores["float_top1"]) <= 0.05
+    assert scores["top5"] >= scores["top1"]
+    assert "top-k against labels" in capsys.readouterr().out
+
+
+def test_build_a_float_model_from_saved_statistics_and_an_edited_layer_file(fixtures_dir, tmp_path, capsys):
+    onnx_model, calib = str(fixtures_dir / "digits_cnn_float.onnx"), str(fixtures_dir / "digits_calib_nchw.npy")
+    assert main(["quantize", onnx_model, "--calib", calib, "--output", str(tmp_path / "q")]) == 0
+    layers = json.loads((tmp_path / "q" / "layers.json").read_text())
+    layers["layers"][0]["skip"] = True  # keep the first conv in float
+    (tmp_path / "layers.json").write_text(json.dumps(layers))
+    (tmp_path / "c.yaml").write_text(f"layer_config: {tmp_path / 'layers.json'}\n")
+    capsys.readouterr()
+    assert main(["build", onnx_model, "--statistics", str(tmp_path / "q" / "statistics.npz"),
+                 "--config", str(tmp_path / "c.yaml"), "--output", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "quantized: 3 fused layer(s)" in out and (tmp_path / "b" / "model.so").is_file()
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert report["skipped_layers"] and report["fused"] == ["conv2d_1", "conv2d_2", "matmul_3"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["build", "{f}/digits_cnn_float.onnx", "--output", "{t}/b"], "give --statistics"),
+    (["report", "{f}/digits_cnn_float.onnx", "--calib", "{f}/digits_calib_nchw.npy", "--eval", "{t}/none.npz",
+      "--output", "{t}/r"], "data file {t}/none.npz not found"),
+    (["report", "{f}/digits_cnn_float.onnx", "--calib", "{f}/digits_calib_nchw.npy", "--eval",
+      "{f}/digits_eval_nchw.npz", "--output", "{t}/r", "--metric", "top3"], "unknown metric 'top3'; known:"),
+    (["quantize", "{f}/digits_cnn_float.onnx", "--calib", "{f}/digits_split.npz", "--output", "{t}/q"],
+     "no array for input(s)"),
+    (["quantize", "{f}/digits_cnn_float.onnx", "--calib", "{f}/digits_calib_nchw.npy", "--output", "{t}/q",
+      "--config", "{t}/bad.yaml"], "not valid YAML"),
+])
+def test_new_command_errors_are_one_line(argv, message, fixtures_dir, tmp_path, capsys):
+    (tmp_path / "bad.yaml").write_text("calibrate_mode: [unclosed\n")
+    argv = [a.format(f=fixtures_dir, t=tmp_path) for a in argv]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tvm-sima: error:") and message.format(t=tmp_path) in err[0], err

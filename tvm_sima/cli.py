@@ -1,22 +1,25 @@
 """The ``tvm-sima`` command line (``python -m tvm_sima.cli``).
 
-Subcommands so far:
+* ``tvm-sima inspect MODEL`` — inputs, outputs, op counts; for a float model the layers
+  ``quantize`` would quantize, for a quantized one what ``convert`` would turn into integer ops
+  and how many regions would be offloaded;
+* ``tvm-sima quantize MODEL --calib DATA --output DIR [--config FILE]`` — quantize a float ONNX /
+  TFLite model on calibration data and write ``model.so``, ``artifacts/`` and the run's files
+  (layers.json, statistics.npz, qconfig.json, report.json) to DIR;
+* ``tvm-sima report MODEL --calib DATA --eval DATA --output DIR`` — quantize, then compare the
+  float and the quantized program tensor by tensor ("continuous" and "isolated" modes) and on the
+  output (``--metric``): ``DIR/per_layer.json`` and the page ``DIR/report.html``;
+* ``tvm-sima convert MODEL_INT8 --output DIR [--mode tflite|shift]`` — an int8 TFLite or
+  quantized ONNX model to integer sima ops, built: ``model.so``, ``artifacts/``, ``convert_report.json``;
+* ``tvm-sima build MODEL --output DIR [--statistics FILE]`` — build without calibration data:
+  a float model from the statistics of an earlier ``quantize`` run (with an edited per-layer file
+  through the config's ``layer_config``), a quantized model as ``convert`` does.
 
-* ``tvm-sima inspect MODEL`` — inputs, outputs, op counts, whether the model is quantized, and
-  for a quantized model what ``convert`` would turn into integer ops and what would be offloaded;
-* ``tvm-sima quantize MODEL --calib DATA --output DIR [--config FILE.toml]`` — quantize a float
-  ONNX / TFLite model with ``tvm_sima.quantize`` on calibration data (``.npy``: one array, split
-  along its first axis into batches of the model's batch size; ``.npz``: one array per model input),
-  options from a TOML file (the keys of ``tvm_sima.qconfig``; unknown keys are errors), and write
-  the run's files (layers.json, statistics.npz, qconfig.json, report.json), ``model.so`` and
-  ``artifacts/`` to DIR;
-* ``tvm-sima report MODEL --calib DATA --eval DATA --output DIR [--config FILE.toml]`` — quantize
-  as ``quantize`` does, then run the float and the quantized program on the evaluation data and
-  write, per quantized tensor, cosine similarity, SQNR, MSE, max error, scale / zero point / dtype
-  (``DIR/per_layer.json``, "continuous" mode: the quantized program feeds itself), and print them;
-* ``tvm-sima convert MODEL_INT8 --output DIR [--mode tflite|shift]`` — load an int8 TFLite or
-  quantized ONNX model, convert it, build it (offloaded to the sima codegen) and write
-  ``DIR/model.so``, ``DIR/artifacts/<region>/`` and ``DIR/convert_report.json``.
+DATA is any dataset plugin's source (``tvm_sima.plugins``): ``.npy``, ``.npz`` (arrays per input
+name, optional ``labels``), an image folder (``--data-option resize=256 --data-option crop=224x224``),
+``file.py:function``, or ``NAME:SOURCE`` for an installed plugin. Config files are TOML, YAML or
+JSON (the ``qconfig.json`` a run writes) with ``tvm_sima.qconfig`` keys and an optional
+``dataset`` table of data options; unknown keys are errors.
 
 Exit status: 0 on success, 1 on an error the message explains (one line on stderr, starting
 ``tvm-sima: error:``), 2 on a usage error.
@@ -30,8 +33,6 @@ import json
 import pathlib
 import sys
 from typing import Any, Optional, Sequence
-
-import numpy as np
 
 __all__ = ["main"]
 
@@ -122,99 +123,150 @@ def cmd_inspect(args: argparse.Namespace) -> None:
         print("float model: `tvm-sima quantize MODEL --calib DATA --output DIR` quantizes it")
 
 
-def _config(path: Optional[str]) -> dict:
-    import tomllib
-
+def _config(path: Optional[str]) -> tuple[dict, dict]:
+    """``(qconfig options, dataset options)`` from a TOML / YAML / JSON file."""
     if path is None:
-        return {}
+        return {}, {}
     file = pathlib.Path(path)
     if not file.is_file():
         raise CliError(f"config file {file} not found")
+    text = file.read_text()
     try:
-        return tomllib.loads(file.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise CliError(f"{file}: not valid TOML ({err})") from None
+        if file.suffix in (".yaml", ".yml"):
+            import yaml
+
+            options = yaml.safe_load(text) or {}
+        elif file.suffix == ".json":
+            options = json.loads(text)
+        else:
+            import tomllib
+
+            options = tomllib.loads(text)
+    except Exception as err:  # the parsers' own errors carry line and column
+        kind = {".yaml": "YAML", ".yml": "YAML", ".json": "JSON"}.get(file.suffix, "TOML")
+        raise CliError(f"{file}: not valid {kind} ({' '.join(str(err).split())})") from None
+    if not isinstance(options, dict):
+        raise CliError(f"{file}: expected a table of qconfig options at the top level")
+    data = options.pop("dataset", {})
+    if not isinstance(data, dict):
+        raise CliError(f"{file}: 'dataset' must be a table of data options (resize = 256, ...)")
+    return options, data
 
 
-def _calibration(path: str, main: Any) -> list:
-    file = pathlib.Path(path)
-    if not file.is_file():
-        raise CliError(f"calibration data {file} not found")
-    inputs = _data_inputs(main)
-    n_in = len(inputs)
-    batch = int(inputs[0].ty.shape[0])
-    if file.suffix == ".npy":
-        if n_in != 1:
-            raise CliError(f"{file}: the model has {n_in} inputs; give an .npz with one array per input name")
-        arrays = {inputs[0].name: np.load(file)}
-    elif file.suffix == ".npz":
-        with np.load(file) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-        if n_in == 1 and len(arrays) == 1:
-            arrays = {inputs[0].name: next(iter(arrays.values()))}
-        missing = [v.name for v in inputs if v.name not in arrays]
-        if missing:
-            raise CliError(f"{file}: no array for input(s) {missing}; it has {sorted(arrays)}")
-    else:
-        raise CliError(f"{file}: calibration data must be .npy or .npz")
-    count = min(len(a) for a in arrays.values()) // batch
-    if count == 0:
-        raise CliError(f"{file}: fewer samples than one batch of {batch}")
-    if n_in == 1:
-        only = arrays[inputs[0].name]
-        return [only[i * batch:(i + 1) * batch] for i in range(count)]
-    return [{v.name: arrays[v.name][i * batch:(i + 1) * batch] for v in inputs} for i in range(count)]
+def _data_options(args: argparse.Namespace, from_config: dict) -> dict:
+    options = dict(from_config)
+    for item in args.data_option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"--data-option {item!r}: write KEY=VALUE (e.g. resize=256)")
+        options[key] = value
+    return options
 
 
-def cmd_quantize(args: argparse.Namespace) -> None:
+def _dataset(spec: str, main: Any, options: dict) -> Any:
+    from tvm_sima.plugins import InputSpec, PluginError, load_dataset
+
+    inputs = [InputSpec(v.name, tuple(int(d) if hasattr(d, "value") or isinstance(d, int) else -1
+                                      for d in v.ty.shape), str(v.ty.dtype)) for v in _data_inputs(main)]
+    try:
+        return load_dataset(spec, inputs, options)
+    except (PluginError, OSError) as err:
+        raise CliError(str(err)) from None
+
+
+def _quantize(args: argparse.Namespace, mod: Any, params: dict, out: pathlib.Path, **extra: Any) -> tuple[Any, Any]:
+    """Quantize with the config file's options; returns ``(qmod, config)``."""
     import tvm_sima
 
-    mod, params = _load(args.model, args.input_shape)
     if _is_quantized(_op_counts(mod)):
         raise CliError(f"{args.model} is already quantized; use `tvm-sima convert`")
-    options = _config(args.config)
-    data = _calibration(args.calib, mod["main"])
-    out = pathlib.Path(args.output)
+    options, data_options = _config(args.config)
     try:
-        with tvm_sima.qconfig(**options):
-            qmod = tvm_sima.quantize(mod, params, data, work_dir=out, progress=True)
+        with tvm_sima.qconfig(**options) as config:
+            if "statistics" not in extra:
+                extra["dataset"] = _dataset(args.calib, mod["main"], _data_options(args, data_options))
+            qmod = tvm_sima.quantize(mod, params, work_dir=out, progress=sys.stderr.isatty(), **extra)
     except ValueError as err:
         raise CliError(str(err).splitlines()[0]) from None
     report = tvm_sima.quantize_report(qmod)
     print(f"quantized: {len(report.get('fused', []))} fused layer(s), {len(report.get('float_ops', []))} float op(s)")
-    ex = tvm_sima.build(qmod, artifact_dir=str(out / "artifacts"))
+    return qmod, config
+
+
+def _build(qmod: Any, out: pathlib.Path, offload: bool = True) -> None:
+    import tvm_sima
+
+    ex = tvm_sima.build(qmod, artifact_dir=str(out / "artifacts"), offload=offload)
     ex.export_library(str(out / "model.so"))
+
+
+def cmd_quantize(args: argparse.Namespace) -> None:
+    mod, params = _load(args.model, args.input_shape)
+    out = pathlib.Path(args.output)
+    qmod, _ = _quantize(args, mod, params, out)
+    _build(qmod, out)
     print(f"wrote {out / 'model.so'}, {out / 'artifacts'} and the run's files (report.json, qconfig.json, "
           f"layers.json, statistics.npz) in {out}")
 
 
-def cmd_report(args: argparse.Namespace) -> None:
-    import tvm_sima
-    from tvm_sima.compare import compare_tensors
+def _progress(data: Any, label: str) -> Any:
+    from tvm_sima.ptq import _Progress
 
-    mod, params = _load(args.model, args.input_shape)
-    options = _config(args.config)
-    calib = _calibration(args.calib, mod["main"])
-    evaluation = _calibration(args.eval, mod["main"])
-    out = pathlib.Path(args.output)
+    return _Progress(data, label, sys.stderr.isatty())
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    import math
+
+    from tvm_sima.compare import compare_tensors
+    from tvm_sima.html_report import write_report
+    from tvm_sima.plugins import PluginError, get_metric
+
     try:
-        with tvm_sima.qconfig(**options) as config:
-            qmod = tvm_sima.quantize(mod, params, calib, work_dir=out, progress=True)
-            metrics = compare_tensors(mod, params, qmod, evaluation, config)
+        metrics_out = [get_metric(name) for name in (args.metric or DEFAULT_METRICS)]
+    except PluginError as err:
+        raise CliError(str(err)) from None
+    mod, params = _load(args.model, args.input_shape)
+    out = pathlib.Path(args.output)
+    _, data_options = _config(args.config)
+    evaluation = _dataset(args.eval, mod["main"], _data_options(args, data_options))  # before the slow part
+    qmod, config = _quantize(args, mod, params, out)
+    modes = ["continuous", "isolated"] if args.mode == "both" else [args.mode]
+    results = {}
+    outputs: list = []
+    try:
+        for mode in modes:
+            results[mode] = compare_tensors(mod, params, qmod, _progress(evaluation, f"evaluation ({mode})"),
+                                            config, mode=mode, outputs=outputs if not outputs else None)
     except ValueError as err:
         raise CliError(str(err).splitlines()[0]) from None
-    # strict JSON: an exact tensor's infinite SQNR is written as null
-    rows = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in m.to_dict().items()}
-            for m in metrics]
-    payload = {"model": str(args.model), "mode": "continuous", "eval_batches": len(evaluation), "tensors": rows}
-    (out / "per_layer.json").write_text(json.dumps(payload, indent=1))
-    print(f"{'tensor':40s} {'SQNR dB':>8s} {'cosine':>8s} {'max err':>9s} {'scale':>10s}")
-    for m in metrics:
-        print(f"{m.name[:40]:40s} {m.sqnr:8.2f} {m.cosine:8.5f} {m.max_abs_error:9.4f} {m.scale:10.6f}")
-    if metrics:
-        worst = min(metrics, key=lambda m: m.sqnr)
-        print(f"lowest SQNR: {worst.name} ({worst.sqnr:.2f} dB)")
-    print(f"wrote {out / 'per_layer.json'}")
+    labels = evaluation.labels or [None] * len(outputs)
+    for metric in metrics_out:
+        for (reference, test), label in zip(outputs, labels, strict=True):
+            metric.update(reference, test, label)
+    names = args.metric or DEFAULT_METRICS
+    scores = {name: float(m.result()) for name, m in zip(names, metrics_out, strict=True)}
+    if evaluation.labels is not None:  # the float model's accuracy, beside the quantized one's
+        float_top1 = get_metric("top1")
+        for (reference, _), label in zip(outputs, labels, strict=True):
+            float_top1.update(reference, reference, label)
+        scores["float_top1"] = float(float_top1.result())
+    json_path, html_path = write_report(out, results, model=str(args.model), eval_batches=len(evaluation),
+                                        output_metrics={k: (v if math.isfinite(v) else None)  # type: ignore[misc]
+                                                        for k, v in scores.items()})
+    first = results[modes[0]]
+    by_mode = {mode: {m.name: m for m in ms} for mode, ms in results.items()}
+    print(f"{'tensor':36s} {'scale':>10s} " + " ".join(f"{'SQNR ' + mode[:4]:>10s}" for mode in modes))
+    for m in first:
+        print(f"{m.name[:36]:36s} {m.scale:10.6f} "
+              + " ".join(f"{by_mode[mode][m.name].sqnr:10.2f}" for mode in modes if m.name in by_mode[mode]))
+    for mode in modes:
+        worst = min(results[mode], key=lambda m: m.sqnr)
+        print(f"lowest SQNR ({mode}): {worst.name} ({worst.sqnr:.2f} dB)")
+    kind = "against labels" if evaluation.labels is not None else "agreement with float"
+    print("output: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()) + f" ({len(outputs)} batches; top-k "
+          f"{kind})")
+    print(f"wrote {json_path} and {html_path} (open it in a browser)")
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -233,39 +285,104 @@ def cmd_convert(args: argparse.Namespace) -> None:
     print(f"wrote {out / 'model.so'}, {out / 'artifacts'}, {out / 'convert_report.json'}")
 
 
+def cmd_build(args: argparse.Namespace) -> None:
+    import tvm_sima
+
+    mod, params = _load(args.model, args.input_shape)
+    out = pathlib.Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    if _is_quantized(_op_counts(mod)):
+        qmod, report = tvm_sima.convert(mod, args.mode)
+        print(report.summary())
+        (out / "convert_report.json").write_text(json.dumps(report.to_dict(), indent=1))
+    else:
+        if args.statistics is None:
+            raise CliError(f"{args.model} is a float model: give --statistics DIR/statistics.npz from a "
+                           "`tvm-sima quantize` run (or quantize it with --calib)")
+        if not pathlib.Path(args.statistics).is_file():
+            raise CliError(f"statistics file {args.statistics} not found")
+        qmod, _ = _quantize(args, mod, params, out, statistics=args.statistics)
+    _build(qmod, out, offload=not args.no_offload)
+    print(f"wrote {out / 'model.so'}" + (f" and {out / 'artifacts'}" if not args.no_offload else " (TIR only)"))
+
+
+DEFAULT_METRICS = ["top1", "cosine", "sqnr", "max_abs_error"]
+
+EXAMPLES = """examples (from the repository root):
+  tvm-sima inspect tests/fixtures/digits_cnn_float.onnx
+  tvm-sima quantize tests/fixtures/digits_cnn_float.onnx --calib tests/fixtures/digits_calib_nchw.npy --output build/q
+  tvm-sima report tests/fixtures/digits_cnn_float.onnx --calib tests/fixtures/digits_calib_nchw.npy \\
+      --eval tests/fixtures/digits_eval_nchw.npz --output build/r      # then open build/r/report.html
+  tvm-sima convert tests/fixtures/digits_int8.tflite --output build/c
+  tvm-sima build tests/fixtures/digits_cnn_float.onnx --statistics build/q/statistics.npz --output build/b
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tvm-sima", description="Post-training quantization and an NPU converter on Apache TVM (Relax).")
+        prog="tvm-sima", description="Post-training quantization and an NPU converter on Apache TVM (Relax).",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    shape_help = "shape of a dynamic input, NAME=D1,D2,... (repeatable)"
+    data_help = ("DATA: .npy, .npz (one array per input, optional 'labels'), an image folder, file.py:function, "
+                 "or NAME:SOURCE for an installed dataset plugin")
 
     def command(name: str, run: Any, help_: str, model_help: str, output_help: Optional[str] = None,
-                data: Sequence[tuple[str, str]] = (), mode_help: Optional[str] = None, config: bool = False) -> None:
-        p = sub.add_parser(name, help=help_)
+                data: Sequence[tuple[str, str]] = (), mode_help: Optional[str] = None, config: bool = False,
+                example: str = "") -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".",
+                           epilog=f"example:\n  {example}\n\n{data_help if data else ''}".rstrip(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("model", help=model_help)
         for flag, text in data:
             p.add_argument(flag, required=True, metavar="DATA", help=text)
+        if data:
+            p.add_argument("--data-option", action="append", metavar="KEY=VALUE",
+                           help="dataset option, repeatable (images: resize=256, crop=224x224, mean=0.485,0.456,0.406,"
+                                " std=..., scale=...; python: keyword arguments)")
         if output_help is not None:
             p.add_argument("--output", required=True, metavar="DIR", help=output_help)
         if config:
-            p.add_argument("--config", metavar="FILE", help="TOML file of qconfig options (calibrate_mode = 'mse')")
+            p.add_argument("--config", metavar="FILE",
+                           help="qconfig options: .toml, .yaml or .json (e.g. calibrate_mode = 'mse'; "
+                                "layer_config = 'layers.json'); a 'dataset' table holds data options")
         if mode_help is not None:
             p.add_argument("--mode", choices=("tflite", "shift"), default="tflite", help=mode_help)
-        p.add_argument("--input-shape", action="append", metavar="NAME=SHAPE", help=shape_help)
+        p.add_argument("--input-shape", action="append", metavar="NAME=SHAPE",
+                       help="shape of a dynamic input, NAME=D1,D2,... (repeatable)")
         p.set_defaults(run=run)
+        return p
 
-    calib = ("--calib", "calibration data: .npy (one input) or .npz")
-    command("inspect", cmd_inspect, "show a model's inputs, ops, and what would be converted / offloaded",
-            "a .onnx or .tflite file, float or quantized", mode_help="requantization of convert")
+    onnx, npy, npz = ("tests/fixtures/digits_cnn_float.onnx", "tests/fixtures/digits_calib_nchw.npy",
+                      "tests/fixtures/digits_eval_nchw.npz")
+    calib = ("--calib", "calibration data (see DATA below)")
+    convert_mode = "tflite: Q31 multiplier + shift, bit-exact with LiteRT; shift: scale folded into weights"
+    command("inspect", cmd_inspect, "show a model's inputs, ops, and what would be quantized / converted / offloaded",
+            "a .onnx or .tflite file, float or quantized", mode_help="requantization of convert",
+            example=f"tvm-sima inspect {onnx}")
     command("quantize", cmd_quantize, "quantize a float model on calibration data and build it for the NPU",
-            "a float .onnx or .tflite file", "where model.so, artifacts/ and the report go", [calib], config=True)
-    command("report", cmd_report, "quantize, then compare float and quantized tensors layer by layer",
-            "a float .onnx or .tflite file", "where per_layer.json and the run's files go",
-            [calib, ("--eval", "evaluation data, same format as --calib")], config=True)
+            "a float .onnx or .tflite file", "where model.so, artifacts/ and the run's files go", [calib],
+            config=True, example=f"tvm-sima quantize {onnx} --calib {npy} --output build/q")
+    report = command("report", cmd_report, "quantize, then compare float and quantized tensors layer by layer",
+                     "a float .onnx or .tflite file", "where per_layer.json, report.html and the run's files go",
+                     [calib, ("--eval", "evaluation data (labels, if any, are used by top-k)")], config=True,
+                     example=f"tvm-sima report {onnx} --calib {npy} --eval {npz} --output build/r")
+    report.add_argument("--mode", choices=("continuous", "isolated", "both"), default="both",
+                        help="continuous: the quantized program feeds itself; isolated: every tensor's producer is "
+                             "fed the float values (default: both)")
+    report.add_argument("--metric", action="append", metavar="NAME",
+                        help=f"output metric, repeatable (default: {', '.join(DEFAULT_METRICS)}; also top5, or "
+                             "any installed 'tvm_sima.metrics' entry point)")
     command("convert", cmd_convert, "convert an int8 TFLite / quantized ONNX model and build it for the NPU",
             "an int8 .tflite or a quantized (QDQ / QOperator) .onnx file",
-            "where model.so, artifacts/ and the report go",
-            mode_help="tflite: Q31 multiplier + shift, bit-exact with LiteRT; shift: scale folded into weights")
+            "where model.so, artifacts/ and the report go", mode_help=convert_mode,
+            example="tvm-sima convert tests/fixtures/digits_int8.tflite --output build/c")
+    build = command("build", cmd_build, "build for the NPU without data: a float model from saved statistics, "
+                    "a quantized one by converting it", "a .onnx or .tflite file, float or quantized",
+                    "where model.so and artifacts/ go", config=True, mode_help=convert_mode,
+                    example=f"tvm-sima build {onnx} --statistics build/q/statistics.npz --output build/b")
+    build.add_argument("--statistics", metavar="FILE",
+                       help="statistics.npz of a `tvm-sima quantize` run (float models)")
+    build.add_argument("--no-offload", action="store_true", help="legalize everything to TIR (no sima codegen)")
     return parser
 
 

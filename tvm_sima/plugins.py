@@ -1,0 +1,448 @@
+"""Datasets and metrics as plugins, found through Python entry points.
+
+A **dataset plugin** turns a source string into batches for a model: a callable
+``plugin(source: str, inputs: list[InputSpec], options: dict) -> Dataset``. A **metric plugin**
+is a callable with no argument (a class, usually) returning an object with ``update(reference,
+test, labels)`` and ``result() -> float``; it scores the float model's output (``reference``)
+against the quantized model's (``test``), batch by batch.
+
+Plugins are discovered from the entry point groups ``tvm_sima.datasets`` and ``tvm_sima.metrics``
+of every installed distribution (this package registers its built-ins there too), so a package
+of your own adds one with, in its ``pyproject.toml``::
+
+    [project.entry-points."tvm_sima.metrics"]
+    top3 = "my_metrics:TopThree"
+
+and ``tvm-sima report ... --metric top3`` finds it. In one process, :func:`register_dataset` and
+:func:`register_metric` do the same.
+
+Built-in datasets (``load_dataset(spec, inputs, options)`` picks one by the spec: ``NAME:SOURCE``
+names a plugin; otherwise ``.npy`` / ``.npz`` files, directories (images) and ``file.py:function``
+or ``package.module:function`` (python) are recognised):
+
+* ``npy``: one array for a one-input model, split along axis 0 into batches of the model's batch size;
+* ``npz``: one array per input name (or a single array for a one-input model), plus optional
+  ``labels``;
+* ``images``: a folder of images (png, jpg, bmp, ...; class sub-folders give labels, in sorted
+  order), options ``resize`` (short side, or ``HxW``; default: the model's ``HxW``), ``crop``
+  (``HxW``, centred), ``scale`` (default ``1/255``), ``mean`` / ``std`` (one value, or one per
+  channel, applied after ``scale``); layout and channel count come from the model's input;
+* ``python``: ``path/to/file.py:function`` or ``package.module:function``, called with the options
+  as keyword arguments; returns an iterable of batches, or ``(batches, labels)``.
+
+Built-in metrics: ``top1``, ``top5`` (accuracy against the labels when the dataset has them,
+otherwise agreement: the float model's top-1 class within the quantized model's top k),
+``cosine``, ``sqnr`` (dB), ``max_abs_error``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import math
+import pathlib
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
+
+import numpy as np
+
+__all__ = ["DATASET_GROUP", "METRIC_GROUP", "Dataset", "InputSpec", "PluginError", "dataset_plugins",
+           "get_metric", "load_dataset", "metric_plugins", "register_dataset", "register_metric"]
+
+DATASET_GROUP = "tvm_sima.datasets"
+METRIC_GROUP = "tvm_sima.metrics"
+
+Batch = Union[np.ndarray, dict]
+
+
+class PluginError(ValueError):
+    """A dataset or metric that cannot be found or loaded; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input: its name, shape (ints; ``-1`` where dynamic) and dtype."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+
+@dataclass
+class Dataset:
+    """Batches for a model (arrays, or ``{input name: array}``) and, optionally, labels per batch."""
+
+    batches: list
+    labels: Optional[list] = None
+    source: str = ""
+
+    def __iter__(self) -> Iterator[Batch]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+_DATASETS: dict[str, Callable[..., Dataset]] = {}
+_METRICS: dict[str, Callable[[], Any]] = {}
+
+
+def register_dataset(name: str, plugin: Callable[..., Dataset]) -> None:
+    """Make ``plugin`` available as dataset ``name`` in this process (overrides an entry point)."""
+    _DATASETS[name] = plugin
+
+
+def register_metric(name: str, factory: Callable[[], Any]) -> None:
+    """Make ``factory`` (a metric class, or a function returning a metric) available as ``name``."""
+    _METRICS[name] = factory
+
+
+def _entry_points(group: str, builtins: dict[str, Callable]) -> dict[str, Callable]:
+    found: dict[str, Callable] = dict(builtins)  # also when this package's metadata is stale
+    for ep in importlib.metadata.entry_points(group=group):
+        try:
+            found[ep.name] = ep.load()
+        except Exception as err:  # a broken third-party plugin must not hide the others
+            raise PluginError(f"{group} plugin {ep.name!r} ({ep.value}) failed to load: {err}") from None
+    return found
+
+
+def dataset_plugins() -> dict[str, Callable[..., Dataset]]:
+    """Every dataset plugin: built-ins, installed entry points, then :func:`register_dataset`."""
+    return {**_entry_points(DATASET_GROUP, _BUILTIN_DATASETS), **_DATASETS}
+
+
+def metric_plugins() -> dict[str, Callable[[], Any]]:
+    """Every metric plugin: built-ins, installed entry points, then :func:`register_metric`."""
+    return {**_entry_points(METRIC_GROUP, _BUILTIN_METRICS), **_METRICS}
+
+
+def get_metric(name: str) -> Any:
+    """A fresh instance of metric ``name``."""
+    plugins = metric_plugins()
+    if name not in plugins:
+        raise PluginError(f"unknown metric {name!r}; known: {', '.join(sorted(plugins))} "
+                          f"(add one with an entry point in the group {METRIC_GROUP!r})")
+    metric = plugins[name]()
+    if not (callable(getattr(metric, "update", None)) and callable(getattr(metric, "result", None))):
+        raise PluginError(f"metric {name!r} has no update(reference, test, labels) / result() methods")
+    return metric
+
+
+def load_dataset(spec: str, inputs: Sequence[InputSpec], options: Optional[dict] = None) -> Dataset:
+    """Batches for a model with ``inputs`` from ``spec`` (see the module docstring)."""
+    plugins = dataset_plugins()
+    options = dict(options or {})
+    name, sep, rest = spec.partition(":")
+    if sep and name in plugins and len(name) > 1:  # "images:photos/" (not a Windows drive letter)
+        plugin, source = plugins[name], rest
+    else:
+        plugin, source = plugins[_guess(spec, plugins)], spec
+    dataset = plugin(source, list(inputs), options)
+    if not isinstance(dataset, Dataset):
+        raise PluginError(f"dataset plugin for {spec!r} returned {type(dataset).__name__}, not a Dataset")
+    if not dataset.batches:
+        raise PluginError(f"{spec}: no batch (fewer samples than one batch of the model?)")
+    dataset.source = dataset.source or spec
+    return dataset
+
+
+def _guess(spec: str, plugins: dict[str, Callable]) -> str:
+    path = pathlib.Path(spec)
+    if path.suffix in (".npy", ".npz"):
+        return path.suffix[1:]
+    if path.is_dir():
+        return "images"
+    module, sep, func = spec.rpartition(":")
+    if sep and func.isidentifier() and (module.endswith(".py") or all(p.isidentifier() for p in module.split("."))):
+        return "python"
+    if not path.exists():
+        raise PluginError(f"data {spec} not found (give a .npy / .npz file, an image folder, "
+                          f"file.py:function, or NAME:SOURCE with NAME one of {', '.join(sorted(plugins))})")
+    raise PluginError(f"{spec}: no dataset plugin reads this; use .npy / .npz, an image folder, file.py:function "
+                      f"or NAME:SOURCE with NAME one of {', '.join(sorted(plugins))}")
+
+
+# ---------------------------------------------------------------------------- array datasets
+
+def _batch_size(inputs: Sequence[InputSpec]) -> int:
+    first = inputs[0].shape[0] if inputs[0].shape else 1
+    return first if first > 0 else 1
+
+
+def _split(arrays: dict[str, np.ndarray], inputs: Sequence[InputSpec], source: str,
+           labels: Optional[np.ndarray] = None) -> Dataset:
+    """Check every array against its input's sample shape and split them into model batches."""
+    batch = _batch_size(inputs)
+    for spec in inputs:
+        a = arrays[spec.name]
+        want = spec.shape[1:]
+        if a.ndim != len(spec.shape) or any(w > 0 and w != g for w, g in zip(want, a.shape[1:], strict=True)):
+            raise PluginError(f"{source}: array for input {spec.name!r} has shape {a.shape}; the model takes "
+                              f"({', '.join(['N', *map(str, want)])})")
+        arrays[spec.name] = a.astype(spec.dtype, copy=False)
+    count = min(len(a) for a in arrays.values()) // batch
+    if count == 0:
+        raise PluginError(f"{source}: {min(len(a) for a in arrays.values())} sample(s), fewer than one batch of "
+                          f"{batch}")
+    if labels is not None and len(labels) < count * batch:
+        raise PluginError(f"{source}: {len(labels)} labels for {count * batch} samples")
+    parts = [slice(i * batch, (i + 1) * batch) for i in range(count)]
+    if len(inputs) == 1:
+        only = arrays[inputs[0].name]
+        batches: list = [only[s] for s in parts]
+    else:
+        batches = [{spec.name: arrays[spec.name][s] for spec in inputs} for s in parts]
+    return Dataset(batches, None if labels is None else [np.asarray(labels[s]) for s in parts], source)
+
+
+def _file(source: str, suffix: str) -> pathlib.Path:
+    path = pathlib.Path(source)
+    if not path.is_file():
+        raise PluginError(f"data file {source} not found")
+    if path.suffix != suffix:
+        raise PluginError(f"{source}: the {suffix[1:]} dataset reads {suffix} files")
+    return path
+
+
+def npy_dataset(source: str, inputs: list[InputSpec], options: dict) -> Dataset:
+    path = _file(source, ".npy")
+    if len(inputs) != 1:
+        raise PluginError(f"{source}: the model has {len(inputs)} inputs; give an .npz with one array per input "
+                          f"name ({', '.join(i.name for i in inputs)})")
+    return _split({inputs[0].name: np.load(path)}, inputs, source)
+
+
+def npz_dataset(source: str, inputs: list[InputSpec], options: dict) -> Dataset:
+    path = _file(source, ".npz")
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    labels = arrays.pop("labels", None)
+    if len(inputs) == 1 and len(arrays) == 1:
+        arrays = {inputs[0].name: next(iter(arrays.values()))}
+    missing = [i.name for i in inputs if i.name not in arrays]
+    if missing:
+        raise PluginError(f"{source}: no array for input(s) {missing}; it has {sorted(arrays)}")
+    return _split(arrays, inputs, source, labels)
+
+
+# ---------------------------------------------------------------------------- images
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def _hw(value: Any, option: str) -> tuple[int, int]:
+    text = str(value).lower().replace(",", "x")
+    try:
+        parts = [int(p) for p in text.split("x")]
+        if len(parts) == 1:
+            parts = parts * 2
+        if len(parts) != 2 or min(parts) <= 0:
+            raise ValueError
+    except ValueError:
+        raise PluginError(f"images: option {option}={value!r}: write HxW (e.g. 224x224) or one size") from None
+    return parts[0], parts[1]
+
+
+def _channels(value: Any, option: str, channels: int) -> np.ndarray:
+    try:
+        items = [float(v) for v in (value if isinstance(value, (list, tuple)) else str(value).split(","))]
+    except ValueError:
+        raise PluginError(f"images: option {option}={value!r}: write numbers separated by commas") from None
+    if len(items) not in (1, channels):
+        raise PluginError(f"images: option {option} has {len(items)} values; the model has {channels} channel(s)")
+    return np.asarray(items, np.float32)
+
+
+def images_dataset(source: str, inputs: list[InputSpec], options: dict) -> Dataset:
+    from PIL import Image
+
+    folder = pathlib.Path(source)
+    if not folder.is_dir():
+        raise PluginError(f"image folder {source} not found")
+    if len(inputs) != 1 or len(inputs[0].shape) != 4:
+        raise PluginError(f"{source}: an image folder feeds a model with one 4-D input; this one has "
+                          f"{[(i.name, i.shape) for i in inputs]}")
+    known = {"resize", "crop", "scale", "mean", "std"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise PluginError(f"images: unknown option(s) {unknown}; known: {sorted(known)}")
+    shape = inputs[0].shape
+    nchw = shape[1] in (1, 3) and shape[3] not in (1, 3)
+    channels, height, width = (shape[1], shape[2], shape[3]) if nchw else (shape[3], shape[1], shape[2])
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    files = [(p, k) for k, c in enumerate(classes) for p in sorted((folder / c).iterdir())] if classes else \
+        [(p, -1) for p in sorted(folder.iterdir())]
+    files = [(p, k) for p, k in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise PluginError(f"{source}: no image ({', '.join(IMAGE_SUFFIXES)}) in the folder or its class sub-folders")
+    scale = float(options.get("scale", 1 / 255))
+    mean = _channels(options.get("mean", 0.0), "mean", channels)
+    std = _channels(options.get("std", 1.0), "std", channels)
+    crop = _hw(options["crop"], "crop") if "crop" in options else None
+    images = []
+    for path, _ in files:
+        try:
+            image = Image.open(path).convert("L" if channels == 1 else "RGB")
+        except OSError as err:
+            raise PluginError(f"{path}: not a readable image ({err})") from None
+        if "resize" in options:
+            text = str(options["resize"])
+            if "x" in text.lower() or "," in text:
+                h, w = _hw(text, "resize")
+            else:  # the short side
+                short = _hw(text, "resize")[0]
+                ratio = short / min(image.size)
+                w, h = max(1, round(image.size[0] * ratio)), max(1, round(image.size[1] * ratio))
+            image = image.resize((w, h), Image.Resampling.BILINEAR)
+        elif crop is None:
+            image = image.resize((width, height), Image.Resampling.BILINEAR)
+        if crop is not None:
+            ch, cw = crop
+            left, top = (image.size[0] - cw) // 2, (image.size[1] - ch) // 2
+            if left < 0 or top < 0:
+                raise PluginError(f"{path}: {image.size[1]}x{image.size[0]} is smaller than the crop {ch}x{cw}")
+            image = image.crop((left, top, left + cw, top + ch))
+        array = np.asarray(image, np.float32).reshape(image.size[1], image.size[0], channels)
+        if array.shape[:2] != (height, width):
+            raise PluginError(f"{path}: {array.shape[0]}x{array.shape[1]} after resize/crop; the model takes "
+                              f"{height}x{width} (set resize / crop)")
+        array = (array * scale - mean) / std
+        images.append(array.transpose(2, 0, 1) if nchw else array)
+    labels = np.asarray([k for _, k in files]) if classes else None
+    return _split({inputs[0].name: np.stack(images)}, inputs, source, labels)
+
+
+# ---------------------------------------------------------------------------- python callables
+
+def python_dataset(source: str, inputs: list[InputSpec], options: dict) -> Dataset:
+    target, sep, func_name = source.rpartition(":")
+    if not sep:
+        raise PluginError(f"python dataset {source!r}: write path/to/file.py:function or package.module:function")
+    if target.endswith(".py"):
+        path = pathlib.Path(target)
+        if not path.is_file():
+            raise PluginError(f"python dataset: file {target} not found")
+        spec = importlib.util.spec_from_file_location(f"tvm_sima_dataset_{path.stem}", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as err:
+            raise PluginError(f"python dataset: cannot import {target} ({err})") from None
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise PluginError(f"python dataset: {target} has no function {func_name!r}")
+    result = func(**options)
+    labels = None
+    if isinstance(result, tuple) and len(result) == 2:
+        result, labels = result
+    batches = list(result)
+    if labels is not None:
+        labels = [np.asarray(x) for x in labels]
+        if len(labels) != len(batches):
+            raise PluginError(f"{source}: {len(labels)} label batches for {len(batches)} batches")
+    return Dataset(batches, labels, source)
+
+
+_BUILTIN_DATASETS: dict[str, Callable[..., Dataset]] = {
+    "npy": npy_dataset, "npz": npz_dataset, "images": images_dataset, "python": python_dataset}
+
+
+# ---------------------------------------------------------------------------- metrics
+
+def _rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    return x.reshape(len(x), -1) if x.ndim > 1 else x.reshape(1, -1)
+
+
+@dataclass
+class TopK:
+    """Top-k accuracy against labels, or agreement with the float model's top-1 without labels."""
+
+    k: int = 1
+    hits: int = 0
+    count: int = 0
+    with_labels: Optional[bool] = None
+
+    @property
+    def name(self) -> str:
+        return f"top{self.k}"
+
+    def update(self, reference: np.ndarray, test: np.ndarray, labels: Optional[np.ndarray] = None) -> None:
+        ref, tst = _rows(reference), _rows(test)
+        top = np.argsort(-tst, axis=1, kind="stable")[:, : self.k]
+        target = np.asarray(labels).reshape(-1) if labels is not None else ref.argmax(axis=1)
+        self.with_labels = labels is not None if self.with_labels is None else self.with_labels
+        self.hits += int((top == target[:, None]).any(axis=1).sum())
+        self.count += len(target)
+
+    def result(self) -> float:
+        return self.hits / self.count if self.count else math.nan
+
+
+@dataclass
+class Cosine:
+    """Cosine similarity of the float and quantized outputs, over all of them."""
+
+    name: str = "cosine"
+    dot: float = 0.0
+    ref_sq: float = 0.0
+    test_sq: float = 0.0
+
+    def update(self, reference: np.ndarray, test: np.ndarray, labels: Optional[np.ndarray] = None) -> None:
+        r, t = np.asarray(reference, np.float64).ravel(), np.asarray(test, np.float64).ravel()
+        self.dot += float(r @ t)
+        self.ref_sq += float(r @ r)
+        self.test_sq += float(t @ t)
+
+    def result(self) -> float:
+        den = math.sqrt(self.ref_sq * self.test_sq)
+        return 1.0 if den == 0 else self.dot / den
+
+
+@dataclass
+class Sqnr:
+    """Signal-to-quantization-noise ratio of the outputs in dB (inf when equal)."""
+
+    name: str = "sqnr"
+    signal: float = 0.0
+    noise: float = 0.0
+
+    def update(self, reference: np.ndarray, test: np.ndarray, labels: Optional[np.ndarray] = None) -> None:
+        r, t = np.asarray(reference, np.float64), np.asarray(test, np.float64)
+        self.signal += float((r * r).sum())
+        self.noise += float(((r - t) ** 2).sum())
+
+    def result(self) -> float:
+        return math.inf if self.noise == 0 else 10 * math.log10(max(self.signal, 1e-300) / self.noise)
+
+
+@dataclass
+class MaxAbsError:
+    """The largest absolute difference between float and quantized outputs."""
+
+    name: str = "max_abs_error"
+    value: float = 0.0
+
+    def update(self, reference: np.ndarray, test: np.ndarray, labels: Optional[np.ndarray] = None) -> None:
+        diff = np.abs(np.asarray(reference, np.float64) - np.asarray(test, np.float64))
+        self.value = max(self.value, float(diff.max(initial=0.0)))
+
+    def result(self) -> float:
+        return self.value
+
+
+def top1() -> TopK:
+    return TopK(1)
+
+
+def top5() -> TopK:
+    return TopK(5)
+
+
+_BUILTIN_METRICS: dict[str, Callable[[], Any]] = {
+    "top1": top1, "top5": top5, "cosine": Cosine, "sqnr": Sqnr, "max_abs_error": MaxAbsError}
