@@ -158,3 +158,10 @@ def test_new_command_errors_are_one_line(argv, message, fixtures_dir, tmp_path, 
     assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("tvm-sima: error:") and message.format(t=tmp_path) in err[0], err
+
+
+def test_inspect_a_float_model_lists_what_quantize_would_quantize(fixtures_dir, capsys):
+    assert main(["inspect", str(fixtures_dir / "digits_cnn_float.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "input  image: float32[1, 1, 8, 8]" in out and "quantize would quantize 4 layer(s)" in out
+    assert "conv2d_2" in out and "matmul_3" in out and "relax.nn.conv2d" in out

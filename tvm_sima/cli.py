@@ -120,7 +120,16 @@ def cmd_inspect(args: argparse.Namespace) -> None:
         regions = offloaded_functions(partition_for_sima(converted))
         print(f"offload: {len(regions)} region(s) to the sima codegen")
     else:
-        print("float model: `tvm-sima quantize MODEL --calib DATA --output DIR` quantizes it")
+        from tvm_sima.frontends.loader import bind_params
+        from tvm_sima.passes.annotate import annotate
+        from tvm_sima.passes.canonicalize import canonicalize
+
+        _, layers = annotate(canonicalize(bind_params(mod, params) if params else mod), tvm_sima.current_qconfig())
+        print(f"quantize would quantize {len(layers)} layer(s) (fused conv2d / matmul with their epilogue):")
+        for layer in layers:
+            print(f"  {layer.id:3d}  {layer.name:16s} {layer.op}")
+        print("float model: `tvm-sima quantize MODEL --calib DATA --output DIR` quantizes it; "
+              "`tvm-sima report ... --eval DATA` shows where it loses accuracy")
 
 
 def _config(path: Optional[str]) -> tuple[dict, dict]:
