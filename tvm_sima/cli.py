@@ -265,9 +265,10 @@ def cmd_report(args: argparse.Namespace) -> None:
                                                         for k, v in scores.items()})
     first = results[modes[0]]
     by_mode = {mode: {m.name: m for m in ms} for mode, ms in results.items()}
-    print(f"{'tensor':36s} {'scale':>10s} " + " ".join(f"{'SQNR ' + mode[:4]:>10s}" for mode in modes))
+    print(f"{'tensor':28s} {'computed by':16s} {'scale':>10s} " + " ".join(f"{'SQNR ' + mode[:4]:>10s}"
+                                                                          for mode in modes))
     for m in first:
-        print(f"{m.name[:36]:36s} {m.scale:10.6f} "
+        print(f"{m.name[:28]:28s} {m.producer[:16]:16s} {m.scale:10.6f} "
               + " ".join(f"{by_mode[mode][m.name].sqnr:10.2f}" for mode in modes if m.name in by_mode[mode]))
     for mode in modes:
         worst = min(results[mode], key=lambda m: m.sqnr)

@@ -61,6 +61,7 @@ class TensorMetrics:
     err_sq: float = 0.0
     max_abs_error: float = 0.0
     order: int = 0
+    producer: str = ""  # the quantized program's op computing the tensor (sima.conv2d, ...)
     sample_size: int = 4096
     _keys: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     _ref_sample: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
@@ -111,7 +112,8 @@ class TensorMetrics:
         return self.err_sq / max(self.count, 1)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "scale": self.scale, "zero_point": self.zero_point, "dtype": self.dtype,
+        return {"name": self.name, "producer": self.producer, "scale": self.scale, "zero_point": self.zero_point,
+                "dtype": self.dtype,
                 "bits": self.bits, "cosine": self.cosine, "sqnr_db": self.sqnr, "mse": self.mse,
                 "max_abs_error": self.max_abs_error}
 
@@ -145,7 +147,9 @@ def quantized_taps(qmod: tvm.IRModule, feed: Iterable[str] = ()) -> tuple[tvm.IR
             a = value.attrs
             name = str(a["name"])
             if name not in taps:
-                taps[name] = (var, {"scale": [float(s) for s in a["scale"]],
+                source = value.args[0]
+                producer = op_name(index.producer[source]) if source in index.producer else "input"
+                taps[name] = (var, {"scale": [float(s) for s in a["scale"]], "producer": producer or "",
                                     "zero_point": [int(z) for z in a["zero_point"]], "dtype": str(a["dtype"])})
     feed = [name for name in feed if name in taps]
     fed_vars = {taps[name][0]: name for name in feed}
@@ -202,7 +206,8 @@ def compare_tensors(mod: tvm.IRModule, params: Optional[dict], qmod: tvm.IRModul
     q_mod, q_taps = quantized_taps(qmod, float_taps if mode == "isolated" else ())
     float_index = {name: i + 1 for i, name in enumerate(float_taps)}
     fed = [name for name in float_taps if name in q_taps] if mode == "isolated" else []
-    metrics = [TensorMetrics(name, info["scale"][0], info["zero_point"][0], info["dtype"], order=k)
+    metrics = [TensorMetrics(name, info["scale"][0], info["zero_point"][0], info["dtype"], order=k,
+                             producer=info["producer"])
                for k, (name, info) in enumerate(q_taps.items()) if name in float_index]
     fvm = relax.VirtualMachine(tvm_sima.build(float_mod), tvm.cpu())
     qvm = relax.VirtualMachine(tvm_sima.build(q_mod), tvm.cpu())

@@ -171,7 +171,10 @@ def write_html(path: Union[str, pathlib.Path], modes: Mapping[str, Sequence[Tens
                       "<b>continuous</b>: the quantized program feeds itself (error accumulated up to the tensor); "
                       "<b>isolated</b>: each tensor's producer is fed the float values, quantized "
                       "(error the op adds on its own). SQNR = 10 log10(&Sigma;float&sup2; / &Sigma;(float &minus; "
-                      "dequantized)&sup2;).</p>"]
+                      "dequantized)&sup2;). A tensor is named after its first reader "
+                      "(<code>conv2d_2.input</code> is what the layer before <code>conv2d_2</code> computes) "
+                      "or after its producer "
+                      "(<code>conv2d_2.output</code>); <i>computed by</i> is the integer op that makes it.</p>"]
     summary = [f"<li>lowest SQNR ({html.escape(mode_names[0])}): <code>{html.escape(lowest[0].name)}</code> "
                f"{_fmt(lowest[0].sqnr)} dB</li>"] if lowest else []
     for name, value in (output_metrics or {}).items():
@@ -179,15 +182,16 @@ def write_html(path: Union[str, pathlib.Path], modes: Mapping[str, Sequence[Tens
     out.append(f'<ul id="summary">{"".join(summary)}</ul>')
     out.append("<h2>SQNR per tensor</h2>")
     out.append(_img(sqnr_chart_svg(modes), "SQNR per tensor in program order", "chart"))
-    out.append('<h2>Tensors</h2><table id="tensors"><thead><tr><th>#</th><th>tensor</th><th>dtype</th>'
-               "<th>bits</th><th>scale</th><th>zero point</th>")
+    out.append('<h2>Tensors</h2><table id="tensors"><thead><tr><th>#</th><th>tensor</th><th>computed by</th>'
+               "<th>dtype</th><th>bits</th><th>scale</th><th>zero point</th>")
     for mode in mode_names:
         out.append(f"<th>SQNR dB ({mode})</th><th>cosine ({mode})</th><th>MSE ({mode})</th>"
                    f"<th>max error ({mode})</th>")
     out.append("</tr></thead><tbody>")
     for i, m in enumerate(first):
         low = any(by_mode[mode][m.name].sqnr < warn_db for mode in mode_names if m.name in by_mode[mode])
-        cells = [f"<td>{i}</td>", f'<td class="name">{html.escape(m.name)}</td>', f"<td>{m.dtype}</td>",
+        cells = [f"<td>{i}</td>", f'<td class="name">{html.escape(m.name)}</td>',
+                 f'<td class="name">{html.escape(m.producer)}</td>', f"<td>{m.dtype}</td>",
                  f"<td>{m.bits}</td>", f"<td>{m.scale:.6g}</td>", f"<td>{m.zero_point}</td>"]
         for mode in mode_names:
             mm = by_mode[mode].get(m.name)
