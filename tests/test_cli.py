@@ -141,8 +141,16 @@ def test_build_a_float_model_from_saved_statistics_and_an_edited_layer_file(fixt
     assert report["skipped_layers"] and report["fused"] == ["conv2d_1", "conv2d_2", "matmul_3"]
 
 
+def test_build_an_int8_model_without_offload(fixtures_dir, tmp_path, capsys):
+    assert main(["build", str(fixtures_dir / "digits_int8.tflite"), "--no-offload", "--output", str(tmp_path)]) == 0
+    assert (tmp_path / "model.so").is_file() and not (tmp_path / "artifacts").exists()
+    assert "(TIR only)" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("argv, message", [
     (["build", "{f}/digits_cnn_float.onnx", "--output", "{t}/b"], "give --statistics"),
+    (["report", "{f}/digits_int8.tflite", "--calib", "{f}/digits_calib_nchw.npy", "--eval",
+      "{f}/digits_eval_nchw.npz", "--output", "{t}/r"], "is already quantized; use `tvm-sima convert`"),
     (["report", "{f}/digits_cnn_float.onnx", "--calib", "{f}/digits_calib_nchw.npy", "--eval", "{t}/none.npz",
       "--output", "{t}/r"], "data file {t}/none.npz not found"),
     (["report", "{f}/digits_cnn_float.onnx", "--calib", "{f}/digits_calib_nchw.npy", "--eval",

@@ -187,8 +187,7 @@ def _quantize(args: argparse.Namespace, mod: Any, params: dict, out: pathlib.Pat
     """Quantize with the config file's options; returns ``(qmod, config)``."""
     import tvm_sima
 
-    if _is_quantized(_op_counts(mod)):
-        raise CliError(f"{args.model} is already quantized; use `tvm-sima convert`")
+    _refuse_quantized(args.model, mod)
     options, data_options = _config(args.config)
     try:
         with tvm_sima.qconfig(**options) as config:
@@ -202,10 +201,15 @@ def _quantize(args: argparse.Namespace, mod: Any, params: dict, out: pathlib.Pat
     return qmod, config
 
 
+def _refuse_quantized(path: str, mod: Any) -> None:
+    if _is_quantized(_op_counts(mod)):
+        raise CliError(f"{path} is already quantized; use `tvm-sima convert` (or `tvm-sima build`)")
+
+
 def _build(qmod: Any, out: pathlib.Path, offload: bool = True) -> None:
     import tvm_sima
 
-    ex = tvm_sima.build(qmod, artifact_dir=str(out / "artifacts"), offload=offload)
+    ex = tvm_sima.build(qmod, artifact_dir=str(out / "artifacts") if offload else None, offload=offload)
     ex.export_library(str(out / "model.so"))
 
 
@@ -237,6 +241,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         raise CliError(str(err)) from None
     mod, params = _load(args.model, args.input_shape)
     out = pathlib.Path(args.output)
+    _refuse_quantized(args.model, mod)
     _, data_options = _config(args.config)
     evaluation = _dataset(args.eval, mod["main"], _data_options(args, data_options))  # before the slow part
     qmod, config = _quantize(args, mod, params, out)
