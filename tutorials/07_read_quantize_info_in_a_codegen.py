@@ -48,6 +48,7 @@ import argparse
 import json
 import logging
 import pathlib
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -300,8 +301,8 @@ def toy_npu_codegen(functions: Any, options: Any, constant_names: Any) -> list:
 def quantize(requant_mode: str) -> tvm.IRModule:
     mod, params = tvm_sima.load_model(FIXTURES / "digits_cnn_float.onnx")
     calib = np.load(FIXTURES / "digits_calib_nchw.npy")
-    with tvm_sima.qconfig(requant_mode=requant_mode):
-        return tvm_sima.quantize(mod, params, [x[None] for x in calib])
+    with tvm_sima.qconfig(requant_mode=requant_mode), tempfile.TemporaryDirectory() as work_dir:
+        return tvm_sima.quantize(mod, params, [x[None] for x in calib], work_dir=work_dir)  # run files: not kept
 
 
 def main() -> None:
