@@ -6,8 +6,8 @@
 * a summary (model, evaluation batches, output metrics, the tensor with the lowest SQNR);
 * the per-tensor SQNR curve of every mode, in program order (an SVG image);
 * a table: name, dtype / bits, scale, zero point and, per mode, SQNR, cosine, MSE, max error —
-  rows below ``warn_db`` highlighted;
-* histograms of float vs dequantized values of the ``worst`` tensors (lowest SQNR), from the
+  rows whose isolated SQNR (else the first mode's) is below ``warn_db`` highlighted;
+* histograms of float vs dequantized values of the ``worst`` tensors (lowest isolated SQNR), from the
   value samples the metrics keep.
 
 Images are SVG embedded as ``data:`` URIs in ``<img>`` tags, so the file can be mailed or
@@ -54,8 +54,8 @@ def sqnr_chart_svg(modes: Mapping[str, Sequence[TensorMetrics]], width: int = 76
     top = 10 * math.ceil((max(values, default=60.0) + 1) / 10)
     bottom = min(0, 10 * math.floor(min(values, default=0.0) / 10))
     left, right, upper, lower = 48, 140, 24, 110
-    width = max(width, left + right + 8 * len(names))  # long models: a wider chart, every k-th label
-    every = max(1, math.ceil(len(names) / 80))
+    width = max(width, left + right + 14 * len(names))  # long models: a wider chart, every k-th label
+    every = max(1, math.ceil(len(names) / 120))
     plot_w, plot_h = width - left - right, height - upper - lower
     step = plot_w / max(len(names) - 1, 1)
 
@@ -162,7 +162,9 @@ def write_html(path: Union[str, pathlib.Path], modes: Mapping[str, Sequence[Tens
     mode_names = list(modes)
     first = modes[mode_names[0]]
     by_mode = {mode: {m.name: m for m in ms} for mode, ms in modes.items()}
-    lowest = sorted(first, key=lambda m: _finite(m.sqnr, math.inf))[: max(worst, 0)]
+    # where accuracy is lost: the isolated mode (each op's own error) when there, else the first mode
+    key_mode = "isolated" if "isolated" in modes else mode_names[0]
+    lowest = sorted(modes[key_mode], key=lambda m: _finite(m.sqnr, math.inf))[: max(worst, 0)]
     title = f"tvm-sima per-layer accuracy: {pathlib.Path(model).name or 'model'}"
     out: list[str] = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
                       f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
@@ -175,8 +177,12 @@ def write_html(path: Union[str, pathlib.Path], modes: Mapping[str, Sequence[Tens
                       "(<code>conv2d_2.input</code> is what the layer before <code>conv2d_2</code> computes) "
                       "or after its producer "
                       "(<code>conv2d_2.output</code>); <i>computed by</i> is the integer op that makes it.</p>"]
-    summary = [f"<li>lowest SQNR ({html.escape(mode_names[0])}): <code>{html.escape(lowest[0].name)}</code> "
-               f"{_fmt(lowest[0].sqnr)} dB</li>"] if lowest else []
+    summary = []
+    for mode, metrics in modes.items():
+        low_m = min(metrics, key=lambda m: _finite(m.sqnr, math.inf), default=None)
+        if low_m is not None:
+            summary.append(f"<li>lowest SQNR ({html.escape(mode)}): <code>{html.escape(low_m.name)}</code> "
+                           f"(computed by {html.escape(low_m.producer or '?')}) {_fmt(low_m.sqnr)} dB</li>")
     for name, value in (output_metrics or {}).items():
         summary.append(f"<li>output {html.escape(name)}: {_fmt(value, 4)}</li>")
     out.append(f'<ul id="summary">{"".join(summary)}</ul>')
@@ -189,7 +195,7 @@ def write_html(path: Union[str, pathlib.Path], modes: Mapping[str, Sequence[Tens
                    f"<th>max error ({mode})</th>")
     out.append("</tr></thead><tbody>")
     for i, m in enumerate(first):
-        low = any(by_mode[mode][m.name].sqnr < warn_db for mode in mode_names if m.name in by_mode[mode])
+        low = m.name in by_mode[key_mode] and by_mode[key_mode][m.name].sqnr < warn_db
         cells = [f"<td>{i}</td>", f'<td class="name">{html.escape(m.name)}</td>',
                  f'<td class="name">{html.escape(m.producer)}</td>', f"<td>{m.dtype}</td>",
                  f"<td>{m.bits}</td>", f"<td>{m.scale:.6g}</td>", f"<td>{m.zero_point}</td>"]
@@ -201,7 +207,7 @@ def write_html(path: Union[str, pathlib.Path], modes: Mapping[str, Sequence[Tens
     out.append("</tbody></table>")
     if lowest:
         out.append(f"<h2>Float vs dequantized values of the {len(lowest)} lowest-SQNR tensors "
-                   f"({html.escape(mode_names[0])})</h2><div class=hists>")
+                   f"({html.escape(key_mode)})</h2><div class=hists>")
         out.extend(_img(histogram_svg(m), f"histogram of {m.name}", "hist") for m in lowest)
         out.append("</div>")
     data = {mode: [_row(m) for m in ms] for mode, ms in modes.items()}
