@@ -249,24 +249,23 @@ def cmd_report(args: argparse.Namespace) -> None:
     results = {}
     outputs: list = []
     try:
-        for mode in modes:
+        for k, mode in enumerate(modes):  # the model outputs are the same in both modes: keep the first's
             results[mode] = compare_tensors(mod, params, qmod, _progress(evaluation, f"evaluation ({mode})"),
-                                            config, mode=mode, outputs=outputs if not outputs else None)
+                                            config, mode=mode, outputs=outputs if k == 0 else None)
     except ValueError as err:
         raise CliError(str(err).splitlines()[0]) from None
     labels = evaluation.labels or [None] * len(outputs)
     for metric in metrics_out:
         for (reference, test), label in zip(outputs, labels, strict=True):
             metric.update(reference, test, label)
-    names = args.metric or DEFAULT_METRICS
-    scores = {name: float(m.result()) for name, m in zip(names, metrics_out, strict=True)}
+    scores = {name: float(m.result()) for name, m in zip(args.metric or DEFAULT_METRICS, metrics_out, strict=True)}
     if evaluation.labels is not None:  # the float model's accuracy, beside the quantized one's
         float_top1 = get_metric("top1")
         for (reference, _), label in zip(outputs, labels, strict=True):
             float_top1.update(reference, reference, label)
         scores["float_top1"] = float(float_top1.result())
     json_path, html_path = write_report(out, results, model=str(args.model), eval_batches=len(evaluation),
-                                        output_metrics={k: (v if math.isfinite(v) else None)  # type: ignore[misc]
+                                        output_metrics={k: (v if math.isfinite(v) else None)
                                                         for k, v in scores.items()})
     first = results[modes[0]]
     by_mode = {mode: {m.name: m for m in ms} for mode, ms in results.items()}

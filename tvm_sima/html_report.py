@@ -39,7 +39,7 @@ def _finite(value: float, cap: float) -> float:
     return cap if not math.isfinite(value) else value
 
 
-def _fmt(value: float, digits: int = 2) -> str:
+def _fmt(value: Optional[float], digits: int = 2) -> str:
     if value is None:
         return "-"
     if not math.isfinite(value):
@@ -154,7 +154,7 @@ window.addEventListener("load", function () {
 
 
 def write_html(path: Union[str, pathlib.Path], modes: Mapping[str, Sequence[TensorMetrics]], *,
-               model: str = "", eval_batches: int = 0, output_metrics: Optional[Mapping[str, float]] = None,
+               model: str = "", eval_batches: int = 0, output_metrics: Optional[Mapping[str, Optional[float]]] = None,
                worst: int = 4, warn_db: float = 30.0) -> pathlib.Path:
     """Write the report page; ``modes`` maps "continuous" / "isolated" to metrics in program order."""
     if not modes or not any(modes.values()):
@@ -220,7 +220,7 @@ def write_html(path: Union[str, pathlib.Path], modes: Mapping[str, Sequence[Tens
 
 
 def write_report(out_dir: Union[str, pathlib.Path], modes: Mapping[str, Sequence[TensorMetrics]], *,
-                 model: str = "", eval_batches: int = 0, output_metrics: Optional[Mapping[str, float]] = None,
+                 model: str = "", eval_batches: int = 0, output_metrics: Optional[Mapping[str, Optional[float]]] = None,
                  worst: int = 4) -> tuple[pathlib.Path, pathlib.Path]:
     """Write ``per_layer.json`` (strict JSON: an exact tensor's infinite SQNR is ``null``) and ``report.html``.
 
