@@ -183,3 +183,16 @@ def test_a_metric_from_an_installed_distribution_reaches_the_report(fixtures_dir
     # quantization noise is small and centred: the mean shift is tiny against the 32 dB SQNR's noise
     assert abs(scores["mean_shift"]) < 0.2 and scores["sqnr"] > 25
     assert "mean_shift" in result.stdout
+
+
+def test_a_broken_third_party_plugin_only_breaks_itself(tmp_path, monkeypatch):
+    dist = tmp_path / "badplugins-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: badplugins\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[tvm_sima.metrics]\nbroken = no_such_module_xyz:Metric\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "broken" in plugins.metric_plugins()
+    assert get_metric("sqnr").result() == float("inf")  # the others still load
+    with pytest.raises(PluginError, match=r"plugin 'broken' \(no_such_module_xyz:Metric\) failed to load: "
+                                          r"ModuleNotFoundError"):
+        get_metric("broken")

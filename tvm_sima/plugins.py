@@ -43,7 +43,7 @@ import importlib.util
 import math
 import pathlib
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -98,24 +98,48 @@ def register_metric(name: str, factory: Callable[[], Any]) -> None:
     _METRICS[name] = factory
 
 
-def _entry_points(group: str, builtins: dict[str, Callable]) -> dict[str, Callable]:
-    found: dict[str, Callable] = dict(builtins)  # also when this package's metadata is stale
-    for ep in importlib.metadata.entry_points(group=group):
-        try:
-            found[ep.name] = ep.load()
-        except Exception as err:  # a broken third-party plugin must not hide the others
-            raise PluginError(f"{group} plugin {ep.name!r} ({ep.value}) failed to load: {err}") from None
-    return found
+class _Plugins(Mapping[str, Callable]):
+    """Plugins by name: built-ins, then installed entry points, then in-process registrations.
+
+    An entry point is loaded only when its name is looked up, so one broken third-party plugin
+    does not break the others (looking it up gives an error naming it).
+    """
+
+    def __init__(self, group: str, builtins: dict[str, Callable], registered: dict[str, Callable]) -> None:
+        self.group = group
+        self.entries: dict[str, Any] = dict(builtins)  # also when this package's metadata is stale
+        self.entries.update({ep.name: ep for ep in importlib.metadata.entry_points(group=group)
+                             if not (ep.name in builtins and ep.value.startswith("tvm_sima."))})
+        self.entries.update(registered)
+
+    def __getitem__(self, name: str) -> Callable:
+        entry = self.entries[name]
+        if isinstance(entry, importlib.metadata.EntryPoint):
+            try:
+                return entry.load()
+            except Exception as err:  # report any failure of third-party code as the plugin's
+                raise PluginError(f"{self.group} plugin {name!r} ({entry.value}) failed to load: "
+                                  f"{type(err).__name__}: {err}") from None
+        return entry
+
+    def __contains__(self, name: object) -> bool:  # without loading (Mapping's default would)
+        return name in self.entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
 
 
-def dataset_plugins() -> dict[str, Callable[..., Dataset]]:
-    """Every dataset plugin: built-ins, installed entry points, then :func:`register_dataset`."""
-    return {**_entry_points(DATASET_GROUP, _BUILTIN_DATASETS), **_DATASETS}
+def dataset_plugins() -> Mapping[str, Callable[..., Dataset]]:
+    """Every dataset plugin by name: built-ins, installed entry points, then :func:`register_dataset`."""
+    return _Plugins(DATASET_GROUP, _BUILTIN_DATASETS, _DATASETS)
 
 
-def metric_plugins() -> dict[str, Callable[[], Any]]:
-    """Every metric plugin: built-ins, installed entry points, then :func:`register_metric`."""
-    return {**_entry_points(METRIC_GROUP, _BUILTIN_METRICS), **_METRICS}
+def metric_plugins() -> Mapping[str, Callable[[], Any]]:
+    """Every metric plugin by name: built-ins, installed entry points, then :func:`register_metric`."""
+    return _Plugins(METRIC_GROUP, _BUILTIN_METRICS, _METRICS)
 
 
 def get_metric(name: str) -> Any:
@@ -148,7 +172,7 @@ def load_dataset(spec: str, inputs: Sequence[InputSpec], options: Optional[dict]
     return dataset
 
 
-def _guess(spec: str, plugins: dict[str, Callable]) -> str:
+def _guess(spec: str, plugins: Mapping[str, Callable]) -> str:
     path = pathlib.Path(spec)
     if path.suffix in (".npy", ".npz"):
         return path.suffix[1:]
