@@ -223,8 +223,7 @@ def compare_tensors(mod: tvm.IRModule, params: Optional[dict], qmod: tvm.IRModul
         for m in metrics:
             m.update(f_out[float_index[m.name]].numpy(), q_out[q_index[m.name]].numpy())
         if outputs is not None:
-            f0, q0 = f_out[0], q_out[0]
-            outputs.append((_first(f0), _first(q0)))
+            outputs.append((_first(f_out[0]), _first(q_out[0])))
     return metrics
 
 
