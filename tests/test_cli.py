@@ -173,3 +173,15 @@ def test_inspect_a_float_model_lists_what_quantize_would_quantize(fixtures_dir, 
     out = capsys.readouterr().out
     assert "input  image: float32[1, 1, 8, 8]" in out and "quantize would quantize 4 layer(s)" in out
     assert "conv2d_2" in out and "matmul_3" in out and "relax.nn.conv2d" in out
+
+
+def test_a_runs_qconfig_json_is_accepted_back_as_a_config(fixtures_dir, tmp_path):
+    model, calib = str(fixtures_dir / "digits_cnn_float.onnx"), str(fixtures_dir / "digits_calib_nchw.npy")
+    (tmp_path / "c.yaml").write_text("calibration_strategy_for_activation: mse\nrequant_mode: multiplier_shift\n")
+    assert main(["quantize", model, "--calib", calib, "--config", str(tmp_path / "c.yaml"),
+                 "--output", str(tmp_path / "a")]) == 0
+    first = json.loads((tmp_path / "a" / "qconfig.json").read_text())
+    assert first["calibration_strategy_for_activation"] == "mse" and first["requant_mode"] == "multiplier_shift"
+    assert main(["quantize", model, "--calib", calib, "--config", str(tmp_path / "a" / "qconfig.json"),
+                 "--output", str(tmp_path / "b")]) == 0
+    assert json.loads((tmp_path / "b" / "qconfig.json").read_text()) == first
