@@ -196,3 +196,34 @@ def test_a_broken_third_party_plugin_only_breaks_itself(tmp_path, monkeypatch):
     with pytest.raises(PluginError, match=r"plugin 'broken' \(no_such_module_xyz:Metric\) failed to load: "
                                           r"ModuleNotFoundError"):
         get_metric("broken")
+
+
+def test_python_dataset_labels_per_sample_tuple_inputs_and_decorator_registration(tmp_path, monkeypatch):
+    (tmp_path / "flat.py").write_text(
+        "import numpy as np\n"
+        "def batches():\n"
+        "    return [np.full((2, 1, 8, 8), k, np.float32) for k in range(3)], np.arange(6)\n"
+        "def wrong():\n"
+        "    return [np.zeros((2, 1, 8, 8), np.float32)] * 3, np.arange(5)\n")
+    data = load_dataset(f"{tmp_path / 'flat.py'}:batches", [("image", (2, 1, 8, 8), "float32")])
+    assert [x.tolist() for x in data.labels] == [[0, 1], [2, 3], [4, 5]]  # one label per sample, split per batch
+    with pytest.raises(PluginError, match="5 labels for 3 batches of 6 samples"):
+        load_dataset(f"{tmp_path / 'flat.py'}:wrong", [("image", (2, 1, 8, 8), "float32")])
+
+    monkeypatch.setattr(plugins, "_DATASETS", {})  # registered for this test only
+
+    @plugins.register_dataset("constant_test")
+    def constant(source, inputs, options):
+        return plugins.Dataset([np.full(inputs[0].shape, float(source), np.float32)])
+
+    assert constant.__name__ == "constant"  # the decorator returns what it decorates
+    assert float(load_dataset("constant_test:0.5", NCHW).batches[0][0, 0, 0, 0]) == 0.5
+
+
+def test_an_unknown_plugin_name_lists_the_known_ones(tmp_path):
+    with pytest.raises(PluginError) as err:
+        load_dataset("imagenet_xyz:val", NCHW)  # read as module:function, which cannot be imported
+    assert "imagenet_xyz" in str(err.value) and "known: images, npy, npz, python" in str(err.value)
+    with pytest.raises(PluginError, match="images give 1 .grayscale. or 3 .RGB. channels"):
+        (tmp_path / "imgs").mkdir()
+        load_dataset(str(tmp_path / "imgs"), [InputSpec("x", (1, 4, 8, 8))])

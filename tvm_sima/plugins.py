@@ -28,7 +28,8 @@ or ``package.module:function`` (python) are recognised):
   (``HxW``, centred), ``scale`` (default ``1/255``), ``mean`` / ``std`` (one value, or one per
   channel, applied after ``scale``); layout and channel count come from the model's input;
 * ``python``: ``path/to/file.py:function`` or ``package.module:function``, called with the options
-  as keyword arguments; returns an iterable of batches, or ``(batches, labels)``.
+  as keyword arguments; returns an iterable of batches, or ``(batches, labels)`` with labels per
+  batch or one array with a label per sample.
 
 Built-in metrics: ``top1``, ``top5`` (accuracy against the labels when the dataset has them,
 otherwise agreement: the float model's top-1 class within the quantized model's top k),
@@ -88,14 +89,28 @@ _DATASETS: dict[str, Callable[..., Dataset]] = {}
 _METRICS: dict[str, Callable[[], Any]] = {}
 
 
-def register_dataset(name: str, plugin: Callable[..., Dataset]) -> None:
-    """Make ``plugin`` available as dataset ``name`` in this process (overrides an entry point)."""
-    _DATASETS[name] = plugin
+def register_dataset(name: str, plugin: Optional[Callable[..., Dataset]] = None) -> Any:
+    """Make ``plugin`` available as dataset ``name`` in this process (overrides an entry point).
+
+    Without ``plugin``, a decorator: ``@register_dataset("mine")`` registers and returns the function.
+    """
+    return _register(_DATASETS, name, plugin)
 
 
-def register_metric(name: str, factory: Callable[[], Any]) -> None:
-    """Make ``factory`` (a metric class, or a function returning a metric) available as ``name``."""
-    _METRICS[name] = factory
+def register_metric(name: str, factory: Optional[Callable[[], Any]] = None) -> Any:
+    """Make ``factory`` (a metric class, or a function returning a metric) available as ``name``.
+
+    Without ``factory``, a decorator: ``@register_metric("mine")`` registers and returns the class.
+    """
+    return _register(_METRICS, name, factory)
+
+
+def _register(registry: dict[str, Callable], name: str, plugin: Optional[Callable]) -> Any:
+    def add(func: Callable) -> Callable:
+        registry[name] = func
+        return func
+
+    return add if plugin is None else add(plugin)
 
 
 class _Plugins(Mapping[str, Callable]):
@@ -154,8 +169,13 @@ def get_metric(name: str) -> Any:
     return metric
 
 
-def load_dataset(spec: str, inputs: Sequence[InputSpec], options: Optional[dict] = None) -> Dataset:
-    """Batches for a model with ``inputs`` from ``spec`` (see the module docstring)."""
+def load_dataset(spec: str, inputs: Sequence[Union[InputSpec, tuple]], options: Optional[dict] = None) -> Dataset:
+    """Batches for a model with ``inputs`` from ``spec`` (see the module docstring).
+
+    ``inputs`` are :class:`InputSpec` or plain ``(name, shape, dtype)`` tuples; ``options`` go to the plugin.
+    """
+    inputs = [i if isinstance(i, InputSpec) else InputSpec(i[0], tuple(int(d) for d in i[1]), *map(str, i[2:]))
+              for i in inputs]
     plugins = dataset_plugins()
     options = dict(options or {})
     name, sep, rest = spec.partition(":")
@@ -163,7 +183,7 @@ def load_dataset(spec: str, inputs: Sequence[InputSpec], options: Optional[dict]
         plugin, source = plugins[name], rest
     else:
         plugin, source = plugins[_guess(spec, plugins)], spec
-    dataset = plugin(source, list(inputs), options)
+    dataset = plugin(source, inputs, options)
     if not isinstance(dataset, Dataset):
         raise PluginError(f"dataset plugin for {spec!r} returned {type(dataset).__name__}, not a Dataset")
     if not dataset.batches:
@@ -247,7 +267,8 @@ def npz_dataset(source: str, inputs: list[InputSpec], options: dict) -> Dataset:
         arrays = {inputs[0].name: next(iter(arrays.values()))}
     missing = [i.name for i in inputs if i.name not in arrays]
     if missing:
-        raise PluginError(f"{source}: no array for input(s) {missing}; it has {sorted(arrays)}")
+        raise PluginError(f"{source}: no array for input(s) {missing}; it has {sorted(arrays)} (name one array per "
+                          f"input: np.savez(file, {missing[0]}=..., labels=...))")
     return _split(arrays, inputs, source, labels)
 
 
@@ -295,6 +316,9 @@ def images_dataset(source: str, inputs: list[InputSpec], options: dict) -> Datas
     shape = inputs[0].shape
     nchw = shape[1] in (1, 3) and shape[3] not in (1, 3)
     channels, height, width = (shape[1], shape[2], shape[3]) if nchw else (shape[3], shape[1], shape[2])
+    if channels not in (1, 3):
+        raise PluginError(f"{source}: images give 1 (grayscale) or 3 (RGB) channels; the model input "
+                          f"{inputs[0].name!r} has shape {shape} (use a python dataset for other inputs)")
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
     files = [(p, k) for k, c in enumerate(classes) for p in sorted((folder / c).iterdir())] if classes else \
         [(p, -1) for p in sorted(folder.iterdir())]
@@ -356,7 +380,8 @@ def python_dataset(source: str, inputs: list[InputSpec], options: dict) -> Datas
         try:
             module = importlib.import_module(target)
         except ImportError as err:
-            raise PluginError(f"python dataset: cannot import {target} ({err})") from None
+            raise PluginError(f"python dataset: cannot import {target} ({err}); if {target!r} is meant as a dataset "
+                              f"plugin, it is not installed (known: {', '.join(sorted(dataset_plugins()))})") from None
     func = getattr(module, func_name, None)
     if not callable(func):
         raise PluginError(f"python dataset: {target} has no function {func_name!r}")
@@ -365,11 +390,20 @@ def python_dataset(source: str, inputs: list[InputSpec], options: dict) -> Datas
     if isinstance(result, tuple) and len(result) == 2:
         result, labels = result
     batches = list(result)
-    if labels is not None:
-        labels = [np.asarray(x) for x in labels]
-        if len(labels) != len(batches):
-            raise PluginError(f"{source}: {len(labels)} label batches for {len(batches)} batches")
-    return Dataset(batches, labels, source)
+    return Dataset(batches, None if labels is None else _label_batches(labels, batches, source), source)
+
+
+def _label_batches(labels: Any, batches: list, source: str) -> list[np.ndarray]:
+    """Labels per batch, from labels given per batch or as one array aligned with the samples."""
+    sizes = [len(next(iter(b.values())) if isinstance(b, dict) else b) for b in batches]
+    flat = np.asarray(labels) if isinstance(labels, np.ndarray) else None
+    if flat is not None and flat.ndim == 1 and len(flat) == sum(sizes) and len(flat) != len(batches):
+        return list(np.split(flat, np.cumsum(sizes)[:-1]))
+    per_batch = [np.asarray(x) for x in labels]
+    if len(per_batch) != len(batches):
+        raise PluginError(f"{source}: {len(per_batch)} labels for {len(batches)} batches of {sum(sizes)} samples; "
+                          "give one label array per batch, or one array with a label per sample")
+    return per_batch
 
 
 _BUILTIN_DATASETS: dict[str, Callable[..., Dataset]] = {
