@@ -185,3 +185,37 @@ def test_a_runs_qconfig_json_is_accepted_back_as_a_config(fixtures_dir, tmp_path
     assert main(["quantize", model, "--calib", calib, "--config", str(tmp_path / "a" / "qconfig.json"),
                  "--output", str(tmp_path / "b")]) == 0
     assert json.loads((tmp_path / "b" / "qconfig.json").read_text()) == first
+
+
+def test_report_on_a_labelled_image_folder_with_dataset_options(fixtures_dir, tmp_path, capsys):
+    """Digits as 16x16 PNGs in class sub-folders; the config's [dataset] table resizes and scales them."""
+    from PIL import Image
+
+    split = np.load(fixtures_dir / "digits_split.npz")
+    for k, (image, label) in enumerate(zip(split["test"][:64, :, :, 0], split["test_labels"][:64], strict=True)):
+        (tmp_path / "imgs" / f"digit_{label}").mkdir(parents=True, exist_ok=True)
+        big = Image.fromarray(image, mode="L").resize((16, 16), Image.Resampling.NEAREST)  # pixel values 0..16
+        big.save(tmp_path / "imgs" / f"digit_{label}" / f"{k:03d}.png")
+    (tmp_path / "c.toml").write_text('[dataset]\nresize = "8x8"\nscale = 0.0625\n')  # the model takes value / 16
+    argv = ["report", str(fixtures_dir / "digits_cnn_float.onnx"),
+            "--calib", str(fixtures_dir / "digits_calib_nchw.npy"), "--eval", str(tmp_path / "imgs"),
+            "--config", str(tmp_path / "c.toml"), "--output", str(tmp_path / "r"),
+            "--mode", "continuous", "--metric", "top1"]
+    assert main(argv) == 0
+    assert "top-k against labels" in capsys.readouterr().out  # the sub-folders gave labels
+    scores = json.loads((tmp_path / "r" / "per_layer.json").read_text())["output_metrics"]
+    assert set(scores) == {"top1", "float_top1"} and scores["top1"] > 0.8 and scores["float_top1"] > 0.8
+    # --data-option overrides the config's table: 4x4 images do not fit the 8x8 input (one line, before quantizing)
+    assert main([*argv, "--data-option", "resize=4x4"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "4x4 after resize/crop; the model takes 8x8" in err
+
+
+@pytest.mark.parametrize("command", ["inspect", "quantize", "report", "convert", "build"])
+def test_every_command_helps_with_an_example(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and f"example:\n  tvm-sima {command} tests/fixtures/" in out
+    if command == "build":  # what build does with each kind of model
+        assert "A quantized model" in out and "A float model is quantized from the statistics.npz" in out

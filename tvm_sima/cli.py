@@ -32,6 +32,7 @@ import collections
 import json
 import pathlib
 import sys
+import textwrap
 from typing import Any, Optional, Sequence
 
 __all__ = ["main"]
@@ -228,17 +229,63 @@ def _progress(data: Any, label: str) -> Any:
     return _Progress(data, label, sys.stderr.isatty())
 
 
+def _metrics(names: Sequence[str]) -> dict[str, Any]:
+    """Fresh output metrics by name (checked before the slow part)."""
+    from tvm_sima.plugins import PluginError, get_metric
+
+    try:
+        return {name: get_metric(name) for name in names}
+    except PluginError as err:
+        raise CliError(str(err)) from None
+
+
+def _output_scores(metrics: dict[str, Any], outputs: list, labels: Optional[list]) -> dict[str, float]:
+    """Each metric over ``outputs`` (``(float, quantized)`` per batch); with labels, also ``float_top1``."""
+    from tvm_sima.plugins import get_metric
+
+    if labels is not None:  # the float model's accuracy, beside the quantized one's
+        metrics = {**metrics, "float_top1": _FloatOnly(get_metric("top1"))}
+    for metric in metrics.values():
+        for (reference, test), label in zip(outputs, labels or [None] * len(outputs), strict=True):
+            metric.update(reference, test, label)
+    return {name: float(metric.result()) for name, metric in metrics.items()}
+
+
+class _FloatOnly:
+    """A metric of the float model's output alone (its top-1 against the labels)."""
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+
+    def update(self, reference: Any, test: Any, labels: Any) -> None:
+        self.metric.update(reference, reference, labels)
+
+    def result(self) -> float:
+        return float(self.metric.result())
+
+
+def _print_report(results: dict[str, list], scores: dict[str, float], batches: int, labelled: bool) -> None:
+    modes = list(results)
+    by_mode = {mode: {m.name: m for m in ms} for mode, ms in results.items()}
+    print(f"{'tensor':28s} {'computed by':16s} {'scale':>10s} " + " ".join(f"{'SQNR ' + mode[:4]:>10s}"
+                                                                          for mode in modes))
+    for m in results[modes[0]]:
+        print(f"{m.name[:28]:28s} {m.producer[:16]:16s} {m.scale:10.6f} "
+              + " ".join(f"{by_mode[mode][m.name].sqnr:10.2f}" for mode in modes if m.name in by_mode[mode]))
+    for mode in modes:
+        worst = min(results[mode], key=lambda m: m.sqnr)
+        print(f"lowest SQNR ({mode}): {worst.name} ({worst.sqnr:.2f} dB)")
+    kind = "against labels" if labelled else "agreement with float"
+    print("output: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()) + f" ({batches} batches; top-k {kind})")
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     import math
 
     from tvm_sima.compare import compare_tensors
     from tvm_sima.html_report import write_report
-    from tvm_sima.plugins import PluginError, get_metric
 
-    try:
-        metrics_out = [get_metric(name) for name in (args.metric or DEFAULT_METRICS)]
-    except PluginError as err:
-        raise CliError(str(err)) from None
+    metrics = _metrics(args.metric or DEFAULT_METRICS)
     mod, params = _load(args.model, args.input_shape)
     out = pathlib.Path(args.output)
     _refuse_quantized(args.model, mod)
@@ -246,7 +293,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     evaluation = _dataset(args.eval, mod["main"], _data_options(args, data_options))  # before the slow part
     qmod, config = _quantize(args, mod, params, out)
     modes = ["continuous", "isolated"] if args.mode == "both" else [args.mode]
-    results = {}
+    results: dict[str, list] = {}
     outputs: list = []
     try:
         for k, mode in enumerate(modes):  # the model outputs are the same in both modes: keep the first's
@@ -254,32 +301,11 @@ def cmd_report(args: argparse.Namespace) -> None:
                                             config, mode=mode, outputs=outputs if k == 0 else None)
     except ValueError as err:
         raise CliError(str(err).splitlines()[0]) from None
-    labels = evaluation.labels or [None] * len(outputs)
-    for metric in metrics_out:
-        for (reference, test), label in zip(outputs, labels, strict=True):
-            metric.update(reference, test, label)
-    scores = {name: float(m.result()) for name, m in zip(args.metric or DEFAULT_METRICS, metrics_out, strict=True)}
-    if evaluation.labels is not None:  # the float model's accuracy, beside the quantized one's
-        float_top1 = get_metric("top1")
-        for (reference, _), label in zip(outputs, labels, strict=True):
-            float_top1.update(reference, reference, label)
-        scores["float_top1"] = float(float_top1.result())
+    scores = _output_scores(metrics, outputs, evaluation.labels)
     json_path, html_path = write_report(out, results, model=str(args.model), eval_batches=len(evaluation),
                                         output_metrics={k: (v if math.isfinite(v) else None)
                                                         for k, v in scores.items()})
-    first = results[modes[0]]
-    by_mode = {mode: {m.name: m for m in ms} for mode, ms in results.items()}
-    print(f"{'tensor':28s} {'computed by':16s} {'scale':>10s} " + " ".join(f"{'SQNR ' + mode[:4]:>10s}"
-                                                                          for mode in modes))
-    for m in first:
-        print(f"{m.name[:28]:28s} {m.producer[:16]:16s} {m.scale:10.6f} "
-              + " ".join(f"{by_mode[mode][m.name].sqnr:10.2f}" for mode in modes if m.name in by_mode[mode]))
-    for mode in modes:
-        worst = min(results[mode], key=lambda m: m.sqnr)
-        print(f"lowest SQNR ({mode}): {worst.name} ({worst.sqnr:.2f} dB)")
-    kind = "against labels" if evaluation.labels is not None else "agreement with float"
-    print("output: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()) + f" ({len(outputs)} batches; top-k "
-          f"{kind})")
+    _print_report(results, scores, len(outputs), evaluation.labels is not None)
     print(f"wrote {json_path} and {html_path} (open it in a browser)")
 
 
@@ -394,6 +420,13 @@ def _parser() -> argparse.ArgumentParser:
                     "a quantized one by converting it", "a .onnx or .tflite file, float or quantized",
                     "where model.so and artifacts/ go", config=True, mode_help=convert_mode,
                     example=f"tvm-sima build {onnx} --statistics build/q/statistics.npz --output build/b")
+    build.description = textwrap.fill(
+        "Build for the NPU without calibration data. A quantized model (int8 TFLite, QDQ / QOperator ONNX) is "
+        "converted to integer sima ops (--mode) and built, as `convert` does. A float model is quantized from "
+        "the statistics.npz of an earlier `quantize` run, with the --config options (e.g. layer_config = an "
+        "edited layers.json: skip a layer, change its bits), so a per-layer fix needs no data and no "
+        "recalibration. Writes model.so and artifacts/ (none with --no-offload), plus convert_report.json "
+        "(quantized model) or the run's files (float model).", width=88, break_on_hyphens=False)
     build.add_argument("--statistics", metavar="FILE",
                        help="statistics.npz of a `tvm-sima quantize` run (float models)")
     build.add_argument("--no-offload", action="store_true", help="legalize everything to TIR (no sima codegen)")
