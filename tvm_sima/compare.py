@@ -18,7 +18,6 @@ dequantized values per tensor (bottom-k of random keys) is kept for histograms.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Union
 
@@ -28,6 +27,7 @@ from tvm import relax
 
 from .config import QConfig, current_qconfig
 from .frontends.loader import bind_params
+from .math.metrics import cosine_from_sums, sqnr_db_from_sums
 from .math.qtypes import parse_qtype
 from .passes.annotate import annotate
 from .passes.calibrate import _check_batch, _inputs, calibration_graph
@@ -43,7 +43,7 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     """``10 log10(sum(ref^2) / sum((ref - test)^2))``; inf when equal."""
     noise = float(np.sum((np.asarray(reference, np.float64) - test) ** 2))
     signal = float(np.sum(np.asarray(reference, np.float64) ** 2))
-    return math.inf if noise == 0 else 10 * math.log10(max(signal, 1e-300) / noise)
+    return sqnr_db_from_sums(signal, noise)
 
 
 @dataclass
@@ -100,12 +100,11 @@ class TensorMetrics:
 
     @property
     def cosine(self) -> float:
-        den = math.sqrt(self.ref_sq * self.test_sq)
-        return 1.0 if den == 0 else self.dot / den
+        return cosine_from_sums(self.dot, self.ref_sq, self.test_sq)
 
     @property
     def sqnr(self) -> float:
-        return math.inf if self.err_sq == 0 else 10 * math.log10(max(self.ref_sq, 1e-300) / self.err_sq)
+        return sqnr_db_from_sums(self.ref_sq, self.err_sq)
 
     @property
     def mse(self) -> float:

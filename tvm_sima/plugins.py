@@ -48,6 +48,8 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from .math.metrics import cosine_from_sums, sqnr_db_from_sums
+
 __all__ = ["DATASET_GROUP", "METRIC_GROUP", "Dataset", "InputSpec", "PluginError", "dataset_plugins",
            "get_metric", "load_dataset", "metric_plugins", "register_dataset", "register_metric"]
 
@@ -458,8 +460,7 @@ class Cosine:
         self.test_sq += float(t @ t)
 
     def result(self) -> float:
-        den = math.sqrt(self.ref_sq * self.test_sq)
-        return 1.0 if den == 0 else self.dot / den
+        return cosine_from_sums(self.dot, self.ref_sq, self.test_sq)
 
 
 @dataclass
@@ -476,7 +477,7 @@ class Sqnr:
         self.noise += float(((r - t) ** 2).sum())
 
     def result(self) -> float:
-        return math.inf if self.noise == 0 else 10 * math.log10(max(self.signal, 1e-300) / self.noise)
+        return sqnr_db_from_sums(self.signal, self.noise)
 
 
 @dataclass
