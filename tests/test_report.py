@@ -118,3 +118,13 @@ def test_html_report_renders_table_and_images_in_headless_chromium(digits_report
 def test_html_report_needs_tensors(tmp_path):
     with pytest.raises(ValueError, match="no quantized tensor"):
         write_html(tmp_path / "r.html", {"continuous": []})
+
+
+def test_write_report_keeps_json_strict_for_exact_outputs(digits_report, tmp_path):
+    from tvm_sima.html_report import write_report
+
+    modes, _, _ = digits_report
+    json_path, html_path = write_report(tmp_path, modes, output_metrics={"sqnr": float("inf"), "top1": 0.5})
+    payload = json.loads(json_path.read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON: {c}"))
+    assert payload["output_metrics"] == {"sqnr": None, "top1": 0.5}
+    assert "output sqnr: exact" in html_path.read_text()

@@ -280,8 +280,6 @@ def _print_report(results: dict[str, list], scores: dict[str, float], batches: i
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    import math
-
     from tvm_sima.compare import compare_tensors
     from tvm_sima.html_report import write_report
 
@@ -303,8 +301,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         raise CliError(str(err).splitlines()[0]) from None
     scores = _output_scores(metrics, outputs, evaluation.labels)
     json_path, html_path = write_report(out, results, model=str(args.model), eval_batches=len(evaluation),
-                                        output_metrics={k: (v if math.isfinite(v) else None)
-                                                        for k, v in scores.items()})
+                                        output_metrics=scores)
     _print_report(results, scores, len(outputs), evaluation.labels is not None)
     print(f"wrote {json_path} and {html_path} (open it in a browser)")
 

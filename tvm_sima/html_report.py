@@ -39,9 +39,9 @@ def _finite(value: float, cap: float) -> float:
     return cap if not math.isfinite(value) else value
 
 
-def _fmt(value: Optional[float], digits: int = 2) -> str:
-    if value is None:
-        return "-"
+def _fmt(value: float, digits: int = 2) -> str:
+    if math.isnan(value):
+        return "n/a"
     if not math.isfinite(value):
         return "exact" if value > 0 else "-inf"
     return f"{value:.{digits}f}"
@@ -125,7 +125,12 @@ def histogram_svg(metrics: TensorMetrics, bins: int = 40, width: int = 360, heig
 
 def _row(m: TensorMetrics) -> dict:
     """``m.to_dict()`` as strict JSON: an exact tensor's infinite SQNR becomes ``None``."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in m.to_dict().items()}
+    return {k: _strict(v) for k, v in m.to_dict().items()}
+
+
+def _strict(value: object) -> object:
+    """A value for strict JSON: an infinite or NaN float becomes ``None``."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _img(svg: str, alt: str, cls: str) -> str:
@@ -154,7 +159,7 @@ window.addEventListener("load", function () {
 
 
 def write_html(path: Union[str, pathlib.Path], modes: Mapping[str, Sequence[TensorMetrics]], *,
-               model: str = "", eval_batches: int = 0, output_metrics: Optional[Mapping[str, Optional[float]]] = None,
+               model: str = "", eval_batches: int = 0, output_metrics: Optional[Mapping[str, float]] = None,
                worst: int = 4, warn_db: float = 30.0) -> pathlib.Path:
     """Write the report page; ``modes`` maps "continuous" / "isolated" to metrics in program order."""
     if not modes or not any(modes.values()):
@@ -220,7 +225,7 @@ def write_html(path: Union[str, pathlib.Path], modes: Mapping[str, Sequence[Tens
 
 
 def write_report(out_dir: Union[str, pathlib.Path], modes: Mapping[str, Sequence[TensorMetrics]], *,
-                 model: str = "", eval_batches: int = 0, output_metrics: Optional[Mapping[str, Optional[float]]] = None,
+                 model: str = "", eval_batches: int = 0, output_metrics: Optional[Mapping[str, float]] = None,
                  worst: int = 4) -> tuple[pathlib.Path, pathlib.Path]:
     """Write ``per_layer.json`` (strict JSON: an exact tensor's infinite SQNR is ``null``) and ``report.html``.
 
@@ -229,7 +234,8 @@ def write_report(out_dir: Union[str, pathlib.Path], modes: Mapping[str, Sequence
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    payload = {"model": str(model), "eval_batches": eval_batches, "output_metrics": dict(output_metrics or {}),
+    payload = {"model": str(model), "eval_batches": eval_batches,
+               "output_metrics": {k: _strict(v) for k, v in (output_metrics or {}).items()},
                "modes": {mode: [_row(m) for m in ms] for mode, ms in modes.items()}}
     json_path = out / "per_layer.json"
     json_path.write_text(json.dumps(payload, indent=1))
