@@ -90,7 +90,12 @@ def _data_inputs(main: Any) -> list:
 
 
 def _dims(ty: Any) -> str:
-    return ", ".join(str(int(d)) if hasattr(d, "value") or isinstance(d, int) else str(d) for d in ty.shape)
+    return ", ".join(str(d if (n := _static(d)) is None else n) for d in ty.shape)
+
+
+def _static(dim: Any) -> Optional[int]:
+    """A shape dimension as an int, or None when it is symbolic."""
+    return int(dim) if hasattr(dim, "value") or isinstance(dim, int) else None
 
 
 def _tensor(var: Any) -> str:
@@ -176,8 +181,8 @@ def _data_options(args: argparse.Namespace, from_config: dict) -> dict:
 def _dataset(spec: str, main: Any, options: dict) -> Any:
     from tvm_sima.plugins import InputSpec, PluginError, load_dataset
 
-    inputs = [InputSpec(v.name, tuple(int(d) if hasattr(d, "value") or isinstance(d, int) else -1
-                                      for d in v.ty.shape), str(v.ty.dtype)) for v in _data_inputs(main)]
+    inputs = [InputSpec(v.name, tuple(-1 if (n := _static(d)) is None else n for d in v.ty.shape), str(v.ty.dtype))
+              for v in _data_inputs(main)]
     try:
         return load_dataset(spec, inputs, options)
     except (PluginError, OSError) as err:
