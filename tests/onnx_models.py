@@ -109,8 +109,11 @@ def held_out_images(count: int = 32) -> np.ndarray:
 
 
 def quantize_with_onnxruntime(float_path: pathlib.Path, out_path: pathlib.Path, per_channel: bool,
-                              operators: bool = False) -> pathlib.Path:
-    """onnxruntime ``quantize_static``: QDQ (or QOperator) format, int8 activations and weights, MinMax."""
+                              operators: bool = False, reduce_range: bool = False) -> pathlib.Path:
+    """onnxruntime ``quantize_static``: QDQ (or QOperator) format, int8 activations and weights, MinMax.
+
+    ``reduce_range``: 7-bit weights ([-64, 64]), onnxruntime's advice for CPUs without VNNI.
+    """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -122,5 +125,6 @@ def quantize_with_onnxruntime(float_path: pathlib.Path, out_path: pathlib.Path, 
 
     quant_format = QuantFormat.QOperator if operators else QuantFormat.QDQ
     quantize_static(str(float_path), str(out_path), Reader(), quant_format=quant_format,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=per_channel)
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
+                    reduce_range=reduce_range)
     return out_path

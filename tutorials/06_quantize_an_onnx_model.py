@@ -11,8 +11,10 @@ digits; written by ``tools/make_onnx_fixture.py``) with its bundled data: 64 cal
 2. ``tvm_sima.build`` the float and the integer program and classify the 297 held-out digits;
    beside them, onnxruntime's own route (``quant_pre_process``, then ``quantize_static``: QDQ,
    per-channel int8 weights, int8 activations, its default MinMax calibration, the same 64
-   images), run by onnxruntime. Every int8 model is also compared with the float one: the share
-   of images given the float model's class, and the SQNR of the logits.
+   images), run by onnxruntime as its graph says, node by node (its fused int8 kernels give other
+   numbers on CPUs without AVX-512 VNNI; see ``run_onnxruntime``). Every int8 model is also
+   compared with the float one: the share of images given the float model's class, and the SQNR
+   of the logits.
 3. ``tvm_sima.compare.compare_tensors``: cosine and SQNR of every quantized tensor against the
    float model on the bundled evaluation images, in both modes (``continuous``: errors accumulate;
    ``isolated``: each op fed the float value, quantized).
@@ -84,9 +86,18 @@ def onnxruntime_quantized(model: pathlib.Path, calib: np.ndarray, out: pathlib.P
 
 
 def run_onnxruntime(model: pathlib.Path, images: np.ndarray) -> np.ndarray:
+    """Logits from onnxruntime, node by node (``ORT_DISABLE_ALL``).
+
+    For the int8 QDQ model this is its own meaning (DequantizeLinear -> float op ->
+    QuantizeLinear), the same on every CPU. With graph optimizations on, onnxruntime fuses the
+    chains into int8 kernels whose results depend on the CPU: without AVX-512 VNNI, pairs of
+    u8 x s8 products saturate in int16 (``vpmaddubsw``), which costs this model accuracy there.
+    """
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     return np.concatenate([session.run(None, {"image": x[None]})[0] for x in images])
 
 

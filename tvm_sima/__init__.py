@@ -4,7 +4,8 @@
 target, pipeline, build, quantize_info) imports TVM on first use::
 
     import tvm_sima
-    ex = tvm_sima.build(mod)                   # the "sima" pipeline on tvm_sima.target()
+    mod, params = tvm_sima.load_model("model.onnx")
+    ex = tvm_sima.build(mod, params=params)    # the "sima" pipeline on tvm_sima.target()
     infos = tvm_sima.read_quantize_info(ex)    # tensor name -> QuantizeInfo
 """
 
@@ -25,6 +26,7 @@ _LAZY = {
     "QuantizeInfo": "tvm_sima.quantize_info",
     "ops": "tvm_sima.ops",
     "load_model": "tvm_sima.frontends.loader",
+    "bind_params": "tvm_sima.frontends.loader",
     "qconfig": "tvm_sima.config",
     "current_qconfig": "tvm_sima.config",
     "QConfig": "tvm_sima.config",

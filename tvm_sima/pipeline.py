@@ -19,7 +19,7 @@ from .passes.schedule import CPUParallelSchedule
 from .quantize_info import RecordQuantizeInfo
 from .targets import target as sima_target
 
-__all__ = ["PIPELINE", "PRE_FOLD_PASSES", "sima_pipeline", "build"]
+__all__ = ["PIPELINE", "PRE_FOLD_PASSES", "sima_pipeline", "build", "unbound_weights"]
 
 #: Registered pipeline name: ``tvm.compile(mod, target=..., relax_pipeline="sima")``.
 PIPELINE = "sima"
@@ -62,9 +62,35 @@ if PIPELINE not in relax.pipeline.PIPELINE_MAP:
     relax.register_pipeline(PIPELINE)(sima_pipeline)
 
 
-def build(mod: tvm.IRModule, target: Optional[Target] = None, *, artifact_dir: Optional[str] = None,
-          offload: bool = True, **kwargs: Any) -> Any:
+def unbound_weights(mod: tvm.IRModule) -> list[str]:
+    """Names of ``main``'s parameters after its ``num_input`` data inputs (weights not yet bound)."""
+    main = mod["main"]
+    if main.attrs is None or "num_input" not in main.attrs:
+        return []
+    return [p.name for p in main.params[int(main.attrs["num_input"]):]]
+
+
+def _bind(mod: tvm.IRModule, params: Optional[dict]) -> tvm.IRModule:
+    from .frontends.loader import bind_params
+
+    if params:
+        mod = bind_params(mod, params)
+    missing = unbound_weights(mod)
+    if missing:
+        listed = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ValueError(f"build: main has {len(missing)} unbound weight parameter(s) ({listed}); pass the "
+                         "params that load_model returned: tvm_sima.build(mod, params=params)")
+    return mod
+
+
+def build(mod: tvm.IRModule, target: Optional[Target] = None, *, params: Optional[dict] = None,
+          artifact_dir: Optional[str] = None, offload: bool = True, **kwargs: Any) -> Any:
     """Partition for the NPU, run the ``relax.ext.sima`` codegen, compile with the ``"sima"`` pipeline.
+
+    ``params`` (name -> array, as :func:`tvm_sima.load_model` returns them) are bound into ``main``
+    first, as Relay's ``relay.build(mod, target, params=params)`` did; a ``main`` whose weight
+    parameters (those after its ``num_input`` data inputs) are still unbound is a ``ValueError``
+    naming them.
 
     ``offload=True`` (default): every ``sima.conv2d`` / ``sima.dense`` / ``sima.requantize`` the NPU
     can run goes to the sima codegen (``tvm_sima.codegen.partition_for_sima``): C++ kernels compiled
@@ -76,6 +102,7 @@ def build(mod: tvm.IRModule, target: Optional[Target] = None, *, artifact_dir: O
     """
     if not isinstance(mod, tvm.IRModule):
         raise TypeError(f"build expects a tvm.IRModule, got {type(mod).__name__}")
+    mod = _bind(mod, params)
     if offload:
         from .codegen.byoc import CODEGEN, offloaded_functions, partition_for_sima
 

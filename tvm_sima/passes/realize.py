@@ -680,8 +680,10 @@ def _realize_softmax(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> O
     table = np.round(np.exp(-np.arange(span + 1) * _scale(xq.qparams)) * 2**SOFTMAX_EXP_BITS).astype("int64")
     x64 = ctx.bb.emit(relax.op.astype(xq.expr, "int64"))
     top = ctx.bb.emit(relax.op.max(x64, axis=[axis], keepdims=True))
+    # top - x is in [0, span]: mode="clip" changes no index (the default "fast" mode makes TVM warn)
     e = ctx.bb.emit(relax.op.astype(relax.op.take(relax.const(table, "int64"),
-                                                  ctx.bb.emit(relax.op.subtract(top, x64)), axis=0), "int64"))
+                                                  ctx.bb.emit(relax.op.subtract(top, x64)), axis=0, mode="clip"),
+                                    "int64"))
     total = ctx.bb.emit(relax.op.sum(e, axis=[axis], keepdims=True))
     # q = floor(e * K / 2**16 / total + 1/2) with K = round(2**16 / s_y): all in int64.
     k = int(round(2**16 / _scale(yq)))
@@ -759,7 +761,8 @@ def _realize_unary_lut(ctx: RealizeContext, var: relax.Var, call: relax.Call) ->
     real = np.nan_to_num(np.asarray(real, dtype=np.float64), nan=0.0, posinf=1e30, neginf=-1e30)
     table = sm.quantize(real, yq, "half_up").astype(yq.dtype.container.name)
     offset = relax.op.subtract(relax.op.astype(xq.expr, "int32"), relax.const(xq.qparams.qmin, "int32"))
-    ctx.set_q(var, relax.op.take(relax.const(table), ctx.bb.emit(offset), axis=0), yq, name)
+    # codes - qmin is in [0, len(table)): mode="clip" changes no index (the default "fast" mode warns)
+    ctx.set_q(var, relax.op.take(relax.const(table), ctx.bb.emit(offset), axis=0, mode="clip"), yq, name)
     ctx.report.integer_ops[f"lut({op.rsplit('.', 1)[-1]})"] += 1
     return None
 
