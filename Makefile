@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup browser demo lint test bench bench-float bench-accuracy models freeze clean
+.PHONY: setup browser qemu test-avx2 demo lint test bench bench-float bench-accuracy models freeze clean
 
 $(STAMP): setup.py constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,8 +28,23 @@ browser:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		$(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
+# The tests whose oracle is onnxruntime run again on an emulated CPU without AVX-512 / VNNI
+# (QEMU user mode, Haswell: AVX2 only), whatever CPU this machine has: onnxruntime picks its int8
+# kernels by CPUID, and the tests must not depend on which ones it gets. Children of the emulated
+# process (g++, subprocesses) run natively.
+QEMU_AVX2 := qemu-x86_64 -cpu Haswell,-pcid,-x2apic,-tsc-deadline,-hle,-invpcid,-rtm
+qemu:
+	@command -v qemu-x86_64 >/dev/null || { echo "installing Debian qemu-user for the AVX2-only test run"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		$(SUDO) apt-get install -y -qq --no-install-recommends qemu-user >/dev/null; }
+
+test-avx2: $(STAMP) qemu
+	$(QEMU_AVX2) $(PY) -m pytest -q -p no:cacheprovider tests/test_onnx_qdq.py
+	TVM_SIMA_TUTORIAL_LAUNCHER="$(QEMU_AVX2)" $(PY) -m pytest -q -p no:cacheprovider tests/test_tutorials.py -k 06_onnx
+
 test: lint browser
 	$(PY) -m pytest -q
+	$(MAKE) --no-print-directory test-avx2
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_requant_precision.py

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import os
 import pathlib
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -18,9 +20,14 @@ TUTORIALS = sorted((ROOT / "tutorials").glob("[0-9][0-9]_*.py"))
 FIXTURES = ROOT / "tests" / "fixtures"
 
 
+# A command the tutorials run under, e.g. an emulated CPU: `make test-avx2` sets it to QEMU (Haswell).
+LAUNCHER = shlex.split(os.environ.get("TVM_SIMA_TUTORIAL_LAUNCHER", ""))
+
+
 @functools.lru_cache(maxsize=None)  # a tutorial run with the same arguments is shared by the tests that read it
 def run(script: pathlib.Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    return subprocess.run([*LAUNCHER, sys.executable, str(script), *args], capture_output=True, text=True,
+                          timeout=1800 if LAUNCHER else 600, cwd=ROOT)
 
 
 @pytest.mark.parametrize("script", TUTORIALS, ids=[t.name for t in TUTORIALS])
