@@ -42,11 +42,13 @@ def test_offloaded_build_equals_the_tir_build_bit_for_bit(quantized_onnx, tmp_pa
     host = run(tvm_sima.build(quantized_onnx, offload=False), inputs)
     for a, b in zip(offloaded, host, strict=True):
         np.testing.assert_array_equal(a, b)
-    # one artifact per region, describing every offloaded op with its quantization parameters
+    # one artifact per region (region_000, ... ; the region's symbol is the program's name), describing
+    # every offloaded op with its quantization parameters
     written = sorted(p.name for p in (tmp_path / "art").iterdir())
-    assert written == sorted(regions)
-    for symbol in written:
-        program = load_program(tmp_path / "art" / symbol)
+    assert written == [f"region_{k:03d}" for k in range(len(regions))]
+    programs = [load_program(tmp_path / "art" / name) for name in written]
+    assert sorted(program.graph["name"] for program in programs) == sorted(regions)
+    for program in programs:
         for op in program.graph["ops"]:
             ops.add(op["op"])
             if op["op"] in ("sima.conv2d", "sima.dense"):
@@ -106,3 +108,12 @@ def _ops(func) -> list[str]:
 def test_build_refuses_an_artifact_dir_without_offload(quantized_onnx, tmp_path):
     with pytest.raises(ValueError, match="artifact_dir needs offload=True"):
         tvm_sima.build(quantized_onnx, offload=False, artifact_dir=tmp_path)
+
+
+def test_artifact_directories_are_named_by_region_index_not_by_symbol():
+    from tvm_sima.codegen.byoc import region_directory
+
+    assert [region_directory(k, 3) for k in range(3)] == ["region_000", "region_001", "region_002"]
+    assert region_directory(0, 1) == "region_000" and region_directory(0, 0) == "region_000"
+    names = [region_directory(k, 1200) for k in range(1200)]
+    assert names[0] == "region_0000" and names == sorted(names)  # zero-padded: sorted order is region order

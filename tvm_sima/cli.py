@@ -21,8 +21,14 @@ name, optional ``labels``), an image folder (``--data-option resize=256 --data-o
 JSON (the ``qconfig.json`` a run writes) with ``tvm_sima.qconfig`` keys and an optional
 ``dataset`` table of data options; unknown keys are errors.
 
-Exit status: 0 on success, 1 on an error the message explains (one line on stderr, starting
-``tvm-sima: error:``), 2 on a usage error.
+An ``--output DIR`` is written whole or not at all (:mod:`tvm_sima.cli_output`): into a temporary
+directory beside it, renamed to DIR at the end; a failed run leaves DIR as it was. An existing DIR
+is replaced if it is empty or holds only an earlier run's files, refused otherwise (and if a file).
+Data is checked when loaded (:mod:`tvm_sima.calibration.data_checks`): shape, dtype, NaN / Inf.
+
+Exit status: 0 on success, 1 on any error (one line on stderr, starting ``tvm-sima: error:``; an
+unanticipated one as its type and first message line, with the traceback when ``TVM_SIMA_DEBUG=1``),
+2 on a usage error, 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -30,16 +36,16 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import pathlib
 import sys
 import textwrap
 from typing import Any, Optional, Sequence
 
+from tvm_sima.cli_errors import CliError, one_line, unexpected
+from tvm_sima.cli_report import DEFAULT_METRICS
+
 __all__ = ["main"]
-
-
-class CliError(Exception):
-    """An error for the user: printed as one line, exit status 1."""
 
 
 def _shapes(values: Optional[list[str]]) -> Optional[dict[str, tuple[int, ...]]]:
@@ -178,13 +184,14 @@ def _data_options(args: argparse.Namespace, from_config: dict) -> dict:
     return options
 
 
-def _dataset(spec: str, main: Any, options: dict) -> Any:
+def _dataset(spec: str, main: Any, options: dict, allow_nonfinite: bool = False) -> Any:
+    """The batches of ``spec`` for ``main``'s inputs, checked (NaN / Inf refused unless ``allow_nonfinite``)."""
     from tvm_sima.plugins import InputSpec, PluginError, load_dataset
 
     inputs = [InputSpec(v.name, tuple(-1 if (n := _static(d)) is None else n for d in v.ty.shape), str(v.ty.dtype))
               for v in _data_inputs(main)]
     try:
-        return load_dataset(spec, inputs, options)
+        return load_dataset(spec, inputs, options, allow_nonfinite=allow_nonfinite)
     except (PluginError, OSError) as err:
         raise CliError(str(err)) from None
 
@@ -197,14 +204,24 @@ def _quantize(args: argparse.Namespace, mod: Any, params: dict, out: pathlib.Pat
     options, data_options = _config(args.config)
     try:
         with tvm_sima.qconfig(**options) as config:
-            if "statistics" not in extra:
-                extra["dataset"] = _dataset(args.calib, mod["main"], _data_options(args, data_options))
+            if "statistics" not in extra:  # NaN / Inf in the data only when the config trims them
+                extra["dataset"] = _dataset(args.calib, mod["main"], _data_options(args, data_options),
+                                            config.trim_infinity_before_statistic)
             qmod = tvm_sima.quantize(mod, params, work_dir=out, progress=sys.stderr.isatty(), **extra)
     except ValueError as err:
         raise CliError(str(err).splitlines()[0]) from None
+    _name_final_dir(out / "report.json", args.output)
     report = tvm_sima.quantize_report(qmod)
     print(f"quantized: {len(report.get('fused', []))} fused layer(s), {len(report.get('float_ops', []))} float op(s)")
     return qmod, config
+
+
+def _name_final_dir(report_file: pathlib.Path, output: str) -> None:
+    """report.json names the run's directory: the ``--output`` it is renamed to, not the staging one."""
+    if report_file.is_file():
+        report = json.loads(report_file.read_text())
+        report["work_dir"] = str(output)
+        report_file.write_text(json.dumps(report, indent=2))
 
 
 def _refuse_quantized(path: str, mod: Any) -> None:
@@ -220,10 +237,13 @@ def _build(qmod: Any, out: pathlib.Path, offload: bool = True) -> None:
 
 
 def cmd_quantize(args: argparse.Namespace) -> None:
-    mod, params = _load(args.model, args.input_shape)
+    from tvm_sima.cli_output import staged_output
+
+    with staged_output(args.output) as staging:
+        mod, params = _load(args.model, args.input_shape)
+        qmod, _ = _quantize(args, mod, params, staging)
+        _build(qmod, staging)
     out = pathlib.Path(args.output)
-    qmod, _ = _quantize(args, mod, params, out)
-    _build(qmod, out)
     print(f"wrote {out / 'model.so'}, {out / 'artifacts'} and the run's files (report.json, qconfig.json, "
           f"layers.json, statistics.npz) in {out}")
 
@@ -244,57 +264,28 @@ def _metrics(names: Sequence[str]) -> dict[str, Any]:
         raise CliError(str(err)) from None
 
 
-def _output_scores(metrics: dict[str, Any], outputs: list, labels: Optional[list]) -> dict[str, float]:
-    """Each metric over ``outputs`` (``(float, quantized)`` per batch); with labels, also ``float_top1``."""
-    from tvm_sima.plugins import get_metric
+def _default_metrics(main: Any, labelled: bool) -> list[str]:
+    """The output metrics without ``--metric`` (:func:`tvm_sima.cli_report.default_metrics`).
 
-    if labels is not None:  # the float model's accuracy, beside the quantized one's
-        metrics = {**metrics, "float_top1": _FloatOnly(get_metric("top1"))}
-    for metric in metrics.values():
-        for (reference, test), label in zip(outputs, labels or [None] * len(outputs), strict=True):
-            metric.update(reference, test, label)
-    return {name: float(metric.result()) for name, metric in metrics.items()}
+    Prints the line saying why top1 is left out, when it is.
+    """
+    from tvm_sima.cli_report import default_metrics
 
-
-class _FloatOnly:
-    """A metric of the float model's output alone (its top-1 against the labels)."""
-
-    def __init__(self, metric: Any) -> None:
-        self.metric = metric
-
-    def update(self, reference: Any, test: Any, labels: Any) -> None:
-        self.metric.update(reference, reference, labels)
-
-    def result(self) -> float:
-        return float(self.metric.result())
+    ty = main.ret_ty.fields[0] if hasattr(main.ret_ty, "fields") else main.ret_ty
+    shape = getattr(ty, "shape", None)
+    names, note = default_metrics([_static(d) for d in shape or []], f"{ty.dtype}[{_dims(ty)}]" if shape else "",
+                                  labelled)
+    if note:
+        print(note)
+    return names
 
 
-def _print_report(results: dict[str, list], scores: dict[str, float], batches: int, labelled: bool) -> None:
-    modes = list(results)
-    by_mode = {mode: {m.name: m for m in ms} for mode, ms in results.items()}
-    print(f"{'tensor':28s} {'computed by':16s} {'scale':>10s} " + " ".join(f"{'SQNR ' + mode[:4]:>10s}"
-                                                                          for mode in modes))
-    for m in results[modes[0]]:
-        print(f"{m.name[:28]:28s} {m.producer[:16]:16s} {m.scale:10.6f} "
-              + " ".join(f"{by_mode[mode][m.name].sqnr:10.2f}" for mode in modes if m.name in by_mode[mode]))
-    for mode in modes:
-        worst = min(results[mode], key=lambda m: m.sqnr)
-        print(f"lowest SQNR ({mode}): {worst.name} ({worst.sqnr:.2f} dB)")
-    kind = "against labels" if labelled else "agreement with float"
-    print("output: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()) + f" ({batches} batches; top-k {kind})")
-
-
-def cmd_report(args: argparse.Namespace) -> None:
+def _compare(args: argparse.Namespace, mod: Any, params: dict, qmod: Any, evaluation: Any,
+             config: Any) -> tuple[dict[str, list], list]:
+    """Per-tensor metrics per ``--mode``, and the model's ``(float, quantized)`` outputs per batch."""
+    from tvm_sima.cli_report import nonfinite_batch
     from tvm_sima.compare import compare_tensors
-    from tvm_sima.html_report import write_report
 
-    metrics = _metrics(args.metric or DEFAULT_METRICS)
-    mod, params = _load(args.model, args.input_shape)
-    out = pathlib.Path(args.output)
-    _refuse_quantized(args.model, mod)
-    _, data_options = _config(args.config)
-    evaluation = _dataset(args.eval, mod["main"], _data_options(args, data_options))  # before the slow part
-    qmod, config = _quantize(args, mod, params, out)
     modes = ["continuous", "isolated"] if args.mode == "both" else [args.mode]
     results: dict[str, list] = {}
     outputs: list = []
@@ -304,51 +295,80 @@ def cmd_report(args: argparse.Namespace) -> None:
                                             config, mode=mode, outputs=outputs if k == 0 else None)
     except ValueError as err:
         raise CliError(str(err).splitlines()[0]) from None
-    scores = _output_scores(metrics, outputs, evaluation.labels)
-    json_path, html_path = write_report(out, results, model=str(args.model), eval_batches=len(evaluation),
-                                        output_metrics=scores)
-    _print_report(results, scores, len(outputs), evaluation.labels is not None)
-    print(f"wrote {json_path} and {html_path} (open it in a browser)")
+    bad = nonfinite_batch(outputs)
+    if bad is not None:
+        raise CliError(f"{args.eval}: batch {bad}: the float model's output holds NaN / Inf on finite input; "
+                       "no metric can compare it (check the model and the scale of the data)")
+    return results, outputs
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from tvm_sima.cli_output import staged_output
+    from tvm_sima.cli_report import output_scores, print_report
+    from tvm_sima.html_report import write_report
+
+    metrics = _metrics(args.metric) if args.metric else None  # unknown names fail before the slow part
+    with staged_output(args.output) as staging:
+        mod, params = _load(args.model, args.input_shape)
+        _refuse_quantized(args.model, mod)
+        _, data_options = _config(args.config)
+        evaluation = _dataset(args.eval, mod["main"], _data_options(args, data_options))  # before the slow part
+        metrics = metrics or _metrics(_default_metrics(mod["main"], evaluation.labels is not None))
+        qmod, config = _quantize(args, mod, params, staging)
+        results, outputs = _compare(args, mod, params, qmod, evaluation, config)
+        scores = output_scores(metrics, outputs, evaluation.labels)
+        write_report(staging, results, model=str(args.model), eval_batches=len(evaluation), output_metrics=scores)
+    print_report(results, scores, len(outputs), evaluation.labels is not None)
+    out = pathlib.Path(args.output)
+    print(f"wrote {out / 'per_layer.json'} and {out / 'report.html'} (open it in a browser)")
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
     import tvm_sima
+    from tvm_sima.cli_output import staged_output
 
-    mod, _ = _load(args.model, args.input_shape)
-    if not _is_quantized(_op_counts(mod)):
-        raise CliError(f"{args.model} is a float model; convert takes int8 TFLite or quantized ONNX models")
+    with staged_output(args.output) as staging:
+        mod, _ = _load(args.model, args.input_shape)
+        if not _is_quantized(_op_counts(mod)):
+            raise CliError(f"{args.model} is a float model; convert takes int8 TFLite or quantized ONNX models")
+        converted, report = tvm_sima.convert(mod, args.mode)
+        print(report.summary())
+        _build(converted, staging)
+        (staging / "convert_report.json").write_text(json.dumps(report.to_dict(), indent=1))
     out = pathlib.Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    converted, report = tvm_sima.convert(mod, args.mode)
-    print(report.summary())
-    ex = tvm_sima.build(converted, artifact_dir=str(out / "artifacts"))
-    ex.export_library(str(out / "model.so"))
-    (out / "convert_report.json").write_text(json.dumps(report.to_dict(), indent=1))
     print(f"wrote {out / 'model.so'}, {out / 'artifacts'}, {out / 'convert_report.json'}")
 
 
 def cmd_build(args: argparse.Namespace) -> None:
-    import tvm_sima
+    from tvm_sima.cli_output import staged_output
 
-    mod, params = _load(args.model, args.input_shape)
+    with staged_output(args.output) as staging:
+        _build(_build_input(args, staging), staging, offload=not args.no_offload)
     out = pathlib.Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    if _is_quantized(_op_counts(mod)):
-        qmod, report = tvm_sima.convert(mod, args.mode)
-        print(report.summary())
-        (out / "convert_report.json").write_text(json.dumps(report.to_dict(), indent=1))
-    else:
-        if args.statistics is None:
-            raise CliError(f"{args.model} is a float model: give --statistics DIR/statistics.npz from a "
-                           "`tvm-sima quantize` run (or quantize it with --calib)")
-        if not pathlib.Path(args.statistics).is_file():
-            raise CliError(f"statistics file {args.statistics} not found")
-        qmod, _ = _quantize(args, mod, params, out, statistics=args.statistics)
-    _build(qmod, out, offload=not args.no_offload)
     print(f"wrote {out / 'model.so'}" + (f" and {out / 'artifacts'}" if not args.no_offload else " (TIR only)"))
 
 
-DEFAULT_METRICS = ["top1", "cosine", "sqnr", "max_abs_error"]
+def _build_input(args: argparse.Namespace, staging: pathlib.Path) -> Any:
+    """What ``build`` builds: a quantized model converted, a float one quantized from its statistics."""
+    import tvm_sima
+
+    mod, params = _load(args.model, args.input_shape)
+    if _is_quantized(_op_counts(mod)):
+        qmod, report = tvm_sima.convert(mod, args.mode)
+        print(report.summary())
+        (staging / "convert_report.json").write_text(json.dumps(report.to_dict(), indent=1))
+        return qmod
+    if args.statistics is None:
+        raise CliError(f"{args.model} is a float model: give --statistics DIR/statistics.npz from a "
+                       "`tvm-sima quantize` run (or quantize it with --calib)")
+    if not pathlib.Path(args.statistics).is_file():
+        raise CliError(f"statistics file {args.statistics} not found")
+    import zipfile
+
+    if not zipfile.is_zipfile(args.statistics):  # an .npz is a zip archive
+        raise CliError(f"{args.statistics}: not a statistics.npz (truncated, or not written by `tvm-sima quantize`)")
+    return _quantize(args, mod, params, staging, statistics=args.statistics)[0]
+
 
 EXAMPLES = """examples (from the repository root):
   tvm-sima inspect tests/fixtures/digits_cnn_float.onnx
@@ -357,7 +377,13 @@ EXAMPLES = """examples (from the repository root):
       --eval tests/fixtures/digits_eval_nchw.npz --output build/r      # then open build/r/report.html
   tvm-sima convert tests/fixtures/digits_int8.tflite --output build/c
   tvm-sima build tests/fixtures/digits_cnn_float.onnx --statistics build/q/statistics.npz --output build/b
+
+exit status: 0 done; 1 error, one line on stderr (TVM_SIMA_DEBUG=1 adds the traceback of an unexpected
+one); 2 usage error; 130 interrupted. A failed run leaves --output DIR as it was.
 """
+
+OUTPUT_POLICY = ("; written to a temporary directory beside DIR and renamed to DIR at the end, so a failed run "
+                 "leaves nothing; an existing DIR is replaced if empty or from an earlier run, else refused")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -382,7 +408,7 @@ def _parser() -> argparse.ArgumentParser:
                            help="dataset option, repeatable (images: resize=256, crop=224x224, mean=0.485,0.456,0.406,"
                                 " std=..., scale=...; python: keyword arguments)")
         if output_help is not None:
-            p.add_argument("--output", required=True, metavar="DIR", help=output_help)
+            p.add_argument("--output", required=True, metavar="DIR", help=output_help + OUTPUT_POLICY)
         if config:
             p.add_argument("--config", metavar="FILE",
                            help="qconfig options: .toml, .yaml or .json (e.g. calibrate_mode = 'mse'; "
@@ -436,17 +462,26 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the command line; returns the exit status.
+
+    0 on success; 1 on any error, printed as one line ``tvm-sima: error: ...`` on stderr (an
+    error no check anticipated is printed as its type and first message line; with the
+    environment variable ``TVM_SIMA_DEBUG=1`` its traceback too); 2 on a usage error (argparse);
+    130 on Ctrl-C, quietly. A failed run leaves its ``--output`` as it was (:mod:`tvm_sima.cli_output`).
+    """
     args = _parser().parse_args(argv)
     try:
         args.run(args)
-    except CliError as err:
-        print(f"tvm-sima: error: {err}", file=sys.stderr)
+    except CliError as err:  # also an OutputError (cli_output)
+        print(f"tvm-sima: error: {one_line(err)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
     except BrokenPipeError:  # `tvm-sima inspect m.onnx | head`: stop quietly
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except Exception as err:  # last resort: one line, never a traceback (unless TVM_SIMA_DEBUG)
+        print(f"tvm-sima: error: {unexpected(err, args.command, getattr(args, 'model', ''))}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -41,14 +41,16 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
-import math
 import pathlib
+import pickle
+import zipfile
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from .math.metrics import cosine_from_sums, sqnr_db_from_sums
+from .calibration.data_checks import DataError, check_batches, check_dtype
+from .output_metrics import Cosine, MaxAbsError, Sqnr, TopK, top1, top5  # noqa: F401 (entry points name them here)
 
 __all__ = ["DATASET_GROUP", "METRIC_GROUP", "Dataset", "InputSpec", "PluginError", "dataset_plugins",
            "get_metric", "load_dataset", "metric_plugins", "register_dataset", "register_metric"]
@@ -171,10 +173,20 @@ def get_metric(name: str) -> Any:
     return metric
 
 
-def load_dataset(spec: str, inputs: Sequence[Union[InputSpec, tuple]], options: Optional[dict] = None) -> Dataset:
+def load_dataset(spec: str, inputs: Sequence[Union[InputSpec, tuple]], options: Optional[dict] = None, *,
+                 allow_nonfinite: bool = False) -> Dataset:
     """Batches for a model with ``inputs`` from ``spec`` (see the module docstring).
 
     ``inputs`` are :class:`InputSpec` or plain ``(name, shape, dtype)`` tuples; ``options`` go to the plugin.
+    Every batch of every plugin is checked against ``inputs`` (rank, static dimensions, dtype) and
+    cast to the input dtypes; NaN / Inf in a float input is an error naming the sample unless
+    ``allow_nonfinite`` (:mod:`tvm_sima.calibration.data_checks`).
+
+    Raises
+    ------
+    PluginError
+        No plugin reads ``spec``, the plugin failed with a message for the user, or the data does
+        not fit the model's inputs (the message names the input, the sample and what is wrong).
     """
     inputs = [i if isinstance(i, InputSpec) else InputSpec(i[0], tuple(int(d) for d in i[1]), *map(str, i[2:]))
               for i in inputs]
@@ -185,12 +197,16 @@ def load_dataset(spec: str, inputs: Sequence[Union[InputSpec, tuple]], options: 
         plugin, source = plugins[name], rest
     else:
         plugin, source = plugins[_guess(spec, plugins)], spec
-    dataset = plugin(source, inputs, options)
-    if not isinstance(dataset, Dataset):
-        raise PluginError(f"dataset plugin for {spec!r} returned {type(dataset).__name__}, not a Dataset")
-    if not dataset.batches:
-        raise PluginError(f"{spec}: no batch (fewer samples than one batch of the model?)")
-    dataset.source = dataset.source or spec
+    try:
+        dataset = plugin(source, inputs, options)
+        if not isinstance(dataset, Dataset):
+            raise PluginError(f"dataset plugin for {spec!r} returned {type(dataset).__name__}, not a Dataset")
+        if not dataset.batches:
+            raise PluginError(f"{spec}: no batch (fewer samples than one batch of the model?)")
+        dataset.source = dataset.source or spec
+        dataset.batches = check_batches(dataset.batches, inputs, dataset.source, allow_nonfinite)
+    except DataError as err:
+        raise PluginError(str(err)) from None
     return dataset
 
 
@@ -227,6 +243,7 @@ def _split(arrays: dict[str, np.ndarray], inputs: Sequence[InputSpec], source: s
         if a.ndim != len(spec.shape) or any(w > 0 and w != g for w, g in zip(want, a.shape[1:], strict=True)):
             raise PluginError(f"{source}: array for input {spec.name!r} has shape {a.shape}; the model takes "
                               f"({', '.join(['N', *map(str, want)])})")
+        check_dtype(a, spec.name, spec.dtype, source)
         arrays[spec.name] = a.astype(spec.dtype, copy=False)
     count = min(len(a) for a in arrays.values()) // batch
     if count == 0:
@@ -252,18 +269,29 @@ def _file(source: str, suffix: str) -> pathlib.Path:
     return path
 
 
+def _read_arrays(path: pathlib.Path) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npy`` (as ``"array"``) or ``.npz`` file; an unreadable file is a PluginError."""
+    try:
+        with open(path, "rb") as handle:
+            if path.suffix == ".npy":
+                return {"array": np.load(handle)}
+            with np.load(handle) as npz:
+                return {k: npz[k] for k in npz.files}
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
+        raise PluginError(f"{path}: not a readable {path.suffix} file ({' '.join(str(err).split())}); "
+                          f"the file is truncated or corrupt, or holds objects (save plain arrays)") from None
+
+
 def npy_dataset(source: str, inputs: list[InputSpec], options: dict) -> Dataset:
     path = _file(source, ".npy")
     if len(inputs) != 1:
         raise PluginError(f"{source}: the model has {len(inputs)} inputs; give an .npz with one array per input "
                           f"name ({', '.join(i.name for i in inputs)})")
-    return _split({inputs[0].name: np.load(path)}, inputs, source)
+    return _split({inputs[0].name: _read_arrays(path)["array"]}, inputs, source)
 
 
 def npz_dataset(source: str, inputs: list[InputSpec], options: dict) -> Dataset:
-    path = _file(source, ".npz")
-    with np.load(path) as npz:
-        arrays = {k: npz[k] for k in npz.files}
+    arrays = _read_arrays(_file(source, ".npz"))
     labels = arrays.pop("labels", None)
     if len(inputs) == 1 and len(arrays) == 1:
         arrays = {inputs[0].name: next(iter(arrays.values()))}
@@ -377,7 +405,11 @@ def python_dataset(source: str, inputs: list[InputSpec], options: dict) -> Datas
         spec = importlib.util.spec_from_file_location(f"tvm_sima_dataset_{path.stem}", path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as err:  # a syntax error, a failing import in the user's file
+            raise PluginError(f"python dataset: {target} failed to run: {type(err).__name__}: "
+                              f"{(str(err).strip().splitlines() or [''])[0]}") from None
     else:
         try:
             module = importlib.import_module(target)
@@ -387,11 +419,15 @@ def python_dataset(source: str, inputs: list[InputSpec], options: dict) -> Datas
     func = getattr(module, func_name, None)
     if not callable(func):
         raise PluginError(f"python dataset: {target} has no function {func_name!r}")
-    result = func(**options)
     labels = None
-    if isinstance(result, tuple) and len(result) == 2:
-        result, labels = result
-    batches = list(result)
+    try:  # the user's code: any failure is reported as the dataset's, in one line
+        result = func(**options)
+        if isinstance(result, tuple) and len(result) == 2:
+            result, labels = result
+        batches = list(result)
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise PluginError(f"python dataset {source}: {type(err).__name__}: {first}") from None
     return Dataset(batches, None if labels is None else _label_batches(labels, batches, source), source)
 
 
@@ -410,97 +446,6 @@ def _label_batches(labels: Any, batches: list, source: str) -> list[np.ndarray]:
 
 _BUILTIN_DATASETS: dict[str, Callable[..., Dataset]] = {
     "npy": npy_dataset, "npz": npz_dataset, "images": images_dataset, "python": python_dataset}
-
-
-# ---------------------------------------------------------------------------- metrics
-
-def _rows(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    return x.reshape(len(x), -1) if x.ndim > 1 else x.reshape(1, -1)
-
-
-@dataclass
-class TopK:
-    """Top-k accuracy against labels, or agreement with the float model's top-1 without labels."""
-
-    k: int = 1
-    hits: int = 0
-    count: int = 0
-    with_labels: Optional[bool] = None
-
-    @property
-    def name(self) -> str:
-        return f"top{self.k}"
-
-    def update(self, reference: np.ndarray, test: np.ndarray, labels: Optional[np.ndarray] = None) -> None:
-        ref, tst = _rows(reference), _rows(test)
-        top = np.argsort(-tst, axis=1, kind="stable")[:, : self.k]
-        target = np.asarray(labels).reshape(-1) if labels is not None else ref.argmax(axis=1)
-        self.with_labels = labels is not None if self.with_labels is None else self.with_labels
-        self.hits += int((top == target[:, None]).any(axis=1).sum())
-        self.count += len(target)
-
-    def result(self) -> float:
-        return self.hits / self.count if self.count else math.nan
-
-
-@dataclass
-class Cosine:
-    """Cosine similarity of the float and quantized outputs, over all of them."""
-
-    name: str = "cosine"
-    dot: float = 0.0
-    ref_sq: float = 0.0
-    test_sq: float = 0.0
-
-    def update(self, reference: np.ndarray, test: np.ndarray, labels: Optional[np.ndarray] = None) -> None:
-        r, t = np.asarray(reference, np.float64).ravel(), np.asarray(test, np.float64).ravel()
-        self.dot += float(r @ t)
-        self.ref_sq += float(r @ r)
-        self.test_sq += float(t @ t)
-
-    def result(self) -> float:
-        return cosine_from_sums(self.dot, self.ref_sq, self.test_sq)
-
-
-@dataclass
-class Sqnr:
-    """Signal-to-quantization-noise ratio of the outputs in dB (inf when equal)."""
-
-    name: str = "sqnr"
-    signal: float = 0.0
-    noise: float = 0.0
-
-    def update(self, reference: np.ndarray, test: np.ndarray, labels: Optional[np.ndarray] = None) -> None:
-        r, t = np.asarray(reference, np.float64), np.asarray(test, np.float64)
-        self.signal += float((r * r).sum())
-        self.noise += float(((r - t) ** 2).sum())
-
-    def result(self) -> float:
-        return sqnr_db_from_sums(self.signal, self.noise)
-
-
-@dataclass
-class MaxAbsError:
-    """The largest absolute difference between float and quantized outputs."""
-
-    name: str = "max_abs_error"
-    value: float = 0.0
-
-    def update(self, reference: np.ndarray, test: np.ndarray, labels: Optional[np.ndarray] = None) -> None:
-        diff = np.abs(np.asarray(reference, np.float64) - np.asarray(test, np.float64))
-        self.value = max(self.value, float(diff.max(initial=0.0)))
-
-    def result(self) -> float:
-        return self.value
-
-
-def top1() -> TopK:
-    return TopK(1)
-
-
-def top5() -> TopK:
-    return TopK(5)
 
 
 _BUILTIN_METRICS: dict[str, Callable[[], Any]] = {

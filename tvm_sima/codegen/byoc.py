@@ -7,10 +7,11 @@
   stay on the host.
 * ``relax.ext.sima`` (called by ``relax.transform.RunCodegen``): for each region, inlines its
   composite functions into one program (:mod:`.artifact`), writes the artifact when asked
-  (``RunCodegen({"sima": {"artifact_dir": path}})``), and returns a ``CSourceModule`` whose C++
-  (:mod:`.csource`) implements the region as one packed function ``__tvm_ffi_<symbol>`` with the
-  weights as constant arrays. TVM compiles it with the host code (in process when the VM is
-  created, or into the ``.so`` by ``export_library``).
+  (``RunCodegen({"sima": {"artifact_dir": path}})``: ``path/region_000/``, ... in the order of the
+  regions, see :func:`region_directory`; the region's symbol is the program's ``name``), and
+  returns a ``CSourceModule`` whose C++ (:mod:`.csource`) implements the region as one packed
+  function ``__tvm_ffi_<symbol>`` with the weights as constant arrays. TVM compiles it with the
+  host code (in process when the VM is created, or into the ``.so`` by ``export_library``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ..converter.rules import DEFAULT_LIMITS, HardwareLimits, check_requant, che
 from .artifact import Program, program_from_function, write_program
 from .csource import _CTYPES, KERNELS, PRELUDE, kernel_source
 
-__all__ = ["PATTERNS", "partition_for_sima", "offloaded_functions", "CODEGEN"]
+__all__ = ["PATTERNS", "partition_for_sima", "offloaded_functions", "region_directory", "CODEGEN"]
 
 CODEGEN = "sima"
 
@@ -188,19 +189,30 @@ extern "C" TVM_FFI_DLL_EXPORT int __tvm_ffi_{symbol}(void*, const TVMFFIAny* arg
     return "".join(src + body)
 
 
+def region_directory(index: int, count: int) -> str:
+    """The artifact directory name of region ``index`` of ``count``: ``region_000``, ``region_001``, ...
+
+    Region symbols are built by ``MergeCompositeFunctions`` from the names of every op they hold
+    (hundreds of characters on a real network, past the 255-byte file name limit), so the directory
+    is named by the region's position in the codegen's list (zero-padded, so that sorted names keep
+    that order); the symbol is the ``name`` in its ``program.json``.
+    """
+    return f"region_{index:0{max(3, len(str(max(count - 1, 0))))}d}"
+
+
 @tvm_ffi.register_global_func(f"relax.ext.{CODEGEN}", override=True)
 def _sima_codegen(functions: Any, options: Any, _constant_names: Any) -> list:
     artifact_dir: Optional[str] = str(options["artifact_dir"]) if options is not None and \
         "artifact_dir" in options else None
     create = tvm.get_global_func("runtime.CSourceModuleCreate")
     modules = []
-    for func in functions:
+    for index, func in enumerate(functions):
         symbol = str(func.attrs["global_symbol"])
         program = region_program(func, symbol)
         unknown = sorted({op["op"] for op in program.graph["ops"]} - set(KERNELS))
         if unknown:
             raise ValueError(f"relax.ext.sima: region {symbol} holds {unknown}, which have no kernel")
         if artifact_dir is not None:
-            write_program(program, pathlib.Path(artifact_dir) / symbol)
+            write_program(program, pathlib.Path(artifact_dir) / region_directory(index, len(functions)))
         modules.append(create(region_source(program, symbol), "cc", [symbol], []))
     return modules
