@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tvm import relax
 
 import tvm_sima
-from tvm_sima.frontends.loader import UnsupportedOpsError, bind_params
+from tvm_sima.frontends.loader import InputShapeError, UnsupportedOpsError, bind_params
 
 
 def onnx_model(path, batch=1, extra_nodes=()):
@@ -61,7 +61,7 @@ def test_tflite_float_matches_litert(fixtures_dir):
 
 def test_every_unsupported_op_is_listed_with_its_node(tmp_path):
     extra = [helper.make_node("FancyOp", ["y"], ["z"], name="fancy_1"),
-             helper.make_node("OtherOp", ["z"], ["w"], name="other_2")]
+             helper.make_node("OtherOp", ["z"], ["z2"], name="other_2")]
     path = onnx_model(tmp_path / "m.onnx", extra_nodes=extra)
     with pytest.raises(UnsupportedOpsError, match=r"2 unsupported op\(s\): FancyOp \(node 'fancy_1'\); "
                                                   r"OtherOp \(node 'other_2'\)") as info:
@@ -69,15 +69,17 @@ def test_every_unsupported_op_is_listed_with_its_node(tmp_path):
     assert [op for op, _ in info.value.ops] == ["FancyOp", "OtherOp"]
 
 
-def test_dynamic_inputs_need_shapes(tmp_path):
+def test_dynamic_batch_is_one_unless_given(tmp_path):
+    # every spelling of dynamic dimensions, the CLI and TFLite: tests/test_dynamic_shapes.py
     path = onnx_model(tmp_path / "m.onnx", batch="N")
-    with pytest.raises(ValueError, match=r"input 'x' has dynamic shape \[None, 3, 8, 8\]; pass input_shapes"):
-        tvm_sima.load_model(path)
+    mod, _ = tvm_sima.load_model(path)
+    assert [int(d) for d in mod["main"].params[0].ty.shape] == [1, 3, 8, 8]
     mod, _ = tvm_sima.load_model(path, input_shapes={"x": (2, 3, 8, 8)})
     assert [int(d) for d in mod["main"].params[0].ty.shape] == [2, 3, 8, 8]
-    with pytest.raises(ValueError, match=r"input_shapes\['x'\]=\(2, 3, 9, 8\) does not fit"):
+    with pytest.raises(InputShapeError, match=r"input_shapes=\{'x': \(2, 3, 9, 8\)\} does not fit input 'x', "
+                                              r"declared \[N, 3, 8, 8\] \(dimension 2 is 8 in the file\)"):
         tvm_sima.load_model(path, input_shapes={"x": (2, 3, 9, 8)})
-    with pytest.raises(ValueError, match=r"input_shapes names \['image'\], which are not inputs"):
+    with pytest.raises(ValueError, match=r"input_shapes=\{'image': \(1, 3, 8, 8\)\} names no input"):
         tvm_sima.load_model(path, input_shapes={"image": (1, 3, 8, 8)})
 
 

@@ -2,7 +2,12 @@
 
 Before importing, every op of the file is checked against TVM's Relax importer; all the
 unsupported ones are reported at once, each with its node (ONNX) or op index and output
-tensor (TFLite). Shapes come from the file; dynamic dimensions need ``input_shapes``.
+tensor (TFLite). Shapes come from the file. A dynamic dimension (an ONNX ``dim_param`` symbol,
+an unset ``?`` dimension, a literal ``-1`` as paddle2onnx writes; a TFLite ``shape_signature``
+``-1``) is taken from ``input_shapes``, or from another input given the same symbol; a dynamic
+*batch* (first) dimension otherwise becomes 1, logged once at INFO; any other is an
+:class:`InputShapeError` that says which shape to give. :func:`shapes_from_data` fills them from
+an array's shape (calibration data).
 An int8 TFLite model is imported by :mod:`tvm_sima.frontends.tflite_qdq` as a QDQ graph that
 keeps its integer interface; a quantized ONNX model (QDQ, or QOperator rewritten to QDQ) by
 :mod:`tvm_sima.frontends.onnx_qdq`, with its weights as constants. Both are what
@@ -11,13 +16,23 @@ keeps its integer interface; a quantized ONNX model (QDQ, or QOperator rewritten
 
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
-from typing import Any, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
-__all__ = ["load_model", "bind_params", "UnsupportedOpsError"]
+__all__ = ["load_model", "bind_params", "declared_inputs", "shapes_from_data", "python_argument",
+           "UnsupportedOpsError", "InputShapeError", "DynamicShapeError"]
 
-Shapes = Optional[dict[str, tuple[int, ...]]]
+logger = logging.getLogger(__name__)
+
+Shapes = Optional[Mapping[str, Sequence[int]]]
+Dim = Union[int, str, None]
+"""A declared input dimension: a fixed size, a symbol (ONNX ``dim_param``), or None (``?``, ``-1``)."""
+Declared = dict[str, Optional[list[Dim]]]
+"""Each input's declared dimensions, or None when the file gives no shape (unknown rank)."""
+Spell = Callable[[str, Sequence[str]], str]
+"""How an error names the argument that sets a shape: ``spell(input name, dims) -> text``."""
 
 
 class UnsupportedOpsError(ValueError):
@@ -28,6 +43,56 @@ class UnsupportedOpsError(ValueError):
         listed = "; ".join(f"{op} ({where})" for op, where in ops[:20])
         more = f"; and {len(ops) - 20} more" if len(ops) > 20 else ""
         super().__init__(f"{path}: {len(ops)} unsupported op(s): {listed}{more}")
+
+
+def python_argument(name: str, dims: Sequence[str]) -> str:
+    """Spell a shape as :func:`load_model`'s argument: ``input_shapes={'x': (1, 3, H, W)}``."""
+    return f"input_shapes={{{name!r}: ({', '.join(dims)}{',' if len(dims) == 1 else ''})}}"
+
+
+def _spelled(dims: Optional[Sequence[Dim]]) -> str:
+    return "unknown" if dims is None else "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+
+
+class InputShapeError(ValueError):
+    """A shape given for an input does not fit the shape its model file declares.
+
+    ``path``, ``name``, ``declared`` (a list of :data:`Dim`, or None for an unknown rank), ``given``
+    (the shape given) and ``problem`` (what is wrong with it) are attributes, so a caller can word
+    the error for its own interface: ``err.message(spell)`` names the argument with
+    ``spell(name, dims)``; ``str(err)`` is ``err.message(python_argument)``.
+    """
+
+    def __init__(self, path: str, name: str, declared: Optional[list[Dim]], given: Sequence[Any],
+                 problem: str) -> None:
+        self.path, self.name, self.declared = path, name, declared
+        self.given, self.problem = tuple(given), problem
+        super().__init__(self.message(python_argument))
+
+    def message(self, spell: Spell) -> str:
+        """The one-line error, naming the shape argument as ``spell`` writes it."""
+        return f"{self.path}: {spell(self.name, [str(d) for d in self.given])} {self.problem}"
+
+
+class DynamicShapeError(InputShapeError):
+    """An input has a dynamic dimension (not the batch) that no given shape or symbol fixes.
+
+    ``given`` is the shape to give, with the known sizes filled in and a placeholder (the
+    symbol, or ``D<k>`` for the k-th dimension) where a size is needed.
+    """
+
+    def __init__(self, path: str, name: str, declared: Optional[list[Dim]], suggestion: Sequence[str]) -> None:
+        super().__init__(path, name, declared, suggestion, "")
+
+    def message(self, spell: Spell) -> str:
+        """The one-line error, suggesting the shape to give as ``spell`` writes it."""
+        if self.declared is None:
+            what = "no declared shape (unknown rank)"
+        else:
+            dynamic = ", ".join(s for s in self.given if not s.isdigit())
+            what = f"dynamic dimension(s) {dynamic} in its declared shape {_spelled(self.declared)}"
+        return (f"{self.path}: input {self.name!r} has {what} that the model file does not fix; "
+                f"give its shape with {spell(self.name, list(self.given))}")
 
 
 def load_model(path: Union[str, os.PathLike], input_shapes: Shapes = None) -> tuple[Any, dict]:
@@ -41,7 +106,9 @@ def load_model(path: Union[str, os.PathLike], input_shapes: Shapes = None) -> tu
     path : str or PathLike
         The model file.
     input_shapes : dict, optional
-        ``{input name: shape}``, required for inputs with dynamic dimensions.
+        ``{input name: shape}``; a shape fits the declared one when it has its rank and its fixed
+        sizes (dynamic dimensions take any size >= 1). Needed for inputs with a dynamic dimension
+        other than the batch (a dynamic batch becomes 1).
 
     Returns
     -------
@@ -52,9 +119,9 @@ def load_model(path: Union[str, os.PathLike], input_shapes: Shapes = None) -> tu
 
     Raises
     ------
-    FileNotFoundError, ValueError, UnsupportedOpsError
-        Missing file; unknown extension, unreadable file, missing or wrong input shapes;
-        unsupported ops (all of them, with where they are).
+    FileNotFoundError, ValueError, InputShapeError, DynamicShapeError, UnsupportedOpsError
+        Missing file; unknown extension, unreadable file; a given shape that does not fit;
+        a dynamic dimension nothing fixes; unsupported ops (all of them, with where they are).
     """
     file = pathlib.Path(path)
     if not file.is_file():
@@ -67,35 +134,101 @@ def load_model(path: Union[str, os.PathLike], input_shapes: Shapes = None) -> tu
     raise ValueError(f"{file}: unknown model type {suffix!r}; tvm-sima loads .onnx and .tflite files")
 
 
-def _input_shapes(path: pathlib.Path, declared: dict[str, list], given: Shapes) -> dict[str, tuple[int, ...]]:
-    given = dict(given or {})
-    unknown = sorted(set(given) - set(declared))
-    if unknown:
-        raise ValueError(f"{path}: input_shapes names {unknown}, which are not inputs; inputs: {sorted(declared)}")
-    shapes = {}
-    for name, dims in declared.items():
-        if name in given:
-            shape = tuple(int(d) for d in given[name])
-            if len(shape) != len(dims) or any(d not in (None, s) for d, s in zip(dims, shape, strict=True)):
-                raise ValueError(f"{path}: input_shapes[{name!r}]={shape} does not fit the declared shape {dims}")
-            shapes[name] = shape
-        elif any(d is None for d in dims):
-            raise ValueError(f"{path}: input {name!r} has dynamic shape {dims}; pass input_shapes={{{name!r}: (...)}}")
-        else:
-            shapes[name] = tuple(dims)
-    return shapes
+def _input_shapes(path: pathlib.Path, declared: Declared, given: Shapes) -> dict[str, tuple[int, ...]]:
+    """Every input's static shape: given, else declared, with its dynamic dimensions resolved.
+
+    A symbol takes the size a given shape has for it; a dynamic first (batch) dimension left
+    over becomes 1 (logged); any other dynamic dimension is a :class:`DynamicShapeError`.
+    """
+    fixed = {name: _checked(str(path), name, declared, shape) for name, shape in (given or {}).items()}
+    bound = {d: size for name, shape in fixed.items() for d, size in zip(declared[name] or [], shape, strict=False)
+             if isinstance(d, str)}
+    return {name: fixed[name] if name in fixed else _resolved(str(path), name, dims, bound)
+            for name, dims in declared.items()}
+
+
+def _checked(path: str, name: str, declared: Declared, shape: Sequence[Any]) -> tuple[int, ...]:
+    """``shape`` as ints, when it fits input ``name``'s declared shape; else an InputShapeError."""
+    try:
+        ints = tuple(int(d) for d in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: input_shapes[{name!r}]={shape!r}: a shape is a sequence of ints") from None
+    if name not in declared:
+        raise InputShapeError(path, name, None, ints, f"names no input of the model; its inputs: {sorted(declared)}")
+    dims = declared[name]
+    if any(d < 1 for d in ints):
+        raise InputShapeError(path, name, dims, ints, "has a size < 1; give every dimension as a positive size, "
+                                                      "the dynamic ones too")
+    if dims is None:
+        return ints
+    if len(ints) != len(dims):
+        raise InputShapeError(path, name, dims, ints, f"has rank {len(ints)}; input {name!r} has rank "
+                                                      f"{len(dims)}, declared {_spelled(dims)}")
+    conflicts = [f"dimension {k} is {d}" for k, (d, g) in enumerate(zip(dims, ints, strict=True))
+                 if isinstance(d, int) and d != g]
+    if conflicts:
+        raise InputShapeError(path, name, dims, ints, f"does not fit input {name!r}, declared {_spelled(dims)} "
+                                                      f"({', '.join(conflicts)} in the file)")
+    return ints
+
+
+def _resolved(path: str, name: str, dims: Optional[list[Dim]], bound: dict[str, int]) -> tuple[int, ...]:
+    """The declared shape with symbols from ``bound`` and a dynamic batch of 1 (binds its symbol)."""
+    if dims is None:
+        raise DynamicShapeError(path, name, None, ["D1", "D2", "..."])
+    sizes = [d if isinstance(d, int) else bound.get(d) if isinstance(d, str) else None for d in dims]
+    batch = bool(dims) and sizes[0] is None
+    if batch:
+        sizes[0] = 1
+    shape = tuple(s for s in sizes if s is not None)
+    if len(shape) < len(dims):
+        suggestion = [_placeholder(k, d, s) for k, (d, s) in enumerate(zip(dims, sizes, strict=True))]
+        raise DynamicShapeError(path, name, dims, suggestion)
+    if batch:
+        _log_batch(path, name, dims[0])
+        if isinstance(dims[0], str):
+            bound[dims[0]] = 1
+    return shape
+
+
+def _log_batch(path: str, name: str, dim: Dim) -> None:
+    logger.info("%s: input %r: dynamic batch dimension %r set to 1", path, name, dim or "?")
+
+
+def _placeholder(k: int, dim: Dim, size: Optional[int]) -> str:
+    """How a suggested shape writes dimension ``k``: its size, else its symbol, else ``D<k+1>``."""
+    return str(size) if size is not None else str(dim) if dim is not None else f"D{k + 1}"
+
+
+def _read_onnx(path: pathlib.Path, load_external_data: bool = True) -> Any:
+    import onnx
+
+    try:
+        return onnx.load(str(path), load_external_data=load_external_data)
+    except Exception as err:  # onnx raises DecodeError and others: one message for all
+        raise ValueError(f"{path}: not a readable ONNX model ({type(err).__name__}: {err})") from None
+
+
+def _onnx_dim(dim: Any) -> Dim:
+    """A size (``dim_value`` >= 1), a symbol (``dim_param``), or None (unset, or paddle2onnx's ``-1``)."""
+    if dim.HasField("dim_value") and dim.dim_value >= 1:
+        return int(dim.dim_value)
+    return dim.dim_param if dim.HasField("dim_param") and dim.dim_param else None
+
+
+def _onnx_declared(model: Any) -> Declared:
+    """The data inputs of the graph (not its initializers) with their declared dimensions."""
+    initializers = {i.name for i in model.graph.initializer}
+    return {i.name: [_onnx_dim(d) for d in i.type.tensor_type.shape.dim] if i.type.tensor_type.HasField("shape")
+            else None for i in model.graph.input if i.name not in initializers}
 
 
 def _load_onnx(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
-    import onnx
     from tvm.relax.frontend import detach_params
     from tvm.relax.frontend.onnx import from_onnx
     from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
-    try:
-        model = onnx.load(str(path))
-    except Exception as err:  # onnx raises DecodeError and others: one message for all
-        raise ValueError(f"{path}: not a readable ONNX model ({type(err).__name__}: {err})") from None
+    model = _read_onnx(path)
     from .onnx_qdq import UNSUPPORTED_QUANTIZED, is_quantized, qdq_to_sima, rewrite_qoperators
 
     quantized = is_quantized(model)
@@ -110,12 +243,7 @@ def _load_onnx(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
                      if n.op_type not in supported and n.op_type not in UNSUPPORTED_QUANTIZED]
     if missing:
         raise UnsupportedOpsError(str(path), missing)
-    initializers = {i.name for i in model.graph.initializer}
-    declared = {
-        i.name: [d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim]
-        for i in model.graph.input if i.name not in initializers
-    }
-    shapes = _input_shapes(path, declared, input_shapes)
+    shapes = _input_shapes(path, _onnx_declared(model), input_shapes)
     if quantized:  # weights stay constants: the converter reads them
         return qdq_to_sima(from_onnx(model, shape_dict=shapes, keep_params_in_input=False)), {}
     mod, detached = detach_params(from_onnx(model, shape_dict=shapes, keep_params_in_input=True))
@@ -138,11 +266,15 @@ def _load_tflite(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
     if any(t.dtype == np.int8 and t.quantized and t.data is None for t in graph.tensors):  # int8 activations
         from .tflite_qdq import import_int8_tflite, unsupported_ops
 
-        if input_shapes:
-            static = {t.name: t.shape for t in inputs}
-            if any(tuple(input_shapes.get(name, shape)) != tuple(shape) for name, shape in static.items()):
-                raise ValueError(f"{path}: an int8 TFLite model is imported with the shapes it stores {static}; "
-                                 f"input_shapes={input_shapes} asks for others")
+        static = {t.name: list(t.shape) for t in inputs}
+        declared = _tflite_declared(path.read_bytes(), inputs)
+        for name, shape in (input_shapes or {}).items():
+            if list(_checked(str(path), name, declared, shape)) != static[name]:
+                raise InputShapeError(str(path), name, declared[name], shape, "does not fit: an int8 TFLite model "
+                                      f"is imported with the shapes it stores, {static[name]} for {name!r}")
+        for name, dims in declared.items():  # the importer takes the stored shapes: a dynamic batch is 1
+            if dims and dims[0] is None and name not in (input_shapes or {}):
+                _log_batch(str(path), name, None)
         missing = unsupported_ops(graph)
         if missing:
             raise UnsupportedOpsError(str(path), missing)
@@ -152,14 +284,83 @@ def _load_tflite(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
                for op in graph.ops if op.name not in supported]
     if missing:
         raise UnsupportedOpsError(str(path), missing)
-    declared = {t.name: [d if d > 0 else None for d in t.shape] for t in inputs}
-    shapes = _input_shapes(path, declared, input_shapes)
     buf = path.read_bytes()
+    shapes = _input_shapes(path, _tflite_declared(buf, inputs), input_shapes)
     mod = from_tflite(tflite.Model.GetRootAsModel(buf, 0), shape_dict=shapes,
                       dtype_dict={t.name: str(t.dtype) for t in inputs})
     if isinstance(mod, tuple):  # the importer returns (mod, params); its weights are constants in main
         mod = mod[0]
     return detach_params(mod)[0], {}
+
+
+def _tflite_declared(buf: bytes, inputs: Sequence[Any]) -> Declared:
+    """Input dimensions from ``shape_signature`` (``-1`` where dynamic) when the file has one, else ``shape``."""
+    import tflite
+
+    graph = tflite.Model.GetRootAsModel(buf, 0).Subgraphs(0)
+    declared: Declared = {}
+    for t in inputs:
+        raw = graph.Tensors(t.index)
+        signature = [int(d) for d in raw.ShapeSignatureAsNumpy()] if raw.ShapeSignatureLength() else []
+        dims = signature if len(signature) == len(t.shape) else list(t.shape)
+        declared[t.name] = [d if d > 0 else None for d in dims]
+    return declared
+
+
+def declared_inputs(path: Union[str, os.PathLike]) -> Declared:
+    """The data inputs of a ``.onnx`` / ``.tflite`` file and the dimensions it declares, without importing it.
+
+    Returns
+    -------
+    dict
+        ``{input name: [dim, ...]}``, each dim a size, a symbol (ONNX ``dim_param``) or None
+        (``?``, ``-1``); None instead of the list when the file declares no shape.
+    """
+    file = pathlib.Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"model file {file} not found")
+    if file.suffix.lower() == ".onnx":
+        return _onnx_declared(_read_onnx(file, load_external_data=False))
+    if file.suffix.lower() == ".tflite":
+        from .tflite_flatbuffer import read_tflite
+
+        graph = read_tflite(file)
+        return _tflite_declared(file.read_bytes(), [graph.tensors[i] for i in graph.inputs])
+    raise ValueError(f"{file}: unknown model type {file.suffix!r}; tvm-sima loads .onnx and .tflite files")
+
+
+def shapes_from_data(path: Union[str, os.PathLike], data_shapes: Mapping[str, Sequence[int]],
+                     input_shapes: Shapes = None) -> dict[str, tuple[int, ...]]:
+    """``input_shapes`` for :func:`load_model`, with the dynamic dimensions taken from data.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The model file.
+    data_shapes : dict
+        ``{input name: shape of one batch of data}``, e.g. a calibration batch's; its first
+        dimension is the batch the model will be built for.
+    input_shapes : dict, optional
+        Shapes given explicitly; they win over the data.
+
+    Returns
+    -------
+    dict
+        ``input_shapes`` plus, for each other input that has a dynamic dimension and data of its
+        rank, the declared shape with the data's sizes where it is dynamic (logged at INFO).
+        Fixed sizes stay the file's: :func:`load_model` and the dataset check the rest.
+    """
+    shapes = {name: tuple(int(d) for d in shape) for name, shape in (input_shapes or {}).items()}
+    for name, dims in declared_inputs(path).items():
+        data = data_shapes.get(name)
+        if name in shapes or data is None or (dims is not None and len(dims) != len(data)):
+            continue
+        if dims is None or not all(isinstance(d, int) for d in dims):
+            shapes[name] = tuple(int(g) if dims is None or not isinstance(d, int) else d
+                                 for d, g in zip(dims or data, data, strict=True))
+            logger.info("%s: input %r: dynamic dimensions of %s taken from the data: %s", path, name,
+                        _spelled(dims), shapes[name])
+    return shapes
 
 
 def bind_params(mod: Any, params: dict) -> Any:
