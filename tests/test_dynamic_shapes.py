@@ -24,7 +24,8 @@ from onnx import TensorProto, helper, numpy_helper
 from tvm import relax
 
 import tvm_sima
-from tvm_sima.cli import _data_shapes, _load, main
+from tvm_sima.cli import main
+from tvm_sima.cli_model import data_shapes, load_model
 from tvm_sima.frontends.loader import (
     DynamicShapeError,
     InputShapeError,
@@ -324,16 +325,16 @@ def test_cli_load_takes_dynamic_dimensions_from_data_only_when_needed(tmp_path):
     calib = tmp_path / "calib.npy"
     np.save(calib, np.zeros((5, 1, 12, 10), np.float32))
     path = cnn(tmp_path / "m.onnx", ["N", 1, "H", "W"])
-    assert _data_shapes(str(path), str(calib), {}) == {"x": (1, 1, 12, 10)}  # one batch: the batch is 1
-    mod, _ = _load(str(path), None, lambda: _data_shapes(str(path), str(calib), {}))
+    assert data_shapes(str(path), str(calib), {}) == {"x": (1, 1, 12, 10)}  # one batch: the batch is 1
+    mod, _ = load_model(str(path), None, lambda: data_shapes(str(path), str(calib), {}))
     assert static_shape(mod["main"].params[0]) == [1, 1, 12, 10]
 
     def unused() -> dict:
         raise AssertionError("the data is read only when a dynamic dimension other than the batch is left")
 
-    mod, _ = _load(str(cnn(tmp_path / "b.onnx", ["N", 1, 8, 8])), None, unused)
+    mod, _ = load_model(str(cnn(tmp_path / "b.onnx", ["N", 1, 8, 8])), None, unused)
     assert static_shape(mod["main"].params[0]) == [1, 1, 8, 8]
-    mod, _ = _load(str(path), ["x=1,1,6,6"], unused)
+    mod, _ = load_model(str(path), ["x=1,1,6,6"], unused)
     assert static_shape(mod["main"].params[0]) == [1, 1, 6, 6]
 
 
@@ -351,3 +352,25 @@ def test_int8_tflite_logs_its_dynamic_batch_and_keeps_its_stored_shapes(fixtures
     assert "--input-shape serving_default_image:0=4,8,8,1 does not fit: an int8 TFLite model is imported with the " \
            "shapes it stores, [1, 8, 8, 1]" in one_error_line(capsys)
     assert main(["inspect", str(path), "--input-shape", "serving_default_image:0=1,8,8,1"]) == 0
+
+
+def test_cli_quantize_takes_dynamic_dimensions_from_the_calibration_data_and_says_so(tmp_path, capsys):
+    calib = tmp_path / "calib.npy"
+    np.save(calib, np.random.default_rng(2).random((6, 1, 12, 10), np.float32))
+    path = cnn(tmp_path / "m.onnx", ["N", 1, "H", "W"])
+    assert main(["quantize", str(path), "--calib", str(calib), "--output", str(tmp_path / "q")]) == 0
+    err = capsys.readouterr().err
+    assert (tmp_path / "q" / "model.so").is_file()
+    notes = [line for line in err.splitlines() if "dynamic" in line]
+    assert len(notes) == 1 and notes[0].startswith("tvm-sima: ") and "taken from the data" in notes[0], err
+    assert "1, 1, 12, 10" in notes[0] or "(1, 1, 12, 10)" in notes[0], notes
+    # the same model without data to read: one error line naming the flag
+    assert main(["inspect", str(path)]) == 1
+    assert "--input-shape x=1,1,H,W" in capsys.readouterr().err
+
+
+def test_cli_prints_the_dynamic_batch_note_on_stderr(tmp_path, capsys):
+    path = cnn(tmp_path / "m.onnx", [-1, 1, 8, 8])
+    assert main(["inspect", str(path)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"tvm-sima: {path}: input 'x': dynamic batch dimension '?' set to 1"], err

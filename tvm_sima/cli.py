@@ -35,82 +35,20 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
+import logging
 import os
 import pathlib
 import sys
 import textwrap
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from tvm_sima.cli_errors import CliError, one_line, unexpected
+from tvm_sima.cli_model import data_shapes, load_model
 from tvm_sima.cli_report import DEFAULT_METRICS
 
 __all__ = ["main"]
-
-
-def _shapes(values: Optional[list[str]]) -> Optional[dict[str, tuple[int, ...]]]:
-    """``--input-shape NAME=D1,D2,...`` values as ``{name: shape}`` (the loader checks the sizes)."""
-    if not values:
-        return None
-    shapes: dict[str, tuple[int, ...]] = {}
-    for item in values:
-        name, sep, dims = item.rpartition("=")
-        try:
-            if not sep or not name:
-                raise ValueError
-            shape = tuple(int(d) for d in dims.split(","))
-        except ValueError:
-            raise CliError(f"--input-shape {item!r}: write NAME=D1,D2,... (e.g. image=1,3,224,224)") from None
-        if name in shapes:
-            raise CliError(f"--input-shape {name}: given twice ({_flag(name, [str(d) for d in shapes[name]])}, {item})")
-        shapes[name] = shape
-    return shapes
-
-
-def _flag(name: str, dims: Sequence[str]) -> str:
-    """A shape as the option that gives it: ``--input-shape x=1,3,48,192`` (the loader's errors use it)."""
-    return f"--input-shape {name}={','.join(dims)}"
-
-
-def _load(path: str, shapes: Optional[list[str]],
-          data_shapes: Optional[Callable[[], dict[str, tuple[int, ...]]]] = None) -> tuple[Any, dict]:
-    """Load the model with the ``--input-shape`` values; errors become one CliError line naming the flag.
-
-    ``data_shapes``, when given, is called only if a dynamic dimension other than the batch is left
-    (see :func:`_data_shapes`): the data's shapes then fill the dynamic dimensions.
-    """
-    import tvm_sima
-    from tvm_sima.frontends.loader import DynamicShapeError, InputShapeError, shapes_from_data
-
-    if not pathlib.Path(path).is_file():
-        raise CliError(f"model file {path} not found")
-    given = _shapes(shapes)
-    try:
-        try:
-            return tvm_sima.load_model(path, given)
-        except DynamicShapeError:
-            if data_shapes is None:
-                raise
-        return tvm_sima.load_model(path, shapes_from_data(path, data_shapes(), given))
-    except InputShapeError as err:
-        raise CliError(err.message(_flag)) from None
-    except (ValueError, FileNotFoundError) as err:
-        raise CliError(str(err)) from None
-
-
-def _data_shapes(path: str, spec: str, options: dict) -> dict[str, tuple[int, ...]]:
-    """Each input's shape in the first batch of ``spec``, read with the file's declared shapes (-1 where dynamic)."""
-    from tvm_sima.frontends.loader import declared_inputs
-    from tvm_sima.plugins import InputSpec, PluginError, load_dataset
-
-    inputs = [InputSpec(name, tuple(d if isinstance(d, int) else -1 for d in dims or ()))
-              for name, dims in declared_inputs(path).items()]
-    try:
-        first = load_dataset(spec, inputs, options).batches[0]
-    except (PluginError, OSError) as err:
-        raise CliError(str(err)) from None
-    arrays = first if isinstance(first, dict) else {inputs[0].name: first}
-    return {name: tuple(int(d) for d in array.shape) for name, array in arrays.items()}
 
 
 def _op_counts(mod: Any) -> collections.Counter:
@@ -151,7 +89,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     import tvm_sima
     from tvm_sima.codegen import offloaded_functions, partition_for_sima
 
-    mod, params = _load(args.model, args.input_shape)
+    mod, params = load_model(args.model, args.input_shape)
     main = mod["main"]
     counts = _op_counts(mod)
     quantized = _is_quantized(counts)
@@ -275,11 +213,16 @@ def _build(qmod: Any, out: pathlib.Path, offload: bool = True) -> None:
     ex.export_library(str(out / "model.so"))
 
 
+def _calib_shapes(args: argparse.Namespace) -> Callable[[], dict[str, tuple[int, ...]]]:
+    """The shapes of the first ``--calib`` batch, read only when a model's dynamic dimension needs them."""
+    return lambda: data_shapes(args.model, args.calib, _data_options(args, _config(args.config)[1]))
+
+
 def cmd_quantize(args: argparse.Namespace) -> None:
     from tvm_sima.cli_output import staged_output
 
     with staged_output(args.output) as staging:
-        mod, params = _load(args.model, args.input_shape)
+        mod, params = load_model(args.model, args.input_shape, _calib_shapes(args))
         qmod, _ = _quantize(args, mod, params, staging)
         _build(qmod, staging)
     out = pathlib.Path(args.output)
@@ -348,7 +291,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     metrics = _metrics(args.metric) if args.metric else None  # unknown names fail before the slow part
     with staged_output(args.output) as staging:
-        mod, params = _load(args.model, args.input_shape)
+        mod, params = load_model(args.model, args.input_shape, _calib_shapes(args))
         _refuse_quantized(args.model, mod)
         _, data_options = _config(args.config)
         evaluation = _dataset(args.eval, mod["main"], _data_options(args, data_options))  # before the slow part
@@ -367,7 +310,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
     from tvm_sima.cli_output import staged_output
 
     with staged_output(args.output) as staging:
-        mod, _ = _load(args.model, args.input_shape)
+        mod, _ = load_model(args.model, args.input_shape)
         if not _is_quantized(_op_counts(mod)):
             raise CliError(f"{args.model} is a float model; convert takes int8 TFLite or quantized ONNX models")
         converted, report = tvm_sima.convert(mod, args.mode)
@@ -391,7 +334,7 @@ def _build_input(args: argparse.Namespace, staging: pathlib.Path) -> Any:
     """What ``build`` builds: a quantized model converted, a float one quantized from its statistics."""
     import tvm_sima
 
-    mod, params = _load(args.model, args.input_shape)
+    mod, params = load_model(args.model, args.input_shape)
     if _is_quantized(_op_counts(mod)):
         qmod, report = tvm_sima.convert(mod, args.mode)
         print(report.summary())
@@ -500,6 +443,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_SHAPE_NOTES = "tvm_sima.frontends.loader"  # its INFO lines say which shape a dynamic dimension was given
+
+
+class _StderrHandler(logging.Handler):
+    """Warnings of the library, and the loader's shape notes, as ``tvm-sima: message`` on the current stderr."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name == _SHAPE_NOTES
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"tvm-sima: {record.getMessage()}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _log_to_stderr() -> Iterator[None]:
+    """While a command runs, :class:`_StderrHandler` prints the ``tvm_sima`` loggers' records."""
+    package, notes = logging.getLogger("tvm_sima"), logging.getLogger(_SHAPE_NOTES)
+    handler, level = _StderrHandler(), notes.level
+    package.addHandler(handler)
+    notes.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
+        notes.setLevel(level)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; returns the exit status.
 
@@ -510,7 +480,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """
     args = _parser().parse_args(argv)
     try:
-        args.run(args)
+        with _log_to_stderr():
+            args.run(args)
     except CliError as err:  # also an OutputError (cli_output)
         print(f"tvm-sima: error: {one_line(err)}", file=sys.stderr)
         return 1
