@@ -153,3 +153,28 @@ def test_kl_divergence_ignores_the_zero_spike_of_relu_outputs():
     zeros = make_observer("kl_divergence", "dead", bits=8)
     zeros.update(np.zeros(64))
     assert zeros.compute_qparams("asymmetric").scale == 1.0  # an all-zero tensor still gets parameters
+
+
+@pytest.mark.parametrize("value", [-6.5, 0.0, 1e-30, 3e38, -3e38])
+def test_every_observer_calibrates_a_constant_tensor(value):
+    # hand_landmark_lite has a one-element tensor: its histogram range was [v, v + 1e-12], which
+    # float64 cannot cut into 2048 bins at |v| = 6.5 ("Too many bins for data range").
+    for name in sorted(OBSERVERS):
+        obs = make_observer(name, "t")
+        for _ in range(3):
+            obs.update(np.full((1, 1), value, np.float32))
+        q = obs.compute_qparams()
+        scale = np.asarray(q.scale, np.float64)
+        assert np.all(np.isfinite(scale)) and np.all(scale > 0), (name, value, q)
+        if abs(value) < 1e30:  # the constant itself survives the round trip within one step
+            back = dequantize(quantize(np.float32(value), q), q)
+            assert abs(float(back) - value) <= float(scale.max()) * 0.5 + 1e-6 * abs(value), (name, value, q)
+
+
+def test_load_statistics_refuses_what_is_not_a_statistics_file(tmp_path):
+    np.save(tmp_path / "a.npy", np.zeros(3))
+    np.savez(tmp_path / "b.npz", x=np.zeros(3))
+    (tmp_path / "c.npz").write_bytes(b"PK\x03\x04 truncated")
+    for name, why in (("a.npy", "an array, not a statistics.npz"), ("b.npz", "no index"), ("c.npz", "")):
+        with pytest.raises(ValueError, match=f"not a tvm-sima statistics file \\({why}"):
+            load_statistics(tmp_path / name)

@@ -67,8 +67,8 @@ class StreamingHistogram:
         lo, hi = float(x.min()), float(x.max())
         if self.include_zero:
             lo, hi = min(lo, 0.0), max(hi, 0.0)
-        if self.empty:
-            self.lo, self.hi, self.empty = lo, max(hi, lo + 1e-12), False
+        if self.empty:  # a constant tensor still needs bins wider than float64's resolution at its value
+            self.lo, self.hi, self.empty = lo, max(hi, lo + max(1e-12, abs(lo) * 1e-9 * self.bins)), False
         elif lo < self.lo or hi > self.hi:
             self._widen(min(lo, self.lo), max(hi, self.hi))
         counts, _ = np.histogram(x, bins=self.bins, range=(self.lo, self.hi))
@@ -404,6 +404,8 @@ class KLDivergenceObserver(_HistogramObserver):
             sums, nz = np.add.reduceat(counts[:i], starts), np.add.reduceat(nonzero, starts)
             q = np.repeat(np.divide(sums, nz, out=np.zeros_like(sums), where=nz > 0), sizes) * nonzero
             keep = p > 0
+            if q.sum() == 0:
+                continue
             ps, qs = p[keep] / p.sum(), q[keep] / q.sum()
             scores.append((float(np.sum(ps * np.log(ps / np.maximum(qs, 1e-30)))), self.hist.lo + i * width))
         if not scores:
@@ -415,7 +417,8 @@ class KLDivergenceObserver(_HistogramObserver):
         self._check_seen()
         assert self.min_val is not None and self.max_val is not None
         t = self.threshold() if self.hist.counts.sum() > 0 else 0.0
-        return np.maximum(self.min_val, -t), np.minimum(self.max_val, t)
+        # [-t, t] cut to the extrema, holding 0: values all beyond t on one side give [-t, 0] or [0, t]
+        return (np.minimum(np.maximum(self.min_val, -t), 0.0), np.maximum(np.minimum(self.max_val, t), 0.0))
 
 
 @register_observer("mse")
@@ -436,6 +439,7 @@ class MSEObserver(_HistogramObserver):
 
     def clip_range(self) -> tuple[np.ndarray, np.ndarray]:
         lo, hi = (float(v) for v in super().clip_range())
+        lo, hi = min(lo, 0.0), max(hi, 0.0)  # shrinking towards 0 needs 0 inside (a tensor of one sign)
         keep = self.hist.counts > 0
         centers, counts = self.hist.centers()[keep], self.hist.counts[keep]
         if QScheme.parse(self.options.get("scheme", "asymmetric")) is QScheme.ASYMMETRIC:
@@ -486,8 +490,10 @@ def load_statistics(path: Union[str, os.PathLike]) -> dict[str, Observer]:
         data = np.load(path, allow_pickle=False)
     except (ValueError, OSError, zipfile.BadZipFile) as err:
         raise ValueError(f"{path}: not a tvm-sima statistics file ({err})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):  # a plain .npy array
+        raise ValueError(f"{path}: not a tvm-sima statistics file (an array, not a statistics.npz)")
     with data:
-        if not hasattr(data, "files") or "__index__" not in data.files:
+        if "__index__" not in data.files:
             raise ValueError(f"{path}: not a tvm-sima statistics file (no index)")
         index = json.loads(bytes(data["__index__"]).decode())
         restored = {}
