@@ -26,7 +26,7 @@ from typing import Any, Callable, Union
 import numpy as np
 
 __all__ = ["FORMAT", "VERSION", "Program", "ProgramError", "program_from_function", "write_program",
-           "load_program", "run_program", "NUMPY_OPS"]
+           "load_program", "check_graph", "run_program", "NUMPY_OPS"]
 
 FORMAT = "tvm-sima-program"
 VERSION = 1
@@ -150,43 +150,131 @@ def write_program(program: Program, directory: Union[str, os.PathLike]) -> pathl
 
 
 def load_program(path: Union[str, os.PathLike]) -> Program:
-    """Read an artifact back (``program.json`` or its directory); every problem is a :class:`ProgramError`."""
+    """Read an artifact back (``program.json`` or its directory); every problem is a :class:`ProgramError`.
+
+    The graph is checked (:func:`check_graph`) and every constant is read from ``weights.npz``
+    with the dtype and shape the graph gives it.
+    """
     file = pathlib.Path(path)
     if file.is_dir():
         file = file / "program.json"
     if not file.is_file():
         raise ProgramError(f"{file}: no such program file")
     try:
-        graph = json.loads(file.read_text())
+        graph = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ProgramError(f"{file}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); "
                            "the file is truncated or corrupt — write it again") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ProgramError(f"{file}: not readable as UTF-8 JSON ({type(err).__name__}: {err}); the file is "
+                           "truncated or corrupt — write it again") from None
     if not isinstance(graph, dict) or graph.get("format") != FORMAT:
         raise ProgramError(f"{file}: not a tvm-sima program (format {graph.get('format')!r})"
                            if isinstance(graph, dict) else f"{file}: not a tvm-sima program")
     if graph.get("version") != VERSION:
         raise ProgramError(f"{file}: program version {graph.get('version')!r}; this tvm-sima reads version "
                            f"{VERSION}")
-    missing_keys = [k for k in ("inputs", "outputs", "tensors", "ops") if k not in graph]
-    if missing_keys:
-        raise ProgramError(f"{file}: missing {missing_keys}")
-    weights_file = file.parent / "weights.npz"
-    constants = [name for name, t in graph["tensors"].items() if t.get("constant")]
-    weights: dict[str, np.ndarray] = {}
-    if constants:
-        if not weights_file.is_file():
-            raise ProgramError(f"{file}: the weights file {weights_file} is missing ({len(constants)} constants)")
+    check_graph(graph, str(file))
+    constants = [name for name, t in graph["tensors"].items() if t["constant"]]
+    return Program(graph, _load_weights(file.parent / "weights.npz", graph, constants, file))
+
+
+def _load_weights(weights_file: pathlib.Path, graph: dict, constants: list[str], file: pathlib.Path) -> dict:
+    if not constants:
+        return {}
+    if not weights_file.is_file():
+        raise ProgramError(f"{file}: the weights file {weights_file} is missing ({len(constants)} constants)")
+    try:
         with np.load(weights_file) as npz:
             absent = [c for c in constants if c not in npz.files]
             if absent:
                 raise ProgramError(f"{weights_file}: weights {absent[:5]} are missing")
             weights = {c: npz[c] for c in constants}
-        for c in constants:
-            t = graph["tensors"][c]
-            if list(weights[c].shape) != t["shape"] or str(weights[c].dtype) != t["dtype"]:
-                raise ProgramError(f"{weights_file}: '{c}' is {weights[c].dtype}{list(weights[c].shape)}, the "
-                                   f"program says {t['dtype']}{t['shape']}")
-    return Program(graph, weights)
+    except ProgramError:
+        raise
+    except Exception as err:  # noqa: BLE001 - zipfile, zlib and numpy fail in many ways on a damaged file
+        message = " ".join(str(err).split())[:300]
+        raise ProgramError(f"{weights_file}: not a readable .npz ({type(err).__name__}: {message}); the file is "
+                           "truncated or corrupt — write it again") from None
+    for c in constants:
+        t = graph["tensors"][c]
+        if list(weights[c].shape) != t["shape"] or str(weights[c].dtype) != t["dtype"]:
+            raise ProgramError(f"{weights_file}: '{c}' is {weights[c].dtype}{list(weights[c].shape)}, the "
+                               f"program says {t['dtype']}{t['shape']}")
+    return weights
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_tensor(t: Any) -> str:
+    """What is wrong with the tensor entry ``t``, or ``""``."""
+    if not isinstance(t, dict) or not {"shape", "dtype", "constant"} <= set(t):
+        return "needs a dict with 'shape', 'dtype' and 'constant'"
+    if not isinstance(t["shape"], list) or not all(_is_int(d) and d >= 0 for d in t["shape"]):
+        return f"shape {t['shape']!r} is not a list of non-negative ints"
+    if not isinstance(t["dtype"], str) or not isinstance(t["constant"], bool):
+        return "dtype must be a string and constant a bool"
+    try:
+        np.dtype(t["dtype"])
+    except (TypeError, ValueError):
+        return f"dtype {t['dtype']!r} is not a NumPy dtype"
+    q = t.get("quantization")
+    if q is not None and not (isinstance(q, dict) and isinstance(q.get("scale"), list)
+                              and isinstance(q.get("zero_point"), list)):
+        return "quantization must be null or a dict with 'scale' and 'zero_point' lists"
+    return ""
+
+
+def _check_operand(value: Any, known: set, where: str) -> None:
+    if isinstance(value, str):
+        if value not in known:
+            raise ProgramError(f"{where}: operand '{value}' is not an input, a constant or an earlier op's output")
+    elif isinstance(value, list):
+        for v in value:
+            _check_operand(v, known, where)
+    elif not (isinstance(value, dict) and set(value) == {"literal"}):
+        raise ProgramError(f"{where}: operand {value!r} is neither a tensor name, a list nor {{'literal': ...}}")
+
+
+def check_graph(graph: dict, where: str = "program") -> None:
+    """Check the structure of a program graph: every key, type and tensor reference.
+
+    Raises
+    ------
+    ProgramError
+        Naming the key, tensor or op (by index and name) that is missing or of the wrong type, and
+        any operand or output naming no tensor defined before it.
+    """
+    missing_keys = [k for k in ("inputs", "outputs", "tensors", "ops") if k not in graph]
+    if missing_keys:
+        raise ProgramError(f"{where}: missing {missing_keys}")
+    tensors, ops = graph["tensors"], graph["ops"]
+    if not isinstance(tensors, dict) or not isinstance(ops, list):
+        raise ProgramError(f"{where}: 'tensors' must be a dict and 'ops' a list")
+    for name, t in tensors.items():
+        problem = _check_tensor(t)
+        if problem:
+            raise ProgramError(f"{where}: tensor '{name}': {problem}")
+    for key in ("inputs", "outputs"):
+        names = graph[key]
+        if not isinstance(names, list) or not all(isinstance(n, str) and n in tensors for n in names):
+            raise ProgramError(f"{where}: '{key}' must be a list of names in 'tensors', got {names!r}"[:300])
+    known = set(graph["inputs"]) | {n for n, t in tensors.items() if t["constant"]}
+    for k, op in enumerate(ops):
+        at = f"{where}: op {k}"
+        if not isinstance(op, dict) or not isinstance(op.get("op"), str) or not isinstance(op.get("attrs"), dict) \
+                or not isinstance(op.get("inputs"), list) or not isinstance(op.get("outputs"), list):
+            raise ProgramError(f"{at}: needs 'op' (a string), 'inputs' and 'outputs' (lists) and 'attrs' (a dict)")
+        at = f"{at} '{op.get('name')}' ({op['op']})"
+        _check_operand(op["inputs"], known, at)
+        if len(op["outputs"]) != 1 or not isinstance(op["outputs"][0], str) or op["outputs"][0] not in tensors:
+            raise ProgramError(f"{at}: 'outputs' must be one tensor name in 'tensors', got {op['outputs']!r}"[:300])
+        known.add(op["outputs"][0])
+    absent = [n for n in graph["outputs"] if n not in known]
+    if absent:
+        raise ProgramError(f"{where}: outputs {absent[:5]} are computed by no op")
 
 
 # --------------------------------------------------------------------------------- NumPy interpreter
@@ -334,6 +422,7 @@ NUMPY_OPS: dict[str, Callable[..., np.ndarray]] = {
 def run_program(program: Program, *inputs: np.ndarray) -> list[np.ndarray]:
     """Execute ``program`` with NumPy; returns its outputs."""
     graph = program.graph
+    check_graph(graph)
     if len(inputs) != len(graph["inputs"]):
         raise ProgramError(f"the program takes {len(graph['inputs'])} inputs, got {len(inputs)}")
     values: dict[str, Any] = dict(program.weights)
@@ -345,8 +434,25 @@ def run_program(program: Program, *inputs: np.ndarray) -> list[np.ndarray]:
     unknown = sorted({op["op"] for op in graph["ops"]} - set(NUMPY_OPS))
     if unknown:
         raise ProgramError(f"no NumPy implementation for {unknown}; known: {sorted(NUMPY_OPS)}")
-    for op in graph["ops"]:
+    for k, op in enumerate(graph["ops"]):
         args = [values[i] if isinstance(i, str) else [values[j] if isinstance(j, str) else j for j in i]
                 if isinstance(i, list) and all(isinstance(j, str) for j in i) else i for i in op["inputs"]]
-        values[op["outputs"][0]] = NUMPY_OPS[op["op"]](*args, op["attrs"])
+        values[op["outputs"][0]] = _run_op(k, op, args, graph["tensors"][op["outputs"][0]])
     return [values[o] for o in graph["outputs"]]
+
+
+def _run_op(k: int, op: dict, args: list, out: dict) -> np.ndarray:
+    """One op of a checked graph; any failure, or a result unlike the tensor the graph declares, is a ProgramError."""
+    at = f"op {k} '{op.get('name')}' ({op['op']})"
+    try:
+        y = np.asarray(NUMPY_OPS[op["op"]](*args, op["attrs"]))
+    except ProgramError as err:
+        raise ProgramError(f"{at}: {err}") from None
+    except Exception as err:  # noqa: BLE001 - a damaged attribute fails in NumPy in many ways; name the op
+        message = " ".join(str(err).split())[:300]
+        raise ProgramError(f"{at}: {type(err).__name__}: {message} (the program's attributes or operands do not "
+                           "fit this op)") from None
+    if list(y.shape) != out["shape"] or str(y.dtype) != out["dtype"]:
+        raise ProgramError(f"{at}: computed {y.dtype}{list(y.shape)}, the program declares {out['dtype']}"
+                           f"{out['shape']}")
+    return y

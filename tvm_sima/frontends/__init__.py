@@ -1,1 +1,8 @@
-"""Loading models: TFLite flatbuffers (and, in later work, ONNX and PyTorch) into tvm-sima."""
+"""Loading models: ONNX and TFLite files into Relax (:mod:`.loader`), and the TFLite flatbuffer reader.
+
+A truncated, corrupt or inconsistent model file raises :class:`CorruptModelError` (a ``ValueError``).
+"""
+
+from .errors import CorruptModelError
+
+__all__ = ["CorruptModelError"]

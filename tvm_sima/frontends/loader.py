@@ -201,12 +201,9 @@ def _placeholder(k: int, dim: Dim, size: Optional[int]) -> str:
 
 
 def _read_onnx(path: pathlib.Path, load_external_data: bool = True) -> Any:
-    import onnx
+    from .onnx_check import read_onnx  # decodes and checks; a CorruptModelError otherwise
 
-    try:
-        return onnx.load(str(path), load_external_data=load_external_data)
-    except Exception as err:  # onnx raises DecodeError and others: one message for all
-        raise ValueError(f"{path}: not a readable ONNX model ({type(err).__name__}: {err})") from None
+    return read_onnx(path, load_external_data=load_external_data)
 
 
 def _onnx_dim(dim: Any) -> Dim:
@@ -229,6 +226,7 @@ def _load_onnx(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
     from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
     model = _read_onnx(path)
+    from .errors import importer_errors
     from .onnx_qdq import UNSUPPORTED_QUANTIZED, is_quantized, qdq_to_sima, rewrite_qoperators
 
     quantized = is_quantized(model)
@@ -245,8 +243,10 @@ def _load_onnx(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
         raise UnsupportedOpsError(str(path), missing)
     shapes = _input_shapes(path, _onnx_declared(model), input_shapes)
     if quantized:  # weights stay constants: the converter reads them
-        return qdq_to_sima(from_onnx(model, shape_dict=shapes, keep_params_in_input=False)), {}
-    mod, detached = detach_params(from_onnx(model, shape_dict=shapes, keep_params_in_input=True))
+        with importer_errors(path, "TVM's ONNX importer"):  # on a checked file: what still fails says so
+            return qdq_to_sima(from_onnx(model, shape_dict=shapes, keep_params_in_input=False)), {}
+    with importer_errors(path, "TVM's ONNX importer"):
+        mod, detached = detach_params(from_onnx(model, shape_dict=shapes, keep_params_in_input=True))
     main = mod["main"]
     names = [p.name for p in main.params[int(main.attrs["num_input"]):]]
     return mod, {name: value.numpy() for name, value in zip(names, detached.get("main", []), strict=True)}
@@ -259,6 +259,7 @@ def _load_tflite(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
     from tvm.relax.frontend.tflite import from_tflite
     from tvm.relax.frontend.tflite.tflite_frontend import OperatorConverter
 
+    from .errors import importer_errors
     from .tflite_flatbuffer import read_tflite
 
     graph = read_tflite(path)
@@ -278,7 +279,7 @@ def _load_tflite(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
         missing = unsupported_ops(graph)
         if missing:
             raise UnsupportedOpsError(str(path), missing)
-        return import_int8_tflite(path.read_bytes()), {}
+        return import_int8_tflite(path), {}
     supported = set(OperatorConverter(None, None, None, None).convert_map)
     missing = [(op.name, f"op {op.index}, output '{graph.tensors[op.outputs[0]].name}'")
                for op in graph.ops if op.name not in supported]
@@ -286,8 +287,9 @@ def _load_tflite(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
         raise UnsupportedOpsError(str(path), missing)
     buf = path.read_bytes()
     shapes = _input_shapes(path, _tflite_declared(buf, inputs), input_shapes)
-    mod = from_tflite(tflite.Model.GetRootAsModel(buf, 0), shape_dict=shapes,
-                      dtype_dict={t.name: str(t.dtype) for t in inputs})
+    with importer_errors(path, "TVM's TFLite importer"):  # on a validated file: what still fails says so
+        mod = from_tflite(tflite.Model.GetRootAsModel(buf, 0), shape_dict=shapes,
+                          dtype_dict={t.name: str(t.dtype) for t in inputs})
     if isinstance(mod, tuple):  # the importer returns (mod, params); its weights are constants in main
         mod = mod[0]
     return detach_params(mod)[0], {}

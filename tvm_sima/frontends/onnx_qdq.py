@@ -22,6 +22,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .errors import one_line
+
 __all__ = ["QOPERATORS", "UNSUPPORTED_QUANTIZED", "rewrite_qoperators", "qdq_to_sima", "is_quantized"]
 
 #: QOperator node types rewritten to QDQ (op type -> (input arity of the quantized tensors, float op)).
@@ -88,67 +90,98 @@ def _attrs(node: Any) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
+#: Inputs a QOperator node must have (the ONNX / com.microsoft schemas; later ones are optional).
+_MIN_INPUTS = {"QLinearConv": 8, "QLinearMatMul": 8, "QGemm": 6, "QLinearAdd": 7, "QLinearMul": 7,
+               "QLinearSigmoid": 4, "QLinearLeakyRelu": 4, "QLinearAveragePool": 4, "QLinearGlobalAveragePool": 4,
+               "QLinearConcat": 5}
+
+
 def rewrite_qoperators(model: Any) -> Any:
-    """A copy of ``model`` with every QOperator node (``QOPERATORS``) rewritten to QDQ form."""
+    """A copy of ``model`` with every QOperator node (``QOPERATORS``) rewritten to QDQ form.
+
+    Raises
+    ------
+    ValueError
+        Naming the node, when a QOperator node has too few inputs or parameters that do not fit.
+    """
     import onnx
 
     model = onnx.ModelProto.FromString(model.SerializeToString())
     r = _Rewriter(model)
     for n in model.graph.node:
-        i, attrs, name = list(n.input), _attrs(n), n.name or n.output[0]
-        if n.op_type == "QLinearConv":
-            x = r.dq(i[0], i[1], i[2])
-            w = r.dq(i[3], i[4], i[5], axis=0)
-            ins = [x, w]
-            if len(i) > 8 and i[8]:
-                x_scale, w_scale = r.inits.get(i[1]), r.inits.get(i[4])
-                if x_scale is None or w_scale is None:
-                    raise ValueError(f"node '{name}' (QLinearConv): x_scale and w_scale must be initializers")
-                product = (x_scale.astype(np.float32) * w_scale.astype(np.float32)).astype(np.float32)
-                ins.append(r.dq(i[8], r.constant(f"{name}_bias_scale", product), None, axis=0))
-            r.q(r.node("Conv", ins, name, attrs), i[6], i[7], n.output[0])
-        elif n.op_type == "QLinearMatMul":
-            a = r.dq(i[0], i[1], i[2])
-            b_scale = r.inits.get(i[4])
-            b = r.dq(i[3], i[4], i[5], axis=1 if b_scale is not None and b_scale.size > 1 else None)
-            r.q(r.node("MatMul", [a, b], name, {}), i[6], i[7], n.output[0])
-        elif n.op_type == "QGemm":
-            a = r.dq(i[0], i[1], i[2])
-            trans_b = int(attrs.get("transB", 0))
-            b_scale = r.inits.get(i[4])
-            per_channel = b_scale is not None and b_scale.size > 1
-            b = r.dq(i[3], i[4], i[5], axis=(0 if trans_b else 1) if per_channel else None)
-            ins = [a, b]
-            if len(i) > 6 and i[6]:
-                a_scale = r.inits.get(i[1])
-                if a_scale is None or b_scale is None:
-                    raise ValueError(f"node '{name}' (QGemm): a_scale and b_scale must be initializers")
-                product = (a_scale.astype(np.float32) * b_scale.astype(np.float32)).astype(np.float32)
-                ins.append(r.dq(i[6], r.constant(f"{name}_bias_scale", product), None, axis=0))
-            y = r.node("Gemm", ins, name, attrs)
-            if len(i) > 7 and i[7]:
-                r.q(y, i[7], i[8] if len(i) > 8 and i[8] else None, n.output[0])
-            else:  # no output scale: float output
-                r.nodes[-1].output[0] = n.output[0]
-        elif n.op_type in ("QLinearAdd", "QLinearMul"):
-            a, b = r.dq(i[0], i[1], i[2]), r.dq(i[3], i[4], i[5])
-            r.q(r.node(n.op_type[len("QLinear"):], [a, b], name, {}), i[6], i[7], n.output[0])
-        elif n.op_type in ("QLinearSigmoid", "QLinearLeakyRelu"):
-            x = r.dq(i[0], i[1], i[2])
-            r.q(r.node(n.op_type[len("QLinear"):], [x], name, attrs), i[3], i[4], n.output[0])
-        elif n.op_type in ("QLinearAveragePool", "QLinearGlobalAveragePool"):
-            if attrs.pop("channels_last", 0):
-                raise ValueError(f"node '{name}' ({n.op_type}): channels_last=1 is not supported")
-            x = r.dq(i[0], i[1], i[2])
-            r.q(r.node(n.op_type[len("QLinear"):], [x], name, attrs), i[3], i[4], n.output[0])
-        elif n.op_type == "QLinearConcat":
-            parts = [r.dq(i[k], i[k + 1], i[k + 2]) for k in range(2, len(i), 3)]
-            r.q(r.node("Concat", parts, name, attrs), i[0], i[1], n.output[0])
-        else:
-            r.nodes.append(n)
+        name = n.name or n.output[0]
+        if n.op_type in _MIN_INPUTS and (len(n.input) < _MIN_INPUTS[n.op_type] or
+                                         n.op_type == "QLinearConcat" and (len(n.input) - 2) % 3):
+            raise ValueError(f"node '{name}' ({n.op_type}) has {len(n.input)} inputs; the operator takes at least "
+                             f"{_MIN_INPUTS[n.op_type]}" + (" (then triples)" if n.op_type == "QLinearConcat" else ""))
+        try:
+            _rewrite_node(r, n, list(n.input) + [""] * 9, name)
+        except (ValueError, TypeError, IndexError, KeyError) as err:
+            if str(err).startswith("node "):
+                raise
+            raise ValueError(f"node '{name}' ({n.op_type}): {type(err).__name__}: {one_line(err)}") from None
     del model.graph.node[:]
     model.graph.node.extend(r.nodes)
     return model
+
+
+def _rewrite_node(r: _Rewriter, n: Any, i: list[str], name: str) -> None:
+    """Append node ``n``'s QDQ form (or ``n`` itself) to ``r.nodes``; ``i``: its inputs padded with ``''``."""
+    attrs = _attrs(n)
+    if n.op_type == "QLinearConv":
+        x = r.dq(i[0], i[1], i[2])
+        w = r.dq(i[3], i[4], i[5], axis=0)
+        ins = [x, w]
+        if i[8]:
+            x_scale, w_scale = r.inits.get(i[1]), r.inits.get(i[4])
+            if x_scale is None or w_scale is None:
+                raise ValueError(f"node '{name}' (QLinearConv): x_scale and w_scale must be initializers")
+            product = (x_scale.astype(np.float32) * w_scale.astype(np.float32)).astype(np.float32)
+            ins.append(r.dq(i[8], r.constant(f"{name}_bias_scale", product), None, axis=0))
+        r.q(r.node("Conv", ins, name, attrs), i[6], i[7], n.output[0])
+    elif n.op_type == "QLinearMatMul":
+        a = r.dq(i[0], i[1], i[2])
+        b_scale = r.inits.get(i[4])
+        b = r.dq(i[3], i[4], i[5], axis=1 if b_scale is not None and b_scale.size > 1 else None)
+        r.q(r.node("MatMul", [a, b], name, {}), i[6], i[7], n.output[0])
+    elif n.op_type == "QGemm":
+        _rewrite_qgemm(r, n, i, name, attrs)
+    elif n.op_type in ("QLinearAdd", "QLinearMul"):
+        a, b = r.dq(i[0], i[1], i[2]), r.dq(i[3], i[4], i[5])
+        r.q(r.node(n.op_type[len("QLinear"):], [a, b], name, {}), i[6], i[7], n.output[0])
+    elif n.op_type in ("QLinearSigmoid", "QLinearLeakyRelu"):
+        x = r.dq(i[0], i[1], i[2])
+        r.q(r.node(n.op_type[len("QLinear"):], [x], name, attrs), i[3], i[4], n.output[0])
+    elif n.op_type in ("QLinearAveragePool", "QLinearGlobalAveragePool"):
+        if attrs.pop("channels_last", 0):
+            raise ValueError(f"node '{name}' ({n.op_type}): channels_last=1 is not supported")
+        x = r.dq(i[0], i[1], i[2])
+        r.q(r.node(n.op_type[len("QLinear"):], [x], name, attrs), i[3], i[4], n.output[0])
+    elif n.op_type == "QLinearConcat":
+        parts = [r.dq(i[k], i[k + 1], i[k + 2]) for k in range(2, len(n.input), 3)]
+        r.q(r.node("Concat", parts, name, attrs), i[0], i[1], n.output[0])
+    else:
+        r.nodes.append(n)
+
+
+def _rewrite_qgemm(r: _Rewriter, n: Any, i: list[str], name: str, attrs: dict) -> None:
+    a = r.dq(i[0], i[1], i[2])
+    trans_b = int(attrs.get("transB", 0))
+    b_scale = r.inits.get(i[4])
+    per_channel = b_scale is not None and b_scale.size > 1
+    b = r.dq(i[3], i[4], i[5], axis=(0 if trans_b else 1) if per_channel else None)
+    ins = [a, b]
+    if i[6]:
+        a_scale = r.inits.get(i[1])
+        if a_scale is None or b_scale is None:
+            raise ValueError(f"node '{name}' (QGemm): a_scale and b_scale must be initializers")
+        product = (a_scale.astype(np.float32) * b_scale.astype(np.float32)).astype(np.float32)
+        ins.append(r.dq(i[6], r.constant(f"{name}_bias_scale", product), None, axis=0))
+    y = r.node("Gemm", ins, name, attrs)
+    if i[7]:
+        r.q(y, i[7], i[8] or None, n.output[0])
+    else:  # no output scale: float output
+        r.nodes[-1].output[0] = n.output[0]
 
 
 def qdq_to_sima(mod: Any) -> Any:

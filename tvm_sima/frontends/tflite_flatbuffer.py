@@ -2,17 +2,33 @@
 
 Needs only the ``tflite`` package (no TVM, no TensorFlow). Used by the NumPy reference
 interpreter (:mod:`tvm_sima.frontends.tflite_numpy`) and by graph rewrites before import.
+
+The file is validated before anything else reads it (TVM's importer reads the same buffer
+lazily): its layout (:mod:`.flatbuffer_check`: every offset and length inside the file), then its
+contents: tensor types, shapes (rank at most ``MAX_RANK``, no dimension below -1, at most
+``MAX_ELEMENTS`` elements), buffer indices,
+constant data sizes (``prod(shape) * itemsize``), quantization parameter counts, opcode indices,
+and the tensor indices of the ops and of the subgraph's inputs and outputs. Any violation raises
+:class:`~tvm_sima.frontends.errors.CorruptModelError` with a one-line message.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import struct
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 import numpy as np
 
-__all__ = ["TFLiteTensor", "TFLiteOp", "TFLiteGraph", "read_tflite"]
+from .errors import MAX_ELEMENTS, CorruptModelError
+from .flatbuffer_check import LayoutError, verify_tflite
+
+__all__ = ["MAX_RANK", "TFLiteTensor", "TFLiteOp", "TFLiteGraph", "read_tflite"]
+
+#: Tensors of higher rank are taken for corruption (TFLite kernels go up to 6 dimensions).
+MAX_RANK = 16
 
 _TENSOR_TYPES = {
     "FLOAT32": np.float32,
@@ -90,84 +106,167 @@ class TFLiteGraph:
     outputs: list[int]
 
 
-def _builtin_names() -> dict[int, str]:
-    import tflite
-
-    return {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
-
 
 def _enum_names(enum_cls: type) -> dict[int, str]:
     return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_")}
 
 
-def _decode_options(op: Any, name: str) -> dict[str, Any]:
-    import tflite
+class _Reader:
+    """Decode the main subgraph of a layout-verified model, checking what the layout cannot show."""
 
-    if name not in _OPTION_FIELDS or op.BuiltinOptions() is None:
-        return {}
-    cls_name, fields = _OPTION_FIELDS[name]
-    table = op.BuiltinOptions()
-    opts = getattr(tflite, cls_name)()
-    opts.Init(table.Bytes, table.Pos)
-    decoded = {f: getattr(opts, f)() for f in fields}
-    if "Padding" in decoded:
-        decoded["Padding"] = _enum_names(tflite.Padding)[decoded["Padding"]]
-    if "FusedActivationFunction" in decoded:
-        decoded["FusedActivationFunction"] = _enum_names(tflite.ActivationFunctionType)[
-            decoded["FusedActivationFunction"]
-        ]
-    return decoded
+    def __init__(self, where: str, buf: bytes) -> None:
+        import tflite
 
+        self.where, self.buf = where, buf
+        self.model = tflite.Model.GetRootAsModel(buf, 0)
+        self.type_names = _enum_names(tflite.TensorType)
+        self.buffers = self.model.BuffersLength()
 
-def _tensor(model: Any, buf: bytes, index: int, t: Any, type_names: dict[int, str]) -> TFLiteTensor:
-    type_name = type_names.get(t.Type(), str(t.Type()))
-    if type_name not in _TENSOR_TYPES:
-        raise ValueError(f"tensor {index} ({t.Name().decode()}) has unsupported type {type_name}")
-    dtype = np.dtype(_TENSOR_TYPES[type_name])
-    shape = tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else ()
-    q = t.Quantization()
-    scale = np.asarray(q.ScaleAsNumpy(), dtype=np.float32) if q is not None and q.ScaleLength() else np.zeros(0)
-    zp = np.asarray(q.ZeroPointAsNumpy(), dtype=np.int64) if q is not None and q.ZeroPointLength() else np.zeros(0)
-    qdim = int(q.QuantizedDimension()) if q is not None else 0
-    data = None
-    buffer = model.Buffers(t.Buffer())
-    if buffer is not None and buffer.Offset() > 1:
-        raw = buf[buffer.Offset() : buffer.Offset() + buffer.Size()]
-        data = np.frombuffer(raw, dtype=dtype).reshape(shape)
-    elif buffer is not None and buffer.DataLength() > 0:
-        data = np.frombuffer(buffer.DataAsNumpy().tobytes(), dtype=dtype).reshape(shape)
-    return TFLiteTensor(index, t.Name().decode(), shape, dtype, scale, zp, qdim, data)
+    def corrupt(self, what: str) -> CorruptModelError:
+        return CorruptModelError(self.where, what)
+
+    def name(self, raw: Optional[bytes], what: str) -> str:
+        try:
+            return (raw or b"").decode("utf-8")
+        except UnicodeDecodeError:
+            raise self.corrupt(f"{what}: the name is not UTF-8 ({(raw or b'')[:40]!r})") from None
+
+    def shape(self, index: int, t: Any) -> tuple[int, ...]:
+        shape = tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else ()
+        if len(shape) > MAX_RANK or any(d < -1 for d in shape):
+            raise self.corrupt(f"tensor {index}: shape {list(shape)[:20]} (rank above {MAX_RANK} or a dimension "
+                               "below -1)")
+        if math.prod(d for d in shape if d > 0) > MAX_ELEMENTS:
+            raise self.corrupt(f"tensor {index}: shape {list(shape)} declares more than {MAX_ELEMENTS} elements")
+        return shape
+
+    def quantization(self, index: int, t: Any, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, int]:
+        q = t.Quantization()
+        if q is None:
+            return np.zeros(0), np.zeros(0), 0
+        scale = np.asarray(q.ScaleAsNumpy(), dtype=np.float32) if q.ScaleLength() else np.zeros(0)
+        zp = np.asarray(q.ZeroPointAsNumpy(), dtype=np.int64) if q.ZeroPointLength() else np.zeros(0)
+        qdim = int(q.QuantizedDimension())
+        if scale.size > 1 and not (0 <= qdim < len(shape) and shape[qdim] == scale.size):
+            raise self.corrupt(f"tensor {index}: {scale.size} scales along dimension {qdim} of shape {list(shape)}")
+        if zp.size not in (0, 1, scale.size):
+            raise self.corrupt(f"tensor {index}: {zp.size} zero points for {scale.size} scales")
+        return scale, zp, qdim
+
+    def data(self, index: int, t: Any, shape: tuple[int, ...], dtype: np.dtype) -> Optional[np.ndarray]:
+        if not 0 <= t.Buffer() < max(self.buffers, 1):
+            raise self.corrupt(f"tensor {index}: buffer index {t.Buffer()} beyond the {self.buffers} buffers")
+        buffer = self.model.Buffers(t.Buffer()) if self.buffers else None
+        if buffer is not None and buffer.Offset() > 1:  # data after the flatbuffer (models over 2 GB)
+            if buffer.Offset() + buffer.Size() > len(self.buf):
+                raise self.corrupt(f"tensor {index}: data at offset {buffer.Offset()} ({buffer.Size()} bytes) "
+                                   f"beyond the end of the file of {len(self.buf)} bytes")
+            raw = self.buf[buffer.Offset() : buffer.Offset() + buffer.Size()]
+        elif buffer is not None and buffer.DataLength() > 0:
+            raw = buffer.DataAsNumpy().tobytes()
+        else:
+            return None
+        count = int(np.prod(shape, dtype=object)) if shape else 1
+        if min(shape, default=0) < 0 or len(raw) != count * dtype.itemsize:
+            raise self.corrupt(f"tensor {index}: {len(raw)} bytes of data for shape {list(shape)} of "
+                               f"{dtype.name} ({count * dtype.itemsize} bytes)")
+        return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+    def tensor(self, index: int, t: Any) -> TFLiteTensor:
+        name = self.name(t.Name(), f"tensor {index}")
+        if t.Type() not in self.type_names:
+            raise self.corrupt(f"tensor {index} '{name}': type {t.Type()} is not a TFLite tensor type")
+        type_name = self.type_names[t.Type()]
+        if type_name not in _TENSOR_TYPES:
+            raise ValueError(f"{self.where}: tensor {index} ({name}) has unsupported type {type_name}")
+        dtype = np.dtype(_TENSOR_TYPES[type_name])
+        shape = self.shape(index, t)
+        scale, zp, qdim = self.quantization(index, t, shape)
+        return TFLiteTensor(index, name, shape, dtype, scale, zp, qdim, self.data(index, t, shape, dtype))
+
+    def options(self, op: Any, index: int, name: str) -> dict[str, Any]:
+        import tflite
+
+        if name not in _OPTION_FIELDS or op.BuiltinOptions() is None:
+            return {}
+        cls_name, fields = _OPTION_FIELDS[name]
+        if op.BuiltinOptionsType() != getattr(tflite.BuiltinOptions, cls_name):
+            raise self.corrupt(f"op {index} ({name}): its options are of type {op.BuiltinOptionsType()}, "
+                               f"not {cls_name}")
+        table = op.BuiltinOptions()
+        opts = getattr(tflite, cls_name)()
+        opts.Init(table.Bytes, table.Pos)
+        decoded = {f: getattr(opts, f)() for f in fields}
+        for key, enum in (("Padding", tflite.Padding), ("FusedActivationFunction", tflite.ActivationFunctionType)):
+            if key in decoded:
+                names = _enum_names(enum)
+                if decoded[key] not in names:
+                    raise self.corrupt(f"op {index} ({name}): {key} {decoded[key]} is not a TFLite {enum.__name__}")
+                decoded[key] = names[decoded[key]]
+        return decoded
+
+    def indices(self, values: Any, count: int, what: str, optional: bool = False) -> list[int]:
+        found = [int(j) for j in values] if not isinstance(values, int) else []
+        low = -1 if optional else 0
+        if any(not low <= j < count for j in found):
+            raise self.corrupt(f"{what}: tensor indices {found[:20]} outside [{low}, {count})")
+        return found
+
+    def op(self, index: int, op: Any, tensors: int, names: dict[int, str]) -> TFLiteOp:
+        codes = self.model.OperatorCodesLength()
+        if not 0 <= op.OpcodeIndex() < codes:
+            raise self.corrupt(f"op {index}: opcode index {op.OpcodeIndex()} beyond the {codes} operator codes")
+        code = self.model.OperatorCodes(op.OpcodeIndex())
+        name = names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
+        inputs = self.indices(op.InputsAsNumpy(), tensors, f"op {index} ({name}) inputs", optional=True)
+        outputs = self.indices(op.OutputsAsNumpy(), tensors, f"op {index} ({name}) outputs")
+        if not outputs:
+            raise ValueError(f"{self.where}: op {index} ({name}) has no outputs; tvm-sima imports graphs whose "
+                             "every op has an output")
+        return TFLiteOp(index, name, inputs, outputs, self.options(op, index, name))
+
+    def graph(self) -> TFLiteGraph:
+        import tflite
+
+        if self.model.SubgraphsLength() < 1:
+            raise ValueError(f"{self.where}: the TFLite model has no subgraph")
+        graph = self.model.Subgraphs(0)
+        count = graph.TensorsLength()
+        tensors = [self.tensor(i, graph.Tensors(i)) for i in range(count)]
+        names = _enum_names(tflite.BuiltinOperator)
+        ops = [self.op(i, graph.Operators(i), count, names) for i in range(graph.OperatorsLength())]
+        inputs = self.indices(graph.InputsAsNumpy(), count, "subgraph 0 inputs")
+        outputs = self.indices(graph.OutputsAsNumpy(), count, "subgraph 0 outputs")
+        return TFLiteGraph(tensors, ops, inputs, outputs)
 
 
 def read_tflite(model: Union[str, os.PathLike, bytes]) -> TFLiteGraph:
-    """Parse a ``.tflite`` file (path or bytes) into a :class:`TFLiteGraph`.
+    """Parse a ``.tflite`` file (path or bytes) into a :class:`TFLiteGraph`, validating it first.
 
     Raises
     ------
+    CorruptModelError
+        A ``ValueError``: the file is not a TFLite flatbuffer, is truncated, or has an offset,
+        length, index, shape or data size that does not fit (module docstring), with what and where.
     ValueError
-        If the file is not a TFLite flatbuffer or has no subgraph.
+        If the model has no subgraph, an op without outputs, or a tensor type tvm-sima does not read.
     FileNotFoundError
         If the path does not exist.
     """
-    import tflite
-
-    buf = bytes(model) if isinstance(model, (bytes, bytearray)) else open(model, "rb").read()
+    if isinstance(model, (bytes, bytearray)):
+        buf, where = bytes(model), "the given bytes"
+    else:
+        where = os.fspath(model)
+        with open(model, "rb") as f:
+            buf = f.read()
     if len(buf) < 8 or buf[4:8] != b"TFL3":
-        where = "the given bytes" if isinstance(model, (bytes, bytearray)) else os.fspath(model)
-        raise ValueError(f"{where} is not a TFLite flatbuffer (missing the 'TFL3' identifier)")
-    m = tflite.Model.GetRootAsModel(buf, 0)
-    if m.SubgraphsLength() < 1:
-        raise ValueError("the TFLite model has no subgraph")
-    graph = m.Subgraphs(0)
-    type_names = _enum_names(tflite.TensorType)
-    tensors = [_tensor(m, buf, i, graph.Tensors(i), type_names) for i in range(graph.TensorsLength())]
-    names = _builtin_names()
-    ops = []
-    for i in range(graph.OperatorsLength()):
-        op = graph.Operators(i)
-        code = m.OperatorCodes(op.OpcodeIndex())
-        name = names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
-        inputs = [int(j) for j in op.InputsAsNumpy()]
-        outputs = [int(j) for j in op.OutputsAsNumpy()]
-        ops.append(TFLiteOp(i, name, inputs, outputs, _decode_options(op, name)))
-    return TFLiteGraph(tensors, ops, [int(j) for j in graph.InputsAsNumpy()], [int(j) for j in graph.OutputsAsNumpy()])
+        raise CorruptModelError(where, f"it is not a TFLite flatbuffer: {len(buf)} bytes without the 'TFL3' "
+                                       "identifier at bytes 4 to 8")
+    try:
+        verify_tflite(buf)
+        return _Reader(where, buf).graph()
+    except LayoutError as err:
+        raise CorruptModelError(where, str(err)) from None
+    except (struct.error, TypeError, IndexError, KeyError, AttributeError, OverflowError) as err:
+        # not seen in the fuzz battery: a safety net so a reader bug is still one line naming the file
+        raise CorruptModelError(where, f"{type(err).__name__}: {err}") from None

@@ -34,6 +34,7 @@ from tvm import relax
 
 from .. import math as sm
 from .. import ops as so
+from .errors import CorruptModelError, one_line
 from .tflite_flatbuffer import TFLiteGraph, TFLiteOp, TFLiteTensor, read_tflite
 
 __all__ = ["QDQ_OPS", "import_int8_tflite", "unsupported_ops"]
@@ -393,12 +394,27 @@ def import_int8_tflite(model: Union[str, os.PathLike, bytes]) -> tvm.IRModule:
     ValueError
         Listing every unsupported op with its index and output tensor, for non-int8 tensors, and
         for graph forms the importer does not take (named by op index).
+    CorruptModelError
+        A ``ValueError``: the file is truncated or corrupt (:func:`read_tflite`), or inconsistent in
+        a way that makes building the graph fail (an op's shapes or parameters do not fit).
     """
     graph = read_tflite(model)
+    where = "the given bytes" if isinstance(model, (bytes, bytearray)) else os.fspath(model)
     missing = unsupported_ops(graph)
     if missing:
-        raise ValueError(f"unsupported int8 TFLite ops: {', '.join(f'{n} ({w})' for n, w in missing)}; "
+        raise ValueError(f"{where}: unsupported int8 TFLite ops: {', '.join(f'{n} ({w})' for n, w in missing)}; "
                          f"supported: {', '.join(QDQ_OPS)}")
+    try:
+        return _build(graph, where)
+    except CorruptModelError:
+        raise
+    except ValueError as err:
+        raise ValueError(f"{where}: {one_line(err)}") from None
+    except Exception as err:  # noqa: BLE001 - TVM's type inference fails in many ways on inconsistent files
+        raise CorruptModelError(where, f"{type(err).__name__}: {one_line(err)}") from None
+
+
+def _build(graph: TFLiteGraph, where: str) -> tvm.IRModule:
     params = [relax.Var(graph.tensors[i].name.replace(":", "_") or f"input{k}",
                         relax.TensorType(graph.tensors[i].shape, str(np.dtype(graph.tensors[i].dtype))))
               for k, i in enumerate(graph.inputs)]
@@ -409,12 +425,14 @@ def import_int8_tflite(model: Union[str, os.PathLike, bytes]) -> tvm.IRModule:
             for op in graph.ops:
                 try:
                     importer.run(op)
-                except (ValueError, KeyError) as err:
+                except Exception as err:  # noqa: BLE001 - named by op below
                     if isinstance(err, ValueError) and str(err).startswith("op "):
                         raise
-                    raise ValueError(f"op {op.index} ({op.name}, output '{graph.tensors[op.outputs[0]].name}'): "
-                                     f"{err}") from None
-            outs = [importer.values[i] for i in graph.outputs]
+                    at = f"op {op.index} ({op.name}, output '{graph.tensors[op.outputs[0]].name}')"
+                    if isinstance(err, (ValueError, KeyError)):
+                        raise ValueError(f"{at}: {one_line(err)}") from None
+                    raise CorruptModelError(where, f"{at}: {type(err).__name__}: {one_line(err)}") from None
+            outs = [importer.value(i) for i in graph.outputs]  # a constant, or a ValueError naming the tensor
             result = bb.emit_output(outs[0] if len(outs) == 1 else relax.Tuple(outs))
         bb.emit_func_output(result)
     return bb.get()
