@@ -108,6 +108,7 @@ def test_a_given_shape_fits_a_dynamic_batch_and_logs_nothing(batch_model, caplog
     ((1, 3, 8, 8), "does not fit input 'x', declared [?, 1, 8, 8] (dimension 1 is 1 in the file)"),
     ((-1, 1, 8, 8), "has a size < 1; give every dimension as a positive size, the dynamic ones too"),
     ((0, 1, 8, 8), "has a size < 1; give every dimension as a positive size, the dynamic ones too"),
+    ((2**26, 1, 8, 8), "has 4294967296 elements, more than the 2147483647 a tensor may hold"),
 ])
 def test_a_given_shape_that_does_not_fit_is_an_input_shape_error(tmp_path, shape, problem):
     path = cnn(tmp_path / "m.onnx", [-1, 1, 8, 8])

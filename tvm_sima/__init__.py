@@ -30,6 +30,7 @@ _LAZY = {
     "InputShapeError": "tvm_sima.frontends.loader",
     "DynamicShapeError": "tvm_sima.frontends.loader",
     "UnsupportedOpsError": "tvm_sima.frontends.loader",
+    "CorruptModelError": "tvm_sima.frontends.errors",
     "qconfig": "tvm_sima.config",
     "current_qconfig": "tvm_sima.config",
     "QConfig": "tvm_sima.config",

@@ -17,9 +17,12 @@ keeps its integer interface; a quantized ONNX model (QDQ, or QOperator rewritten
 from __future__ import annotations
 
 import logging
+import math
 import os
 import pathlib
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+from .errors import MAX_ELEMENTS
 
 __all__ = ["load_model", "bind_params", "declared_inputs", "shapes_from_data", "python_argument",
            "UnsupportedOpsError", "InputShapeError", "DynamicShapeError"]
@@ -159,6 +162,9 @@ def _checked(path: str, name: str, declared: Declared, shape: Sequence[Any]) -> 
     if any(d < 1 for d in ints):
         raise InputShapeError(path, name, dims, ints, "has a size < 1; give every dimension as a positive size, "
                                                       "the dynamic ones too")
+    if math.prod(ints) > MAX_ELEMENTS:
+        raise InputShapeError(path, name, dims, ints, f"has {math.prod(ints)} elements, more than the "
+                                                      f"{MAX_ELEMENTS} a tensor may hold")
     if dims is None:
         return ints
     if len(ints) != len(dims):

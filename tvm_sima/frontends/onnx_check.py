@@ -12,8 +12,10 @@ the initializer or node. The checks, in order:
   most ``MAX_ELEMENTS`` elements;
 * every node has an output, reads only graph inputs, initializers, outputs of earlier nodes or
   ``''`` (an omitted optional input), and no tensor is produced twice; every graph output is produced;
-* ``onnx.checker.check_model`` (without shape inference) accepts the model; a node of an op the
-  checker does not know ends its check there (``load_model`` then lists every unsupported op).
+* ``onnx.checker.check_model`` (without shape inference) accepts the model; two of its complaints
+  end its check without an error (``_TOLERATED``): a node of an op the checker does not know
+  (``load_model`` then lists every unsupported op), and a graph input / output declared without
+  a shape (unknown rank: onnxruntime and TVM's importer take such models, and exporters write them).
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from typing import Any, Union
 from .errors import MAX_ELEMENTS, CorruptModelError, one_line
 
 __all__ = ["read_onnx", "check_onnx"]
+
+#: Checker messages that stop its check without rejecting the model (module docstring).
+_TOLERATED = ("No Op registered for", "Field 'shape' of 'type' is required but missing")
 
 _PACKED = {"INT4": 4, "UINT4": 4, "FLOAT4E2M1": 4, "INT2": 2, "UINT2": 2}  # sub-byte types: bits per value
 _UNCHECKED = ("FLOAT6E2M3", "FLOAT6E3M2")  # packing not checked here
@@ -142,6 +147,6 @@ def check_onnx(model: Any, path: Union[str, os.PathLike], data_loaded: bool = Tr
     try:
         onnx.checker.check_model(os.fspath(path) if large and pathlib.Path(path).is_file() else model)
     except Exception as err:  # noqa: BLE001 - ValidationError, and others from the C++ checker
-        if one_line(err).startswith("No Op registered for"):  # an unknown op: load_model lists them all
+        if one_line(err).startswith(_TOLERATED):
             return
         raise CorruptModelError(path, f"the ONNX checker rejects it: {one_line(err)}") from None
