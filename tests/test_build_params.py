@@ -9,6 +9,7 @@ import tvm
 from tvm import relax
 
 import tvm_sima
+from tvm_sima.params import unbound_weights
 
 
 def test_a_loaded_float_onnx_model_builds_with_its_params(fixtures_dir):
@@ -23,7 +24,7 @@ def test_a_loaded_float_onnx_model_builds_with_its_params(fixtures_dir):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     # the top-level bind_params gives the same module build() binds
     bound = tvm_sima.bind_params(mod, params)
-    assert tvm_sima.pipeline.unbound_weights(bound) == [] and len(bound["main"].params) == 1
+    assert unbound_weights(bound) == [] and len(bound["main"].params) == 1
 
 
 def test_building_with_unbound_weights_is_an_error_naming_them(fixtures_dir):

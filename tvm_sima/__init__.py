@@ -26,7 +26,7 @@ _LAZY = {
     "QuantizeInfo": "tvm_sima.quantize_info",
     "ops": "tvm_sima.ops",
     "load_model": "tvm_sima.frontends.loader",
-    "bind_params": "tvm_sima.frontends.loader",
+    "bind_params": "tvm_sima.params",
     "InputShapeError": "tvm_sima.frontends.loader",
     "DynamicShapeError": "tvm_sima.frontends.loader",
     "UnsupportedOpsError": "tvm_sima.frontends.loader",

@@ -109,7 +109,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
         regions = offloaded_functions(partition_for_sima(converted))
         print(f"offload: {len(regions)} region(s) to the sima codegen")
     else:
-        from tvm_sima.frontends.loader import bind_params
+        from tvm_sima.params import bind_params
         from tvm_sima.passes.annotate import annotate
         from tvm_sima.passes.canonicalize import canonicalize
 

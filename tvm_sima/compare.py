@@ -26,9 +26,9 @@ import tvm
 from tvm import relax
 
 from .config import QConfig, current_qconfig
-from .frontends.loader import bind_params
 from .math.metrics import cosine_from_sums, sqnr_db_from_sums
 from .math.qtypes import parse_qtype
+from .params import bind_params
 from .passes.annotate import annotate
 from .passes.calibrate import _check_batch, _inputs, calibration_graph
 from .passes.canonicalize import canonicalize

@@ -15,11 +15,12 @@ from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu
 from tvm.target import Target
 
+from .params import bind_params, unbound_weights
 from .passes.schedule import CPUParallelSchedule
 from .quantize_info import RecordQuantizeInfo
 from .targets import target as sima_target
 
-__all__ = ["PIPELINE", "PRE_FOLD_PASSES", "sima_pipeline", "build", "unbound_weights"]
+__all__ = ["PIPELINE", "PRE_FOLD_PASSES", "sima_pipeline", "build"]
 
 #: Registered pipeline name: ``tvm.compile(mod, target=..., relax_pipeline="sima")``.
 PIPELINE = "sima"
@@ -62,17 +63,7 @@ if PIPELINE not in relax.pipeline.PIPELINE_MAP:
     relax.register_pipeline(PIPELINE)(sima_pipeline)
 
 
-def unbound_weights(mod: tvm.IRModule) -> list[str]:
-    """Names of ``main``'s parameters after its ``num_input`` data inputs (weights not yet bound)."""
-    main = mod["main"]
-    if main.attrs is None or "num_input" not in main.attrs:
-        return []
-    return [p.name for p in main.params[int(main.attrs["num_input"]):]]
-
-
 def _bind(mod: tvm.IRModule, params: Optional[dict]) -> tvm.IRModule:
-    from .frontends.loader import bind_params
-
     if params:
         mod = bind_params(mod, params)
     missing = unbound_weights(mod)

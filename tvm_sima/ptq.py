@@ -31,7 +31,7 @@ from tvm import relax
 from . import ops as so
 from .calibration import Observer, load_statistics, save_statistics
 from .config import LayerInfo, QConfig, current_qconfig, read_layer_config, write_layer_config
-from .frontends.loader import bind_params
+from .params import bind_params
 from .passes.annotate import annotate, remap
 from .passes.calibrate import calibrate
 from .passes.canonicalize import canonicalize

@@ -22,6 +22,7 @@ import os
 import pathlib
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
+from ..params import bind_params
 from .errors import MAX_ELEMENTS
 
 __all__ = ["load_model", "bind_params", "declared_inputs", "shapes_from_data", "python_argument",
@@ -369,16 +370,3 @@ def shapes_from_data(path: Union[str, os.PathLike], data_shapes: Mapping[str, Se
             logger.info("%s: input %r: dynamic dimensions of %s taken from the data: %s", path, name,
                         _spelled(dims), shapes[name])
     return shapes
-
-
-def bind_params(mod: Any, params: dict) -> Any:
-    """Bind ``params`` (name -> array) into ``main`` as constants; unknown names are an error."""
-    from tvm import relax
-
-    if not params:
-        return mod
-    names = {p.name for p in mod["main"].params}
-    unknown = sorted(set(params) - names)
-    if unknown:
-        raise ValueError(f"bind_params: {unknown} are not parameters of main")
-    return relax.transform.BindParams("main", dict(params))(mod)
