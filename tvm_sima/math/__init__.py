@@ -4,7 +4,8 @@ No TVM import here. Conventions (written into the types):
 
 - affine quantization ``real = scale * (q - zero_point)``, ``scale > 0`` (:class:`QParams`);
 - requantization ``y = clip(round(acc * M / 2**N) + zp_out)`` with an integer multiplier ``M``
-  of stated width and a **right** shift ``N``, rounding named by :class:`RoundingMode`;
+  of stated width and a **right** shift ``N >= 0``, rounding named by :class:`RoundingMode`
+  (:class:`FixedPointMultiplier`, which also converts TFLite's Q31 exponents);
 - convolution weights in HWIGO, dense weights in OI (:mod:`tvm_sima.math.kernels`).
 """
 
@@ -22,6 +23,7 @@ from .elementwise import (
     fixed_point_sub,
     pad_value,
 )
+from .fixed_point import MAX_TOTAL_RIGHT_SHIFT, FixedPointMultiplier
 from .kernels import (
     conv2d_accumulate,
     dense_accumulate,
@@ -63,12 +65,14 @@ __all__ = [
     "ACTIVATION_BITS",
     "AddParams",
     "BIAS_BITS",
+    "FixedPointMultiplier",
     "HW15_MAX_MULTIPLIER",
     "HW15_MULTIPLIER_BITS",
     "HW_MAX_RIGHT_SHIFT",
     "INT32_MAX",
     "INT32_MIN",
     "Lut",
+    "MAX_TOTAL_RIGHT_SHIFT",
     "MIN_SCALE",
     "QParams",
     "QScheme",
