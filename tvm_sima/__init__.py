@@ -20,8 +20,8 @@ __version__ = "0.1.0"
 # never loads TVM.
 _LAZY = {
     "target": "tvm_sima.targets",
-    "build": "tvm_sima.pipeline",
-    "sima_pipeline": "tvm_sima.pipeline",
+    "build": "tvm_sima.driver",
+    "sima_pipeline": "tvm_sima.passes.pipeline",
     "read_quantize_info": "tvm_sima.quantize_info",
     "QuantizeInfo": "tvm_sima.quantize_info",
     "ops": "tvm_sima.ops",
@@ -41,11 +41,16 @@ _LAZY = {
     "partition_for_sima": "tvm_sima.codegen.byoc",
 }
 
+#: Modules of `_LAZY` that import no TVM; every other name first loads `tvm_sima._register`.
+_WITHOUT_TVM = frozenset({"tvm_sima.config", "tvm_sima.frontends.errors", "tvm_sima.frontends.loader"})
+
 __all__ = ["__version__", *sorted(_LAZY)]
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
+        if _LAZY[name] not in _WITHOUT_TVM:
+            importlib.import_module("tvm_sima._register")  # the sima ops, target tag, pipeline, codegen
         module = importlib.import_module(_LAZY[name])
         value = module if module.__name__ == f"tvm_sima.{name}" else getattr(module, name)
         globals()[name] = value

@@ -1,109 +1,12 @@
-"""The ``"sima"`` Relax pipeline and :func:`tvm_sima.build`.
+"""``tvm_sima.pipeline``: the names of the ``"sima"`` pipeline and of :func:`build`, at their old address.
 
-Order (QDQ-safe): pattern rewrites that must see ``dequantize(constant)`` run *before*
-FoldConstant; then legalization (FLegalize may read ``Target.current().keys``), TIR op
-patterns, FoldConstant, FuseOps and FuseTIR; the quantize_info record; CPU scheduling
-(parallel and vectorized loops); then TVM's CPU lowering and finalization passes.
+The pipeline is defined (and registered) in :mod:`tvm_sima.passes.pipeline`, ``build`` in
+:mod:`tvm_sima.driver`; this module only gathers them, and nothing in tvm_sima imports it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from .driver import build
+from .passes.pipeline import PIPELINE, PRE_FOLD_PASSES, SCHEDULE_PASSES, sima_pipeline
 
-import tvm
-from tvm import relax
-from tvm.relax.backend.cpu_generic import pipeline as cpu
-from tvm.target import Target
-
-from .params import bind_params, unbound_weights
-from .passes.schedule import CPUParallelSchedule
-from .quantize_info import RecordQuantizeInfo
-from .targets import target as sima_target
-
-__all__ = ["PIPELINE", "PRE_FOLD_PASSES", "sima_pipeline", "build"]
-
-#: Registered pipeline name: ``tvm.compile(mod, target=..., relax_pipeline="sima")``.
-PIPELINE = "sima"
-
-#: Factories of passes that must run before FoldConstant (QDQ pattern rewrites register here).
-PRE_FOLD_PASSES: list[Callable[[Target], tvm.transform.Pass]] = []
-
-#: Factories of TIR scheduling passes run after fusion (parallel loops on every core).
-SCHEDULE_PASSES: list[Callable[[Target], tvm.transform.Pass]] = [lambda _target: CPUParallelSchedule()]
-
-
-def _passes(tgt: Target) -> list[tvm.transform.Pass]:
-    return [
-        *(make(tgt) for make in PRE_FOLD_PASSES),
-        relax.transform.LegalizeOps(),
-        relax.transform.AnnotateTIROpPattern(),
-        relax.transform.FoldConstant(),
-        relax.transform.FuseOps(),
-        relax.transform.FuseTIR(),
-        RecordQuantizeInfo(),
-        *(make(tgt) for make in SCHEDULE_PASSES),
-        *cpu.dataflow_lower_passes(tgt),
-        *cpu.finalize_passes(tgt),
-    ]
-
-
-def sima_pipeline() -> tvm.transform.Pass:
-    """The sima pipeline as one module pass (uses ``Target.current()``, or the sima target)."""
-
-    @tvm.transform.module_pass(opt_level=0, name="SimaPipeline")
-    def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        tgt = Target.current(allow_none=True) or sima_target()
-        with tgt:
-            return tvm.transform.Sequential(_passes(tgt))(mod)
-
-    return _pipeline
-
-
-if PIPELINE not in relax.pipeline.PIPELINE_MAP:
-    relax.register_pipeline(PIPELINE)(sima_pipeline)
-
-
-def _bind(mod: tvm.IRModule, params: Optional[dict]) -> tvm.IRModule:
-    if params:
-        mod = bind_params(mod, params)
-    missing = unbound_weights(mod)
-    if missing:
-        listed = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise ValueError(f"build: main has {len(missing)} unbound weight parameter(s) ({listed}); pass the "
-                         "params that load_model returned: tvm_sima.build(mod, params=params)")
-    return mod
-
-
-def build(mod: tvm.IRModule, target: Optional[Target] = None, *, params: Optional[dict] = None,
-          artifact_dir: Optional[str] = None, offload: bool = True, **kwargs: Any) -> Any:
-    """Partition for the NPU, run the ``relax.ext.sima`` codegen, compile with the ``"sima"`` pipeline.
-
-    ``params`` (name -> array, as :func:`tvm_sima.load_model` returns them) are bound into ``main``
-    first, as Relay's ``relay.build(mod, target, params=params)`` did; a ``main`` whose weight
-    parameters (those after its ``num_input`` data inputs) are still unbound is a ``ValueError``
-    naming them.
-
-    ``offload=True`` (default): every ``sima.conv2d`` / ``sima.dense`` / ``sima.requantize`` the NPU
-    can run goes to the sima codegen (``tvm_sima.codegen.partition_for_sima``): C++ kernels compiled
-    with the host code (g++ is needed when the VM is created and by ``export_library``), and, with
-    ``artifact_dir``, one program artifact per offloaded region written there. ``offload=False``:
-    the pure-TIR route (every op legalized to TIR); both give the same integers.
-
-    Returns the executable; run it with ``relax.VirtualMachine(ex, tvm.cpu())``.
-    """
-    if not isinstance(mod, tvm.IRModule):
-        raise TypeError(f"build expects a tvm.IRModule, got {type(mod).__name__}")
-    mod = _bind(mod, params)
-    if offload:
-        from .codegen.byoc import CODEGEN, offloaded_functions, partition_for_sima
-
-        recorded = RecordQuantizeInfo()(mod)  # type: ignore[operator]  # before partitioning: the regions' records stay readable
-        partitioned = partition_for_sima(recorded)
-        if offloaded_functions(partitioned):
-            options = {"artifact_dir": str(artifact_dir)} if artifact_dir is not None else {}
-            mod = relax.transform.RunCodegen({CODEGEN: options})(partitioned)
-            if mod.attrs is not None and "const_name_to_constant" in mod.attrs:
-                mod = mod.without_attr("const_name_to_constant")  # the kernels hold their weights
-    elif artifact_dir is not None:
-        raise ValueError("build: artifact_dir needs offload=True (artifacts describe offloaded regions)")
-    return tvm.compile(mod, target=target or sima_target(), relax_pipeline=PIPELINE, **kwargs)
+__all__ = ["PIPELINE", "PRE_FOLD_PASSES", "SCHEDULE_PASSES", "sima_pipeline", "build"]

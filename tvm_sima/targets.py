@@ -60,6 +60,3 @@ def _register_tag() -> None:
 
 _register_tag()
 use_all_cores()
-
-# Using the target means compiling with it: make relax_pipeline="sima" available too.
-from . import pipeline as _pipeline  # noqa: E402,F401

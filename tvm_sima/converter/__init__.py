@@ -34,7 +34,7 @@ from tvm import relax
 from .. import math as sm
 from .. import ops as so
 from ..frontends.tflite_numpy import clamp_codes
-from ..passes.annotate import remap
+from ..graph import remap
 from ..passes.patterns import GraphIndex, clip_bounds, op_name
 from .rules import DEFAULT_LIMITS, HardwareLimits
 

@@ -190,7 +190,7 @@ def qdq_to_sima(mod: Any) -> Any:
 
     from .. import math as sm
     from .. import ops as so
-    from ..passes.annotate import remap
+    from ..graph import remap
     from ..passes.patterns import GraphIndex, constant_value, op_name
 
     func = mod["main"]

@@ -13,7 +13,6 @@ op                         meaning
 =========================  ==================================================================
 """
 
-from .. import pipeline as _pipeline  # noqa: F401  (registers relax_pipeline="sima")
 from ._registry import OpError
 from .nn import LAYOUTS, conv2d, dense
 from .quant import (

@@ -21,6 +21,7 @@ from tvm import relax
 
 from .. import ops as so
 from ..config import LayerInfo, QConfig, current_qconfig
+from ..graph import remap  # also re-exported: the converter imports it from here
 from .patterns import GraphIndex, epilogue_chain, op_name
 
 __all__ = [
@@ -133,19 +134,6 @@ def _annotate_matmul(call: relax.Call, ctx: AnnotateContext) -> relax.Expr:
 
 def _short(op_name: str) -> str:
     return op_name.rsplit(".", 1)[-1]
-
-
-def remap(expr: relax.Expr, mapping: dict) -> relax.Expr:
-    """``expr`` with its vars replaced through ``mapping`` (vars, tuples, calls, tuple items)."""
-    if isinstance(expr, relax.Var):
-        return mapping.get(expr, expr)
-    if isinstance(expr, relax.Tuple):
-        return relax.Tuple([remap(f, mapping) for f in expr.fields])
-    if isinstance(expr, relax.TupleGetItem):
-        return relax.TupleGetItem(remap(expr.tuple_value, mapping), expr.index)
-    if isinstance(expr, relax.Call):
-        return relax.Call(expr.op, [remap(a, mapping) for a in expr.args], expr.attrs, expr.ty_args)
-    return expr
 
 
 def is_float_tensor(expr: relax.Expr) -> bool:
