@@ -231,9 +231,9 @@ def cmd_quantize(args: argparse.Namespace) -> None:
 
 
 def _progress(data: Any, label: str) -> Any:
-    from tvm_sima.ptq import _Progress
+    from tvm_sima.progress import Progress
 
-    return _Progress(data, label, sys.stderr.isatty())
+    return Progress(data, label, sys.stderr.isatty())
 
 
 def _metrics(names: Sequence[str]) -> dict[str, Any]:

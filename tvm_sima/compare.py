@@ -25,12 +25,13 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from .calibration.data_checks import batch_arrays, check_batch
 from .config import QConfig, current_qconfig
 from .math.metrics import cosine_from_sums, sqnr_db_from_sums
 from .math.qtypes import parse_qtype
 from .params import bind_params
 from .passes.annotate import annotate
-from .passes.calibrate import _check_batch, _inputs, calibration_graph
+from .passes.calibrate import calibration_graph
 from .passes.canonicalize import canonicalize
 from .passes.patterns import GraphIndex, op_name
 
@@ -128,8 +129,8 @@ def quantized_taps(qmod: tvm.IRModule, feed: Iterable[str] = ()) -> tuple[tvm.IR
     Returns the module and ``{name: quantize_info attributes}`` in output order.
     """
     from . import ops as so
+    from .graph import remap
     from .math import QParams
-    from .passes.annotate import remap
 
     flat = relax.transform.ToNonDataflow()(qmod)
     func = flat["main"]
@@ -194,7 +195,7 @@ def compare_tensors(mod: tvm.IRModule, params: Optional[dict], qmod: tvm.IRModul
     ``(float output, quantized output)`` NumPy pairs of the model's first output are appended to
     it, one per batch (for output metrics such as top-1).
     """
-    import tvm_sima
+    from .driver import build
 
     if mode not in MODES:
         raise ValueError(f"compare_tensors: mode {mode!r} is not one of {list(MODES)}")
@@ -208,14 +209,14 @@ def compare_tensors(mod: tvm.IRModule, params: Optional[dict], qmod: tvm.IRModul
     metrics = [TensorMetrics(name, info["scale"][0], info["zero_point"][0], info["dtype"], order=k,
                              producer=info["producer"])
                for k, (name, info) in enumerate(q_taps.items()) if name in float_index]
-    fvm = relax.VirtualMachine(tvm_sima.build(float_mod), tvm.cpu())
-    qvm = relax.VirtualMachine(tvm_sima.build(q_mod), tvm.cpu())
+    fvm = relax.VirtualMachine(build(float_mod), tvm.cpu())
+    qvm = relax.VirtualMachine(build(q_mod), tvm.cpu())
     main = float_mod["main"]
     names = [p.name for p in main.params]
     q_index = {name: i + 1 for i, name in enumerate(q_taps)}
     for number, batch in enumerate(dataset, start=1):
-        arrays = _inputs(batch, names)
-        _check_batch(arrays, main.params, number)
+        arrays = batch_arrays(batch, names)
+        check_batch(arrays, main.params, number)
         args = [tvm.runtime.tensor(a) for a in arrays]
         f_out = fvm["main"](*args)
         q_out = qvm["main"](*args, *(f_out[float_index[name]] for name in fed))

@@ -22,7 +22,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import Any, Iterable, Iterator, Optional, Union
+from typing import Iterable, Optional, Union
 
 import numpy as np
 import tvm
@@ -31,12 +31,14 @@ from tvm import relax
 from . import ops as so
 from .calibration import Observer, load_statistics, save_statistics
 from .config import LayerInfo, QConfig, current_qconfig, read_layer_config, write_layer_config
+from .graph import remap
 from .params import bind_params
-from .passes.annotate import annotate, remap
+from .passes.annotate import annotate
 from .passes.calibrate import calibrate
 from .passes.canonicalize import canonicalize
 from .passes.patterns import GraphIndex, op_name
 from .passes.realize import realize, tensor_qparams
+from .progress import Progress
 
 __all__ = ["quantize", "quantize_report", "simulate", "REPORT_ATTR"]
 
@@ -54,26 +56,6 @@ def _check_config(config: QConfig) -> None:
     if config.quantize_method_for_weight.endswith("asymmetric"):
         raise ValueError("qconfig: quantize_method_for_weight must be symmetric (the fused ops have no weight "
                          "zero point); use per_channel_symmetric_restricted or *_symmetric_full")
-
-
-class _Progress:
-    """Counts batches on stderr (a one-line progress display) when stderr is a terminal or forced."""
-
-    def __init__(self, data: Iterable[Any], label: str, enabled: bool) -> None:
-        self.data, self.label, self.enabled = data, label, enabled
-        self.total = len(data) if hasattr(data, "__len__") else None  # type: ignore[arg-type]
-        self.one_shot = iter(data) is data  # a generator / iterator: can be streamed only once
-
-    def __iter__(self) -> Iterator[Any]:
-        start, count = time.perf_counter(), 0
-        for count, item in enumerate(self.data, start=1):
-            yield item
-            if self.enabled:
-                of = f"/{self.total}" if self.total else ""
-                sys.stderr.write(f"\r{self.label}: {count}{of} batches, {time.perf_counter() - start:.1f} s")
-                sys.stderr.flush()
-        if self.enabled and count:
-            sys.stderr.write("\n")
 
 
 def simulate(amod: tvm.IRModule, observers: dict[str, Observer], config: QConfig,
@@ -170,7 +152,7 @@ def quantize(
     else:
         assert dataset is not None
         show = sys.stderr.isatty() if progress is None else progress
-        observers = calibrate(amod, _Progress(dataset, "calibrating", show), config, layers=layers)
+        observers = calibrate(amod, Progress(dataset, "calibrating", show), config, layers=layers)
     save_statistics(os.path.join(out_dir, "statistics.npz"), observers)
     with open(os.path.join(out_dir, "qconfig.json"), "w", encoding="utf-8") as handle:
         json.dump(config.to_dict(), handle, indent=2)

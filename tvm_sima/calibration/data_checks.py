@@ -12,15 +12,22 @@ over all batches), instead of failing late inside TVM or printing ``nan`` dB.
 * float data must be finite: NaN or Inf in a model input is an error, unless ``allow_nonfinite``
   (calibration with ``trim_infinity_before_statistic``: the observers drop and count them), and
   even then an input with no finite value at all is refused.
+
+While a program runs (calibration, :func:`tvm_sima.compare.compare_tensors`), each batch is turned
+into the input arrays in parameter order (:func:`batch_arrays`) and checked against the compiled
+function's parameters (:func:`check_batch`), with the batch number in the error.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Sequence, Union
 
 import numpy as np
 
-__all__ = ["DataError", "check_batches", "check_dtype"]
+__all__ = ["DataError", "check_batches", "check_dtype", "batch_arrays", "check_batch"]
+
+#: One batch: an array (a one-input model) or ``{input name: array}``.
+Batch = Union[np.ndarray, dict]
 
 
 class DataError(ValueError):
@@ -122,3 +129,53 @@ def check_batches(batches: Sequence[Any], inputs: Sequence[Any], source: str,
     if checked and empty:
         raise DataError(f"{source}: input(s) {empty} have no finite value in any of {sample} sample(s)")
     return checked
+
+
+def batch_arrays(batch: Batch, names: list[str]) -> list[np.ndarray]:
+    """The arrays of one batch in the order of the input ``names`` (contiguous).
+
+    Parameters
+    ----------
+    batch : ndarray or dict
+        An array (only for a one-input model) or ``{input name: array}`` with every name.
+    names : list of str
+        The model's input names, in parameter order.
+
+    Raises
+    ------
+    ValueError
+        A dict that lacks an input, or an array for a model with several inputs.
+    """
+    if isinstance(batch, dict):
+        missing = sorted(set(names) - set(batch))
+        if missing:
+            raise ValueError(f"calibration batch lacks inputs {missing}; it has {sorted(batch)}")
+        return [np.ascontiguousarray(batch[n]) for n in names]
+    if len(names) != 1:
+        raise ValueError(f"the model has inputs {names}: give each batch as a dict {{name: array}}")
+    return [np.ascontiguousarray(batch)]
+
+
+def check_batch(arrays: list[np.ndarray], params: Any, number: int) -> None:
+    """Each array against its input's declared shape and dtype, with the batch number in the error.
+
+    Parameters
+    ----------
+    arrays : list of ndarray
+        :func:`batch_arrays` of the batch.
+    params : sequence of relax.Var
+        The function's parameters (``name``, ``ty.shape``, ``ty.dtype``), in the same order.
+    number : int
+        The batch's number (from 1), named in the error.
+
+    Raises
+    ------
+    ValueError
+        An array whose dtype or (static) shape is not its parameter's.
+    """
+    for array, param in zip(arrays, params, strict=False):
+        ty = param.ty
+        shape = tuple(int(d) for d in ty.shape) if ty.shape is not None else None
+        if str(array.dtype) != str(ty.dtype) or (shape is not None and array.shape != shape):
+            raise ValueError(f"calibration batch {number}: input {param.name!r} is {array.dtype} of shape "
+                             f"{array.shape}; the model takes {ty.dtype} of shape {shape}")

@@ -13,19 +13,22 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 import tvm
 from tvm import relax
 
 from ..calibration import Observer, make_observer
+from ..calibration.data_checks import Batch, batch_arrays, check_batch
 from ..config import LayerInfo, QConfig, current_qconfig
 
 __all__ = ["calibrate", "calibration_graph"]
 
 LOG = logging.getLogger(__name__)
-Batch = Union[np.ndarray, dict]
+
+#: Compiles a Relax module into an executable for ``relax.VirtualMachine`` (like :func:`tvm_sima.build`).
+CompileFunction = Callable[[tvm.IRModule], Any]
 
 
 def _is_sq(expr: Any) -> bool:
@@ -76,27 +79,6 @@ def calibration_graph(amod: tvm.IRModule, only: Optional[set] = None,
     return mod, {name: attrs for name, (_, attrs) in taps.items()}, weights
 
 
-def _inputs(batch: Batch, names: list[str]) -> list[np.ndarray]:
-    if isinstance(batch, dict):
-        missing = sorted(set(names) - set(batch))
-        if missing:
-            raise ValueError(f"calibration batch lacks inputs {missing}; it has {sorted(batch)}")
-        return [np.ascontiguousarray(batch[n]) for n in names]
-    if len(names) != 1:
-        raise ValueError(f"the model has inputs {names}: give each batch as a dict {{name: array}}")
-    return [np.ascontiguousarray(batch)]
-
-
-def _check_batch(arrays: list[np.ndarray], params: Any, number: int) -> None:
-    """Each array against its input's declared shape and dtype, with the batch number in the error."""
-    for array, param in zip(arrays, params, strict=False):
-        ty = param.ty
-        shape = tuple(int(d) for d in ty.shape) if ty.shape is not None else None
-        if str(array.dtype) != str(ty.dtype) or (shape is not None and array.shape != shape):
-            raise ValueError(f"calibration batch {number}: input {param.name!r} is {array.dtype} of shape "
-                             f"{array.shape}; the model takes {ty.dtype} of shape {shape}")
-
-
 def _observer(name: str, attrs: Any, config: QConfig, weight: bool) -> Observer:
     strategy = config.calibration_strategy_for_weight if weight else config.calibration_strategy_for_activation
     method = config.quantize_method_for_weight if weight else config.quantize_method_for_activation
@@ -112,7 +94,8 @@ def _observer(name: str, attrs: Any, config: QConfig, weight: bool) -> Observer:
 
 
 def calibrate(amod: tvm.IRModule, dataset: Iterable[Batch], config: Optional[QConfig] = None,
-              log_every: int = 10, layers: Optional[list[LayerInfo]] = None) -> dict[str, Observer]:
+              log_every: int = 10, layers: Optional[list[LayerInfo]] = None,
+              build: Optional[CompileFunction] = None) -> dict[str, Observer]:
     """Observers for every quantized tensor of an annotated module, filled from ``dataset``.
 
     Parameters
@@ -128,6 +111,9 @@ def calibrate(amod: tvm.IRModule, dataset: Iterable[Batch], config: Optional[QCo
     layers : list of LayerInfo, optional
         The layers :func:`~tvm_sima.passes.annotate` returned: their per-layer overrides
         (strategy, bits, method) then apply to their tensors' observers.
+    build : callable, optional
+        Compiles the calibration program (``IRModule -> executable``); default
+        :func:`tvm_sima.driver.build`.
 
     Per-channel weights are observed by ``extrema`` per output channel whatever the strategy
     (the other observers are per-tensor). With ``calibrate_chunk_by=N`` (big graphs), one graph per
@@ -165,24 +151,29 @@ def calibrate(amod: tvm.IRModule, dataset: Iterable[Batch], config: Optional[QCo
         if len(chunks) > 1:
             mod = calibration_graph(amod, only=set(tap_names))[0]
             LOG.info("calibration chunk %d/%d: %d tensors", part, len(chunks), len(tap_names))
-        count = _stream(mod, dataset, [observers[n] for n in tap_names], log_every, start)
+        count = _stream(mod, dataset, [observers[n] for n in tap_names], log_every, start, build)
     LOG.info("calibration: %d batches, %d tensors, %.1f s", count, len(observers), time.perf_counter() - start)
     return observers
 
 
-def _stream(mod: tvm.IRModule, dataset: Iterable[Batch], tap_observers: list[Observer], log_every: int,
-            start: float) -> int:
-    """Run every batch through ``mod`` and feed output ``i + 1`` to ``tap_observers[i]``; the batch count."""
-    import tvm_sima
+def _default_build() -> CompileFunction:
+    from ..driver import build  # here, not at the top: the driver imports the codegen, which imports passes
 
+    return build
+
+
+def _stream(mod: tvm.IRModule, dataset: Iterable[Batch], tap_observers: list[Observer], log_every: int,
+            start: float, build: Optional[CompileFunction] = None) -> int:
+    """Run every batch through ``mod`` and feed output ``i + 1`` to ``tap_observers[i]``; the batch count."""
+    build = build or _default_build()
     main = mod["main"]
     inputs = [p.name for p in main.params[: int(main.attrs["num_input"])]] if main.attrs and \
         "num_input" in main.attrs else [p.name for p in main.params]
-    vm = relax.VirtualMachine(tvm_sima.build(mod), tvm.cpu())
+    vm = relax.VirtualMachine(build(mod), tvm.cpu())
     count = 0
     for count, batch in enumerate(dataset, start=1):
-        arrays = _inputs(batch, inputs)
-        _check_batch(arrays, main.params, count)
+        arrays = batch_arrays(batch, inputs)
+        check_batch(arrays, main.params, count)
         outputs = vm["main"](*[tvm.runtime.tensor(a) for a in arrays])
         for index, observer in enumerate(tap_observers, start=1):
             observer.update(outputs[index].numpy())
