@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 
@@ -94,6 +95,14 @@ def test_ops_breaking_a_hardware_limit_stay_on_the_host(quantized_onnx):
     strict = partition_for_sima(quantized_onnx, HardwareLimits(max_kernel=2))
     kinds = [op for f in offloaded_functions(strict).values() for op in _ops(f)]
     assert "sima.dense" in kinds and "sima.conv2d" not in kinds  # the 3x3 conv stays on the host
+
+
+def test_an_op_left_on_the_host_is_logged_with_the_rule_it_broke(quantized_onnx, caplog):
+    with caplog.at_level(logging.DEBUG, logger="tvm_sima.codegen.byoc"):
+        partition_for_sima(quantized_onnx, HardwareLimits(max_kernel=2))
+    refused = [r.getMessage() for r in caplog.records if "stays on the host" in r.getMessage()]
+    assert refused and all(m.startswith("partition_for_sima: sima.conv2d ") for m in refused)
+    assert "hardware rule 'kernel-limits'" in refused[0] and "kernel [3, 3], limit 2" in refused[0]
 
 
 def _ops(func) -> list[str]:

@@ -4,7 +4,8 @@
   is their priority: a fused op with its ``quantize_info`` before the bare op, the bias form before
   the bias-free one), each guarded by the hardware checks of :mod:`tvm_sima.converter.rules`, then
   ``MergeCompositeFunctions``: neighbouring offloaded ops become one region. Ops the NPU cannot run
-  stay on the host.
+  stay on the host; :func:`refusal` says which rule each broke, and the check logs it (``DEBUG``,
+  logger ``tvm_sima.codegen.byoc``).
 * ``relax.ext.sima`` (called by ``relax.transform.RunCodegen``): for each region, inlines its
   composite functions into one program (:mod:`.artifact`), writes the artifact when asked
   (``RunCodegen({"sima": {"artifact_dir": path}})``: ``path/region_000/``, ... in the order of the
@@ -16,6 +17,7 @@
 
 from __future__ import annotations
 
+import logging
 import pathlib
 from typing import Any, Callable, Optional
 
@@ -26,11 +28,13 @@ from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 
 from ..converter.rules import DEFAULT_LIMITS, HardwareLimits, check_requant, check_tensors, check_window
+from ..graph import remap
 from .artifact import Program, program_from_function, write_program
 from .csource import _CTYPES, KERNELS, PRELUDE, kernel_source
 
-__all__ = ["PATTERNS", "partition_for_sima", "offloaded_functions", "region_directory", "CODEGEN"]
+__all__ = ["PATTERNS", "partition_for_sima", "offloaded_functions", "refusal", "region_directory", "CODEGEN"]
 
+LOG = logging.getLogger(__name__)
 CODEGEN = "sima"
 
 
@@ -40,27 +44,51 @@ def _static_int(ty: Any) -> bool:
         str(ty.dtype) in _CTYPES
 
 
+def refusal(call: relax.Call, limits: HardwareLimits = DEFAULT_LIMITS) -> Optional[str]:
+    """Why the NPU cannot run ``call`` (a sima.conv2d / sima.dense / sima.requantize), or ``None``.
+
+    Parameters
+    ----------
+    call : relax.Call
+        The fused op a pattern matched.
+    limits : HardwareLimits
+        The device's limits (:mod:`tvm_sima.converter.rules`).
+
+    Returns
+    -------
+    str or None
+        The rule broken, as :mod:`~tvm_sima.converter.rules` words it (``hardware rule 'shift-range'
+        (...): ...``), or the codegen's own (static shapes and C types, requantize out_dtype).
+    """
+    a = call.attrs
+    if not all(_static_int(arg.ty) for arg in call.args[:1]) or not _static_int(call.ty):
+        return "codegen rule 'static-int': input and output need static shapes and a dtype the C++ kernels take"
+    dtypes = [str(call.args[0].ty.dtype), str(a["out_dtype"])]
+    if call.op.name == "sima.requantize":
+        if str(a["out_dtype"]) not in ("int8", "uint8", "int32"):
+            return f"codegen rule 'requantize-out-dtype': out_dtype {a['out_dtype']} is not int8, uint8 or int32"
+        return check_requant(limits, list(a["shift"]), list(a["multiplier"]))
+    reason = check_tensors(dtypes)
+    if reason is None:
+        mult = [int(m) for m in a["multiplier"]]
+        reason = check_requant(limits, [int(s) for s in a["shift"]], None if mult == [1] else mult)
+    if reason is None and call.op.name == "sima.conv2d":
+        w = call.args[1].ty.shape
+        layout = str(a["kernel_layout"])
+        khw = [int(w[layout.index("H")]), int(w[layout.index("W")])]
+        reason = check_window(limits, khw, [int(s) for s in a["strides"]], [int(d) for d in a["dilation"]])
+    return reason
+
+
 def _checker(limits: HardwareLimits) -> Callable[[Any], bool]:
     def check(ctx: relax.transform.PatternCheckContext) -> bool:
         call = ctx.annotated_expr["op"]  # the fused op (the pattern may end in its quantize_info)
-        a = call.attrs
-        if not all(_static_int(arg.ty) for arg in call.args[:1]) or not _static_int(call.ty):
-            return False
-        dtypes = [str(call.args[0].ty.dtype), str(a["out_dtype"])]
-        if call.op.name == "sima.requantize":
-            return str(a["out_dtype"]) in ("int8", "uint8", "int32") and \
-                check_requant(limits, list(a["shift"]), list(a["multiplier"])) is None
-        if check_tensors(dtypes) is not None:
-            return False
-        mult = [int(m) for m in a["multiplier"]]
-        if check_requant(limits, [int(s) for s in a["shift"]], None if mult == [1] else mult) is not None:
-            return False
-        if call.op.name == "sima.conv2d":
-            w = call.args[1].ty.shape
-            layout = str(a["kernel_layout"])
-            khw = [int(w[layout.index("H")]), int(w[layout.index("W")])]
-            return check_window(limits, khw, [int(s) for s in a["strides"]], [int(d) for d in a["dilation"]]) is None
-        return True
+        reason = refusal(call, limits)
+        if reason is not None and LOG.isEnabledFor(logging.DEBUG):
+            var = ctx.value_to_bound_var.get(call)
+            LOG.debug("partition_for_sima: %s %s stays on the host: %s", call.op.name,
+                      repr(var.name) if var is not None else "(unbound)", reason)
+        return reason is None
 
     return check
 
@@ -101,8 +129,6 @@ def offloaded_functions(mod: tvm.IRModule) -> dict[str, relax.Function]:
 
 def _inline(region: relax.Function) -> relax.Function:
     """The region with its composite functions inlined: one flat dataflow function of sima ops."""
-    from ..passes.annotate import remap
-
     local: dict = {}
     mapping: dict = {}
     bb = relax.BlockBuilder()
