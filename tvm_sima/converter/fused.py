@@ -113,16 +113,17 @@ def _constants(chain: _Chain, mode: str) -> dict[str, Any]:
     qmin, qmax = chain.tail.codes()
     if mode == "tflite":
         b, mult, zc, shift = sm.tflite_requantization_constants(weight, chain.bias, zp_x, product_q, output, is_dense)
-        w_int, total = weight, np.asarray(shift) + 31
-        extra: dict[str, Any] = {"multiplier": np.asarray(mult).tolist(), "output_zero_point": int(zc),
-                                 "rounding": "half_up" if is_dense else "tflite"}
+        rounding = sm.RoundingMode.HALF_UP if is_dense else sm.RoundingMode.TFLITE
+        w_int, requant = weight, sm.FixedPointMultiplier.from_q31_right_shift(mult, shift, rounding).op_args()
+        extra: dict[str, Any] = {**requant, "output_zero_point": int(zc)}
     else:
         w_int, b, folded_shift = sm.requantize_qnn_convolution_dense(weight, chain.bias, zp_x, product_q, output,
                                                                      is_dense)
         total = np.asarray(folded_shift)
-        extra = {"multiplier": None, "output_zero_point": 0, "rounding": None}
-    return {"weight": w_int, "bias": np.asarray(b, dtype=np.int64), "shift": total.tolist() if total.ndim
-            else int(total), "zp_x": zp_x, "qmin": qmin, "qmax": qmax, "out_dtype": str(out_q.dtype), **extra}
+        extra = {"shift": total.tolist() if total.ndim else int(total), "multiplier": None, "output_zero_point": 0,
+                 "rounding": None}
+    return {"weight": w_int, "bias": np.asarray(b, dtype=np.int64), "zp_x": zp_x, "qmin": qmin, "qmax": qmax,
+            "out_dtype": str(out_q.dtype), **extra}
 
 
 def _emit(chain: _Chain, c: dict[str, Any], new_x: relax.Expr) -> relax.Expr:

@@ -106,12 +106,11 @@ def _requantize(y: relax.Expr, in_q: sm.QParams, tail: Tail) -> relax.Expr:
     assert tail.out_q is not None
     s_in, zp_in = per_tensor(in_q)
     s_out, zp_out = per_tensor(tail.out_q)
-    m, e = sm.tflite_quantize_multiplier(s_in / s_out)
+    fpm = sm.FixedPointMultiplier.tflite(s_in / s_out)
     lo, hi = tail.codes()
     if zp_in:
         y = relax.op.subtract(relax.op.astype(y, "int32"), relax.const(zp_in, "int32"))
-    return so.requantize(y, multiplier=int(m), shift=31 - int(e), rounding="tflite", zp_out=zp_out, qmin=lo, qmax=hi,
-                         out_dtype=str(tail.out_q.dtype))
+    return so.requantize(y, **fpm.op_args(), zp_out=zp_out, qmin=lo, qmax=hi, out_dtype=str(tail.out_q.dtype))
 
 
 def _moved(bb: relax.BlockBuilder, y: relax.Expr, in_q: sm.QParams, tail: Tail) -> relax.Expr:
@@ -152,41 +151,41 @@ def _arithmetic(var: relax.Var, call: relax.Call, ins: list, tail: Tail, mode: s
     name = op_name(call) or ""
     if name == "relax.multiply":
         if mode == "tflite":  # TFLite's MUL computes the real multiplier in float32
-            m, e = sm.tflite_quantize_multiplier(float(np.float32(s_a) * np.float32(s_b) / np.float32(s_y)))
-            mult, shift, rounding = int(m), 31 - int(e), "tflite"
-        else:
+            fpm = sm.FixedPointMultiplier.tflite(float(np.float32(s_a) * np.float32(s_b) / np.float32(s_y)))
+            bad = rules.check_requant(limits, fpm.right_shift, fpm.multiplier)
+        else:  # checked before the type: a left shift (n < 0) is a 'shift-range' violation here
             m, n = sm.quantize_multiplier(s_a * s_b / s_y, sm.HW15_MULTIPLIER_BITS)
-            mult, shift, rounding = int(m), int(n), "half_up"
-        bad = rules.check_requant(limits, shift, mult)
+            bad = rules.check_requant(limits, n, m)
+            if not bad:
+                fpm = sm.FixedPointMultiplier(m, n, sm.RoundingMode.HALF_UP)
         if bad:
             return bad
 
         def emit_mul(bb: relax.BlockBuilder, mapping: dict) -> relax.Expr:
             product = bb.emit(relax.op.multiply(_centered(bb, remap(a, mapping), zp_a),
                                                 _centered(bb, remap(b, mapping), zp_b)))
-            return so.requantize(product, multiplier=mult, shift=shift, rounding=rounding, zp_out=zp_y, qmin=lo,
-                                 qmax=hi, out_dtype=out_dtype)
+            return so.requantize(product, **fpm.op_args(), zp_out=zp_y, qmin=lo, qmax=hi, out_dtype=out_dtype)
 
         return Match(var, tail, "integer multiply", emit_mul)
     combine = relax.op.add if name == "relax.add" else relax.op.subtract
     if mode == "tflite":
         twice = 2.0 * max(s_a, s_b)
-        (m_a, e_a), (m_b, e_b), (m_y, e_y) = (sm.tflite_quantize_multiplier(r) for r in
-                                              (s_a / twice, s_b / twice, twice / ((1 << 20) * s_y)))
-        bad = rules.check_requant(limits, [31 - int(e_a), 31 - int(e_b), 31 - int(e_y)], [m_a, m_b, m_y])
+        f_a, f_b, f_y = (sm.FixedPointMultiplier.tflite(r) for r in
+                         (s_a / twice, s_b / twice, twice / ((1 << 20) * s_y)))
+        bad = rules.check_requant(limits, [f.right_shift for f in (f_a, f_b, f_y)],
+                                  [f.multiplier for f in (f_a, f_b, f_y)])
         if bad:
             return bad
 
         def emit_tflite(bb: relax.BlockBuilder, mapping: dict) -> relax.Expr:
-            def scaled(x: relax.Expr, zp: int, m: int, e: int) -> relax.Expr:
+            def scaled(x: relax.Expr, zp: int, fpm: sm.FixedPointMultiplier) -> relax.Expr:
                 centred = _centered(bb, remap(x, mapping), zp)
                 shifted = bb.emit(relax.op.multiply(centred, relax.const(1 << 20, "int32")))
-                return bb.emit(so.requantize(shifted, multiplier=m, shift=31 - e, rounding="tflite",
-                                             qmin=_INT32[0], qmax=_INT32[1], out_dtype="int32"))
+                return bb.emit(so.requantize(shifted, **fpm.op_args(), qmin=_INT32[0], qmax=_INT32[1],
+                                             out_dtype="int32"))
 
-            total = bb.emit(combine(scaled(a, zp_a, int(m_a), int(e_a)), scaled(b, zp_b, int(m_b), int(e_b))))
-            return so.requantize(total, multiplier=int(m_y), shift=31 - int(e_y), rounding="tflite", zp_out=zp_y,
-                                 qmin=lo, qmax=hi, out_dtype=out_dtype)
+            total = bb.emit(combine(scaled(a, zp_a, f_a), scaled(b, zp_b, f_b)))
+            return so.requantize(total, **f_y.op_args(), zp_out=zp_y, qmin=lo, qmax=hi, out_dtype=out_dtype)
 
         return Match(var, tail, f"integer {name.split('.')[-1]}", emit_tflite)
     p = sm.add_params(a_q, b_q, tail.out_q)
@@ -203,7 +202,8 @@ def _arithmetic(var: relax.Var, call: relax.Call, ins: list, tail: Tail, mode: s
             ca, cb = cb, ca
         total = bb.emit(relax.op.add(bb.emit(relax.op.multiply(ca, relax.const(p.m2 << (p.n1 - p.n2), "int64"))),
                                      bb.emit(relax.op.multiply(cb, relax.const(p.m1, "int64")))))
-        return so.requantize(total, multiplier=p.m3, shift=p.n1 + p.n3, rounding="half_up", zp_out=zp_y, qmin=lo,
+        return so.requantize(total, multiplier=p.m3, shift=p.n1 + p.n3, rounding=sm.RoundingMode.HALF_UP, zp_out=zp_y,
+                             qmin=lo,
                              qmax=hi, out_dtype=out_dtype)
 
     return Match(var, tail, f"integer {name.split('.')[-1]}", emit_shift)
@@ -280,12 +280,9 @@ def _mean(var: relax.Var, call: relax.Call, x_in: tuple, tail: Tail) -> Union[Ma
     assert tail.out_q is not None
     s_in, zp_in = per_tensor(x_q)
     s_out, zp_out = per_tensor(tail.out_q)
-    # TFLite's int8 MEAN (reference_ops::QuantizedMeanOrSum): QuantizeMultiplier(s_in / s_out) = (M, e),
-    # the count folded into M with a truncating division after a shift of up to 32 bits, then
-    # MultiplyByQuantizedMultiplier(sum of codes - zp_in * count) + zp_out.
-    m0, e0 = sm.tflite_quantize_multiplier(s_in / s_out)
-    k = min(count.bit_length() - 1, 32, 31 + int(e0))
-    m, e = (int(m0) << k) // count, int(e0) - k
+    # TFLite's int8 MEAN (reference_ops::QuantizedMeanOrSum): QuantizeMultiplier(s_in / s_out), the
+    # count folded into the multiplier, then MultiplyByQuantizedMultiplier(sum of codes - zp_in * count) + zp_out.
+    fpm = sm.FixedPointMultiplier.tflite(s_in / s_out).fold_divisor(count)
     lo, hi = tail.codes()
     out_dtype = str(tail.out_q.dtype)
 
@@ -293,8 +290,7 @@ def _mean(var: relax.Var, call: relax.Call, x_in: tuple, tail: Tail) -> Union[Ma
         total = bb.emit(relax.op.sum(bb.emit(relax.op.astype(remap(x, mapping), "int32")), axes, keepdims))
         if zp_in:
             total = bb.emit(relax.op.subtract(total, relax.const(zp_in * count, "int32")))
-        return so.requantize(total, multiplier=int(m), shift=31 - int(e), rounding="tflite", zp_out=zp_out, qmin=lo,
-                             qmax=hi, out_dtype=out_dtype)
+        return so.requantize(total, **fpm.op_args(), zp_out=zp_out, qmin=lo, qmax=hi, out_dtype=out_dtype)
 
     return Match(var, tail, "integer mean", emit)
 

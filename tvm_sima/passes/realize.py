@@ -309,11 +309,8 @@ def _fused_constants(ctx: RealizeContext, config: QConfig, weight: np.ndarray, b
                                      "half_away_from_zero"), -(2**31), 2**31 - 1).astype(np.int64)
     b, mult, zc, shift = sm.tflite_requantization_constants(w_int, bias_int, _zp(xq),
                                                             product if per_channel else product[0], out_q, is_dense)
-    total = np.asarray(shift) + 31
-    if total.min() < 0 or total.max() > 62:
-        raise ValueError(f"{layer}: requantization shift {total} is out of [0, 62]")
-    return {"weight": w_int, "bias": b, "shift": total.tolist() if total.ndim else int(total),
-            "multiplier": np.asarray(mult).tolist(), "output_zero_point": int(zc), "rounding": "tflite",
+    requant = sm.FixedPointMultiplier.from_q31_right_shift(mult, shift, sm.RoundingMode.TFLITE)
+    return {"weight": w_int, "bias": b, **requant.op_args(), "output_zero_point": int(zc),
             "effective": w_view * scales[:, None]}
 
 
@@ -652,11 +649,12 @@ def _realize_avg_pool2d(ctx: RealizeContext, var: relax.Var, call: relax.Call) -
     bias, mult, zc, shift = sm.tflite_requantization_constants(
         ones, None, _zp(xq.qparams), product, sm.Quantization(_scale(yq), _zp(yq), yq.dtype.bits), False)
     kernel = sm.hwigo_to_oihw(ones) if layout == "NCHW" else ones.reshape(kh, kw, 1, channels)
+    requant = sm.FixedPointMultiplier.from_q31_right_shift(mult, shift, sm.RoundingMode.TFLITE)
     fused = so.conv2d(xq.expr, relax.const(kernel), relax.const(np.asarray(bias, dtype="int32")),
-                      shift=int(shift) + 31, multiplier=int(mult), strides=[int(v) for v in a["strides"]],
+                      **requant.op_args(), strides=[int(v) for v in a["strides"]],
                       padding=padding, dilation=[int(v) for v in a["dilation"]], groups=channels,
                       data_layout=layout, input_zero_point=_zp(xq.qparams), output_zero_point=int(zc),
-                      rounding="tflite", out_dtype=yq.dtype.container.name)
+                      out_dtype=yq.dtype.container.name)
     ctx.set_q(var, fused, yq, name)
     ctx.report.integer_ops["relax.nn.avg_pool2d"] += 1
     return None
