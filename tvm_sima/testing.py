@@ -9,6 +9,7 @@ from typing import Optional, Union
 import numpy as np
 
 from .math import (
+    FixedPointMultiplier,
     Quantization,
     conv2d_accumulate,
     dense_accumulate,
@@ -79,7 +80,8 @@ class Case:
             self.weight, self.bias, self.zp_x, self.product_q(), self.output_q, self.is_dense)
         acc = self.accumulate(self.x, self.weight, self.zp_x) + self._bcast(b, self.x.ndim)
         axis = (acc.ndim + self.channel_axis) % acc.ndim if np.ndim(sc) else None
-        return requantize(acc, sc, np.asarray(shift) + 31, "tflite", zc, -128, 127, axis=axis)
+        right_shift = FixedPointMultiplier.from_q31_right_shift(sc, shift).right_shift
+        return requantize(acc, sc, right_shift, "tflite", zc, -128, 127, axis=axis)
 
 
 def random_case(rng: np.random.Generator, is_dense: bool, per_channel: bool) -> Case:

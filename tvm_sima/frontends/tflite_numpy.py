@@ -27,6 +27,7 @@ from typing import Callable, Optional, Union
 import numpy as np
 
 from ..math import (
+    FixedPointMultiplier,
     Quantization,
     RoundingMode,
     conv2d_accumulate,
@@ -110,7 +111,8 @@ def _conv_like(
         multiplier, right_shift, zc, rounding = 1, np.asarray(shift), 0, RoundingMode.HALF_UP
     else:
         b, multiplier, zc, shift = tflite_requantization_constants(weight, bias, zp_in, per_tensor, out_q, is_dense)
-        right_shift, rounding = np.asarray(shift) + 31, RoundingMode.parse(ROUNDING[op.name])
+        right_shift = np.asarray(FixedPointMultiplier.from_q31_right_shift(multiplier, shift).right_shift)
+        rounding = RoundingMode.parse(ROUNDING[op.name])
     if is_dense:
         acc = dense_accumulate(x, weight)
     else:
