@@ -186,7 +186,7 @@ def _quantize(args: argparse.Namespace, mod: Any, params: dict, out: pathlib.Pat
                                             config.trim_infinity_before_statistic)
             qmod = tvm_sima.quantize(mod, params, work_dir=out, progress=sys.stderr.isatty(), **extra)
     except ValueError as err:
-        raise CliError(str(err).splitlines()[0]) from None
+        raise CliError(one_line(err)) from None
     _name_final_dir(out / "report.json", args.output)
     report = tvm_sima.quantize_report(qmod)
     print(f"quantized: {len(report.get('fused', []))} fused layer(s), {len(report.get('float_ops', []))} float op(s)")
@@ -276,7 +276,7 @@ def _compare(args: argparse.Namespace, mod: Any, params: dict, qmod: Any, evalua
             results[mode] = compare_tensors(mod, params, qmod, _progress(evaluation, f"evaluation ({mode})"),
                                             config, mode=mode, outputs=outputs if k == 0 else None)
     except ValueError as err:
-        raise CliError(str(err).splitlines()[0]) from None
+        raise CliError(one_line(err)) from None
     bad = nonfinite_batch(outputs)
     if bad is not None:
         raise CliError(f"{args.eval}: batch {bad}: the float model's output holds NaN / Inf on finite input; "

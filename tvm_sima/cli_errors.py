@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import traceback
 
+from . import messages
+
 __all__ = ["DEBUG_ENV", "CliError", "debugging", "one_line", "unexpected"]
 
 #: Set it (``TVM_SIMA_DEBUG=1``) to see the traceback of an unexpected error.
@@ -28,11 +30,8 @@ def debugging() -> bool:
 
 
 def one_line(err: BaseException) -> str:
-    """An exception's message in one line: its first line (its last when it embeds a traceback)."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    if not lines:
-        return "(no message)"
-    return lines[-1] if lines[0].startswith("Traceback") else lines[0]
+    """An exception's message in one line, uncut (:func:`tvm_sima.messages.one_line`)."""
+    return messages.one_line(err, limit=None, empty="(no message)")
 
 
 def unexpected(err: BaseException, command: str = "", model: str = "") -> str:

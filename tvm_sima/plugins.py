@@ -50,6 +50,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from .calibration.data_checks import DataError, check_batches, check_dtype
+from .messages import one_line
 from .output_metrics import Cosine, MaxAbsError, Sqnr, TopK, top1, top5  # noqa: F401 (entry points name them here)
 
 __all__ = ["DATASET_GROUP", "METRIC_GROUP", "Dataset", "InputSpec", "PluginError", "dataset_plugins",
@@ -409,7 +410,7 @@ def python_dataset(source: str, inputs: list[InputSpec], options: dict) -> Datas
             spec.loader.exec_module(module)
         except Exception as err:  # a syntax error, a failing import in the user's file
             raise PluginError(f"python dataset: {target} failed to run: {type(err).__name__}: "
-                              f"{(str(err).strip().splitlines() or [''])[0]}") from None
+                              f"{one_line(err, limit=None)}") from None
     else:
         try:
             module = importlib.import_module(target)
@@ -426,8 +427,7 @@ def python_dataset(source: str, inputs: list[InputSpec], options: dict) -> Datas
             result, labels = result
         batches = list(result)
     except Exception as err:
-        first = (str(err).strip().splitlines() or [""])[0]
-        raise PluginError(f"python dataset {source}: {type(err).__name__}: {first}") from None
+        raise PluginError(f"python dataset {source}: {type(err).__name__}: {one_line(err, limit=None)}") from None
     return Dataset(batches, None if labels is None else _label_batches(labels, batches, source), source)
 
 

@@ -16,6 +16,8 @@ import traceback
 from collections.abc import Iterator
 from typing import Union
 
+from ..messages import one_line
+
 __all__ = ["MAX_ELEMENTS", "CorruptModelError", "importer_errors", "one_line"]
 
 #: The most elements a model file may declare for one tensor: TVM indexes in int32 below it, and a
@@ -40,15 +42,6 @@ class CorruptModelError(ValueError):
         self.path = os.fspath(path)
         self.what = one_line(what)
         super().__init__(f"{self.path}: {lead} ({self.what})")
-
-
-def one_line(message: object, limit: int = 400) -> str:
-    """``message`` as one line: its first non-empty line (TVM appends tracebacks), at most ``limit`` characters."""
-    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
-    text = lines[0] if lines else ""
-    if text.startswith("Traceback") and len(lines) > 1:  # a C++ traceback first: the message is last
-        text = lines[-1]
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @contextlib.contextmanager
