@@ -275,7 +275,7 @@ def _load_tflite(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
         from .tflite_qdq import import_int8_tflite, unsupported_ops
 
         static = {t.name: list(t.shape) for t in inputs}
-        declared = _tflite_declared(path.read_bytes(), inputs)
+        declared = _tflite_declared(inputs)
         for name, shape in (input_shapes or {}).items():
             if list(_checked(str(path), name, declared, shape)) != static[name]:
                 raise InputShapeError(str(path), name, declared[name], shape, "does not fit: an int8 TFLite model "
@@ -293,7 +293,7 @@ def _load_tflite(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
     if missing:
         raise UnsupportedOpsError(str(path), missing)
     buf = path.read_bytes()
-    shapes = _input_shapes(path, _tflite_declared(buf, inputs), input_shapes)
+    shapes = _input_shapes(path, _tflite_declared(inputs), input_shapes)
     with importer_errors(path, "TVM's TFLite importer"):  # on a validated file: what still fails says so
         mod = from_tflite(tflite.Model.GetRootAsModel(buf, 0), shape_dict=shapes,
                           dtype_dict={t.name: str(t.dtype) for t in inputs})
@@ -302,18 +302,9 @@ def _load_tflite(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
     return detach_params(mod)[0], {}
 
 
-def _tflite_declared(buf: bytes, inputs: Sequence[Any]) -> Declared:
-    """Input dimensions from ``shape_signature`` (``-1`` where dynamic) when the file has one, else ``shape``."""
-    import tflite
-
-    graph = tflite.Model.GetRootAsModel(buf, 0).Subgraphs(0)
-    declared: Declared = {}
-    for t in inputs:
-        raw = graph.Tensors(t.index)
-        signature = [int(d) for d in raw.ShapeSignatureAsNumpy()] if raw.ShapeSignatureLength() else []
-        dims = signature if len(signature) == len(t.shape) else list(t.shape)
-        declared[t.name] = [d if d > 0 else None for d in dims]
-    return declared
+def _tflite_declared(inputs: Sequence[Any]) -> Declared:
+    """Input dimensions from the tensors' ``signature`` (``shape_signature``: -1, None here, where dynamic)."""
+    return {t.name: [d if d > 0 else None for d in t.signature] for t in inputs}
 
 
 def declared_inputs(path: Union[str, os.PathLike]) -> Declared:
@@ -334,7 +325,7 @@ def declared_inputs(path: Union[str, os.PathLike]) -> Declared:
         from .tflite_flatbuffer import read_tflite
 
         graph = read_tflite(file)
-        return _tflite_declared(file.read_bytes(), [graph.tensors[i] for i in graph.inputs])
+        return _tflite_declared([graph.tensors[i] for i in graph.inputs])
     raise ValueError(f"{file}: unknown model type {file.suffix!r}; tvm-sima loads .onnx and .tflite files")
 
 

@@ -78,6 +78,8 @@ class TFLiteTensor:
     zero_point: np.ndarray
     quantized_dimension: int
     data: Optional[np.ndarray] = None
+    #: ``shape_signature`` (-1 where dynamic) when the file stores one of the shape's rank, else ``shape``.
+    signature: tuple[int, ...] = ()
 
     @property
     def quantized(self) -> bool:
@@ -182,7 +184,9 @@ class _Reader:
         dtype = np.dtype(_TENSOR_TYPES[type_name])
         shape = self.shape(index, t)
         scale, zp, qdim = self.quantization(index, t, shape)
-        return TFLiteTensor(index, name, shape, dtype, scale, zp, qdim, self.data(index, t, shape, dtype))
+        signature = tuple(int(d) for d in t.ShapeSignatureAsNumpy()) if t.ShapeSignatureLength() else ()
+        return TFLiteTensor(index, name, shape, dtype, scale, zp, qdim, self.data(index, t, shape, dtype),
+                            signature if len(signature) == len(shape) else shape)
 
     def options(self, op: Any, index: int, name: str) -> dict[str, Any]:
         import tflite
