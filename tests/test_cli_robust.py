@@ -88,8 +88,9 @@ CARELESS = [
     (["quantize", "{t}/truncated_onnx.onnx", "--calib", CALIB], "truncated_onnx.onnx"),
     (["convert", "{t}/truncated_tflite.tflite"], "truncated_tflite.tflite"),
     (["build", "{t}/truncated_tflite.tflite"], "truncated_tflite.tflite"),
-    (["build", ONNX, "--statistics", "{t}/nan.npy"], "nan.npy: not a statistics.npz"),
-    (["build", ONNX, "--statistics", "{t}/truncated_npz.npz"], "truncated_npz.npz: not a statistics.npz"),
+    (["build", ONNX, "--statistics", "{t}/nan.npy"], "nan.npy: not a tvm-sima statistics file (an array, not a "
+                                                       "statistics.npz)"),
+    (["build", ONNX, "--statistics", "{t}/truncated_npz.npz"], "truncated_npz.npz: not a tvm-sima statistics file"),
 ]
 
 

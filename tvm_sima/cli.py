@@ -345,10 +345,6 @@ def _build_input(args: argparse.Namespace, staging: pathlib.Path) -> Any:
                        "`tvm-sima quantize` run (or quantize it with --calib)")
     if not pathlib.Path(args.statistics).is_file():
         raise CliError(f"statistics file {args.statistics} not found")
-    import zipfile
-
-    if not zipfile.is_zipfile(args.statistics):  # an .npz is a zip archive
-        raise CliError(f"{args.statistics}: not a statistics.npz (truncated, or not written by `tvm-sima quantize`)")
     return _quantize(args, mod, params, staging, statistics=args.statistics)[0]
 
 

@@ -141,6 +141,8 @@ def quantize(
     if dataset is None and statistics is None:
         raise ValueError("quantize needs calibration data: pass dataset= (an iterable of batches) or statistics= "
                          "(a statistics.npz saved by an earlier run)")
+    if isinstance(statistics, (str, os.PathLike)):  # a bad file fails before any work or output
+        statistics = load_statistics(statistics)
     out_dir = str(work_dir) if work_dir is not None else tempfile.mkdtemp(prefix="tvm_sima_")
     os.makedirs(out_dir, exist_ok=True)
     start = time.perf_counter()
@@ -148,7 +150,7 @@ def quantize(
     amod, layers = annotate(mod, config)
     write_layer_config(os.path.join(out_dir, "layers.json"), layers, config)
     if statistics is not None:
-        observers = load_statistics(statistics) if isinstance(statistics, (str, os.PathLike)) else dict(statistics)
+        observers = dict(statistics)
     else:
         assert dataset is not None
         show = sys.stderr.isatty() if progress is None else progress
