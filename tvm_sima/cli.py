@@ -45,7 +45,7 @@ import textwrap
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 from tvm_sima.cli_errors import CliError, one_line, unexpected
-from tvm_sima.cli_model import data_shapes, load_model
+from tvm_sima.cli_model import data_shapes, load_model, read_dataset
 from tvm_sima.cli_report import DEFAULT_METRICS
 
 __all__ = ["main"]
@@ -163,14 +163,11 @@ def _data_options(args: argparse.Namespace, from_config: dict) -> dict:
 
 def _dataset(spec: str, main: Any, options: dict, allow_nonfinite: bool = False) -> Any:
     """The batches of ``spec`` for ``main``'s inputs, checked (NaN / Inf refused unless ``allow_nonfinite``)."""
-    from tvm_sima.plugins import InputSpec, PluginError, load_dataset
+    from tvm_sima.plugins import InputSpec
 
     inputs = [InputSpec(v.name, tuple(-1 if (n := _static(d)) is None else n for d in v.ty.shape), str(v.ty.dtype))
               for v in _data_inputs(main)]
-    try:
-        return load_dataset(spec, inputs, options, allow_nonfinite=allow_nonfinite)
-    except (PluginError, OSError) as err:
-        raise CliError(str(err)) from None
+    return read_dataset(spec, inputs, options, allow_nonfinite)
 
 
 def _quantize(args: argparse.Namespace, mod: Any, params: dict, out: pathlib.Path, **extra: Any) -> tuple[Any, Any]:

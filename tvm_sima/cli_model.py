@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from tvm_sima.cli_errors import CliError
 
-__all__ = ["input_shapes", "shape_flag", "load_model", "data_shapes"]
+__all__ = ["input_shapes", "shape_flag", "load_model", "read_dataset", "data_shapes"]
 
 
 def input_shapes(values: Optional[list[str]]) -> Optional[dict[str, tuple[int, ...]]]:
@@ -68,16 +68,23 @@ def load_model(path: str, shapes: Optional[list[str]],
         raise CliError(str(err)) from None
 
 
+def read_dataset(spec: str, inputs: Sequence[Any], options: dict, allow_nonfinite: bool = False) -> Any:
+    """``tvm_sima.plugins.load_dataset`` for ``inputs``; what it refuses becomes one CliError line."""
+    from tvm_sima.plugins import PluginError, load_dataset
+
+    try:
+        return load_dataset(spec, inputs, options, allow_nonfinite=allow_nonfinite)
+    except (PluginError, OSError) as err:
+        raise CliError(str(err)) from None
+
+
 def data_shapes(path: str, spec: str, options: dict) -> dict[str, tuple[int, ...]]:
     """Each input's shape in the first batch of ``spec``, read with the file's declared shapes (-1 where dynamic)."""
     from tvm_sima.frontends.loader import declared_inputs
-    from tvm_sima.plugins import InputSpec, PluginError, load_dataset
+    from tvm_sima.plugins import InputSpec
 
     inputs = [InputSpec(name, tuple(d if isinstance(d, int) else -1 for d in dims or ()))
               for name, dims in declared_inputs(path).items()]
-    try:
-        first = load_dataset(spec, inputs, options).batches[0]
-    except (PluginError, OSError) as err:
-        raise CliError(str(err)) from None
+    first = read_dataset(spec, inputs, options).batches[0]
     arrays = first if isinstance(first, dict) else {inputs[0].name: first}
     return {name: tuple(int(d) for d in array.shape) for name, array in arrays.items()}
