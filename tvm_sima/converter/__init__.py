@@ -31,16 +31,19 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from .. import lowering
 from .. import math as sm
 from .. import ops as so
-from ..frontends.tflite_numpy import clamp_codes
 from ..graph import remap
+from ..lowering.base import per_tensor, same_qparams
 from ..passes.patterns import GraphIndex, clip_bounds, op_name
 from .rules import DEFAULT_LIMITS, HardwareLimits
 
 __all__ = ["convert", "MODES", "HardwareLimits", "ConversionReport"]
 
-MODES = ("tflite", "shift")
+#: Converter mode -> the numerics of every op family (:class:`~tvm_sima.lowering.Numerics`).
+NUMERICS = {"tflite": lowering.Numerics.tflite(), "shift": lowering.Numerics.npu_shift()}
+MODES = tuple(NUMERICS)
 _ROOTS = ("relax.nn.conv2d", "relax.matmul")
 _NOT_COMPUTE = ("sima.quantize", "sima.dequantize", "sima.quantize_info", "sima.requantize", "sima.conv2d",
                 "sima.dense")
@@ -72,20 +75,10 @@ def dequantized(index: GraphIndex, expr: relax.Expr, through_reshape: bool = Fal
     return value.args[0], qparams_of(value.attrs)
 
 
-def per_tensor(qp: sm.QParams) -> tuple[float, int]:
-    return float(np.atleast_1d(qp.scale)[0]), int(np.atleast_1d(qp.zero_point)[0])
-
-
-def same_qparams(a: sm.QParams, b: sm.QParams) -> bool:
-    return bool(np.array_equal(np.atleast_1d(a.scale), np.atleast_1d(b.scale))
-                and np.array_equal(np.atleast_1d(a.zero_point), np.atleast_1d(b.zero_point))
-                and str(a.dtype) == str(b.dtype))
-
-
 def code_range(qp: sm.QParams, lo: float, hi: float) -> tuple[int, int]:
     """TFLite's CalculateActivationRangeQuantized for real bounds (infinite: unbounded)."""
     scale, zp = per_tensor(qp)
-    return clamp_codes(scale, zp, qp.qmin, qp.qmax, None if lo == -np.inf else lo, None if hi == np.inf else hi)
+    return sm.clamp_codes(scale, zp, qp.qmin, qp.qmax, None if lo == -np.inf else lo, None if hi == np.inf else hi)
 
 
 @dataclass
@@ -193,18 +186,30 @@ def convert(mod: tvm.IRModule, mode: str = "tflite", *,
         ``report.converted``: ``{"op", "tensor", "from"}`` per chain; ``report.unconverted``:
         ``{"op", "tensor", "reason"}`` per float compute op left in the graph.
     """
-    from .fused import match_fused
-    from .integer_ops import INTEGER_OPS, match_integer
-
     if mode not in MODES:
         raise ValueError(f"convert: mode={mode!r}; use one of {MODES}")
     if not isinstance(mod, tvm.IRModule) or "main" not in [g.name_hint for g in mod.get_global_vars()]:
         raise TypeError("convert expects a tvm.IRModule with a 'main' function (tvm_sima.load_model's output)")
-    func = mod["main"]
-    index = GraphIndex(func)
+    index = GraphIndex(mod["main"])
+    matches, skip, reasons = _find_matches(index, NUMERICS[mode], limits)
+    report = ConversionReport(mode)
+    result_mod = relax.transform.DeadCodeElimination(["main"])(_rebuild(mod, index, matches, skip, report))
+    for var, value in GraphIndex(result_mod["main"]).producer.items():  # float compute that is left
+        name = op_name(value)
+        if name is not None and name not in _NOT_COMPUTE and _is_float(var):
+            report.unconverted.append({"op": name, "tensor": var.name,
+                                       "reason": reasons.get(var.name, "no integer form for this op")})
+    return result_mod, report
+
+
+def _find_matches(index: GraphIndex, numerics: lowering.Numerics,
+                  limits: HardwareLimits) -> tuple[dict[relax.Var, Match], set, dict[str, str]]:
+    """Every chain to replace (by root var), the vars they swallow, and why other ops did not match."""
+    from .fused import match_fused
+    from .integer_ops import match_integer
+
     matches: dict[relax.Var, Match] = {}
     skip: set = set()
-    report = ConversionReport(mode)
     reasons: dict[str, str] = {}
     for var in index.order:
         if var in skip:
@@ -212,14 +217,21 @@ def convert(mod: tvm.IRModule, mode: str = "tflite", *,
         name = op_name(index.producer[var])
         found: Union[Match, str, None] = None
         if name in _ROOTS:
-            found = match_fused(index, var, mode, limits)
-        elif name in INTEGER_OPS or clip_bounds(index.producer[var]) is not None:
-            found = match_integer(index, var, mode, limits)
+            found = match_fused(index, var, numerics, limits)
+        elif name in lowering.FAMILIES:
+            found = match_integer(index, var, numerics, limits)
         if isinstance(found, Match):
             matches[var] = found
             skip.update(found.tail.vars)
         elif found:
             reasons[var.name] = found
+    return matches, skip, reasons
+
+
+def _rebuild(mod: tvm.IRModule, index: GraphIndex, matches: dict[relax.Var, Match], skip: set,
+             report: ConversionReport) -> tvm.IRModule:
+    """``mod`` with each match's chain replaced by its integer ops and a quantize_info."""
+    func = mod["main"]
     bb = relax.BlockBuilder()
     mapping: dict = {}
     with bb.function("main", list(func.params), attrs=dict(func.attrs) if func.attrs else None):
@@ -228,27 +240,21 @@ def convert(mod: tvm.IRModule, mode: str = "tflite", *,
                 if var in skip:
                     continue
                 value = index.producer[var]
-                found_match = matches.get(var)
-                if found_match is None:
+                found = matches.get(var)
+                if found is None:
                     mapping[var] = bb.emit(remap(value, mapping), name_hint=var.name)
                     continue
-                tail = found_match.tail
+                tail = found.tail
                 assert tail.out is not None and tail.out_q is not None
-                result = bb.emit(found_match.emit(bb, mapping), name_hint=tail.out.name)
+                result = bb.emit(found.emit(bb, mapping), name_hint=tail.out.name)
                 mapping[tail.out] = bb.emit(so.quantize_info(result, tail.out_q, name=tail.out.name),
                                             name_hint=f"{tail.out.name}_qi")
-                report.converted.append({"op": found_match.op, "tensor": tail.out.name, "from": op_name(value)})
+                report.converted.append({"op": found.op, "tensor": tail.out.name, "from": op_name(value)})
             out = bb.emit_output(remap(func.body.body, mapping))
         bb.emit_func_output(out)
     result_mod = mod.clone()
     result_mod["main"] = bb.get()["main"]
-    result_mod = relax.transform.DeadCodeElimination(["main"])(result_mod)
-    for var, value in GraphIndex(result_mod["main"]).producer.items():  # float compute that is left
-        name = op_name(value)
-        if name is not None and name not in _NOT_COMPUTE and _is_float(var):
-            report.unconverted.append({"op": name, "tensor": var.name,
-                                       "reason": reasons.get(var.name, "no integer form for this op")})
-    return result_mod, report
+    return result_mod
 
 
 def _is_float(var: relax.Var) -> bool:

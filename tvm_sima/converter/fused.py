@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 from tvm import relax
 
+from .. import lowering
 from .. import math as sm
-from .. import ops as so
-from ..passes.annotate import remap
+from ..graph import remap
 from ..passes.patterns import GraphIndex, constant_value, op_name
 from . import Match, Tail, dequantized, match_tail, per_tensor, rules
 from .rules import HardwareLimits
@@ -47,7 +47,8 @@ class _Chain:
         self.tail = Tail()
 
 
-def match_fused(index: GraphIndex, var: relax.Var, mode: str, limits: HardwareLimits) -> Union[Match, str]:
+def match_fused(index: GraphIndex, var: relax.Var, numerics: lowering.Numerics,
+                limits: HardwareLimits) -> Union[Match, str]:
     """The :class:`Match` of the conv2d / matmul bound to ``var``, or why there is none."""
     call = index.producer[var]
     assert isinstance(call, relax.Call)
@@ -83,23 +84,21 @@ def match_fused(index: GraphIndex, var: relax.Var, mode: str, limits: HardwareLi
     if bad:
         return bad
     try:
-        fused_args = _constants(chain, mode)
+        consts = _constants(chain, numerics)
     except ValueError as err:
         return str(err)
-    bad = rules.check_requant(limits, fused_args["shift"], fused_args["multiplier"], fused_args["bias"])
+    bad = rules.check_requant(limits, consts.shift, consts.multiplier, consts.bias)
     if bad:
         return bad
     is_dense = op_name(call) == "relax.matmul"
     return Match(var, tail, "sima.dense" if is_dense else "sima.conv2d",
-                 lambda bb, mapping: _emit(chain, fused_args, remap(chain.x, mapping)))
+                 lambda bb, mapping: _emit(bb, chain, consts, remap(chain.x, mapping)))
 
 
-def _constants(chain: _Chain, mode: str) -> dict[str, Any]:
+def _constants(chain: _Chain, numerics: lowering.Numerics) -> lowering.FusedConstants:
     call = chain.call
     is_dense = op_name(call) == "relax.matmul"
-    x_q, w_q, out_q = chain.x_q, chain.w_q, chain.tail.out_q
-    assert out_q is not None
-    zp_x = per_tensor(x_q)[1]
+    assert chain.tail.out_q is not None
     if is_dense:
         weight = chain.w.T  # (K, O) -> OI
     else:
@@ -107,37 +106,17 @@ def _constants(chain: _Chain, mode: str) -> dict[str, Any]:
         kernel_layout, groups = str(a["kernel_layout"]), int(a["groups"])
         hwio = chain.w.transpose([kernel_layout.index(c) for c in "HWIO"])
         weight = hwio.reshape(*hwio.shape[:3], groups, -1)  # HWIGO
-    product = sm.tflite_product_quantization(per_tensor(x_q)[0], np.atleast_1d(w_q.scale))
-    product_q = product[0] if len(product) == 1 else product
-    output = sm.Quantization(*per_tensor(out_q))
-    qmin, qmax = chain.tail.codes()
-    if mode == "tflite":
-        b, mult, zc, shift = sm.tflite_requantization_constants(weight, chain.bias, zp_x, product_q, output, is_dense)
-        rounding = sm.RoundingMode.HALF_UP if is_dense else sm.RoundingMode.TFLITE
-        w_int, requant = weight, sm.FixedPointMultiplier.from_q31_right_shift(mult, shift, rounding).op_args()
-        extra: dict[str, Any] = {**requant, "output_zero_point": int(zc)}
-    else:
-        w_int, b, folded_shift = sm.requantize_qnn_convolution_dense(weight, chain.bias, zp_x, product_q, output,
-                                                                     is_dense)
-        total = np.asarray(folded_shift)
-        extra = {"shift": total.tolist() if total.ndim else int(total), "multiplier": None, "output_zero_point": 0,
-                 "rounding": None}
-    return {"weight": w_int, "bias": np.asarray(b, dtype=np.int64), "zp_x": zp_x, "qmin": qmin, "qmax": qmax,
-            "out_dtype": str(out_q.dtype), **extra}
+    return lowering.from_integer_weights(weight, chain.bias, chain.x_q, chain.w_q, chain.tail.out_q, is_dense,
+                                         numerics)
 
 
-def _emit(chain: _Chain, c: dict[str, Any], new_x: relax.Expr) -> relax.Expr:
+def _emit(bb: relax.BlockBuilder, chain: _Chain, consts: lowering.FusedConstants, new_x: relax.Expr) -> relax.Expr:
     call = chain.call
-    bias = relax.const(c["bias"].astype("int32"), "int32")
-    common = {"shift": c["shift"], "input_zero_point": c["zp_x"], "qmin": c["qmin"], "qmax": c["qmax"],
-              "out_dtype": c["out_dtype"], "multiplier": c["multiplier"],
-              "output_zero_point": c["output_zero_point"], "rounding": c["rounding"]}
+    assert chain.tail.out_q is not None
+    zp_x, codes, out_dtype = per_tensor(chain.x_q)[1], chain.tail.codes(), str(chain.tail.out_q.dtype)
     if op_name(call) == "relax.matmul":
-        return so.dense(new_x, relax.const(np.ascontiguousarray(c["weight"]).astype("int8"), "int8"), bias, **common)
+        return lowering.emit_dense(bb, new_x, consts, zp_x, codes, out_dtype)
     a = call.attrs
-    w_int = c["weight"]
-    layout = str(a["data_layout"])
-    kernel = sm.hwigo_to_oihw(w_int) if layout == "NCHW" else w_int.reshape(*w_int.shape[:3], -1)
-    return so.conv2d(new_x, relax.const(np.ascontiguousarray(kernel).astype("int8"), "int8"), bias,
-                     strides=[int(v) for v in a["strides"]], padding=[int(v) for v in a["padding"]],
-                     dilation=[int(v) for v in a["dilation"]], groups=int(a["groups"]), data_layout=layout, **common)
+    return lowering.emit_conv2d(new_x, consts, zp_x, codes, out_dtype, strides=[int(v) for v in a["strides"]],
+                                padding=[int(v) for v in a["padding"]], dilation=[int(v) for v in a["dilation"]],
+                                groups=int(a["groups"]), layout=str(a["data_layout"]))

@@ -22,7 +22,7 @@ weights, the op only shifts), so the precision the fold costs can be measured on
 from __future__ import annotations
 
 import os
-from typing import Callable, Optional, Union
+from typing import Callable, Union
 
 import numpy as np
 
@@ -30,13 +30,13 @@ from ..math import (
     FixedPointMultiplier,
     Quantization,
     RoundingMode,
+    clamp_codes,
     conv2d_accumulate,
     dense_accumulate,
     depthwise_to_hwigo,
     ohwi_to_hwigo,
     requantize,
     requantize_qnn_convolution_dense,
-    round_real,
     tflite_product_quantization,
     tflite_requantization_constants,
 )
@@ -66,16 +66,6 @@ def activation_range(activation: str, out: TFLiteTensor) -> tuple[int, int]:
     info = np.iinfo(out.dtype)
     lo, hi = _ACTIVATIONS[activation]
     return clamp_codes(float(out.scale[0]), int(out.zero_point[0]), int(info.min), int(info.max), lo, hi)
-
-
-def clamp_codes(scale: float, zero_point: int, qmin: int, qmax: int, lo: Optional[float],
-                hi: Optional[float]) -> tuple[int, int]:
-    """The codes of real bounds ``lo`` / ``hi`` (None: unbounded) as TFLite computes them:
-    ``zero_point + round(bound / scale)`` in float32, rounded half away from zero, within the type."""
-    s = np.float32(scale)
-    qlo = qmin if lo is None else max(qmin, zero_point + int(round_real(np.float32(lo) / s, "tflite")))
-    qhi = qmax if hi is None else min(qmax, zero_point + int(round_real(np.float32(hi) / s, "tflite")))
-    return qlo, qhi
 
 
 #: How LiteRT's reference kernels round the requantization, per op (see the module docstring).

@@ -36,7 +36,7 @@ from .kernels import (
     same_padding,
 )
 from .lut import Lut, apply_lut, build_lut
-from .qparams import MIN_SCALE, QParams, QScheme, bias_qparams, choose_qparams, dequantize, quantize
+from .qparams import MIN_SCALE, QParams, QScheme, bias_qparams, choose_qparams, clamp_codes, dequantize, quantize
 from .qtypes import ACTIVATION_BITS, BIAS_BITS, INT32_MAX, INT32_MIN, WEIGHT_BITS, QType, parse_qtype
 from .requant import (
     HW15_MAX_MULTIPLIER,
@@ -86,6 +86,7 @@ __all__ = [
     "bias_qparams",
     "build_lut",
     "choose_qparams",
+    "clamp_codes",
     "clip_bounds",
     "conv2d_accumulate",
     "correction_factors",

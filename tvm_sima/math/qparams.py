@@ -21,6 +21,7 @@ __all__ = [
     "quantize",
     "dequantize",
     "bias_qparams",
+    "clamp_codes",
     "MIN_SCALE",
 ]
 
@@ -345,3 +346,13 @@ def bias_qparams(input_q: QParams, weight_q: QParams, bits: int = 32) -> QParams
     scale = input_q.scale * weight_q.scale
     axis = 0 if weight_q.per_channel else None
     return QParams(scale, np.zeros_like(scale, dtype=np.int64), QType(bits, True), axis=axis)
+
+
+def clamp_codes(scale: float, zero_point: int, qmin: int, qmax: int, lo: Optional[float],
+                hi: Optional[float]) -> tuple[int, int]:
+    """The codes of real bounds ``lo`` / ``hi`` (None: unbounded) as TFLite computes them:
+    ``zero_point + round(bound / scale)`` in float32, rounded half away from zero, within the type."""
+    s = np.float32(scale)
+    qlo = qmin if lo is None else max(qmin, zero_point + int(round_real(np.float32(lo) / s, RoundingMode.TFLITE)))
+    qhi = qmax if hi is None else min(qmax, zero_point + int(round_real(np.float32(hi) / s, RoundingMode.TFLITE)))
+    return qlo, qhi

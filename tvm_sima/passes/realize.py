@@ -1,9 +1,10 @@
 """Realize: turn a calibrated, annotated module into an explicit integer program.
 
 Walks ``main`` binding by binding with a per-op registry of realize functions
-(:func:`register_realize_function`, overridable like annotate's). Each tensor is available as a
-float value, a quantized value (integer tensor + :class:`~tvm_sima.math.QParams`), or both, made
-on demand:
+(:func:`register_realize_function`, overridable like annotate's); every op of
+:data:`tvm_sima.lowering.FAMILIES` without one is lowered by its family, the lowering the
+converter shares. Realize only finds the parameters. Each tensor is available as a float value,
+a quantized value (integer tensor + :class:`~tvm_sima.math.QParams`), or both, made on demand:
 
 * a ``sima.simulated_quantize`` marks a tensor and names its scale (from its observer); using it
   quantizes a float producer (``sima.quantize``) or requantizes an integer one whose scale differs
@@ -22,7 +23,6 @@ Every quantized tensor is followed by ``sima.quantize_info`` carrying its name a
 from __future__ import annotations
 
 import logging
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
@@ -31,12 +31,13 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from .. import lowering
 from .. import math as sm
 from .. import ops as so
 from ..calibration import Observer
 from ..config import LayerInfo, QConfig
 from .annotate import is_float_tensor
-from .patterns import Epilogue, GraphIndex, clip_bounds, constant_value, epilogue_chain, op_name, scalar_operand
+from .patterns import Epilogue, GraphIndex, constant_value, epilogue_chain, op_name
 
 __all__ = ["REALIZE_FUNCTIONS", "RealizeContext", "RealizeReport", "QValue", "realize",
            "register_realize_function", "tensor_qparams"]
@@ -125,6 +126,7 @@ class RealizeContext:
                  layers: list[LayerInfo], builder: relax.BlockBuilder) -> None:
         self.index = GraphIndex(func)
         self.observers, self.config, self.bb = observers, config, builder
+        self.numerics = lowering.Numerics.for_config(config)
         self.layers = {layer.name: layer for layer in layers}
         self.report = RealizeReport()
         self.fval: dict[relax.Var, relax.Expr] = {p: p for p in func.params}
@@ -249,109 +251,15 @@ class RealizeContext:
             self.qval[sq] = value
         return value
 
-    def rescale(self, q: QValue, real: float, zp_out: int, out_dtype: str, qmin: Optional[int] = None,
-                qmax: Optional[int] = None) -> relax.Expr:
-        """``clip(round((q - zp) * real) + zp_out)`` in integers (a ``sima.requantize``)."""
-        m, n = sm.quantize_multiplier(real, self.config.multiplier_bits,
-                                      force_shift_positive=self.config.force_shift_positive)
-        x = q.expr
-        if _zp(q.qparams) != 0:
-            x = self.bb.emit(relax.op.subtract(relax.op.astype(x, "int32"),
-                                               relax.const(_zp(q.qparams), "int32")))
-        self.report.integer_ops["sima.requantize"] += 1
-        return so.requantize(x, multiplier=int(m), shift=int(n), zp_out=zp_out, rounding="half_up",
-                             out_dtype=out_dtype, qmin=qmin, qmax=qmax)
-
-
-def _clip_codes(qp: sm.QParams, lo: float, hi: float) -> tuple[int, int]:
-    """Integer bounds equal to quantizing ``clip(x, lo, hi)``: ``zp + round(bound / scale)``."""
-    s, zp = _scale(qp), _zp(qp)
-    qmin = qp.qmin if lo == -math.inf else max(qp.qmin, min(qp.qmax, zp + int(sm.round_real(lo / s, "half_up"))))
-    qmax = qp.qmax if hi == math.inf else min(qp.qmax, max(qp.qmin, zp + int(sm.round_real(hi / s, "half_up"))))
-    return qmin, max(qmin, qmax)
 
 
 # --------------------------------------------------------------------------- conv2d / dense
 
 
-def _fused_constants(ctx: RealizeContext, config: QConfig, weight: np.ndarray, bias: np.ndarray,
-                     xq: sm.QParams, yq: sm.QParams, is_dense: bool, layer: str) -> dict:
-    """Integer weight (HWIGO / OI), bias and requantization of a fused op, per ``requant_mode``."""
-    per_channel = config.quantize_method_for_weight.startswith("per_channel")
-    data_q = sm.Quantization(_scale(xq), _zp(xq), xq.dtype.bits)
-    out_q = sm.Quantization(_scale(yq), _zp(yq), yq.dtype.bits)
-    if config.requant_mode == "shift":
-        try:
-            w, b, shift = sm.fold_float_weights_shift(weight, bias, data_q, out_q, is_dense, per_channel=per_channel,
-                                                      weight_bits=config.weight_bits, bias_bits=config.bias_bits)
-            w_rows = sm.per_channel_weight_view(w, is_dense)
-            shifts = np.broadcast_to(np.asarray(shift, dtype=np.float64), (w_rows.shape[0],))
-            effective = w_rows * (_scale(yq) / _scale(xq)) / np.exp2(shifts)[:, None]
-            return {"weight": w, "bias": b, "shift": shift, "multiplier": None, "output_zero_point": 0,
-                    "rounding": None, "effective": effective}
-        except ValueError as err:
-            ctx.report.notes.append(f"{layer}: shift-only fold impossible ({err}); used multiplier_shift")
-    view = sm.per_channel_weight_view(weight, is_dense)
-    lo, hi = (view.min(axis=1), view.max(axis=1)) if per_channel else (view.min(), view.max())
-    wq = sm.choose_qparams(lo, hi, _scheme(config.quantize_method_for_weight), config.weight_bits,
-                           axis=0 if per_channel else None)
-    scales = np.broadcast_to(np.asarray(wq.scale, dtype=np.float64), (view.shape[0],))
-    # A bias must fit its int32 at the product scale (with room for the zero-point fold): channels
-    # with tiny weights and a large bias get a coarser weight scale (onnxruntime does the same).
-    scales = np.maximum(scales, np.abs(bias) / (_scale(xq) * 2.0**30))
-    if config.weight_scale == "power2":
-        scales = np.exp2(np.ceil(np.log2(scales)))
-    w_view = np.clip(sm.round_real(view / scales[:, None], "half_away_from_zero"), wq.qmin, wq.qmax)
-    w_int = sm.per_channel_weight_unview(w_view, weight.shape, is_dense).astype(np.int8 if config.weight_bits <= 8
-                                                                                 else np.int16)
-    product = sm.tflite_product_quantization(_scale(xq), scales if per_channel else scales[:1])
-    bias_int = np.clip(sm.round_real(bias / (np.float32(_scale(xq)) * scales.astype(np.float32).astype(np.float64)),
-                                     "half_away_from_zero"), -(2**31), 2**31 - 1).astype(np.int64)
-    b, mult, zc, shift = sm.tflite_requantization_constants(w_int, bias_int, _zp(xq),
-                                                            product if per_channel else product[0], out_q, is_dense)
-    requant = sm.FixedPointMultiplier.from_q31_right_shift(mult, shift, sm.RoundingMode.TFLITE)
-    return {"weight": w_int, "bias": b, **requant.op_args(), "output_zero_point": int(zc),
-            "effective": w_view * scales[:, None]}
-
-
-def _corrected_constants(ctx: RealizeContext, config: QConfig, weight: np.ndarray, bias: np.ndarray,
-                         xq: sm.QParams, yq: sm.QParams, is_dense: bool, layer: str,
-                         input_mean: Optional[np.ndarray], groups: int = 1) -> dict:
-    """:func:`_fused_constants`, then with the bias corrected for the weights' rounding error.
-
-    Bias correction (Nagel et al., 2019): rounding the weights shifts each output channel's mean
-    by ``sum((W_int - W) * E[x])``; with the per-channel input means from calibration, that shift
-    is subtracted from the bias and the constants are made again.
-    """
-    consts = _fused_constants(ctx, config, weight, bias, xq, yq, is_dense, layer)
-    if not config.bias_correction or input_mean is None:
-        return consts
-    view = sm.per_channel_weight_view(weight, is_dense)
-    error = consts["effective"] - view
-    rows = view.shape[0]
-    if is_dense:
-        if input_mean.shape != (view.shape[1],):
-            return consts
-        means = np.broadcast_to(input_mean, view.shape)
-    else:
-        kh, kw, per_group = weight.shape[:3]
-        if input_mean.shape != (per_group * groups,):
-            return consts
-        per_row_group = np.arange(rows) // (rows // groups)
-        means = np.stack([np.tile(input_mean[g * per_group:(g + 1) * per_group], kh * kw) for g in per_row_group])
-    correction = (error * means).sum(axis=1)
-    return _fused_constants(ctx, config, weight, bias - correction, xq, yq, is_dense, layer)
-
-
-def _accumulator_overflow(consts: dict, xq: sm.QParams, is_dense: bool) -> Optional[str]:
-    """Why the int32 accumulator of the fused op could overflow for some input, else None."""
-    rows = sm.per_channel_weight_view(consts["weight"], is_dense).astype(np.int64)
-    worst = np.abs(rows).sum(axis=1).max(initial=0) * max(abs(xq.qmin), abs(xq.qmax)) + \
-        np.abs(np.asarray(consts["bias"], dtype=np.int64)).max(initial=0)
-    if worst > 2**31 - 1:
-        return (f"the int32 accumulator could overflow with {xq.dtype.bits}-bit inputs (worst case {worst:.3g}); "
-                "use 8-bit activations for this layer")
-    return None
+def _weight_spec(config: QConfig) -> lowering.WeightSpec:
+    method = config.quantize_method_for_weight
+    return lowering.WeightSpec(method.startswith("per_channel"), _scheme(method), config.weight_bits,
+                               config.bias_bits, config.weight_scale == "power2")
 
 
 def _fused_io(ctx: RealizeContext, var: relax.Var,
@@ -369,12 +277,15 @@ def _fused_io(ctx: RealizeContext, var: relax.Var,
     return xq, chain, out[0], out[1]
 
 
-def _requant_kwargs(consts: dict, xq: QValue, yq: sm.QParams, chain: Epilogue) -> dict:
-    """The requantization arguments ``sima.conv2d`` and ``sima.dense`` share."""
-    qmin, qmax = _clip_codes(yq, chain.lo, chain.hi)
-    return {"shift": consts["shift"], "multiplier": consts["multiplier"], "input_zero_point": _zp(xq.qparams),
-            "output_zero_point": consts["output_zero_point"], "rounding": consts["rounding"], "qmin": qmin,
-            "qmax": qmax, "out_dtype": yq.dtype.container.name}
+def _fused_constants(ctx: RealizeContext, layer: str, config: QConfig, weight: np.ndarray, bias: np.ndarray,
+                     xq: QValue, yq: sm.QParams, is_dense: bool, mean_of: relax.Expr,
+                     groups: int = 1) -> Union[str, lowering.FusedConstants]:
+    """The layer's constants (bias-corrected when configured), or why the accumulator could overflow."""
+    consts, notes = lowering.corrected_float_weights(
+        weight, bias, xq.qparams, yq, is_dense, _weight_spec(config), lowering.FusedMode(config.requant_mode),
+        ctx.input_mean(mean_of) if config.bias_correction else None, groups)
+    ctx.report.notes.extend(f"{layer}: {note}" for note in notes)
+    return lowering.accumulator_overflow(consts, xq.qparams, is_dense) or consts
 
 
 def _emit_fused(ctx: RealizeContext, chain: Epilogue, fused: relax.Expr, yq: sm.QParams, name: str, layer: str,
@@ -412,17 +323,13 @@ def _realize_conv2d(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Op
     hwigo = sm.oihw_to_hwigo(weight, groups) if layout == "NCHW" else \
         weight.reshape(*weight.shape[:3], groups, -1)
     hwigo = hwigo * chain.scale.reshape(1, 1, 1, groups, -1)
-    consts = _corrected_constants(ctx, config, hwigo, chain.shift, xq.qparams, yq, False, layer,
-                                  ctx.input_mean(call.args[0]), groups)
-    overflow = _accumulator_overflow(consts, xq.qparams, False)
-    if overflow:
-        return overflow
-    w = consts["weight"]
-    kernel = sm.hwigo_to_oihw(w) if layout == "NCHW" else w.reshape(*w.shape[:3], -1)
-    fused = so.conv2d(xq.expr, relax.const(kernel), relax.const(np.asarray(consts["bias"]).astype("int32")),
-                      strides=[int(s) for s in a["strides"]], padding=[int(p) for p in a["padding"]],
-                      dilation=[int(d) for d in a["dilation"]], groups=groups, data_layout=layout,
-                      **_requant_kwargs(consts, xq, yq, chain))
+    consts = _fused_constants(ctx, layer, config, hwigo, chain.shift, xq, yq, False, call.args[0], groups)
+    if isinstance(consts, str):
+        return consts
+    fused = lowering.emit_conv2d(xq.expr, consts, _zp(xq.qparams), ctx.numerics.clip_codes(yq, chain.lo, chain.hi),
+                                 yq.dtype.container.name, strides=[int(s) for s in a["strides"]],
+                                 padding=[int(p) for p in a["padding"]], dilation=[int(d) for d in a["dilation"]],
+                                 groups=groups, layout=layout)
     _emit_fused(ctx, chain, fused, yq, name, layer, "sima.conv2d")
     return None
 
@@ -440,333 +347,79 @@ def _realize_matmul(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Op
     if isinstance(io, str):
         return io
     xq, chain, yq, name = io
-    oi = weight.T * chain.scale[:, None]
-    consts = _corrected_constants(ctx, config, oi, chain.shift, xq.qparams, yq, True, layer,
-                                  ctx.input_mean(call.args[0]))
-    overflow = _accumulator_overflow(consts, xq.qparams, True)
-    if overflow:
-        return overflow
-    data = xq.expr
-    in_shape = [int(d) for d in call.args[0].ty.shape]
-    out_shape = [int(d) for d in call.ty.shape]
-    if len(in_shape) != 2:
-        data = ctx.bb.emit(relax.op.reshape(data, (-1, in_shape[-1])))
-    fused: relax.Expr = so.dense(data, relax.const(consts["weight"]),
-                                 relax.const(np.asarray(consts["bias"]).astype("int32")),
-                                 **_requant_kwargs(consts, xq, yq, chain))
-    if len(in_shape) != 2:
-        fused = relax.op.reshape(ctx.bb.emit(fused), out_shape)
+    consts = _fused_constants(ctx, layer, config, weight.T * chain.scale[:, None], chain.shift, xq, yq, True,
+                              call.args[0])
+    if isinstance(consts, str):
+        return consts
+    codes = ctx.numerics.clip_codes(yq, chain.lo, chain.hi)
+    fused = lowering.emit_dense(ctx.bb, xq.expr, consts, _zp(xq.qparams), codes, yq.dtype.container.name,
+                                [int(d) for d in call.args[0].ty.shape], [int(d) for d in call.ty.shape])
     _emit_fused(ctx, chain, fused, yq, name, layer, "sima.dense")
     return None
 
 
-# --------------------------------------------------------------------------- elementwise
+# --------------------------------------------------------------------------- the shared families
 
 
-def _both(ctx: RealizeContext, call: relax.Call) -> Optional[tuple[QValue, QValue]]:
-    a, b = ctx.quantized(call.args[0]), ctx.quantized(call.args[1])
-    return (a, b) if a is not None and b is not None else None
-
-
-def _realize_add_sub(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Optional[str]:
-    if any(constant_value(arg) is not None for arg in call.args):
-        return _realize_unary_lut(ctx, var, call)
-    pair, out = _both(ctx, call), ctx.output_qparams(var)
-    if pair is None or out is None:
-        return "an input or the output is not quantized"
-    yq, name = out
-    # Both inputs to a common scale 256x finer than the output's, add in int32, round once more.
-    fine = _scale(yq) / 256.0
-    a32, b32 = (ctx.bb.emit(ctx.rescale(q, _scale(q.qparams) / fine, 0, "int32")) for q in pair)
-    total = ctx.bb.emit(relax.op.add(a32, b32) if op_name(call) == "relax.add" else relax.op.subtract(a32, b32))
-    final = so.requantize(total, multiplier=1, shift=8, zp_out=_zp(yq), rounding="half_up",
-                          out_dtype=yq.dtype.container.name)
-    ctx.report.integer_ops["sima.requantize"] += 1
-    ctx.set_q(var, final, yq, name)
-    ctx.report.integer_ops[op_name(call) or ""] += 1
-    return None
-
-
-register_realize_function("relax.add")(_realize_add_sub)
-register_realize_function("relax.subtract")(_realize_add_sub)
-
-
-@register_realize_function("relax.divide")
-def _realize_divide(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Optional[str]:
-    if constant_value(call.args[1]) is not None:
-        return _realize_unary_lut(ctx, var, call)
-    return "division by a tensor"
-
-
-@register_realize_function("relax.multiply")
-def _realize_multiply(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Optional[str]:
-    if any(constant_value(arg) is not None for arg in call.args):
-        return _realize_unary_lut(ctx, var, call)
-    pair, out = _both(ctx, call), ctx.output_qparams(var)
-    if pair is None or out is None:
-        return "an input or the output is not quantized"
-    yq, name = out
-    centered = [ctx.bb.emit(relax.op.subtract(relax.op.astype(q.expr, "int32"), relax.const(_zp(q.qparams), "int32")))
-                for q in pair]
-    product = QValue(ctx.bb.emit(relax.op.multiply(*centered)), sm.QParams(1.0, 0, "int32"))
-    real = _scale(pair[0].qparams) * _scale(pair[1].qparams) / _scale(yq)
-    ctx.set_q(var, ctx.rescale(product, real, _zp(yq), yq.dtype.container.name), yq, name)
-    ctx.report.integer_ops["relax.multiply"] += 1
-    return None
-
-
-@register_realize_function("relax.concat")
-def _realize_concat(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Optional[str]:
-    fields = call.args[0].fields if isinstance(call.args[0], relax.Tuple) else None
-    out = ctx.output_qparams(var)
-    if fields is None or out is None:
-        return "inputs are not a tuple or the output is not quantized"
-    yq, name = out
-    parts = []
-    for f in fields:
-        q = ctx.quantized(f)
-        if q is None:
-            return "an input is not quantized"
-        if not _same(q.qparams, yq):
-            q = QValue(ctx.bb.emit(ctx.rescale(q, _scale(q.qparams) / _scale(yq), _zp(yq), yq.dtype.container.name)),
-                       yq)
-        parts.append(q.expr)
-    ctx.set_q(var, relax.op.concat(parts, axis=int(call.attrs["axis"])), yq, name)
-    ctx.report.integer_ops["relax.concat"] += 1
-    return None
-
-
-# --------------------------------------------------------------------------- value-preserving ops
-
-#: Ops that only move, select or replicate values: they run on the integers, scale unchanged.
-PASSTHROUGH = ("relax.reshape", "relax.permute_dims", "relax.squeeze", "relax.expand_dims", "relax.flatten",
-               "relax.nn.max_pool2d", "relax.strided_slice", "relax.image.resize2d", "relax.nn.pad")
-
-
-def _realize_passthrough(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Optional[str]:
-    op = op_name(call)
-    xq = ctx.quantized(call.args[0])
-    if xq is None:
-        return "input is not quantized"
-    attrs = call.attrs
-    if op == "relax.image.resize2d" and str(attrs["method"]) != "nearest_neighbor":
-        return f"{attrs['method']} resize interpolates (only nearest_neighbor runs on integers)"
-    args = [xq.expr, *(ctx.as_float(a) for a in call.args[1:])]
-    if op == "relax.nn.pad":
-        if str(attrs["pad_mode"]) != "constant":
-            return f"pad_mode {attrs['pad_mode']}"
-        value = float(attrs["pad_value"])
-        code = _zp(xq.qparams) + int(sm.round_real(value / _scale(xq.qparams), "half_up"))
-        if not xq.qparams.qmin <= code <= xq.qparams.qmax:
-            return f"pad value {value} is outside the quantized range"
-        new: relax.Expr = relax.op.nn.pad(xq.expr, [int(p) for p in attrs["pad_width"]], "constant", float(code))
-    else:
-        new = relax.Call(call.op, args, attrs, call.ty_args)
-    name = ctx.output_qparams(var)
-    ctx.set_q(var, new, xq.qparams, name[1] if name else f"{var.name}.output", fixed=True)
-    ctx.report.integer_ops[op or ""] += 1
-    return None
-
-
-for _op in PASSTHROUGH:
-    register_realize_function(_op)(_realize_passthrough)
-
-
-def _realize_clip(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Optional[str]:
-    bounds = clip_bounds(call)
-    if bounds is None:
-        return "maximum / minimum of two tensors, or clip bounds that are not constants"
-    source, lo, hi = bounds
-    xq = ctx.quantized(source)
-    if xq is None:
-        return "input is not quantized"
-    qmin, qmax = _clip_codes(xq.qparams, lo, hi)
-    name = ctx.output_qparams(var)
-    ctx.set_q(var, relax.op.clip(xq.expr, qmin, qmax), xq.qparams, name[1] if name else f"{var.name}.output")
-    ctx.report.integer_ops[op_name(call) or ""] += 1
-    return None
-
-
-for _op in ("relax.nn.relu", "relax.nn.relu6", "relax.clip", "relax.maximum", "relax.minimum"):
-    register_realize_function(_op)(_realize_clip)
-
-
-# --------------------------------------------------------------------------- reductions
-
-
-def _reduced_count(in_shape: list[int], axes: list[int]) -> int:
-    return int(np.prod([in_shape[a] for a in axes])) if axes else int(np.prod(in_shape))
-
-
-@register_realize_function("relax.mean")
-def _realize_mean(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Optional[str]:
-    xq, out = ctx.quantized(call.args[0]), ctx.output_qparams(var)
-    if xq is None or out is None:
-        return "the input or the output is not quantized"
-    yq, name = out
-    shape = [int(d) for d in call.args[0].ty.shape]
-    axis = call.attrs["axis"]
-    axes = [int(a) % len(shape) for a in axis] if axis is not None else list(range(len(shape)))
-    count = _reduced_count(shape, axes)
-    total = ctx.bb.emit(relax.op.sum(relax.op.astype(xq.expr, "int32"), axes, bool(call.attrs["keepdims"])))
-    summed = QValue(total, sm.QParams(1.0, _zp(xq.qparams) * count, "int32"))
-    ctx.set_q(var, ctx.rescale(summed, _scale(xq.qparams) / (count * _scale(yq)), _zp(yq), yq.dtype.container.name),
-              yq, name)
-    ctx.report.integer_ops["relax.mean"] += 1
-    return None
-
-
-@register_realize_function("relax.nn.adaptive_avg_pool2d")
-def _realize_global_pool(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Optional[str]:
-    a = call.attrs
-    layout = str(a["layout"])
-    size = [int(s) for s in a["output_size"]] if a["output_size"] is not None else None
-    if size not in ([1, 1], [1]) or layout not in ("NCHW", "NHWC") or str(a["out_layout"]) != layout:
-        return "adaptive pooling to a size other than 1x1"
-    axes = [2, 3] if layout == "NCHW" else [1, 2]
-    fake = relax.op.mean(call.args[0], axes, keepdims=True)
-    return _realize_mean(ctx, var, fake)  # type: ignore[arg-type]
-
-
-@register_realize_function("relax.nn.avg_pool2d")
-def _realize_avg_pool2d(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Optional[str]:
-    """A depthwise ``sima.conv2d`` with all-one weights: window sums, one requantization by ``1 / window``."""
-    a = call.attrs
-    layout = str(a["layout"])
-    padding = [int(p) for p in a["padding"]]
-    if layout not in so.LAYOUTS or str(a["out_layout"]) != layout or bool(a["ceil_mode"]):
-        return f"avg_pool2d with layout {layout} / ceil_mode (sima.conv2d takes NCHW or NHWC, floor mode)"
-    if any(padding) and not bool(a["count_include_pad"]):
-        return "padded avg_pool2d that excludes the padding from the count (the divisor varies per position)"
-    xq, out = ctx.quantized(call.args[0]), ctx.output_qparams(var)
-    if xq is None or out is None:
-        return "the input or the output is not quantized"
-    yq, name = out
-    kh, kw = (int(k) for k in a["pool_size"])
-    channels = int(call.args[0].ty.shape[layout.index("C")])
-    ones = np.ones((kh, kw, 1, channels, 1), dtype=np.int8)  # HWIGO, depthwise
-    product = sm.Quantization(_scale(xq.qparams) / (kh * kw), 0, 32)
-    bias, mult, zc, shift = sm.tflite_requantization_constants(
-        ones, None, _zp(xq.qparams), product, sm.Quantization(_scale(yq), _zp(yq), yq.dtype.bits), False)
-    kernel = sm.hwigo_to_oihw(ones) if layout == "NCHW" else ones.reshape(kh, kw, 1, channels)
-    requant = sm.FixedPointMultiplier.from_q31_right_shift(mult, shift, sm.RoundingMode.TFLITE)
-    fused = so.conv2d(xq.expr, relax.const(kernel), relax.const(np.asarray(bias, dtype="int32")),
-                      **requant.op_args(), strides=[int(v) for v in a["strides"]],
-                      padding=padding, dilation=[int(v) for v in a["dilation"]], groups=channels,
-                      data_layout=layout, input_zero_point=_zp(xq.qparams), output_zero_point=int(zc),
-                      out_dtype=yq.dtype.container.name)
-    ctx.set_q(var, fused, yq, name)
-    ctx.report.integer_ops["relax.nn.avg_pool2d"] += 1
-    return None
-
-
-#: Fraction bits of the softmax exponential table.
-SOFTMAX_EXP_BITS = 15
-
-
-@register_realize_function("relax.nn.softmax")
-def _realize_softmax(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Optional[str]:
-    """Integer softmax: ``e = EXP[max(x) - x]`` (a table in Q15), ``y = round(e / (sum(e) * s_y)) + zp_y``."""
-    xq, out = ctx.quantized(call.args[0]), ctx.output_qparams(var)
-    if xq is None or out is None:
-        return "the input or the output is not quantized"
-    if xq.qparams.dtype.bits > 8:
-        return "softmax tables need 8-bit inputs"
-    yq, name = out
-    axis = int(call.attrs["axis"])
-    span = xq.qparams.qmax - xq.qparams.qmin
-    table = np.round(np.exp(-np.arange(span + 1) * _scale(xq.qparams)) * 2**SOFTMAX_EXP_BITS).astype("int64")
-    x64 = ctx.bb.emit(relax.op.astype(xq.expr, "int64"))
-    top = ctx.bb.emit(relax.op.max(x64, axis=[axis], keepdims=True))
-    # top - x is in [0, span]: mode="clip" changes no index (the default "fast" mode makes TVM warn)
-    e = ctx.bb.emit(relax.op.astype(relax.op.take(relax.const(table, "int64"),
-                                                  ctx.bb.emit(relax.op.subtract(top, x64)), axis=0, mode="clip"),
-                                    "int64"))
-    total = ctx.bb.emit(relax.op.sum(e, axis=[axis], keepdims=True))
-    # q = floor(e * K / 2**16 / total + 1/2) with K = round(2**16 / s_y): all in int64.
-    k = int(round(2**16 / _scale(yq)))
-    numerator = ctx.bb.emit(relax.op.add(relax.op.multiply(e, relax.const(k, "int64")),
-                                         relax.op.multiply(total, relax.const(2**15, "int64"))))
-    codes = ctx.bb.emit(relax.op.floor_divide(numerator, relax.op.multiply(total, relax.const(2**16, "int64"))))
-    shifted = ctx.bb.emit(relax.op.add(codes, relax.const(_zp(yq), "int64")))
-    result = relax.op.astype(relax.op.clip(shifted, yq.qmin, yq.qmax), yq.dtype.container.name)
-    ctx.set_q(var, result, yq, name)
-    ctx.report.integer_ops["softmax(lut)"] += 1
-    return None
-
-
-# --------------------------------------------------------------------------- lookup tables
-
-
-def _gelu(x: np.ndarray) -> np.ndarray:
-    erf = np.vectorize(math.erf)
-    return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
-
-
-#: Unary float functions realized as a table over every input code.
-LUT_FUNCTIONS: dict[str, Callable[[np.ndarray, relax.Call], np.ndarray]] = {
-    "relax.sigmoid": lambda x, c: 1.0 / (1.0 + np.exp(-x)),
-    "relax.tanh": lambda x, c: np.tanh(x),
-    "relax.exp": lambda x, c: np.exp(x),
-    "relax.erf": lambda x, c: np.vectorize(math.erf)(x),
-    "relax.nn.gelu": lambda x, c: _gelu(x),
-    "relax.nn.gelu_tanh": lambda x, c: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))),
-    "relax.nn.silu": lambda x, c: x / (1.0 + np.exp(-x)),
-    "relax.nn.leakyrelu": lambda x, c: np.where(x >= 0, x, float(c.attrs["alpha"]) * x),
-    "relax.nn.softplus": lambda x, c: np.log1p(np.exp(x)),
-    "relax.sqrt": lambda x, c: np.sqrt(np.maximum(x, 0)),
-    "relax.abs": lambda x, c: np.abs(x),
-    "relax.negative": lambda x, c: -x,
-}
-
-
-def _binary_with_constant(call: relax.Call) -> Optional[tuple[int, Callable[[np.ndarray], np.ndarray]]]:
-    """(index of the tensor operand, unary function) of add / subtract / multiply with a scalar constant."""
-    found = scalar_operand(call.args)
-    if found is None:
-        return None
-    k, v = found
-    op = op_name(call)
-    if op == "relax.add":
-        return k, lambda x: x + v
-    if op == "relax.multiply":
-        return k, lambda x: x * v
-    if op == "relax.divide":
-        if k != 0 or v == 0:
-            return None
-        return k, lambda x: x / v
-    return k, (lambda x: x - v) if k == 0 else (lambda x: v - x)
-
-
-def _realize_unary_lut(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Optional[str]:
+def _realize_family(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Optional[str]:
+    """Any op of :data:`tvm_sima.lowering.FAMILIES`: quantized operands in, the family's integer ops out."""
     op = op_name(call) or ""
-    if op in LUT_FUNCTIONS:
-        index, fn = 0, (lambda x: LUT_FUNCTIONS[op](x, call))
+    family = lowering.FAMILIES[op]
+    operands = [ctx.quantized(a) for a in family.operands(call)]
+    out = None if family.keeps_scale else ctx.output_qparams(var)
+    if any(q is None for q in operands) or (out is None and not family.keeps_scale):
+        return "an input or the output is not quantized"
+    qs = [q for q in operands if q is not None]
+    yq = out[0] if out is not None else (qs[0].qparams if qs else sm.QParams(1.0, 0, "int8"))
+    lowered = family.lower(lowering.Request(call, [q.qparams for q in qs], yq, ctx.numerics))
+    if isinstance(lowered, str):
+        return lowered
+    result = lowered.emit(ctx.bb, [q.expr for q in qs])
+    if family.keeps_scale:
+        own = ctx.output_qparams(var)
+        ctx.set_q(var, result, yq, own[1] if own else f"{var.name}.output", fixed=family.moves_values)
     else:
-        found = _binary_with_constant(call)
-        if found is None:
-            return "a constant operand that is not a scalar"
-        index, fn = found
+        assert out is not None
+        ctx.set_q(var, result, yq, out[1])
+    if lowered.requantizes:
+        ctx.report.integer_ops["sima.requantize"] += lowered.requantizes
+    ctx.report.integer_ops[lowered.tally or op] += 1
+    return None
+
+
+def _realize_with_constant(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Optional[str]:
+    """add / subtract / multiply / divide with a scalar constant: a lookup table of the other operand."""
+    found = lowering.binary_with_scalar(call)
+    if found is None:
+        return "a constant operand that is not a scalar"
+    index, fn = found
     xq, out = ctx.quantized(call.args[index]), ctx.output_qparams(var)
     if xq is None or out is None:
         return "the input or the output is not quantized"
     if xq.qparams.dtype.bits > 8:
         return "lookup tables need 8-bit inputs"
     yq, name = out
-    codes = np.arange(xq.qparams.qmin, xq.qparams.qmax + 1)
-    with np.errstate(over="ignore", invalid="ignore"):
-        real = fn(sm.dequantize(codes, xq.qparams))
-    real = np.nan_to_num(np.asarray(real, dtype=np.float64), nan=0.0, posinf=1e30, neginf=-1e30)
-    table = sm.quantize(real, yq, "half_up").astype(yq.dtype.container.name)
-    offset = relax.op.subtract(relax.op.astype(xq.expr, "int32"), relax.const(xq.qparams.qmin, "int32"))
-    # codes - qmin is in [0, len(table)): mode="clip" changes no index (the default "fast" mode warns)
-    ctx.set_q(var, relax.op.take(relax.const(table), ctx.bb.emit(offset), axis=0, mode="clip"), yq, name)
-    ctx.report.integer_ops[f"lut({op.rsplit('.', 1)[-1]})"] += 1
+    values = lowering.table(fn, xq.qparams, yq, "half_up", (yq.qmin, yq.qmax))
+    ctx.set_q(var, lowering.emit_table(ctx.bb, xq.expr, xq.qparams, values), yq, name)
+    ctx.report.integer_ops[f"lut({(op_name(call) or '').rsplit('.', 1)[-1]})"] += 1
     return None
 
 
-for _op in LUT_FUNCTIONS:
-    register_realize_function(_op)(_realize_unary_lut)
+def _realize_arithmetic(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Optional[str]:
+    if any(constant_value(arg) is not None for arg in call.args):
+        return _realize_with_constant(ctx, var, call)
+    return _realize_family(ctx, var, call)
+
+
+@register_realize_function("relax.divide")
+def _realize_divide(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Optional[str]:
+    if constant_value(call.args[1]) is not None:
+        return _realize_with_constant(ctx, var, call)
+    return "division by a tensor"
+
+
+for _op in ("relax.add", "relax.subtract", "relax.multiply"):
+    register_realize_function(_op)(_realize_arithmetic)
 
 
 # --------------------------------------------------------------------------- driver
@@ -798,7 +451,7 @@ def realize(amod: tvm.IRModule, observers: dict[str, Observer], config: QConfig,
                 op = op_name(value)
                 if var in ctx.consumed or op == "sima.simulated_quantize":
                     continue
-                fn = REALIZE_FUNCTIONS.get(op or "")
+                fn = REALIZE_FUNCTIONS.get(op or "") or (_realize_family if op in lowering.FAMILIES else None)
                 reason = "no realize function" if fn is None else None
                 if fn is not None and enabled is not None and op not in enabled:
                     reason = "not in debug_enabled_ops"

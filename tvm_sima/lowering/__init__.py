@@ -1,0 +1,38 @@
+"""One lowering for both routes: float ops with quantization parameters -> integer sima / Relax ops.
+
+``quantize`` (float models, :mod:`tvm_sima.passes.realize`) and ``convert`` (pre-quantized
+models, :mod:`tvm_sima.converter`) only find the parameters in their graphs; the constants and
+the integer ops of every op come from here, so the same op cannot drift between the two routes.
+
+* :mod:`.fused` — ``sima.conv2d`` / ``sima.dense`` (integer weights, int32 bias, requantization);
+* :mod:`.arithmetic` — add / subtract / multiply of two tensors;
+* :mod:`.pooling` — mean, global and windowed average pooling;
+* :mod:`.tables` — unary functions as lookup tables, integer softmax;
+* :mod:`.moves` — value-moving ops, clips, concat;
+* :mod:`.numerics` — :class:`Numerics`, each route's choice of algorithm per family;
+* :mod:`.families` — :data:`FAMILIES`, the op -> family table both routes dispatch through.
+"""
+
+from .base import Lowered
+from .families import CLIPS, FAMILIES, Family, Request, register
+from .fused import (
+    FusedConstants,
+    WeightSpec,
+    accumulator_overflow,
+    corrected_float_weights,
+    emit_conv2d,
+    emit_dense,
+    from_float_weights,
+    from_integer_weights,
+    from_product,
+)
+from .moves import MOVES
+from .numerics import AddMethod, FusedMode, MultiplyMethod, Numerics, PoolMethod, TableRounding
+from .tables import LUT_FUNCTIONS, SOFTMAX_EXP_BITS, binary_with_scalar, emit_table, table
+
+__all__ = [
+    "AddMethod", "CLIPS", "FAMILIES", "Family", "FusedConstants", "FusedMode", "LUT_FUNCTIONS", "Lowered", "MOVES",
+    "MultiplyMethod", "Numerics", "PoolMethod", "Request", "SOFTMAX_EXP_BITS", "TableRounding", "WeightSpec",
+    "accumulator_overflow", "binary_with_scalar", "corrected_float_weights", "emit_conv2d", "emit_dense",
+    "emit_table", "from_float_weights", "from_integer_weights", "from_product", "register", "table",
+]
