@@ -130,18 +130,18 @@ def quantized_taps(qmod: tvm.IRModule, feed: Iterable[str] = ()) -> tuple[tvm.IR
     """
     from . import ops as so
     from .graph import remap
-    from .math import QParams
+    from .math import QParams, RoundingMode
 
     flat = relax.transform.ToNonDataflow()(qmod)
     func = flat["main"]
     index = GraphIndex(func)
     taps: dict[str, tuple[relax.Var, dict]] = {}
-    rounding = "half_even"
+    rounding = RoundingMode.HALF_EVEN
     for var in index.order:
         value = index.producer[var]
-        if op_name(value) == "sima.quantize" and rounding == "half_even":
+        if op_name(value) == "sima.quantize" and rounding is RoundingMode.HALF_EVEN:
             assert isinstance(value, relax.Call)
-            rounding = str(value.attrs["rounding"])  # feed like the program quantizes its inputs
+            rounding = RoundingMode.parse(str(value.attrs["rounding"]))  # feed like the program quantizes its inputs
         if op_name(value) == "sima.quantize_info":
             assert isinstance(value, relax.Call)
             a = value.attrs

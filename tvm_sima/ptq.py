@@ -32,6 +32,7 @@ from . import ops as so
 from .calibration import Observer, load_statistics, save_statistics
 from .config import LayerInfo, QConfig, current_qconfig, read_layer_config, write_layer_config
 from .graph import remap
+from .math import Granularity, QScheme
 from .params import bind_params
 from .passes.annotate import annotate
 from .passes.calibrate import calibrate
@@ -47,13 +48,13 @@ REPORT_ATTR = "sima.quantize_report"
 
 
 def _check_config(config: QConfig) -> None:
-    if config.quantize_method_for_activation.startswith("per_channel"):
+    if config.activation_granularity is Granularity.PER_CHANNEL:
         raise ValueError("qconfig: quantize_method_for_activation must be per_tensor_* (the fused ops take one "
                          "scale per activation tensor)")
     if not config.round_for_shift:
         raise ValueError("qconfig: round_for_shift=False (truncating shifts) is not supported: the sima ops always "
                          "round their right shifts (half up)")
-    if config.quantize_method_for_weight.endswith("asymmetric"):
+    if config.weight_scheme is QScheme.ASYMMETRIC:
         raise ValueError("qconfig: quantize_method_for_weight must be symmetric (the fused ops have no weight "
                          "zero point); use per_channel_symmetric_restricted or *_symmetric_full")
 
@@ -80,11 +81,10 @@ def simulate(amod: tvm.IRModule, observers: dict[str, Observer], config: QConfig
                     name, kind = str(value.attrs["name"]), str(value.attrs["kind"])
                     cfg = by_layer.get(name.rsplit(".", 1)[0], config)
                     if kind == "weight":
-                        method = cfg.quantize_method_for_weight
-                        qp = observers[name].compute_qparams(method.split("_", 2)[2], cfg.weight_bits)
+                        qp = observers[name].compute_qparams(cfg.weight_scheme, cfg.weight_bits)
                     else:
                         qp = tensor_qparams(observers[name], cfg, model_input=value.args[0] in inputs)
-                    q = bb.emit(so.quantize(value.args[0], qp, cfg.rounding))
+                    q = bb.emit(so.quantize(value.args[0], qp, cfg.rounding_mode))
                     value = so.dequantize(q, qp)
                 mapping[var] = bb.emit(value, name_hint=var.name)
             out = bb.emit_output(remap(func.body.body, mapping))

@@ -215,7 +215,8 @@ def qdq_to_sima(mod: Any) -> Any:
                     qp = sm.QParams(float(scale[0]), int(zp[0]), dtype) if scale.size == 1 else \
                         sm.QParams(scale, np.ascontiguousarray(zp), dtype, axis=axis)
                     x = remap(value.args[0], mapping)
-                    call = so.quantize(x, qp, "half_even") if name == "relax.quantize" else so.dequantize(x, qp)
+                    rounding = sm.RoundingMode.HALF_EVEN
+                    call = so.quantize(x, qp, rounding) if name == "relax.quantize" else so.dequantize(x, qp)
                     mapping[var] = bb.emit(call, name_hint=var.name)
                 else:
                     mapping[var] = bb.emit(remap(value, mapping), name_hint=var.name)

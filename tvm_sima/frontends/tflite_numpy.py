@@ -73,13 +73,14 @@ def clamp_codes(scale: float, zero_point: int, qmin: int, qmax: int, lo: Optiona
     """The codes of real bounds ``lo`` / ``hi`` (None: unbounded) as TFLite computes them:
     ``zero_point + round(bound / scale)`` in float32, rounded half away from zero, within the type."""
     s = np.float32(scale)
-    qlo = qmin if lo is None else max(qmin, zero_point + int(round_real(np.float32(lo) / s, "tflite")))
-    qhi = qmax if hi is None else min(qmax, zero_point + int(round_real(np.float32(hi) / s, "tflite")))
+    qlo = qmin if lo is None else max(qmin, zero_point + int(round_real(np.float32(lo) / s, RoundingMode.TFLITE)))
+    qhi = qmax if hi is None else min(qmax, zero_point + int(round_real(np.float32(hi) / s, RoundingMode.TFLITE)))
     return qlo, qhi
 
 
 #: How LiteRT's reference kernels round the requantization, per op (see the module docstring).
-ROUNDING = {"CONV_2D": "tflite", "DEPTHWISE_CONV_2D": "tflite", "FULLY_CONNECTED": "half_up"}
+ROUNDING = {"CONV_2D": RoundingMode.TFLITE, "DEPTHWISE_CONV_2D": RoundingMode.TFLITE,
+            "FULLY_CONNECTED": RoundingMode.HALF_UP}
 
 
 def _constant(graph: TFLiteGraph, op: TFLiteOp, position: int) -> np.ndarray:

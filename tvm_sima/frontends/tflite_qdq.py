@@ -81,7 +81,7 @@ def _finish(bb: relax.BlockBuilder, op: TFLiteOp, out: TFLiteTensor, y: relax.Ex
     if bounds is not None:
         lo, hi = bounds
         y = bb.emit(relax.op.nn.relu(y) if hi is None else relax.op.clip(y, lo, hi))
-    return bb.emit(so.quantize(y, _qparams(out), "half_away_from_zero"), name_hint=var_name(out.name))
+    return bb.emit(so.quantize(y, _qparams(out), sm.RoundingMode.HALF_AWAY_FROM_ZERO), name_hint=var_name(out.name))
 
 
 def var_name(tensor_name: str) -> str:
@@ -279,7 +279,7 @@ class _Importer:
         if x.dtype != np.float32 or out.dtype != np.int8:
             raise ValueError(f"op {op.index} (QUANTIZE): {np.dtype(x.dtype).name} -> {np.dtype(out.dtype).name}; "
                              "only float32 -> int8 (a float model input) is supported")
-        return self.bb.emit(so.quantize(self.value(op.inputs[0]), _qparams(out), "half_away_from_zero"),
+        return self.bb.emit(so.quantize(self.value(op.inputs[0]), _qparams(out), sm.RoundingMode.HALF_AWAY_FROM_ZERO),
                             name_hint=self.out_name(op))
 
     def _op_dequantize(self, op: TFLiteOp) -> relax.Expr:

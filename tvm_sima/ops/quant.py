@@ -129,7 +129,8 @@ def _rounding(rounding: Union[RoundingMode, str], op: str, integer_kernel: bool 
     return mode.value
 
 
-def quantize(x: relax.Expr, qparams: QParams, rounding: Union[RoundingMode, str] = "half_even") -> relax.Call:
+def quantize(x: relax.Expr, qparams: QParams,
+             rounding: Union[RoundingMode, str] = RoundingMode.HALF_EVEN) -> relax.Call:
     """``sima.quantize``: ``clip(round(x / scale) + zero_point, qmin, qmax)``, float -> int.
 
     Computed in float64 (as :func:`tvm_sima.math.quantize`), so results are bit-exact with it.
@@ -155,7 +156,7 @@ def requantize(
     shift: Optional[IntOrList] = None,
     input_q: Optional[QParams] = None,
     output_q: Optional[QParams] = None,
-    rounding: Union[RoundingMode, str] = "half_up",
+    rounding: Union[RoundingMode, str] = RoundingMode.HALF_UP,
     zp_out: int = 0,
     qmin: Optional[int] = None,
     qmax: Optional[int] = None,
@@ -244,7 +245,7 @@ def simulated_quantize(
     clip_min: float,
     clip_max: float,
     sign: bool = True,
-    rounding: Union[RoundingMode, str] = "half_even",
+    rounding: Union[RoundingMode, str] = RoundingMode.HALF_EVEN,
     axis: Optional[int] = None,
     seed: int = 0,
     name: str = "",

@@ -22,6 +22,7 @@ from tvm import relax
 from .. import ops as so
 from ..config import LayerInfo, QConfig, current_qconfig
 from ..graph import remap  # also re-exported: the converter imports it from here
+from ..math import QScheme, RoundingMode
 from .patterns import GraphIndex, epilogue_chain, op_name
 
 __all__ = [
@@ -80,14 +81,14 @@ class AnnotateContext:
 def _clip_range(config: QConfig, kind: str, sign: bool) -> tuple[int, int]:
     bits = {"weight": config.weight_bits, "bias": config.bias_bits, "input": config.input_bits}.get(
         kind, config.activation_bits)
-    restricted = kind == "weight" and config.quantize_method_for_weight.endswith("symmetric_restricted")
+    restricted = kind == "weight" and config.weight_scheme is QScheme.SYMMETRIC_RESTRICTED
     lo = -(2 ** (bits - 1)) + int(restricted) if sign else 0
     hi = 2 ** (bits - 1) - 1 if sign else 2**bits - 1
     return lo, hi
 
 
 def attach_simulated_quantize(expr: relax.Expr, kind: str, ctx: AnnotateContext, role: Optional[str] = None,
-                              sign: bool = True, rounding: Optional[str] = None,
+                              sign: bool = True, rounding: Optional[RoundingMode | str] = None,
                               axis: Optional[int] = None) -> relax.Expr:
     """Wrap ``expr`` in ``sima.simulated_quantize`` for a tensor of ``kind`` (input / weight / activation / bias).
 
@@ -99,7 +100,7 @@ def attach_simulated_quantize(expr: relax.Expr, kind: str, ctx: AnnotateContext,
         return ctx.shared[expr]
     lo, hi = _clip_range(ctx.config, kind, sign)
     call = so.simulated_quantize(expr, kind=kind, dom_scale=1.0, clip_min=lo, clip_max=hi, sign=sign,
-                                 rounding=rounding or ctx.config.rounding, name=ctx.tensor_name(role or kind),
+                                 rounding=rounding or ctx.config.rounding_mode, name=ctx.tensor_name(role or kind),
                                  axis=axis)
     if ctx.builder is None or not isinstance(expr, relax.Var):
         return call
@@ -211,7 +212,7 @@ class _Annotator:
         ctx = self._default_context()
         lo, hi = _clip_range(self.config, "activation", True)
         call = so.simulated_quantize(new, kind="activation", dom_scale=1.0, clip_min=lo, clip_max=hi,
-                                     rounding=self.config.rounding, name=name)
+                                     rounding=self.config.rounding_mode, name=name)
         var = self.builder.emit(call, name_hint=f"{new.name}_sq")
         ctx.shared[new] = var
         return var
