@@ -1,11 +1,12 @@
-"""Conventions in types: the parsed config enums (Granularity, QScheme, RoundingMode, RequantMode)."""
+"""Conventions in types: the parsed config enums, and one reader of qparams from op attributes."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tvm_sima.config import QUANTIZE_METHODS, REQUANT_MODES, QConfig, qconfig
-from tvm_sima.math import Granularity, QScheme, RequantMode, RoundingMode
+from tvm_sima.math import Granularity, QParams, QScheme, RequantMode, RoundingMode
 
 
 @pytest.mark.parametrize("method", QUANTIZE_METHODS)
@@ -67,3 +68,40 @@ def test_granularity_and_requant_mode_parse():
 
 def test_enums_are_strings_so_old_comparisons_hold():
     assert RequantMode.SHIFT == "shift" and Granularity.PER_CHANNEL == "per_channel"
+
+
+# --------------------------------------------------------------------------- qparams_from_attrs
+
+@pytest.mark.parametrize("qp", [
+    QParams(0.05, -3, "int8"),
+    QParams(0.5, 128, "uint8"),
+    QParams(0.001, 0, "int16"),
+    QParams([0.1, 0.2, 0.4], [0, 0, 0], "int8", axis=0),
+    QParams(np.array([0.5, 0.25]), np.array([1, -2]), "int8", axis=3),
+], ids=repr)
+def test_qparams_from_attrs_inverts_qparams_attrs_on_real_ops(qp):
+    from tvm import relax
+
+    import tvm_sima.ops as so
+
+    assert so.qparams_from_attrs(so.qparams_attrs(qp)) == qp
+    shape = [2, 3, 4, 5] if qp.axis == 3 or not qp.per_channel else [3, 2, 4, 5]
+    x = relax.Var("x", relax.TensorType(shape, "float32"))
+    q = relax.Var("q", relax.TensorType(shape, qp.dtype.container.name))
+    for call in (so.quantize(x, qp), so.dequantize(q, qp), so.quantize_info(x, qp, name="t")):
+        assert so.qparams_from_attrs(call.attrs) == qp, call.op.name
+
+
+def test_qparams_from_attrs_reads_what_the_converter_reads(fixtures_dir):
+    import tvm_sima
+    from tvm_sima.converter import qparams_of
+    from tvm_sima.ops import qparams_from_attrs
+    from tvm_sima.passes.patterns import GraphIndex, op_name
+
+    mod, _ = tvm_sima.load_model(fixtures_dir / "digits_int8.tflite")
+    index = GraphIndex(mod["main"])
+    calls = [v for v in index.producer.values() if op_name(v) in ("sima.quantize", "sima.dequantize")]
+    assert any(len(c.attrs["scale"]) > 1 for c in calls)  # guard: per-channel weights are among them
+    for call in calls:
+        assert qparams_from_attrs(call.attrs) == qparams_of(call.attrs)
+        assert qparams_from_attrs(call.attrs).per_channel == (len(call.attrs["scale"]) > 1)

@@ -27,6 +27,7 @@ from tvm import relax
 
 from .calibration.data_checks import batch_arrays, check_batch
 from .config import QConfig, current_qconfig
+from .math import QParams, RoundingMode
 from .math.metrics import cosine_from_sums, sqnr_db_from_sums
 from .math.qtypes import parse_qtype
 from .params import bind_params
@@ -130,12 +131,12 @@ def quantized_taps(qmod: tvm.IRModule, feed: Iterable[str] = ()) -> tuple[tvm.IR
     """
     from . import ops as so
     from .graph import remap
-    from .math import QParams, RoundingMode
 
     flat = relax.transform.ToNonDataflow()(qmod)
     func = flat["main"]
     index = GraphIndex(func)
     taps: dict[str, tuple[relax.Var, dict]] = {}
+    tap_q: dict[str, QParams] = {}
     rounding = RoundingMode.HALF_EVEN
     for var in index.order:
         value = index.producer[var]
@@ -151,11 +152,9 @@ def quantized_taps(qmod: tvm.IRModule, feed: Iterable[str] = ()) -> tuple[tvm.IR
                 producer = op_name(index.producer[source]) if source in index.producer else "input"
                 taps[name] = (var, {"scale": [float(s) for s in a["scale"]], "producer": producer or "",
                                     "zero_point": [int(z) for z in a["zero_point"]], "dtype": str(a["dtype"])})
+                tap_q[name] = _per_tensor(so.qparams_from_attrs(a))
     feed = [name for name in feed if name in taps]
     fed_vars = {taps[name][0]: name for name in feed}
-
-    def qparams(info: dict) -> QParams:
-        return QParams(info["scale"][0], info["zero_point"][0], info["dtype"])
 
     params = {name: relax.Var(f"feed_{k}", relax.TensorType(taps[name][0].ty.shape, "float32"))
               for k, name in enumerate(feed)}
@@ -172,15 +171,22 @@ def quantized_taps(qmod: tvm.IRModule, feed: Iterable[str] = ()) -> tuple[tvm.IR
                 computed[binding.var] = emitted
                 fed = fed_vars.get(binding.var)
                 mapping[binding.var] = emitted if fed is None else bb.emit(
-                    so.quantize(params[fed], qparams(taps[fed][1]), rounding), name_hint=f"fed_{fed}")
+                    so.quantize(params[fed], tap_q[fed], rounding), name_hint=f"fed_{fed}")
         extra: list[relax.Expr] = []
-        for var, info in taps.values():
-            extra.append(bb.emit(so.dequantize(computed[var], qparams(info)), name_hint=f"tap_{len(extra)}"))
+        for name, (var, _) in taps.items():
+            extra.append(bb.emit(so.dequantize(computed[var], tap_q[name]), name_hint=f"tap_{len(extra)}"))
         original = remap(func.body.body, mapping)
         bb.emit_func_output(relax.Tuple([original, *extra]))
     out = qmod.clone()
     out["main"] = bb.get()["main"]
     return out, {name: info for name, (_, info) in taps.items()}
+
+
+def _per_tensor(qp: QParams) -> QParams:
+    """A tap's parameters as the per-tensor report reads them (channel 0 of a per-channel record)."""
+    if not qp.per_channel:
+        return qp
+    return QParams(float(qp.scale[0]), int(qp.zero_point[0]), qp.dtype)
 
 
 def compare_tensors(mod: tvm.IRModule, params: Optional[dict], qmod: tvm.IRModule,

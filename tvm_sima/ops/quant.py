@@ -21,6 +21,7 @@ from ._registry import OpError, define_op, make_call, tensor_type
 __all__ = [
     "KINDS",
     "qparams_attrs",
+    "qparams_from_attrs",
     "quantize",
     "dequantize",
     "requantize",
@@ -44,6 +45,21 @@ def qparams_attrs(qp: QParams) -> dict[str, Any]:
         "qmin": int(qp.qmin),
         "qmax": int(qp.qmax),
     }
+
+
+def qparams_from_attrs(attrs: Any) -> QParams:
+    """The :class:`~tvm_sima.math.QParams` that :func:`qparams_attrs` wrote (the inverse).
+
+    ``attrs`` is a call's attributes or a dict of them (``scale``, ``zero_point``, ``axis``,
+    ``dtype``): per-tensor ``QParams(float, int, dtype)`` when there is one scale, else per-channel
+    arrays along ``axis``. ``qmin`` / ``qmax`` are not read back, so ``narrow_range`` is False
+    (the ops clip to the ``qmin`` / ``qmax`` attributes themselves).
+    """
+    scale = np.asarray([float(s) for s in attrs["scale"]])
+    zp = np.asarray([int(z) for z in attrs["zero_point"]])
+    if scale.size == 1:
+        return QParams(float(scale[0]), int(zp[0]), str(attrs["dtype"]))
+    return QParams(scale, zp, str(attrs["dtype"]), axis=int(attrs["axis"]))
 
 
 def _as_list(value: IntOrList, argument: str, op: str) -> list[int]:
