@@ -130,7 +130,7 @@ def quantized_taps(qmod: tvm.IRModule, feed: Iterable[str] = ()) -> tuple[tvm.IR
     Returns the module and ``{name: quantize_info attributes}`` in output order.
     """
     from . import ops as so
-    from .graph import remap
+    from .graph import rebuild_function, remap
 
     flat = relax.transform.ToNonDataflow()(qmod)
     func = flat["main"]
@@ -155,31 +155,28 @@ def quantized_taps(qmod: tvm.IRModule, feed: Iterable[str] = ()) -> tuple[tvm.IR
                 tap_q[name] = _per_tensor(so.qparams_from_attrs(a))
     feed = [name for name in feed if name in taps]
     fed_vars = {taps[name][0]: name for name in feed}
-
     params = {name: relax.Var(f"feed_{k}", relax.TensorType(taps[name][0].ty.shape, "float32"))
               for k, name in enumerate(feed)}
     attrs = dict(func.attrs) if func.attrs else {}
     if params:
         attrs["num_input"] = len(func.params) + len(params)
-    bb = relax.BlockBuilder()
-    with bb.function("main", [*func.params, *params.values()], attrs=attrs or None):
-        mapping: dict = {}
-        computed: dict = {}
-        for block in func.body.blocks:
-            for binding in block.bindings:
-                emitted = bb.emit(remap(binding.value, mapping), name_hint=binding.var.name)
-                computed[binding.var] = emitted
-                fed = fed_vars.get(binding.var)
-                mapping[binding.var] = emitted if fed is None else bb.emit(
-                    so.quantize(params[fed], tap_q[fed], rounding), name_hint=f"fed_{fed}")
-        extra: list[relax.Expr] = []
-        for name, (var, _) in taps.items():
-            extra.append(bb.emit(so.dequantize(computed[var], tap_q[name]), name_hint=f"tap_{len(extra)}"))
-        original = remap(func.body.body, mapping)
-        bb.emit_func_output(relax.Tuple([original, *extra]))
-    out = qmod.clone()
-    out["main"] = bb.get()["main"]
-    return out, {name: info for name, (_, info) in taps.items()}
+    computed: dict = {}
+
+    def emit(bb: relax.BlockBuilder, var: relax.Var, value: relax.Expr, mapping: dict) -> None:
+        emitted = computed[var] = bb.emit(remap(value, mapping), name_hint=var.name)
+        fed = fed_vars.get(var)
+        mapping[var] = emitted if fed is None else bb.emit(
+            so.quantize(params[fed], tap_q[fed], rounding), name_hint=f"fed_{fed}")
+
+    def output(bb: relax.BlockBuilder, body: relax.Expr, mapping: dict) -> relax.Expr:
+        extra = [bb.emit(so.dequantize(computed[var], tap_q[name]), name_hint=f"tap_{k}")
+                 for k, (name, (var, _)) in enumerate(taps.items())]
+        return relax.Tuple([remap(body, mapping), *extra])
+
+    result = qmod.clone()
+    result["main"] = rebuild_function(func, emit, params=[*func.params, *params.values()], attrs=attrs,
+                                      emit_output=output, dataflow=False)
+    return result, {name: info for name, (_, info) in taps.items()}
 
 
 def _per_tensor(qp: QParams) -> QParams:

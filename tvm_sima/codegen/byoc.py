@@ -28,7 +28,7 @@ from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 
 from ..converter.rules import DEFAULT_LIMITS, HardwareLimits, check_requant, check_tensors, check_window
-from ..graph import remap
+from ..graph import rebuild_function, remap
 from .artifact import Program, program_from_function, write_program
 from .csource import _CTYPES, KERNELS, PRELUDE, kernel_source
 
@@ -130,33 +130,27 @@ def offloaded_functions(mod: tvm.IRModule) -> dict[str, relax.Function]:
 def _inline(region: relax.Function) -> relax.Function:
     """The region with its composite functions inlined: one flat dataflow function of sima ops."""
     local: dict = {}
-    mapping: dict = {}
-    bb = relax.BlockBuilder()
     params = [relax.Var(p.name, p.ty) for p in region.params]
-    mapping.update({old: new for old, new in zip(region.params, params, strict=True)})
-    with bb.function("region", params):
-        with bb.dataflow():
-            for block in region.body.blocks:
-                for binding in block.bindings:
-                    value = binding.value
-                    if isinstance(value, relax.Function):
-                        local[binding.var] = value
-                        continue
-                    if isinstance(value, relax.Call) and isinstance(value.op, relax.Var) and value.op in local:
-                        composite = local[value.op]
-                        inner = {p: remap(arg, mapping) for p, arg in zip(composite.params, value.args, strict=True)}
-                        result = None
-                        for cblock in composite.body.blocks:
-                            for cb in cblock.bindings:
-                                inner[cb.var] = bb.emit(remap(cb.value, inner), name_hint=cb.var.name)
-                                result = inner[cb.var]
-                        body = composite.body.body
-                        mapping[binding.var] = inner.get(body, result) if isinstance(body, relax.Var) else result
-                        continue
-                    mapping[binding.var] = bb.emit(remap(value, mapping), name_hint=binding.var.name)
-            out = bb.emit_output(remap(region.body.body, mapping))
-        bb.emit_func_output(out)
-    return bb.get()["region"]
+    mapping: dict = dict(zip(region.params, params, strict=True))
+
+    def emit(bb: relax.BlockBuilder, var: relax.Var, value: relax.Expr, mapping: dict) -> Optional[relax.Expr]:
+        if isinstance(value, relax.Function):
+            local[var] = value
+            return None
+        if isinstance(value, relax.Call) and isinstance(value.op, relax.Var) and value.op in local:
+            composite = local[value.op]
+            inner = {p: remap(arg, mapping) for p, arg in zip(composite.params, value.args, strict=True)}
+            result = None
+            for cblock in composite.body.blocks:
+                for cb in cblock.bindings:
+                    inner[cb.var] = bb.emit(remap(cb.value, inner), name_hint=cb.var.name)
+                    result = inner[cb.var]
+            body = composite.body.body
+            mapping[var] = inner.get(body, result) if isinstance(body, relax.Var) else result
+            return None
+        return remap(value, mapping)
+
+    return rebuild_function(region, emit, name="region", params=params, attrs={}, mapping=mapping)
 
 
 def region_program(region: relax.Function, symbol: str) -> Program:

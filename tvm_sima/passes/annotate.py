@@ -21,7 +21,10 @@ from tvm import relax
 
 from .. import ops as so
 from ..config import LayerInfo, QConfig, current_qconfig
-from ..graph import remap  # also re-exported: the converter imports it from here
+from ..graph import (
+    rebuild_function,
+    remap,  # also re-exported: the converter imports it from here
+)
 from ..math import QScheme, RoundingMode
 from .patterns import GraphIndex, epilogue_chain, op_name
 
@@ -173,31 +176,31 @@ class _Annotator:
             if chain is not None:
                 internal.update(chain.internal)
                 chain_owner[chain.output] = var
-        mapping: dict[relax.Var, relax.Expr] = {}
         producer_names: dict[relax.Var, str] = {p: f"{p.name}.input" for p in func.params}
         layer_of: dict[relax.Var, str] = {}
-        bb = self.builder
-        outputs = []
-        with bb.function("main", list(func.params), attrs=dict(func.attrs) if func.attrs else None):
-            with bb.dataflow():
-                for var in index.order:
-                    value = index.producer[var]
-                    new_value = self._annotate(value, mapping, internal, producer_names, var, layer_of)
-                    mapping[var] = bb.emit(new_value, name_hint=var.name)
-                    root = chain_owner.get(var, var)
-                    op = op_name(value)
-                    if root in layer_of:
-                        producer_names[var] = f"{layer_of[root]}.output"
-                    elif op is not None:
-                        count = self.counts.get(op, 0)
-                        self.counts[op] = count + 1
-                        producer_names[var] = f"{_short(op)}@{count}.output"
-                    else:
-                        producer_names[var] = f"{var.name}.output"
-                result = self._wrap_outputs(func.body.body, mapping, producer_names)
-                outputs.append(bb.emit_output(result))
-            bb.emit_func_output(outputs[0])
-        return bb.get()["main"]
+
+        def emit(bb: relax.BlockBuilder, var: relax.Var, value: relax.Expr, mapping: dict) -> None:
+            new_value = self._annotate(value, mapping, internal, producer_names, var, layer_of)
+            mapping[var] = bb.emit(new_value, name_hint=var.name)
+            self._name_output(var, value, chain_owner.get(var, var), producer_names, layer_of)
+
+        def output(_bb: relax.BlockBuilder, body: relax.Expr, mapping: dict) -> relax.Expr:
+            return self._wrap_outputs(body, mapping, producer_names)
+
+        return rebuild_function(func, emit, emit_output=output, builder=self.builder)
+
+    def _name_output(self, var: relax.Var, value: relax.Expr, root: relax.Var, producer_names: dict,
+                     layer_of: dict) -> None:
+        """The tensor name of ``var``: its layer's output, the k-th output of its op, or its own."""
+        op = op_name(value)
+        if root in layer_of:
+            producer_names[var] = f"{layer_of[root]}.output"
+        elif op is not None:
+            count = self.counts.get(op, 0)
+            self.counts[op] = count + 1
+            producer_names[var] = f"{_short(op)}@{count}.output"
+        else:
+            producer_names[var] = f"{var.name}.output"
 
     def _default_context(self) -> AnnotateContext:
         layer = LayerInfo(-1, "", "", -1)
