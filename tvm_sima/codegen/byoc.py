@@ -30,7 +30,7 @@ from tvm.relax.dpl import is_const, is_op, wildcard
 from ..converter.rules import DEFAULT_LIMITS, HardwareLimits, check_requant, check_tensors, check_window
 from ..graph import rebuild_function, remap
 from .artifact import Program, program_from_function, write_program
-from .csource import _CTYPES, KERNELS, PRELUDE, kernel_source
+from .csource import CTYPES, KERNELS, PRELUDE, kernel_source
 
 __all__ = ["PATTERNS", "partition_for_sima", "offloaded_functions", "refusal", "region_directory", "CODEGEN"]
 
@@ -41,7 +41,7 @@ CODEGEN = "sima"
 def _static_int(ty: Any) -> bool:
     shape = getattr(ty, "shape", None)
     return shape is not None and all(isinstance(d, (int, tvm.tirx.IntImm)) for d in shape) and \
-        str(ty.dtype) in _CTYPES
+        str(ty.dtype) in CTYPES
 
 
 def refusal(call: relax.Call, limits: HardwareLimits = DEFAULT_LIMITS) -> Optional[str]:
@@ -190,11 +190,11 @@ extern "C" TVM_FFI_DLL_EXPORT int __tvm_ffi_{symbol}(void*, const TVMFFIAny* arg
 """]
     buffers: dict[str, str] = {}
     for i, name in enumerate(graph["inputs"]):
-        ctype = _CTYPES[tensors[name]["dtype"]]
+        ctype = CTYPES[tensors[name]["dtype"]]
         buffers[name] = f"in{i}"
         body.append(f"  const {ctype}* in{i} = (const {ctype}*)((char*)t[{i}]->data + t[{i}]->byte_offset);\n")
     for j, name in enumerate(outputs):
-        ctype = _CTYPES[tensors[name]["dtype"]]
+        ctype = CTYPES[tensors[name]["dtype"]]
         k = n_in + j
         buffers[name] = f"out{j}"
         body.append(f"  {ctype}* out{j} = ({ctype}*)((char*)t[{k}]->data + t[{k}]->byte_offset);\n")
@@ -202,7 +202,7 @@ extern "C" TVM_FFI_DLL_EXPORT int __tvm_ffi_{symbol}(void*, const TVMFFIAny* arg
         name = op["outputs"][0]
         spec = tensors[name]
         if name not in buffers:
-            body.append(f"  std::vector<{_CTYPES[spec['dtype']]}> b{k}({int(np.prod(spec['shape']))});\n")
+            body.append(f"  std::vector<{CTYPES[spec['dtype']]}> b{k}({int(np.prod(spec['shape']))});\n")
             buffers[name] = f"b{k}.data()"
         body.append(f"  k{k}({buffers[op['inputs'][0]]}, {buffers[name]});\n")
     body.append("  return 0;\n}\n")

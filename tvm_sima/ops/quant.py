@@ -20,12 +20,14 @@ from ._registry import OpError, define_op, make_call, tensor_type
 
 __all__ = [
     "KINDS",
+    "as_int_list",
     "qparams_attrs",
     "qparams_from_attrs",
     "quantize",
     "dequantize",
     "requantize",
     "quantize_info",
+    "rounding_attr",
     "simulated_quantize",
 ]
 
@@ -62,7 +64,8 @@ def qparams_from_attrs(attrs: Any) -> QParams:
     return QParams(scale, zp, str(attrs["dtype"]), axis=int(attrs["axis"]))
 
 
-def _as_list(value: IntOrList, argument: str, op: str) -> list[int]:
+def as_int_list(value: IntOrList, argument: str, op: str) -> list[int]:
+    """``value`` (an int or a 1-D sequence of ints) as a list attribute; OpError naming ``argument`` if not."""
     arr = np.atleast_1d(np.asarray(value))
     if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
         raise OpError(f"{op}: {argument} must be an int or a 1-D list of ints, got {value!r}")
@@ -138,7 +141,8 @@ def _ndim(x: relax.Expr) -> Optional[int]:
     return ty.ndim if isinstance(ty, relax.TensorType) and ty.ndim >= 0 else None
 
 
-def _rounding(rounding: Union[RoundingMode, str], op: str, integer_kernel: bool = True) -> str:
+def rounding_attr(rounding: Union[RoundingMode, str], op: str, integer_kernel: bool = True) -> str:
+    """The ``rounding`` attribute value of a mode; STOCHASTIC only where ``integer_kernel`` is False."""
     mode = RoundingMode.parse(rounding)
     if integer_kernel and mode is RoundingMode.STOCHASTIC:
         raise OpError(f"{op}: stochastic rounding is simulation-only; use it in sima.simulated_quantize")
@@ -153,7 +157,7 @@ def quantize(x: relax.Expr, qparams: QParams,
     """
     attrs = qparams_attrs(qparams)
     attrs["axis"] = _axis(qparams.axis, _ndim(x))
-    attrs.update(out_dtype=qparams.dtype.container.name, rounding=_rounding(rounding, "sima.quantize"))
+    attrs.update(out_dtype=qparams.dtype.container.name, rounding=rounding_attr(rounding, "sima.quantize"))
     return make_call("sima.quantize", [x], attrs)
 
 
@@ -201,7 +205,7 @@ def requantize(
         qmax = output_q.qmax if qmax is None else qmax
     if multiplier is None or shift is None:
         raise OpError(f"{op}: multiplier and shift (or input_q and output_q) are required")
-    mult, shifts = _as_list(multiplier, "multiplier", op), _as_list(shift, "shift", op)
+    mult, shifts = as_int_list(multiplier, "multiplier", op), as_int_list(shift, "shift", op)
     if min(shifts) < 0 or max(shifts) > 62:
         raise OpError(f"{op}: shift must be in [0, 62] (a right shift), got {shifts[:4]}; fold a left shift "
                       "into the multiplier")
@@ -214,7 +218,7 @@ def requantize(
     if lo > hi:
         raise OpError(f"{op}: qmin={lo} is greater than qmax={hi}")
     attrs = {
-        "multiplier": mult, "shift": shifts, "rounding": _rounding(rounding, op), "zp_in": zp_in,
+        "multiplier": mult, "shift": shifts, "rounding": rounding_attr(rounding, op), "zp_in": zp_in,
         "zp_out": int(zp_out), "qmin": lo, "qmax": hi, "axis": _axis(axis, _ndim(x)),
         "out_dtype": out_type.container.name,
     }
@@ -285,7 +289,7 @@ def simulated_quantize(
     if len(scales) > 1 and axis is None:
         raise OpError(f"{op}: a per-channel dom_scale needs axis=")
     attrs = {"kind": kind, "dom_scale": scales, "clip_min": float(clip_min), "clip_max": float(clip_max),
-             "sign": bool(sign), "rounding": _rounding(rounding, op, integer_kernel=False),
+             "sign": bool(sign), "rounding": rounding_attr(rounding, op, integer_kernel=False),
              "axis": _axis(axis, _ndim(x)), "seed": int(seed), "name": str(name)}
     return make_call(op, [x], attrs)
 
