@@ -105,3 +105,10 @@ def test_qparams_from_attrs_reads_what_the_converter_reads(fixtures_dir):
     for call in calls:
         assert qparams_from_attrs(call.attrs) == qparams_of(call.attrs)
         assert qparams_from_attrs(call.attrs).per_channel == (len(call.attrs["scale"]) > 1)
+
+
+def test_the_tflite_qdq_registry_covers_every_supported_op():
+    from tvm_sima.frontends import tflite_qdq
+
+    evaluated_or_folded = {"SHAPE", "PACK", "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"}
+    assert set(tflite_qdq.QDQ_OPS) == set(tflite_qdq._HANDLERS) | evaluated_or_folded
