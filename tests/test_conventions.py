@@ -112,3 +112,48 @@ def test_the_tflite_qdq_registry_covers_every_supported_op():
 
     evaluated_or_folded = {"SHAPE", "PACK", "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"}
     assert set(tflite_qdq.QDQ_OPS) == set(tflite_qdq._HANDLERS) | evaluated_or_folded
+
+
+# --------------------------------------------------------------------------- module passes
+
+def test_annotate_and_realize_passes_compose_with_tvm_passes(fixtures_dir):
+    import tvm
+    from tvm import relax
+
+    import tvm_sima
+    from tvm_sima.passes import Annotate, Realize, annotate, calibrate
+    from tvm_sima.passes.realize import realize
+
+    mod, params = tvm_sima.load_model(fixtures_dir / "digits_cnn_float.tflite")
+    mod = tvm_sima.bind_params(mod, params)
+    cfg = QConfig()
+    annotate_pass = Annotate(cfg)
+    assert isinstance(annotate_pass, tvm.transform.Pass) and annotate_pass.layers is None
+    amod = tvm.transform.Sequential([relax.transform.CanonicalizeBindings(), annotate_pass])(mod)
+    expected, layers = annotate(relax.transform.CanonicalizeBindings()(mod), cfg)
+    tvm.ir.assert_structural_equal(amod, expected)
+    assert annotate_pass.layers == layers and len(layers) > 0
+
+    digits = np.load(fixtures_dir / "digits_split.npz")["calib"][:4]
+    observers = calibrate(amod, [(x / 16.0).astype("float32")[None] for x in digits], cfg, layers=layers)
+    realize_pass = Realize(observers, cfg, layers)
+    qmod = tvm.transform.Sequential([realize_pass])(amod)
+    expected_q, report = realize(amod, observers, cfg, layers)
+    tvm.ir.assert_structural_equal(qmod, expected_q)
+    assert realize_pass.report.to_dict() == report.to_dict() and report.fused
+
+
+@pytest.mark.parametrize("mode", ["tflite", "shift"])
+def test_the_convert_pass_is_convert(fixtures_dir, mode):
+    import tvm
+    from tvm import relax
+
+    import tvm_sima
+    from tvm_sima.passes import Convert
+
+    mod, _ = tvm_sima.load_model(fixtures_dir / "digits_int8.tflite")
+    convert_pass = Convert(mode)
+    converted = tvm.transform.Sequential([relax.transform.CanonicalizeBindings(), convert_pass])(mod)
+    expected, report = tvm_sima.convert(relax.transform.CanonicalizeBindings()(mod), mode)
+    tvm.ir.assert_structural_equal(converted, expected)
+    assert convert_pass.report.to_dict() == report.to_dict() and report.converted  # guard: it did convert
