@@ -132,27 +132,8 @@ def quantized_taps(qmod: tvm.IRModule, feed: Iterable[str] = ()) -> tuple[tvm.IR
     from . import ops as so
     from .graph import rebuild_function, remap
 
-    flat = relax.transform.ToNonDataflow()(qmod)
-    func = flat["main"]
-    index = GraphIndex(func)
-    taps: dict[str, tuple[relax.Var, dict]] = {}
-    tap_q: dict[str, QParams] = {}
-    rounding = RoundingMode.HALF_EVEN
-    for var in index.order:
-        value = index.producer[var]
-        if op_name(value) == "sima.quantize" and rounding is RoundingMode.HALF_EVEN:
-            assert isinstance(value, relax.Call)
-            rounding = RoundingMode.parse(str(value.attrs["rounding"]))  # feed like the program quantizes its inputs
-        if op_name(value) == "sima.quantize_info":
-            assert isinstance(value, relax.Call)
-            a = value.attrs
-            name = str(a["name"])
-            if name not in taps:
-                source = value.args[0]
-                producer = op_name(index.producer[source]) if source in index.producer else "input"
-                taps[name] = (var, {"scale": [float(s) for s in a["scale"]], "producer": producer or "",
-                                    "zero_point": [int(z) for z in a["zero_point"]], "dtype": str(a["dtype"])})
-                tap_q[name] = _per_tensor(so.qparams_from_attrs(a))
+    func = relax.transform.ToNonDataflow()(qmod)["main"]
+    taps, tap_q, rounding = _taps(func)
     feed = [name for name in feed if name in taps]
     fed_vars = {taps[name][0]: name for name in feed}
     params = {name: relax.Var(f"feed_{k}", relax.TensorType(taps[name][0].ty.shape, "float32"))
@@ -177,6 +158,32 @@ def quantized_taps(qmod: tvm.IRModule, feed: Iterable[str] = ()) -> tuple[tvm.IR
     result["main"] = rebuild_function(func, emit, params=[*func.params, *params.values()], attrs=attrs,
                                       emit_output=output, dataflow=False)
     return result, {name: info for name, (_, info) in taps.items()}
+
+
+def _taps(func: relax.Function) -> tuple[dict[str, tuple[relax.Var, dict]], dict[str, QParams], RoundingMode]:
+    """The first quantize_info of every name: ``{name: (var, info)}``, its parameters, the input rounding."""
+    from . import ops as so
+
+    index = GraphIndex(func)
+    taps: dict[str, tuple[relax.Var, dict]] = {}
+    tap_q: dict[str, QParams] = {}
+    rounding = RoundingMode.HALF_EVEN
+    for var in index.order:
+        value = index.producer[var]
+        if op_name(value) == "sima.quantize" and rounding is RoundingMode.HALF_EVEN:
+            assert isinstance(value, relax.Call)
+            rounding = RoundingMode.parse(str(value.attrs["rounding"]))  # feed like the program quantizes its inputs
+        if op_name(value) == "sima.quantize_info":
+            assert isinstance(value, relax.Call)
+            a = value.attrs
+            name = str(a["name"])
+            if name not in taps:
+                source = value.args[0]
+                producer = op_name(index.producer[source]) if source in index.producer else "input"
+                taps[name] = (var, {"scale": [float(s) for s in a["scale"]], "producer": producer or "",
+                                    "zero_point": [int(z) for z in a["zero_point"]], "dtype": str(a["dtype"])})
+                tap_q[name] = _per_tensor(so.qparams_from_attrs(a))
+    return taps, tap_q, rounding
 
 
 def _per_tensor(qp: QParams) -> QParams:
