@@ -27,6 +27,7 @@ from tvm import relax
 
 from .calibration.data_checks import batch_arrays, check_batch
 from .config import QConfig, current_qconfig
+from .math import QParams, RoundingMode
 from .math.metrics import cosine_from_sums, sqnr_db_from_sums
 from .math.qtypes import parse_qtype
 from .params import bind_params
@@ -129,19 +130,49 @@ def quantized_taps(qmod: tvm.IRModule, feed: Iterable[str] = ()) -> tuple[tvm.IR
     Returns the module and ``{name: quantize_info attributes}`` in output order.
     """
     from . import ops as so
-    from .graph import remap
-    from .math import QParams
+    from .graph import rebuild_function, remap
 
-    flat = relax.transform.ToNonDataflow()(qmod)
-    func = flat["main"]
+    func = relax.transform.ToNonDataflow()(qmod)["main"]
+    taps, tap_q, rounding = _taps(func)
+    feed = [name for name in feed if name in taps]
+    fed_vars = {taps[name][0]: name for name in feed}
+    params = {name: relax.Var(f"feed_{k}", relax.TensorType(taps[name][0].ty.shape, "float32"))
+              for k, name in enumerate(feed)}
+    attrs = dict(func.attrs) if func.attrs else {}
+    if params:
+        attrs["num_input"] = len(func.params) + len(params)
+    computed: dict = {}
+
+    def emit(bb: relax.BlockBuilder, var: relax.Var, value: relax.Expr, mapping: dict) -> None:
+        emitted = computed[var] = bb.emit(remap(value, mapping), name_hint=var.name)
+        fed = fed_vars.get(var)
+        mapping[var] = emitted if fed is None else bb.emit(
+            so.quantize(params[fed], tap_q[fed], rounding), name_hint=f"fed_{fed}")
+
+    def output(bb: relax.BlockBuilder, body: relax.Expr, mapping: dict) -> relax.Expr:
+        extra = [bb.emit(so.dequantize(computed[var], tap_q[name]), name_hint=f"tap_{k}")
+                 for k, (name, (var, _)) in enumerate(taps.items())]
+        return relax.Tuple([remap(body, mapping), *extra])
+
+    result = qmod.clone()
+    result["main"] = rebuild_function(func, emit, params=[*func.params, *params.values()], attrs=attrs,
+                                      emit_output=output, dataflow=False)
+    return result, {name: info for name, (_, info) in taps.items()}
+
+
+def _taps(func: relax.Function) -> tuple[dict[str, tuple[relax.Var, dict]], dict[str, QParams], RoundingMode]:
+    """The first quantize_info of every name: ``{name: (var, info)}``, its parameters, the input rounding."""
+    from . import ops as so
+
     index = GraphIndex(func)
     taps: dict[str, tuple[relax.Var, dict]] = {}
-    rounding = "half_even"
+    tap_q: dict[str, QParams] = {}
+    rounding = RoundingMode.HALF_EVEN
     for var in index.order:
         value = index.producer[var]
-        if op_name(value) == "sima.quantize" and rounding == "half_even":
+        if op_name(value) == "sima.quantize" and rounding is RoundingMode.HALF_EVEN:
             assert isinstance(value, relax.Call)
-            rounding = str(value.attrs["rounding"])  # feed like the program quantizes its inputs
+            rounding = RoundingMode.parse(str(value.attrs["rounding"]))  # feed like the program quantizes its inputs
         if op_name(value) == "sima.quantize_info":
             assert isinstance(value, relax.Call)
             a = value.attrs
@@ -151,36 +182,15 @@ def quantized_taps(qmod: tvm.IRModule, feed: Iterable[str] = ()) -> tuple[tvm.IR
                 producer = op_name(index.producer[source]) if source in index.producer else "input"
                 taps[name] = (var, {"scale": [float(s) for s in a["scale"]], "producer": producer or "",
                                     "zero_point": [int(z) for z in a["zero_point"]], "dtype": str(a["dtype"])})
-    feed = [name for name in feed if name in taps]
-    fed_vars = {taps[name][0]: name for name in feed}
+                tap_q[name] = _per_tensor(so.qparams_from_attrs(a))
+    return taps, tap_q, rounding
 
-    def qparams(info: dict) -> QParams:
-        return QParams(info["scale"][0], info["zero_point"][0], info["dtype"])
 
-    params = {name: relax.Var(f"feed_{k}", relax.TensorType(taps[name][0].ty.shape, "float32"))
-              for k, name in enumerate(feed)}
-    attrs = dict(func.attrs) if func.attrs else {}
-    if params:
-        attrs["num_input"] = len(func.params) + len(params)
-    bb = relax.BlockBuilder()
-    with bb.function("main", [*func.params, *params.values()], attrs=attrs or None):
-        mapping: dict = {}
-        computed: dict = {}
-        for block in func.body.blocks:
-            for binding in block.bindings:
-                emitted = bb.emit(remap(binding.value, mapping), name_hint=binding.var.name)
-                computed[binding.var] = emitted
-                fed = fed_vars.get(binding.var)
-                mapping[binding.var] = emitted if fed is None else bb.emit(
-                    so.quantize(params[fed], qparams(taps[fed][1]), rounding), name_hint=f"fed_{fed}")
-        extra: list[relax.Expr] = []
-        for var, info in taps.values():
-            extra.append(bb.emit(so.dequantize(computed[var], qparams(info)), name_hint=f"tap_{len(extra)}"))
-        original = remap(func.body.body, mapping)
-        bb.emit_func_output(relax.Tuple([original, *extra]))
-    out = qmod.clone()
-    out["main"] = bb.get()["main"]
-    return out, {name: info for name, (_, info) in taps.items()}
+def _per_tensor(qp: QParams) -> QParams:
+    """A tap's parameters as the per-tensor report reads them (channel 0 of a per-channel record)."""
+    if not qp.per_channel:
+        return qp
+    return QParams(float(qp.scale[0]), int(qp.zero_point[0]), qp.dtype)
 
 
 def compare_tensors(mod: tvm.IRModule, params: Optional[dict], qmod: tvm.IRModule,

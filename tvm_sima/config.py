@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterator, Optional, Sequence, Union
 
-from .math import RoundingMode
+from .math import Granularity, QScheme, RequantMode, RoundingMode
 
 __all__ = [
     "QConfig",
@@ -68,6 +68,15 @@ _ALIASES = {
     "calibrate_mode": "calibration_strategy_for_activation",
 }
 _DTYPE_ALIASES = {"dtype_input": "input_bits", "dtype_weight": "weight_bits", "dtype_activation": "activation_bits"}
+
+
+def _split_method(method: str) -> tuple[Granularity, QScheme]:
+    """``"per_channel_symmetric_restricted"`` -> ``(PER_CHANNEL, SYMMETRIC_RESTRICTED)``."""
+    for granularity in Granularity:
+        prefix = f"{granularity.value}_"
+        if method.startswith(prefix):
+            return granularity, QScheme.parse(method[len(prefix):])
+    raise ValueError(f"qconfig: {method!r} is not one of {list(QUANTIZE_METHODS)}")
 
 
 def _did_you_mean(key: str, choices: Sequence[str]) -> str:
@@ -243,6 +252,37 @@ class QConfig:
     dtype_weight = property(lambda self: f"int{self.weight_bits}")
     dtype_activation = property(lambda self: f"int{self.activation_bits}")
     calibrate_mode = property(lambda self: self.calibration_strategy_for_activation)
+
+    # The string fields, parsed (the strings stay the file format).
+    @property
+    def weight_granularity(self) -> Granularity:
+        """Per-tensor or per-channel weights (from :attr:`quantize_method_for_weight`)."""
+        return _split_method(self.quantize_method_for_weight)[0]
+
+    @property
+    def weight_scheme(self) -> QScheme:
+        """The weights' scheme (from :attr:`quantize_method_for_weight`)."""
+        return _split_method(self.quantize_method_for_weight)[1]
+
+    @property
+    def activation_granularity(self) -> Granularity:
+        """Per-tensor or per-channel activations (from :attr:`quantize_method_for_activation`)."""
+        return _split_method(self.quantize_method_for_activation)[0]
+
+    @property
+    def activation_scheme(self) -> QScheme:
+        """The activations' scheme (from :attr:`quantize_method_for_activation`)."""
+        return _split_method(self.quantize_method_for_activation)[1]
+
+    @property
+    def rounding_mode(self) -> RoundingMode:
+        """:attr:`rounding` as a :class:`~tvm_sima.math.RoundingMode` (TVM's names accepted)."""
+        return RoundingMode.parse(self.rounding)
+
+    @property
+    def requant(self) -> RequantMode:
+        """:attr:`requant_mode` as a :class:`~tvm_sima.math.RequantMode`."""
+        return RequantMode.parse(self.requant_mode)
 
     def replace(self, **changes: Any) -> "QConfig":
         """A copy with ``changes`` (same rules as :func:`qconfig`)."""

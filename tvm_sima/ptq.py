@@ -31,12 +31,13 @@ from tvm import relax
 from . import ops as so
 from .calibration import Observer, load_statistics, save_statistics
 from .config import LayerInfo, QConfig, current_qconfig, read_layer_config, write_layer_config
-from .graph import remap
+from .graph import rebuild_main, remap
+from .math import Granularity, QScheme
 from .params import bind_params
 from .passes.annotate import annotate
 from .passes.calibrate import calibrate
 from .passes.canonicalize import canonicalize
-from .passes.patterns import GraphIndex, op_name
+from .passes.patterns import op_name
 from .passes.realize import realize, tensor_qparams
 from .progress import Progress
 
@@ -47,13 +48,13 @@ REPORT_ATTR = "sima.quantize_report"
 
 
 def _check_config(config: QConfig) -> None:
-    if config.quantize_method_for_activation.startswith("per_channel"):
+    if config.activation_granularity is Granularity.PER_CHANNEL:
         raise ValueError("qconfig: quantize_method_for_activation must be per_tensor_* (the fused ops take one "
                          "scale per activation tensor)")
     if not config.round_for_shift:
         raise ValueError("qconfig: round_for_shift=False (truncating shifts) is not supported: the sima ops always "
                          "round their right shifts (half up)")
-    if config.quantize_method_for_weight.endswith("asymmetric"):
+    if config.weight_scheme is QScheme.ASYMMETRIC:
         raise ValueError("qconfig: quantize_method_for_weight must be symmetric (the fused ops have no weight "
                          "zero point); use per_channel_symmetric_restricted or *_symmetric_full")
 
@@ -66,32 +67,23 @@ def simulate(amod: tvm.IRModule, observers: dict[str, Observer], config: QConfig
     per-tensor) parameters. The ``do_simulation=True`` result of :func:`quantize`.
     """
     by_layer = {layer.name: config.for_layer(layer)[0] for layer in layers or []}
-    func = amod["main"]
-    index = GraphIndex(func)
-    inputs = set(func.params)
-    bb = relax.BlockBuilder()
-    mapping: dict = {}
-    with bb.function("main", list(func.params), attrs=dict(func.attrs) if func.attrs else None):
-        with bb.dataflow():
-            for var in index.order:
-                value = remap(index.producer[var], mapping)
-                if op_name(value) == "sima.simulated_quantize":
-                    assert isinstance(value, relax.Call)
-                    name, kind = str(value.attrs["name"]), str(value.attrs["kind"])
-                    cfg = by_layer.get(name.rsplit(".", 1)[0], config)
-                    if kind == "weight":
-                        method = cfg.quantize_method_for_weight
-                        qp = observers[name].compute_qparams(method.split("_", 2)[2], cfg.weight_bits)
-                    else:
-                        qp = tensor_qparams(observers[name], cfg, model_input=value.args[0] in inputs)
-                    q = bb.emit(so.quantize(value.args[0], qp, cfg.rounding))
-                    value = so.dequantize(q, qp)
-                mapping[var] = bb.emit(value, name_hint=var.name)
-            out = bb.emit_output(remap(func.body.body, mapping))
-        bb.emit_func_output(out)
-    result = amod.clone()
-    result["main"] = bb.get()["main"]
-    return result
+    inputs = set(amod["main"].params)
+
+    def emit(bb: relax.BlockBuilder, _var: relax.Var, old: relax.Expr, mapping: dict) -> relax.Expr:
+        value = remap(old, mapping)
+        if op_name(value) == "sima.simulated_quantize":
+            assert isinstance(value, relax.Call)
+            name, kind = str(value.attrs["name"]), str(value.attrs["kind"])
+            cfg = by_layer.get(name.rsplit(".", 1)[0], config)
+            if kind == "weight":
+                qp = observers[name].compute_qparams(cfg.weight_scheme, cfg.weight_bits)
+            else:
+                qp = tensor_qparams(observers[name], cfg, model_input=value.args[0] in inputs)
+            q = bb.emit(so.quantize(value.args[0], qp, cfg.rounding_mode))
+            value = so.dequantize(q, qp)
+        return value
+
+    return rebuild_main(amod, emit)
 
 
 def quantize(

@@ -11,6 +11,7 @@ import numpy as np
 from .math import (
     FixedPointMultiplier,
     Quantization,
+    RoundingMode,
     conv2d_accumulate,
     dense_accumulate,
     requantize,
@@ -71,7 +72,7 @@ class Case:
             self.weight, self.bias, self.zp_x, self.product_q(), self.output_q, self.is_dense)
         acc = self.accumulate(self.x, w, self.zp_x) + self._bcast(b, self.x.ndim)
         n = np.asarray(shift)
-        y = requantize(acc, 1, n, "half_up", 0, -128, 127, axis=(acc.ndim + self.channel_axis) % acc.ndim
+        y = requantize(acc, 1, n, RoundingMode.HALF_UP, 0, -128, 127, axis=(acc.ndim + self.channel_axis) % acc.ndim
                        if n.ndim else None)
         return y, w, b, shift
 
@@ -81,7 +82,7 @@ class Case:
         acc = self.accumulate(self.x, self.weight, self.zp_x) + self._bcast(b, self.x.ndim)
         axis = (acc.ndim + self.channel_axis) % acc.ndim if np.ndim(sc) else None
         right_shift = FixedPointMultiplier.from_q31_right_shift(sc, shift).right_shift
-        return requantize(acc, sc, right_shift, "tflite", zc, -128, 127, axis=axis)
+        return requantize(acc, sc, right_shift, RoundingMode.TFLITE, zc, -128, 127, axis=axis)
 
 
 def random_case(rng: np.random.Generator, is_dense: bool, per_channel: bool) -> Case:

@@ -322,12 +322,9 @@ def _lit(value: Any) -> Any:
 
 
 def _qparams(a: dict) -> Any:
-    from .. import math as sm
+    from ..ops.quant import qparams_from_attrs
 
-    scale, zp = a["scale"], a["zero_point"]
-    if len(scale) == 1:
-        return sm.QParams(float(scale[0]), int(zp[0]), a["dtype"])
-    return sm.QParams(np.asarray(scale), np.asarray(zp), a["dtype"], axis=int(a["axis"]))
+    return qparams_from_attrs(a)
 
 
 def _requantize(x: np.ndarray, a: dict) -> np.ndarray:

@@ -28,9 +28,9 @@ from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 
 from ..converter.rules import DEFAULT_LIMITS, HardwareLimits, check_requant, check_tensors, check_window
-from ..graph import remap
+from ..graph import rebuild_function, remap
 from .artifact import Program, program_from_function, write_program
-from .csource import _CTYPES, KERNELS, PRELUDE, kernel_source
+from .csource import CTYPES, KERNELS, PRELUDE, kernel_source
 
 __all__ = ["PATTERNS", "partition_for_sima", "offloaded_functions", "refusal", "region_directory", "CODEGEN"]
 
@@ -41,7 +41,7 @@ CODEGEN = "sima"
 def _static_int(ty: Any) -> bool:
     shape = getattr(ty, "shape", None)
     return shape is not None and all(isinstance(d, (int, tvm.tirx.IntImm)) for d in shape) and \
-        str(ty.dtype) in _CTYPES
+        str(ty.dtype) in CTYPES
 
 
 def refusal(call: relax.Call, limits: HardwareLimits = DEFAULT_LIMITS) -> Optional[str]:
@@ -130,33 +130,27 @@ def offloaded_functions(mod: tvm.IRModule) -> dict[str, relax.Function]:
 def _inline(region: relax.Function) -> relax.Function:
     """The region with its composite functions inlined: one flat dataflow function of sima ops."""
     local: dict = {}
-    mapping: dict = {}
-    bb = relax.BlockBuilder()
     params = [relax.Var(p.name, p.ty) for p in region.params]
-    mapping.update({old: new for old, new in zip(region.params, params, strict=True)})
-    with bb.function("region", params):
-        with bb.dataflow():
-            for block in region.body.blocks:
-                for binding in block.bindings:
-                    value = binding.value
-                    if isinstance(value, relax.Function):
-                        local[binding.var] = value
-                        continue
-                    if isinstance(value, relax.Call) and isinstance(value.op, relax.Var) and value.op in local:
-                        composite = local[value.op]
-                        inner = {p: remap(arg, mapping) for p, arg in zip(composite.params, value.args, strict=True)}
-                        result = None
-                        for cblock in composite.body.blocks:
-                            for cb in cblock.bindings:
-                                inner[cb.var] = bb.emit(remap(cb.value, inner), name_hint=cb.var.name)
-                                result = inner[cb.var]
-                        body = composite.body.body
-                        mapping[binding.var] = inner.get(body, result) if isinstance(body, relax.Var) else result
-                        continue
-                    mapping[binding.var] = bb.emit(remap(value, mapping), name_hint=binding.var.name)
-            out = bb.emit_output(remap(region.body.body, mapping))
-        bb.emit_func_output(out)
-    return bb.get()["region"]
+    mapping: dict = dict(zip(region.params, params, strict=True))
+
+    def emit(bb: relax.BlockBuilder, var: relax.Var, value: relax.Expr, mapping: dict) -> Optional[relax.Expr]:
+        if isinstance(value, relax.Function):
+            local[var] = value
+            return None
+        if isinstance(value, relax.Call) and isinstance(value.op, relax.Var) and value.op in local:
+            composite = local[value.op]
+            inner = {p: remap(arg, mapping) for p, arg in zip(composite.params, value.args, strict=True)}
+            result = None
+            for cblock in composite.body.blocks:
+                for cb in cblock.bindings:
+                    inner[cb.var] = bb.emit(remap(cb.value, inner), name_hint=cb.var.name)
+                    result = inner[cb.var]
+            body = composite.body.body
+            mapping[var] = inner.get(body, result) if isinstance(body, relax.Var) else result
+            return None
+        return remap(value, mapping)
+
+    return rebuild_function(region, emit, name="region", params=params, attrs={}, mapping=mapping)
 
 
 def region_program(region: relax.Function, symbol: str) -> Program:
@@ -196,11 +190,11 @@ extern "C" TVM_FFI_DLL_EXPORT int __tvm_ffi_{symbol}(void*, const TVMFFIAny* arg
 """]
     buffers: dict[str, str] = {}
     for i, name in enumerate(graph["inputs"]):
-        ctype = _CTYPES[tensors[name]["dtype"]]
+        ctype = CTYPES[tensors[name]["dtype"]]
         buffers[name] = f"in{i}"
         body.append(f"  const {ctype}* in{i} = (const {ctype}*)((char*)t[{i}]->data + t[{i}]->byte_offset);\n")
     for j, name in enumerate(outputs):
-        ctype = _CTYPES[tensors[name]["dtype"]]
+        ctype = CTYPES[tensors[name]["dtype"]]
         k = n_in + j
         buffers[name] = f"out{j}"
         body.append(f"  {ctype}* out{j} = ({ctype}*)((char*)t[{k}]->data + t[{k}]->byte_offset);\n")
@@ -208,7 +202,7 @@ extern "C" TVM_FFI_DLL_EXPORT int __tvm_ffi_{symbol}(void*, const TVMFFIAny* arg
         name = op["outputs"][0]
         spec = tensors[name]
         if name not in buffers:
-            body.append(f"  std::vector<{_CTYPES[spec['dtype']]}> b{k}({int(np.prod(spec['shape']))});\n")
+            body.append(f"  std::vector<{CTYPES[spec['dtype']]}> b{k}({int(np.prod(spec['shape']))});\n")
             buffers[name] = f"b{k}.data()"
         body.append(f"  k{k}({buffers[op['inputs'][0]]}, {buffers[name]});\n")
     body.append("  return 0;\n}\n")

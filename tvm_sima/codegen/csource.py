@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PRELUDE", "kernel_source", "KERNELS"]
+__all__ = ["CTYPES", "PRELUDE", "kernel_source", "KERNELS"]
 
 _MODES = {"half_up": 0, "half_even": 1, "half_away_from_zero": 2, "tflite": 3}
 
@@ -52,7 +52,8 @@ static inline int64_t clamp(int64_t v, int64_t lo, int64_t hi) { return v < lo ?
 }  // namespace sima_kernels
 """
 
-_CTYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t"}
+#: C type of each integer dtype a kernel reads or writes.
+CTYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t"}
 
 
 def _array(name: str, values: np.ndarray, ctype: str) -> str:
@@ -73,7 +74,7 @@ def _requant_tables(tag: str, a: dict, channels: int, bias: np.ndarray) -> str:
 
 def _epilogue(tag: str, a: dict, index: str, acc: str, oc: str) -> str:
     mode = _MODES[a["rounding"]]
-    return (f"{index} = ({_CTYPES[a['out_dtype']]})sima_kernels::clamp(sima_kernels::requant((int64_t){acc} + "
+    return (f"{index} = ({CTYPES[a['out_dtype']]})sima_kernels::clamp(sima_kernels::requant((int64_t){acc} + "
             f"{tag}_bias[{oc}], {tag}_mult[{oc}], {tag}_shift[{oc}], {mode}) + {a['output_zero_point']}, "
             f"{a['qmin']}, {a['qmax']});")
 
@@ -107,7 +108,7 @@ def _conv2d(fn: str, op: dict, tensors: dict, weights: dict) -> str:
     opg = cout // groups
     (sh, sw), (dh, dw), (pt, pl, _, _) = a["strides"], a["dilation"], a["padding"]
     tag = fn + "_c"
-    xt, yt = _CTYPES[x_t["dtype"]], _CTYPES[y_t["dtype"]]
+    xt, yt = CTYPES[x_t["dtype"]], CTYPES[y_t["dtype"]]
     src = _array(f"{tag}_w", w, "int8_t") + _requant_tables(tag, a, cout, bias)
     zp = a["input_zero_point"]
     if not nchw:
@@ -174,7 +175,7 @@ def _dense(fn: str, op: dict, tensors: dict, weights: dict) -> str:
     rows, k = int(np.prod(x_t["shape"][:-1])), x_t["shape"][-1]
     cout = w.shape[0]
     tag = fn + "_d"
-    xt, yt = _CTYPES[x_t["dtype"]], _CTYPES[y_t["dtype"]]
+    xt, yt = CTYPES[x_t["dtype"]], CTYPES[y_t["dtype"]]
     src = _array(f"{tag}_w", w, "int8_t") + _requant_tables(tag, a, cout, bias)
     body = f"""
   for (int r = 0; r < {rows}; ++r) {{
@@ -198,7 +199,7 @@ def _requantize(fn: str, op: dict, tensors: dict, weights: dict) -> str:
     channels = shape[axis] if (len(a["multiplier"]) > 1 or len(a["shift"]) > 1) else 1
     inner = int(np.prod(shape[axis + 1:])) if channels > 1 else 1
     tag = fn + "_r"
-    xt, yt = _CTYPES[x_t["dtype"]], _CTYPES[y_t["dtype"]]
+    xt, yt = CTYPES[x_t["dtype"]], CTYPES[y_t["dtype"]]
     src = (_array(f"{tag}_mult", _per_channel(a["multiplier"], channels), "int64_t")
            + _array(f"{tag}_shift", _per_channel(a["shift"], channels), "int64_t"))
     mode = _MODES[a["rounding"]]

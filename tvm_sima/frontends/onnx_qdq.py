@@ -190,37 +190,25 @@ def qdq_to_sima(mod: Any) -> Any:
 
     from .. import math as sm
     from .. import ops as so
-    from ..graph import remap
-    from ..passes.patterns import GraphIndex, constant_value, op_name
+    from ..graph import rebuild_main, remap
+    from ..passes.patterns import constant_value, op_name
 
-    func = mod["main"]
-    index = GraphIndex(func)
-    bb = relax.BlockBuilder()
-    mapping: dict = {}
-    with bb.function("main", list(func.params), attrs=dict(func.attrs) if func.attrs else None):
-        with bb.dataflow():
-            for var in index.order:
-                value = index.producer[var]
-                name = op_name(value)
-                if name in ("relax.quantize", "relax.dequantize"):
-                    assert isinstance(value, relax.Call)
-                    scale, zp = constant_value(value.args[1]), constant_value(value.args[2])
-                    if scale is None or zp is None:
-                        raise ValueError(f"{name} at '{var.name}': scale and zero point must be constants")
-                    dtype = str(value.attrs["out_dtype"]) if name == "relax.quantize" else \
-                        str(value.args[0].ty.dtype)  # type: ignore[attr-defined]
-                    axis = int(value.attrs["axis"])
-                    scale = scale.astype(np.float64).reshape(-1)
-                    zp = np.broadcast_to(zp.astype(np.int64).reshape(-1), scale.shape)
-                    qp = sm.QParams(float(scale[0]), int(zp[0]), dtype) if scale.size == 1 else \
-                        sm.QParams(scale, np.ascontiguousarray(zp), dtype, axis=axis)
-                    x = remap(value.args[0], mapping)
-                    call = so.quantize(x, qp, "half_even") if name == "relax.quantize" else so.dequantize(x, qp)
-                    mapping[var] = bb.emit(call, name_hint=var.name)
-                else:
-                    mapping[var] = bb.emit(remap(value, mapping), name_hint=var.name)
-            out = bb.emit_output(remap(func.body.body, mapping))
-        bb.emit_func_output(out)
-    result = mod.clone()
-    result["main"] = bb.get()["main"]
-    return result
+    def emit(_bb: Any, var: Any, value: Any, mapping: dict) -> Any:
+        name = op_name(value)
+        if name not in ("relax.quantize", "relax.dequantize"):
+            return remap(value, mapping)
+        assert isinstance(value, relax.Call)
+        scale, zp = constant_value(value.args[1]), constant_value(value.args[2])
+        if scale is None or zp is None:
+            raise ValueError(f"{name} at '{var.name}': scale and zero point must be constants")
+        dtype = str(value.attrs["out_dtype"]) if name == "relax.quantize" else \
+            str(value.args[0].ty.dtype)  # type: ignore[attr-defined]
+        axis = int(value.attrs["axis"])
+        scale = scale.astype(np.float64).reshape(-1)
+        zp = np.broadcast_to(zp.astype(np.int64).reshape(-1), scale.shape)
+        qp = sm.QParams(float(scale[0]), int(zp[0]), dtype) if scale.size == 1 else \
+            sm.QParams(scale, np.ascontiguousarray(zp), dtype, axis=axis)
+        x = remap(value.args[0], mapping)
+        return so.quantize(x, qp, sm.RoundingMode.HALF_EVEN) if name == "relax.quantize" else so.dequantize(x, qp)
+
+    return rebuild_main(mod, emit)

@@ -69,7 +69,8 @@ def activation_range(activation: str, out: TFLiteTensor) -> tuple[int, int]:
 
 
 #: How LiteRT's reference kernels round the requantization, per op (see the module docstring).
-ROUNDING = {"CONV_2D": "tflite", "DEPTHWISE_CONV_2D": "tflite", "FULLY_CONNECTED": "half_up"}
+ROUNDING = {"CONV_2D": RoundingMode.TFLITE, "DEPTHWISE_CONV_2D": RoundingMode.TFLITE,
+            "FULLY_CONNECTED": RoundingMode.HALF_UP}
 
 
 def _constant(graph: TFLiteGraph, op: TFLiteOp, position: int) -> np.ndarray:

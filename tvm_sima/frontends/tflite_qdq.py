@@ -45,6 +45,19 @@ QDQ_OPS = ("ADD", "AVERAGE_POOL_2D", "BATCH_TO_SPACE_ND", "CONCATENATION", "CONV
 _ACTIVATIONS = {"NONE": None, "RELU": (0.0, None), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}
 _SHAPE_OPS = ("SHAPE", "PACK", "STRIDED_SLICE")  # evaluated at import time when their inputs are int32
 
+#: ``handler(importer, op) -> the op's output``: a method of :class:`_Importer` per TFLite op name.
+Handler = Callable[["_Importer", TFLiteOp], relax.Expr]
+_HANDLERS: dict[str, Handler] = {}
+
+
+def _register(*names: str) -> Callable[[Handler], Handler]:
+    def wrap(fn: Handler) -> Handler:
+        for name in names:
+            _HANDLERS[name] = fn
+        return fn
+
+    return wrap
+
 
 def _qparams(t: TFLiteTensor, axis: int = -1) -> sm.QParams:
     scale = np.asarray(t.scale, dtype=np.float64)
@@ -81,7 +94,7 @@ def _finish(bb: relax.BlockBuilder, op: TFLiteOp, out: TFLiteTensor, y: relax.Ex
     if bounds is not None:
         lo, hi = bounds
         y = bb.emit(relax.op.nn.relu(y) if hi is None else relax.op.clip(y, lo, hi))
-    return bb.emit(so.quantize(y, _qparams(out), "half_away_from_zero"), name_hint=var_name(out.name))
+    return bb.emit(so.quantize(y, _qparams(out), sm.RoundingMode.HALF_AWAY_FROM_ZERO), name_hint=var_name(out.name))
 
 
 def var_name(tensor_name: str) -> str:
@@ -210,9 +223,10 @@ class _Importer:
                                   and all(self.static_value(i) is not None for i in op.inputs if i >= 0)):
             self.static[op.outputs[0]] = self._static(op)
             return
-        handler = getattr(self, f"_op_{op.name.lower()}")
-        result = handler(op)
-        self.values[op.outputs[0]] = result
+        handler = _HANDLERS.get(op.name)
+        if handler is None:  # a shape op (PACK) on values computed at run time
+            raise ValueError(f"op {op.index} ({op.name}): only evaluated at import time, on constant int32 inputs")
+        self.values[op.outputs[0]] = handler(self, op)
 
     # ---- shape arithmetic, evaluated now ------------------------------------------------------------
     def _static(self, op: TFLiteOp) -> np.ndarray:
@@ -228,11 +242,13 @@ class _Importer:
         return out.reshape([d for k, d in enumerate(out.shape) if k not in dropped]).astype(np.int32)
 
     # ---- ops on the integers ------------------------------------------------------------------------
+    @_register("RESHAPE")
     def _op_reshape(self, op: TFLiteOp) -> relax.Expr:
         shape = self.static_value(op.inputs[1]) if len(op.inputs) > 1 and op.inputs[1] >= 0 else None
         target = [int(d) for d in shape] if shape is not None else list(self.tensor(op.outputs[0]).shape)
         return self.bb.emit(relax.op.reshape(self.value(op.inputs[0]), target), name_hint=self.out_name(op))
 
+    @_register("STRIDED_SLICE")
     def _op_strided_slice(self, op: TFLiteOp) -> relax.Expr:
         args = [self.static_value(i) for i in op.inputs[1:4]]
         if any(a is None for a in args):
@@ -254,6 +270,7 @@ class _Importer:
             y = self.bb.emit(relax.op.strided_slice(y, axes, begin, end, strides), name_hint=self.out_name(op))
         return self.bb.emit(relax.op.squeeze(y, dropped), name_hint=self.out_name(op)) if dropped else y
 
+    @_register("MAX_POOL_2D")
     def _op_max_pool_2d(self, op: TFLiteOp) -> relax.Expr:
         x, out = self.tensor(op.inputs[0]), self.tensor(op.outputs[0])
         pool, strides, padding = self._pool_geometry(op)
@@ -263,6 +280,7 @@ class _Importer:
         y = self.bb.emit(relax.op.nn.max_pool2d(self.dequantize(op.inputs[0]), pool, strides, padding, layout="NHWC"))
         return _finish(self.bb, op, out, y)
 
+    @_register("CONCATENATION")
     def _op_concatenation(self, op: TFLiteOp) -> relax.Expr:
         out = self.tensor(op.outputs[0])
         axis = int(op.options.get("Axis", 0))
@@ -274,14 +292,16 @@ class _Importer:
         return _finish(self.bb, op, out, y)
 
     # ---- QDQ ops --------------------------------------------------------------------------------------
+    @_register("QUANTIZE")
     def _op_quantize(self, op: TFLiteOp) -> relax.Expr:
         x, out = self.tensor(op.inputs[0]), self.tensor(op.outputs[0])
         if x.dtype != np.float32 or out.dtype != np.int8:
             raise ValueError(f"op {op.index} (QUANTIZE): {np.dtype(x.dtype).name} -> {np.dtype(out.dtype).name}; "
                              "only float32 -> int8 (a float model input) is supported")
-        return self.bb.emit(so.quantize(self.value(op.inputs[0]), _qparams(out), "half_away_from_zero"),
+        return self.bb.emit(so.quantize(self.value(op.inputs[0]), _qparams(out), sm.RoundingMode.HALF_AWAY_FROM_ZERO),
                             name_hint=self.out_name(op))
 
+    @_register("DEQUANTIZE")
     def _op_dequantize(self, op: TFLiteOp) -> relax.Expr:
         if self.tensor(op.inputs[0]).data is not None:
             raise ValueError(f"op {op.index} (DEQUANTIZE): dequantized constants (float16 / int8 weights of a "
@@ -299,6 +319,7 @@ class _Importer:
             padding = [top, left, bottom, right]
         return pool, strides, padding
 
+    @_register("AVERAGE_POOL_2D")
     def _op_average_pool_2d(self, op: TFLiteOp) -> relax.Expr:
         pool, strides, padding = self._pool_geometry(op)
         y = self.bb.emit(relax.op.nn.avg_pool2d(self.dequantize(op.inputs[0]), pool, strides, padding, layout="NHWC",
@@ -309,15 +330,19 @@ class _Importer:
         y = self.bb.emit(fn(self.dequantize(op.inputs[0]), self.dequantize(op.inputs[1])))
         return _finish(self.bb, op, self.tensor(op.outputs[0]), y)
 
+    @_register("ADD")
     def _op_add(self, op: TFLiteOp) -> relax.Expr:
         return self._binary(op, relax.op.add)
 
+    @_register("SUB")
     def _op_sub(self, op: TFLiteOp) -> relax.Expr:
         return self._binary(op, relax.op.subtract)
 
+    @_register("MUL")
     def _op_mul(self, op: TFLiteOp) -> relax.Expr:
         return self._binary(op, relax.op.multiply)
 
+    @_register("MEAN")
     def _op_mean(self, op: TFLiteOp) -> relax.Expr:
         axes = self.static_value(op.inputs[1])
         if axes is None:
@@ -326,6 +351,7 @@ class _Importer:
                                        keepdims=bool(op.options.get("KeepDims", False))))
         return _finish(self.bb, op, self.tensor(op.outputs[0]), y)
 
+    @_register("CONV_2D", "DEPTHWISE_CONV_2D")
     def _op_conv_2d(self, op: TFLiteOp) -> relax.Expr:
         graph, o = self.graph, op.options
         atrous = self.atrous.get(op.index)
@@ -359,8 +385,7 @@ class _Importer:
             self.values[atrous["output"]] = result
         return result
 
-    _op_depthwise_conv_2d = _op_conv_2d
-
+    @_register("FULLY_CONNECTED")
     def _op_fully_connected(self, op: TFLiteOp) -> relax.Expr:
         graph, bb = self.graph, self.bb
         x, w, out = (graph.tensors[i] for i in (op.inputs[0], op.inputs[1], op.outputs[0]))

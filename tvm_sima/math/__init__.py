@@ -36,13 +36,24 @@ from .kernels import (
     same_padding,
 )
 from .lut import Lut, apply_lut, build_lut
-from .qparams import MIN_SCALE, QParams, QScheme, bias_qparams, choose_qparams, clamp_codes, dequantize, quantize
+from .qparams import (
+    MIN_SCALE,
+    Granularity,
+    QParams,
+    QScheme,
+    bias_qparams,
+    choose_qparams,
+    clamp_codes,
+    dequantize,
+    quantize,
+)
 from .qtypes import ACTIVATION_BITS, BIAS_BITS, INT32_MAX, INT32_MIN, WEIGHT_BITS, QType, parse_qtype
 from .requant import (
     HW15_MAX_MULTIPLIER,
     HW15_MULTIPLIER_BITS,
     HW_MAX_RIGHT_SHIFT,
     TFLITE_MULTIPLIER_BITS,
+    RequantMode,
     multiply_by_quantized_multiplier,
     quantize_multiplier,
     requantize,
@@ -66,6 +77,7 @@ __all__ = [
     "AddParams",
     "BIAS_BITS",
     "FixedPointMultiplier",
+    "Granularity",
     "HW15_MAX_MULTIPLIER",
     "HW15_MULTIPLIER_BITS",
     "HW_MAX_RIGHT_SHIFT",
@@ -78,6 +90,7 @@ __all__ = [
     "QScheme",
     "QType",
     "Quantization",
+    "RequantMode",
     "RoundingMode",
     "TFLITE_MULTIPLIER_BITS",
     "WEIGHT_BITS",

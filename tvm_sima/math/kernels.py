@@ -15,6 +15,7 @@ import numpy.typing as npt
 
 __all__ = [
     "Padding",
+    "check_weight",
     "same_padding",
     "conv2d_accumulate",
     "dense_accumulate",
@@ -37,7 +38,8 @@ def _int_array(value: npt.ArrayLike, argument: str) -> np.ndarray:
     return arr
 
 
-def _check_weight(weight: np.ndarray, is_dense: bool, argument: str = "weight") -> None:
+def check_weight(weight: np.ndarray, is_dense: bool, argument: str = "weight") -> None:
+    """Raise ValueError unless ``weight`` has the rank of its layout: OI (dense) or HWIGO (conv)."""
     want = 2 if is_dense else 5
     if weight.ndim != want:
         layout = "OI (out, in)" if is_dense else "HWIGO (kh, kw, in/group, groups, out/group)"
@@ -46,14 +48,14 @@ def _check_weight(weight: np.ndarray, is_dense: bool, argument: str = "weight") 
 
 def output_channels(weight: np.ndarray, is_dense: bool) -> int:
     """Number of output channels of an OI (dense) or HWIGO (conv) weight."""
-    _check_weight(weight, is_dense)
+    check_weight(weight, is_dense)
     return int(weight.shape[0]) if is_dense else int(weight.shape[3] * weight.shape[4])
 
 
 def per_channel_weight_view(weight: npt.ArrayLike, is_dense: bool) -> np.ndarray:
     """The weight as ``(output_channels, reduction)``: one row per output channel (any dtype)."""
     w = np.asarray(weight)
-    _check_weight(w, is_dense)
+    check_weight(w, is_dense)
     if is_dense:
         return w
     kh, kw, i, g, o = w.shape
@@ -164,7 +166,7 @@ def conv2d_accumulate(
         raise ValueError(f"layout={layout!r}: use 'NHWC' or 'NCHW'")
     xi = _int_array(x, "x").astype(np.int64)
     w = _int_array(weight, "weight").astype(np.int64)
-    _check_weight(w, is_dense=False)
+    check_weight(w, is_dense=False)
     if xi.ndim != 4:
         raise ValueError(f"x must be 4-D {layout}, got shape {xi.shape}")
     if layout == "NCHW":
@@ -195,7 +197,7 @@ def dense_accumulate(x: npt.ArrayLike, weight: npt.ArrayLike) -> np.ndarray:
     """Exact integer ``acc[n, o] = sum_i x[n, i] * w[o, i]`` in int64 (weight OI)."""
     xi = _int_array(x, "x").astype(np.int64)
     w = _int_array(weight, "weight").astype(np.int64)
-    _check_weight(w, is_dense=True)
+    check_weight(w, is_dense=True)
     if xi.shape[-1] != w.shape[1]:
         raise ValueError(f"x has {xi.shape[-1]} features but weight expects {w.shape[1]}")
     return xi @ w.T

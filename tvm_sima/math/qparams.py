@@ -15,6 +15,7 @@ from .qtypes import ACTIVATION_BITS, WEIGHT_BITS, QType, parse_qtype
 from .rounding import Rng, RoundingMode, round_real
 
 __all__ = [
+    "Granularity",
     "QParams",
     "QScheme",
     "choose_qparams",
@@ -57,6 +58,27 @@ class QScheme(str, enum.Enum):
         except ValueError:
             names = ", ".join(m.value for m in cls)
             raise ValueError(f"scheme={value!r} is not a quantization scheme; use {names}") from None
+
+
+class Granularity(str, enum.Enum):
+    """How many ``(scale, zero_point)`` pairs a tensor has.
+
+    - PER_TENSOR: one pair for the whole tensor (``QParams.axis is None``).
+    - PER_CHANNEL: one pair per slice along a channel axis (``QParams.axis``), as
+      ``[qmin, qmax]`` codes of ``scale[c] * (q - zero_point[c])``.
+    """
+
+    PER_TENSOR = "per_tensor"
+    PER_CHANNEL = "per_channel"
+
+    @classmethod
+    def parse(cls, value: "Granularity | str") -> "Granularity":
+        """Accept a member or its value; raise ValueError listing the choices."""
+        try:
+            return cls(value)
+        except ValueError:
+            names = ", ".join(m.value for m in cls)
+            raise ValueError(f"granularity={value!r} is not a quantization granularity; use {names}") from None
 
 
 def _float_array(value: npt.ArrayLike, argument: str) -> np.ndarray:

@@ -11,6 +11,7 @@ TFLite's ``MultiplyByQuantizedMultiplier`` (two roundings) bit for bit.
 
 from __future__ import annotations
 
+import enum
 from typing import Optional, Union
 
 import numpy as np
@@ -20,6 +21,7 @@ from .qtypes import INT32_MAX, INT32_MIN
 from .rounding import Rng, RoundingMode, round_real, rounding_right_shift
 
 __all__ = [
+    "RequantMode",
     "TFLITE_MULTIPLIER_BITS",
     "HW15_MULTIPLIER_BITS",
     "HW15_MAX_MULTIPLIER",
@@ -42,6 +44,39 @@ HW15_MAX_MULTIPLIER: int = 2**HW15_MULTIPLIER_BITS - 1
 HW_MAX_RIGHT_SHIFT: int = 31
 
 IntOrArray = Union[int, np.ndarray]
+
+
+class RequantMode(str, enum.Enum):
+    """How a fused conv / dense op requantizes its accumulator.
+
+    - SHIFT: SiMa's form, ``y = round(acc / 2**N)`` with only a right shift ``N``: the scale
+      correction is folded into the weights and bias
+      (:func:`tvm_sima.math.requantize_qnn_convolution_dense`).
+    - MULTIPLIER_SHIFT: TFLite's form, ``y = round(acc * M / 2**N)`` with an integer multiplier
+      ``M`` (:func:`tvm_sima.math.tflite_requantization_constants`). The converter calls it
+      ``"tflite"`` (rounded as LiteRT does), which :meth:`parse` accepts.
+    """
+
+    SHIFT = "shift"
+    MULTIPLIER_SHIFT = "multiplier_shift"
+
+    @classmethod
+    def parse(cls, value: "RequantMode | str") -> "RequantMode":
+        """Accept a member, its value, or ``"tflite"`` (the converter's MULTIPLIER_SHIFT).
+
+        Raises
+        ------
+        ValueError
+            Listing the accepted names.
+        """
+        if value == "tflite":
+            return cls.MULTIPLIER_SHIFT
+        try:
+            return cls(value)
+        except ValueError:
+            names = ", ".join(m.value for m in cls)
+            raise ValueError(f"requant_mode={value!r} is not a requantization mode; use one of: {names}, "
+                             "tflite (= multiplier_shift)") from None
 
 
 def _reals(real: npt.ArrayLike) -> np.ndarray:

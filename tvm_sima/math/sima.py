@@ -48,7 +48,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import numpy.typing as npt
 
-from .kernels import _check_weight, output_channels, per_channel_weight_unview, per_channel_weight_view
+from .kernels import check_weight, output_channels, per_channel_weight_unview, per_channel_weight_view
 from .qparams import QParams
 from .qtypes import QType
 from .requant import HW_MAX_RIGHT_SHIFT, tflite_quantize_multiplier
@@ -218,7 +218,7 @@ def tflite_requantization_constants(
         per-tensor ``input_q``, int64 arrays (one per output channel) otherwise.
     """
     w = np.asarray(weight)
-    _check_weight(w, is_dense)
+    check_weight(w, is_dense)
     channels = output_channels(w, is_dense)
     scales, per_channel = _product_scales(input_q, channels, "input_q")
     b = _bias_vector(bias, channels)
@@ -302,7 +302,7 @@ def requantize_qnn_convolution_dense(
         TFLite-style multiplier instead), or on malformed arguments.
     """
     w = np.asarray(weight)
-    _check_weight(w, is_dense)
+    check_weight(w, is_dense)
     if not np.issubdtype(w.dtype, np.integer):
         raise ValueError(f"weight must be an integer array, got dtype {w.dtype}")
     if not 2 <= weight_bits <= 16 or bias_bits not in (32, 48):
@@ -385,7 +385,7 @@ def fold_float_weights_shift(
         One shift per output channel (True) or one for the layer.
     """
     w = np.asarray(weight, dtype=np.float64)
-    _check_weight(w, is_dense)
+    check_weight(w, is_dense)
     if not np.all(np.isfinite(w)):
         raise ValueError("weight contains NaN or Inf")
     channels = output_channels(w, is_dense)

@@ -21,7 +21,7 @@ from tvm import relax, tirx
 
 from ..math import HW_MAX_RIGHT_SHIFT, RoundingMode, parse_qtype
 from ._registry import OpError, define_op, make_call, tensor_type
-from .quant import IntOrList, _as_list, _rounding
+from .quant import IntOrList, as_int_list, rounding_attr
 
 __all__ = ["conv2d", "dense", "LAYOUTS"]
 
@@ -51,14 +51,14 @@ def _padding(value: Union[int, Sequence[int]], op: str) -> list[int]:
 def _requant_attrs(op: str, shift: IntOrList, multiplier: Optional[IntOrList],
                    rounding: Optional[Union[RoundingMode, str]], out_dtype: str,
                    qmin: Optional[int], qmax: Optional[int], output_zero_point: int) -> dict[str, Any]:
-    shifts = _as_list(shift, "shift", op)
+    shifts = as_int_list(shift, "shift", op)
     if multiplier is None:
         if min(shifts) < 0 or max(shifts) > HW_MAX_RIGHT_SHIFT:
             raise OpError(f"{op}: shift must be in [0, {HW_MAX_RIGHT_SHIFT}] for the shift-only op, got {shifts[:4]}")
         mults = [1]
         mode = RoundingMode.HALF_UP if rounding is None else RoundingMode.parse(rounding)
     else:
-        mults = _as_list(multiplier, "multiplier", op)
+        mults = as_int_list(multiplier, "multiplier", op)
         if min(shifts) < 0 or max(shifts) > 62:
             raise OpError(f"{op}: the total right shift must be in [0, 62], got {shifts[:4]}")
         if min(mults) < 0 or max(mults) > 2**31 - 1:
@@ -69,7 +69,7 @@ def _requant_attrs(op: str, shift: IntOrList, multiplier: Optional[IntOrList],
     hi = out_type.qmax if qmax is None else int(qmax)
     if lo > hi:
         raise OpError(f"{op}: qmin={lo} is greater than qmax={hi}")
-    return {"shift": shifts, "multiplier": mults, "rounding": _rounding(mode, op), "qmin": lo, "qmax": hi,
+    return {"shift": shifts, "multiplier": mults, "rounding": rounding_attr(mode, op), "qmin": lo, "qmax": hi,
             "output_zero_point": int(output_zero_point), "out_dtype": out_type.container.name}
 
 

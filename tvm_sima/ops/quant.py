@@ -20,11 +20,14 @@ from ._registry import OpError, define_op, make_call, tensor_type
 
 __all__ = [
     "KINDS",
+    "as_int_list",
     "qparams_attrs",
+    "qparams_from_attrs",
     "quantize",
     "dequantize",
     "requantize",
     "quantize_info",
+    "rounding_attr",
     "simulated_quantize",
 ]
 
@@ -46,7 +49,23 @@ def qparams_attrs(qp: QParams) -> dict[str, Any]:
     }
 
 
-def _as_list(value: IntOrList, argument: str, op: str) -> list[int]:
+def qparams_from_attrs(attrs: Any) -> QParams:
+    """The :class:`~tvm_sima.math.QParams` that :func:`qparams_attrs` wrote (the inverse).
+
+    ``attrs`` is a call's attributes or a dict of them (``scale``, ``zero_point``, ``axis``,
+    ``dtype``): per-tensor ``QParams(float, int, dtype)`` when there is one scale, else per-channel
+    arrays along ``axis``. ``qmin`` / ``qmax`` are not read back, so ``narrow_range`` is False
+    (the ops clip to the ``qmin`` / ``qmax`` attributes themselves).
+    """
+    scale = np.asarray([float(s) for s in attrs["scale"]])
+    zp = np.asarray([int(z) for z in attrs["zero_point"]])
+    if scale.size == 1:
+        return QParams(float(scale[0]), int(zp[0]), str(attrs["dtype"]))
+    return QParams(scale, zp, str(attrs["dtype"]), axis=int(attrs["axis"]))
+
+
+def as_int_list(value: IntOrList, argument: str, op: str) -> list[int]:
+    """``value`` (an int or a 1-D sequence of ints) as a list attribute; OpError naming ``argument`` if not."""
     arr = np.atleast_1d(np.asarray(value))
     if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
         raise OpError(f"{op}: {argument} must be an int or a 1-D list of ints, got {value!r}")
@@ -122,21 +141,23 @@ def _ndim(x: relax.Expr) -> Optional[int]:
     return ty.ndim if isinstance(ty, relax.TensorType) and ty.ndim >= 0 else None
 
 
-def _rounding(rounding: Union[RoundingMode, str], op: str, integer_kernel: bool = True) -> str:
+def rounding_attr(rounding: Union[RoundingMode, str], op: str, integer_kernel: bool = True) -> str:
+    """The ``rounding`` attribute value of a mode; STOCHASTIC only where ``integer_kernel`` is False."""
     mode = RoundingMode.parse(rounding)
     if integer_kernel and mode is RoundingMode.STOCHASTIC:
         raise OpError(f"{op}: stochastic rounding is simulation-only; use it in sima.simulated_quantize")
     return mode.value
 
 
-def quantize(x: relax.Expr, qparams: QParams, rounding: Union[RoundingMode, str] = "half_even") -> relax.Call:
+def quantize(x: relax.Expr, qparams: QParams,
+             rounding: Union[RoundingMode, str] = RoundingMode.HALF_EVEN) -> relax.Call:
     """``sima.quantize``: ``clip(round(x / scale) + zero_point, qmin, qmax)``, float -> int.
 
     Computed in float64 (as :func:`tvm_sima.math.quantize`), so results are bit-exact with it.
     """
     attrs = qparams_attrs(qparams)
     attrs["axis"] = _axis(qparams.axis, _ndim(x))
-    attrs.update(out_dtype=qparams.dtype.container.name, rounding=_rounding(rounding, "sima.quantize"))
+    attrs.update(out_dtype=qparams.dtype.container.name, rounding=rounding_attr(rounding, "sima.quantize"))
     return make_call("sima.quantize", [x], attrs)
 
 
@@ -155,7 +176,7 @@ def requantize(
     shift: Optional[IntOrList] = None,
     input_q: Optional[QParams] = None,
     output_q: Optional[QParams] = None,
-    rounding: Union[RoundingMode, str] = "half_up",
+    rounding: Union[RoundingMode, str] = RoundingMode.HALF_UP,
     zp_out: int = 0,
     qmin: Optional[int] = None,
     qmax: Optional[int] = None,
@@ -184,7 +205,7 @@ def requantize(
         qmax = output_q.qmax if qmax is None else qmax
     if multiplier is None or shift is None:
         raise OpError(f"{op}: multiplier and shift (or input_q and output_q) are required")
-    mult, shifts = _as_list(multiplier, "multiplier", op), _as_list(shift, "shift", op)
+    mult, shifts = as_int_list(multiplier, "multiplier", op), as_int_list(shift, "shift", op)
     if min(shifts) < 0 or max(shifts) > 62:
         raise OpError(f"{op}: shift must be in [0, 62] (a right shift), got {shifts[:4]}; fold a left shift "
                       "into the multiplier")
@@ -197,7 +218,7 @@ def requantize(
     if lo > hi:
         raise OpError(f"{op}: qmin={lo} is greater than qmax={hi}")
     attrs = {
-        "multiplier": mult, "shift": shifts, "rounding": _rounding(rounding, op), "zp_in": zp_in,
+        "multiplier": mult, "shift": shifts, "rounding": rounding_attr(rounding, op), "zp_in": zp_in,
         "zp_out": int(zp_out), "qmin": lo, "qmax": hi, "axis": _axis(axis, _ndim(x)),
         "out_dtype": out_type.container.name,
     }
@@ -244,7 +265,7 @@ def simulated_quantize(
     clip_min: float,
     clip_max: float,
     sign: bool = True,
-    rounding: Union[RoundingMode, str] = "half_even",
+    rounding: Union[RoundingMode, str] = RoundingMode.HALF_EVEN,
     axis: Optional[int] = None,
     seed: int = 0,
     name: str = "",
@@ -268,7 +289,7 @@ def simulated_quantize(
     if len(scales) > 1 and axis is None:
         raise OpError(f"{op}: a per-channel dom_scale needs axis=")
     attrs = {"kind": kind, "dom_scale": scales, "clip_min": float(clip_min), "clip_max": float(clip_max),
-             "sign": bool(sign), "rounding": _rounding(rounding, op, integer_kernel=False),
+             "sign": bool(sign), "rounding": rounding_attr(rounding, op, integer_kernel=False),
              "axis": _axis(axis, _ndim(x)), "seed": int(seed), "name": str(name)}
     return make_call(op, [x], attrs)
 

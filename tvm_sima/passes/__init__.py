@@ -9,11 +9,15 @@ from .annotate import (
 )
 from .calibrate import calibrate, calibration_graph
 from .schedule import CPUParallelSchedule
+from .transforms import Annotate, Convert, Realize
 
 __all__ = [
     "ANNOTATE_FUNCTIONS",
+    "Annotate",
     "AnnotateContext",
     "CPUParallelSchedule",
+    "Convert",
+    "Realize",
     "annotate",
     "attach_simulated_quantize",
     "calibrate",

@@ -21,7 +21,11 @@ from tvm import relax
 
 from .. import ops as so
 from ..config import LayerInfo, QConfig, current_qconfig
-from ..graph import remap  # also re-exported: the converter imports it from here
+from ..graph import (
+    rebuild_function,
+    remap,  # also re-exported: the converter imports it from here
+)
+from ..math import QScheme, RoundingMode
 from .patterns import GraphIndex, epilogue_chain, op_name
 
 __all__ = [
@@ -80,14 +84,14 @@ class AnnotateContext:
 def _clip_range(config: QConfig, kind: str, sign: bool) -> tuple[int, int]:
     bits = {"weight": config.weight_bits, "bias": config.bias_bits, "input": config.input_bits}.get(
         kind, config.activation_bits)
-    restricted = kind == "weight" and config.quantize_method_for_weight.endswith("symmetric_restricted")
+    restricted = kind == "weight" and config.weight_scheme is QScheme.SYMMETRIC_RESTRICTED
     lo = -(2 ** (bits - 1)) + int(restricted) if sign else 0
     hi = 2 ** (bits - 1) - 1 if sign else 2**bits - 1
     return lo, hi
 
 
 def attach_simulated_quantize(expr: relax.Expr, kind: str, ctx: AnnotateContext, role: Optional[str] = None,
-                              sign: bool = True, rounding: Optional[str] = None,
+                              sign: bool = True, rounding: Optional[RoundingMode | str] = None,
                               axis: Optional[int] = None) -> relax.Expr:
     """Wrap ``expr`` in ``sima.simulated_quantize`` for a tensor of ``kind`` (input / weight / activation / bias).
 
@@ -99,7 +103,7 @@ def attach_simulated_quantize(expr: relax.Expr, kind: str, ctx: AnnotateContext,
         return ctx.shared[expr]
     lo, hi = _clip_range(ctx.config, kind, sign)
     call = so.simulated_quantize(expr, kind=kind, dom_scale=1.0, clip_min=lo, clip_max=hi, sign=sign,
-                                 rounding=rounding or ctx.config.rounding, name=ctx.tensor_name(role or kind),
+                                 rounding=rounding or ctx.config.rounding_mode, name=ctx.tensor_name(role or kind),
                                  axis=axis)
     if ctx.builder is None or not isinstance(expr, relax.Var):
         return call
@@ -172,31 +176,31 @@ class _Annotator:
             if chain is not None:
                 internal.update(chain.internal)
                 chain_owner[chain.output] = var
-        mapping: dict[relax.Var, relax.Expr] = {}
         producer_names: dict[relax.Var, str] = {p: f"{p.name}.input" for p in func.params}
         layer_of: dict[relax.Var, str] = {}
-        bb = self.builder
-        outputs = []
-        with bb.function("main", list(func.params), attrs=dict(func.attrs) if func.attrs else None):
-            with bb.dataflow():
-                for var in index.order:
-                    value = index.producer[var]
-                    new_value = self._annotate(value, mapping, internal, producer_names, var, layer_of)
-                    mapping[var] = bb.emit(new_value, name_hint=var.name)
-                    root = chain_owner.get(var, var)
-                    op = op_name(value)
-                    if root in layer_of:
-                        producer_names[var] = f"{layer_of[root]}.output"
-                    elif op is not None:
-                        count = self.counts.get(op, 0)
-                        self.counts[op] = count + 1
-                        producer_names[var] = f"{_short(op)}@{count}.output"
-                    else:
-                        producer_names[var] = f"{var.name}.output"
-                result = self._wrap_outputs(func.body.body, mapping, producer_names)
-                outputs.append(bb.emit_output(result))
-            bb.emit_func_output(outputs[0])
-        return bb.get()["main"]
+
+        def emit(bb: relax.BlockBuilder, var: relax.Var, value: relax.Expr, mapping: dict) -> None:
+            new_value = self._annotate(value, mapping, internal, producer_names, var, layer_of)
+            mapping[var] = bb.emit(new_value, name_hint=var.name)
+            self._name_output(var, value, chain_owner.get(var, var), producer_names, layer_of)
+
+        def output(_bb: relax.BlockBuilder, body: relax.Expr, mapping: dict) -> relax.Expr:
+            return self._wrap_outputs(body, mapping, producer_names)
+
+        return rebuild_function(func, emit, emit_output=output, builder=self.builder)
+
+    def _name_output(self, var: relax.Var, value: relax.Expr, root: relax.Var, producer_names: dict,
+                     layer_of: dict) -> None:
+        """The tensor name of ``var``: its layer's output, the k-th output of its op, or its own."""
+        op = op_name(value)
+        if root in layer_of:
+            producer_names[var] = f"{layer_of[root]}.output"
+        elif op is not None:
+            count = self.counts.get(op, 0)
+            self.counts[op] = count + 1
+            producer_names[var] = f"{_short(op)}@{count}.output"
+        else:
+            producer_names[var] = f"{var.name}.output"
 
     def _default_context(self) -> AnnotateContext:
         layer = LayerInfo(-1, "", "", -1)
@@ -211,7 +215,7 @@ class _Annotator:
         ctx = self._default_context()
         lo, hi = _clip_range(self.config, "activation", True)
         call = so.simulated_quantize(new, kind="activation", dom_scale=1.0, clip_min=lo, clip_max=hi,
-                                     rounding=self.config.rounding, name=name)
+                                     rounding=self.config.rounding_mode, name=name)
         var = self.builder.emit(call, name_hint=f"{new.name}_sq")
         ctx.shared[new] = var
         return var

@@ -22,6 +22,7 @@ from tvm import relax
 from ..calibration import Observer, make_observer
 from ..calibration.data_checks import Batch, batch_arrays, check_batch
 from ..config import LayerInfo, QConfig, current_qconfig
+from ..math import Granularity
 
 __all__ = ["calibrate", "calibration_graph"]
 
@@ -81,9 +82,9 @@ def calibration_graph(amod: tvm.IRModule, only: Optional[set] = None,
 
 def _observer(name: str, attrs: Any, config: QConfig, weight: bool) -> Observer:
     strategy = config.calibration_strategy_for_weight if weight else config.calibration_strategy_for_activation
-    method = config.quantize_method_for_weight if weight else config.quantize_method_for_activation
-    axis = int(attrs["axis"]) if weight and method.startswith("per_channel") and int(attrs["axis"]) >= 0 else None
-    scheme = method.split("_", 2)[2]
+    granularity = config.weight_granularity if weight else config.activation_granularity
+    axis = int(attrs["axis"]) if weight and granularity is Granularity.PER_CHANNEL and int(attrs["axis"]) >= 0 else None
+    scheme = (config.weight_scheme if weight else config.activation_scheme).value  # observer options stay strings
     bits = config.weight_bits if weight else config.activation_bits
     return make_observer(strategy if axis is None else "extrema", name, axis=axis,
                          trim_infinity=config.trim_infinity_before_statistic, percentile=config.percentile,

@@ -12,13 +12,13 @@ from typing import Any
 from tvm import relax, te, tirx
 
 from ..math import RoundingMode
-from .quant import _Channel, _clip, block_attrs
+from .quant import Channel, block_attrs, clip_expr
 from .rounding import i64, requantize_expr
 
 __all__ = ["legalize_conv2d", "legalize_dense"]
 
 
-def _epilogue(acc: te.Tensor, bias: Any, a: Any, chans: list[_Channel], consts: tuple, channel_axis: int,
+def _epilogue(acc: te.Tensor, bias: Any, a: Any, chans: list[Channel], consts: tuple, channel_axis: int,
               name: str) -> te.Tensor:
     mode = RoundingMode.parse(str(a["rounding"]))
     out_dtype = str(a["out_dtype"])
@@ -31,13 +31,13 @@ def _epilogue(acc: te.Tensor, bias: Any, a: Any, chans: list[_Channel], consts: 
         if bias is not None:
             total = total + i64(bias[idx[channel_axis]])
         y = requantize_expr(total, mult, shift, mode) + int(a["output_zero_point"])
-        return _clip(y, int(a["qmin"]), int(a["qmax"]), "int64").astype(out_dtype)
+        return clip_expr(y, int(a["qmin"]), int(a["qmax"]), "int64").astype(out_dtype)
 
     return te.compute(acc.shape, element, name=name.replace(".", "_"), attrs=attrs)
 
 
-def _requant_channels(a: Any, channel_axis: int) -> list[_Channel]:
-    return [_Channel(a["multiplier"], "int64", channel_axis), _Channel(a["shift"], "int64", channel_axis)]
+def _requant_channels(a: Any, channel_axis: int) -> list[Channel]:
+    return [Channel(a["multiplier"], "int64", channel_axis), Channel(a["shift"], "int64", channel_axis)]
 
 
 def legalize_conv2d(bb: Any, call: relax.Call) -> relax.Expr:

@@ -18,7 +18,9 @@ from ..math import RoundingMode
 from .rounding import i64, requantize_expr, round_real_expr, stochastic_round_expr, uniform_hash_expr
 
 __all__ = [
+    "Channel",
     "block_attrs",
+    "clip_expr",
     "legalize_quantize",
     "legalize_dequantize",
     "legalize_requantize",
@@ -35,7 +37,7 @@ def block_attrs(op: str, attrs: Any) -> dict[str, Any]:
     return out
 
 
-class _Channel:
+class Channel:
     """Per-tensor scalars or per-channel constant vectors, as TE values at an index."""
 
     def __init__(self, values: Any, dtype: str, axis: int) -> None:
@@ -55,7 +57,7 @@ class _Channel:
         return tirx.const(self.values[0].item(), self.dtype)
 
 
-def _elementwise(bb: Any, call: relax.Call, name: str, channels: list[_Channel],
+def _elementwise(bb: Any, call: relax.Call, name: str, channels: list[Channel],
                  body: Callable[..., PrimExpr], out_dtype: str, with_index: bool = False) -> relax.Expr:
     """Legalize a one-input element-wise op whose constants may be per-channel."""
     extra = [arg for c in channels for arg in c.arg()]
@@ -73,14 +75,15 @@ def _elementwise(bb: Any, call: relax.Call, name: str, channels: list[_Channel],
     return bb.call_te(compute, call.args[0], *extra, primfunc_name_hint=name.replace(".", "_"))
 
 
-def _clip(value: PrimExpr, lo: int, hi: int, dtype: str) -> PrimExpr:
+def clip_expr(value: PrimExpr, lo: int, hi: int, dtype: str) -> PrimExpr:
+    """``min(max(value, lo), hi)`` with the bounds as ``dtype`` constants."""
     return tirx.min(tirx.max(value, tirx.const(lo, dtype)), tirx.const(hi, dtype))
 
 
-def _affine_channels(a: Any) -> list[_Channel]:
+def _affine_channels(a: Any) -> list[Channel]:
     """Scale (float64) and zero point (int64), per tensor or per channel."""
     axis = int(a["axis"])
-    return [_Channel(a["scale"], "float64", axis), _Channel(a["zero_point"], "int64", axis)]
+    return [Channel(a["scale"], "float64", axis), Channel(a["zero_point"], "int64", axis)]
 
 
 def legalize_quantize(bb: Any, call: relax.Call) -> relax.Expr:
@@ -90,7 +93,7 @@ def legalize_quantize(bb: Any, call: relax.Call) -> relax.Expr:
 
     def body(x: PrimExpr, v: list) -> PrimExpr:
         q = round_real_expr(x.astype("float64") / v[0], mode) + v[1].astype("float64")
-        return _clip(q, int(a["qmin"]), int(a["qmax"]), "float64")
+        return clip_expr(q, int(a["qmin"]), int(a["qmax"]), "float64")
 
     return _elementwise(bb, call, "sima.quantize", chans, body, str(a["out_dtype"]))
 
@@ -109,11 +112,11 @@ def legalize_requantize(bb: Any, call: relax.Call) -> relax.Expr:
     a = call.attrs
     mode = RoundingMode.parse(str(a["rounding"]))
     axis = int(a["axis"])
-    chans = [_Channel(a["multiplier"], "int64", axis), _Channel(a["shift"], "int64", axis)]
+    chans = [Channel(a["multiplier"], "int64", axis), Channel(a["shift"], "int64", axis)]
 
     def body(x: PrimExpr, v: list) -> PrimExpr:
         y = requantize_expr(i64(x) - int(a["zp_in"]), v[0], v[1], mode) + int(a["zp_out"])
-        return _clip(y, int(a["qmin"]), int(a["qmax"]), "int64")
+        return clip_expr(y, int(a["qmin"]), int(a["qmax"]), "int64")
 
     return _elementwise(bb, call, "sima.requantize", chans, body, str(a["out_dtype"]))
 
@@ -143,7 +146,7 @@ def legalize_simulated_quantize(bb: Any, call: relax.Call) -> relax.Expr:
     a = call.attrs
     mode = RoundingMode.parse(str(a["rounding"]))
     axis = int(a["axis"])
-    chans = [_Channel(a["dom_scale"], "float64", axis)]
+    chans = [Channel(a["dom_scale"], "float64", axis)]
     lo, hi = float(a["clip_min"]), float(a["clip_max"])
     dtype = str(call.args[0].ty.dtype)
     seed = int(a["seed"])
