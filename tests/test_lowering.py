@@ -181,3 +181,14 @@ def test_ops_of_the_shared_families_convert_in_qdq_models_too(op):
     run = [relax.VirtualMachine(tvm_sima.build(m, offload=False), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
            for m in (mod, converted)]
     assert np.abs(run[0].astype(np.int32) - run[1]).max() <= tolerance
+
+
+def test_one_set_of_mode_names_for_the_converter_and_the_config(fixtures_dir):
+    mod, _ = tvm_sima.load_model(fixtures_dir / "digits_int8.tflite")
+    by_name = {name: tvm_sima.convert(mod, name) for name in ("tflite", "multiplier_shift", sm.RequantMode.SHIFT)}
+    tvm.ir.assert_structural_equal(by_name["tflite"][0], by_name["multiplier_shift"][0])
+    assert by_name["multiplier_shift"][1].mode == "multiplier_shift" and by_name[sm.RequantMode.SHIFT][1].mode == "shift"
+    assert lowering.Numerics.for_config(tvm_sima.QConfig(requant_mode="multiplier_shift")).fused \
+        is sm.RequantMode.parse("tflite")
+    with pytest.raises(ValueError, match="use one of"):
+        tvm_sima.convert(mod, "exact")

@@ -47,6 +47,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 from tvm_sima.cli_errors import CliError, one_line, unexpected
 from tvm_sima.cli_model import data_shapes, load_model, read_dataset
 from tvm_sima.cli_report import DEFAULT_METRICS
+from tvm_sima.math.requant import REQUANT_MODE_NAMES
 
 __all__ = ["main"]
 
@@ -389,7 +390,7 @@ def _parser() -> argparse.ArgumentParser:
                            help="qconfig options: .toml, .yaml or .json (e.g. calibrate_mode = 'mse'; "
                                 "layer_config = 'layers.json'); a 'dataset' table holds data options")
         if mode_help is not None:
-            p.add_argument("--mode", choices=("tflite", "shift"), default="tflite", help=mode_help)
+            p.add_argument("--mode", choices=REQUANT_MODE_NAMES, default="tflite", help=mode_help)
         p.add_argument("--input-shape", action="append", metavar="NAME=SHAPE",
                        help="shape of a dynamic input, NAME=D1,D2,... (repeatable)")
         p.set_defaults(run=run)
@@ -398,7 +399,8 @@ def _parser() -> argparse.ArgumentParser:
     onnx, npy, npz = ("tests/fixtures/digits_cnn_float.onnx", "tests/fixtures/digits_calib_nchw.npy",
                       "tests/fixtures/digits_eval_nchw.npz")
     calib = ("--calib", "calibration data (see DATA below)")
-    convert_mode = "tflite: Q31 multiplier + shift, bit-exact with LiteRT; shift: scale folded into weights"
+    convert_mode = ("tflite (= multiplier_shift): Q31 multiplier + shift, bit-exact with LiteRT; "
+                    "shift: scale folded into weights")
     command("inspect", cmd_inspect, "show a model's inputs, ops, and what would be quantized / converted / offloaded",
             "a .onnx or .tflite file, float or quantized", mode_help="requantization of convert",
             example=f"tvm-sima inspect {onnx}")

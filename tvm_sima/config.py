@@ -57,7 +57,7 @@ CALIBRATION_STRATEGIES = (
     "global_scale", "extrema", "mean", "percentile", "nstd", "kl_divergence", "aciq_laplace", "aciq_gauss", "mse",
 )
 #: "shift": SiMa's weight-folded op (only a right shift); "multiplier_shift": TFLite style.
-REQUANT_MODES = ("shift", "multiplier_shift")
+REQUANT_MODES = tuple(m.value for m in RequantMode)
 LAYER_CONFIG_VERSION = 1
 
 # Relay-era names -> our field names.

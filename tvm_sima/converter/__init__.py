@@ -34,16 +34,18 @@ from tvm import relax
 from .. import lowering
 from .. import math as sm
 from .. import ops as so
-from ..graph import remap
+from ..graph import rebuild_main, remap
 from ..lowering.base import per_tensor, same_qparams
 from ..passes.patterns import GraphIndex, clip_bounds, op_name
 from .rules import DEFAULT_LIMITS, HardwareLimits
 
 __all__ = ["convert", "MODES", "HardwareLimits", "ConversionReport"]
 
-#: Converter mode -> the numerics of every op family (:class:`~tvm_sima.lowering.Numerics`).
-NUMERICS = {"tflite": lowering.Numerics.tflite(), "shift": lowering.Numerics.npu_shift()}
-MODES = tuple(NUMERICS)
+#: Requantization mode -> the numerics of every op family (:class:`~tvm_sima.lowering.Numerics`).
+NUMERICS = {sm.RequantMode.MULTIPLIER_SHIFT: lowering.Numerics.tflite(),
+            sm.RequantMode.SHIFT: lowering.Numerics.npu_shift()}
+#: The names ``mode`` takes: ``"tflite"`` is ``"multiplier_shift"`` rounded as LiteRT (``RequantMode.parse``).
+MODES = sm.REQUANT_MODE_NAMES
 _ROOTS = ("relax.nn.conv2d", "relax.matmul")
 _NOT_COMPUTE = ("sima.quantize", "sima.dequantize", "sima.quantize_info", "sima.requantize", "sima.conv2d",
                 "sima.dense")
@@ -167,7 +169,7 @@ class ConversionReport:
         return "\n".join(lines)
 
 
-def convert(mod: tvm.IRModule, mode: str = "tflite", *,
+def convert(mod: tvm.IRModule, mode: Union[str, sm.RequantMode] = "tflite", *,
             limits: HardwareLimits = DEFAULT_LIMITS) -> tuple[tvm.IRModule, ConversionReport]:
     """Fold every matched QDQ chain of ``main`` into integer sima ops; returns the module and a report.
 
@@ -175,7 +177,7 @@ def convert(mod: tvm.IRModule, mode: str = "tflite", *,
     ----------
     mod : tvm.IRModule
         A QDQ module (``tvm_sima.load_model`` of an int8 TFLite or a QDQ ONNX model).
-    mode : "tflite" or "shift"
+    mode : "tflite" (= "multiplier_shift", :class:`~tvm_sima.math.RequantMode`) or "shift"
         Requantization of convolutions and dense layers (module docstring).
     limits : HardwareLimits
         The NPU's limits; chains that break one stay float and are reported with the rule's name.
@@ -188,12 +190,13 @@ def convert(mod: tvm.IRModule, mode: str = "tflite", *,
     """
     if mode not in MODES:
         raise ValueError(f"convert: mode={mode!r}; use one of {MODES}")
+    requant = sm.RequantMode.parse(mode)
     if not isinstance(mod, tvm.IRModule) or "main" not in [g.name_hint for g in mod.get_global_vars()]:
         raise TypeError("convert expects a tvm.IRModule with a 'main' function (tvm_sima.load_model's output)")
     index = GraphIndex(mod["main"])
-    matches, skip, reasons = _find_matches(index, NUMERICS[mode], limits)
-    report = ConversionReport(mode)
-    result_mod = relax.transform.DeadCodeElimination(["main"])(_rebuild(mod, index, matches, skip, report))
+    matches, skip, reasons = _find_matches(index, NUMERICS[requant], limits)
+    report = ConversionReport(str(getattr(mode, "value", mode)))
+    result_mod = relax.transform.DeadCodeElimination(["main"])(_rebuild(mod, matches, skip, report))
     for var, value in GraphIndex(result_mod["main"]).producer.items():  # float compute that is left
         name = op_name(value)
         if name is not None and name not in _NOT_COMPUTE and _is_float(var):
@@ -228,33 +231,23 @@ def _find_matches(index: GraphIndex, numerics: lowering.Numerics,
     return matches, skip, reasons
 
 
-def _rebuild(mod: tvm.IRModule, index: GraphIndex, matches: dict[relax.Var, Match], skip: set,
+def _rebuild(mod: tvm.IRModule, matches: dict[relax.Var, Match], skip: set,
              report: ConversionReport) -> tvm.IRModule:
     """``mod`` with each match's chain replaced by its integer ops and a quantize_info."""
-    func = mod["main"]
-    bb = relax.BlockBuilder()
-    mapping: dict = {}
-    with bb.function("main", list(func.params), attrs=dict(func.attrs) if func.attrs else None):
-        with bb.dataflow():
-            for var in index.order:
-                if var in skip:
-                    continue
-                value = index.producer[var]
-                found = matches.get(var)
-                if found is None:
-                    mapping[var] = bb.emit(remap(value, mapping), name_hint=var.name)
-                    continue
-                tail = found.tail
-                assert tail.out is not None and tail.out_q is not None
-                result = bb.emit(found.emit(bb, mapping), name_hint=tail.out.name)
-                mapping[tail.out] = bb.emit(so.quantize_info(result, tail.out_q, name=tail.out.name),
-                                            name_hint=f"{tail.out.name}_qi")
-                report.converted.append({"op": found.op, "tensor": tail.out.name, "from": op_name(value)})
-            out = bb.emit_output(remap(func.body.body, mapping))
-        bb.emit_func_output(out)
-    result_mod = mod.clone()
-    result_mod["main"] = bb.get()["main"]
-    return result_mod
+
+    def emit(bb: relax.BlockBuilder, var: relax.Var, value: relax.Expr, mapping: dict) -> Optional[relax.Expr]:
+        found = matches.get(var)
+        if var in skip or found is None:
+            return None if var in skip else remap(value, mapping)
+        tail = found.tail
+        assert tail.out is not None and tail.out_q is not None
+        result = bb.emit(found.emit(bb, mapping), name_hint=tail.out.name)
+        mapping[tail.out] = bb.emit(so.quantize_info(result, tail.out_q, name=tail.out.name),
+                                    name_hint=f"{tail.out.name}_qi")
+        report.converted.append({"op": found.op, "tensor": tail.out.name, "from": op_name(value)})
+        return None
+
+    return rebuild_main(mod, emit)
 
 
 def _is_float(var: relax.Var) -> bool:

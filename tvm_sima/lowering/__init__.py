@@ -27,11 +27,11 @@ from .fused import (
     from_product,
 )
 from .moves import MOVES
-from .numerics import AddMethod, FusedMode, MultiplyMethod, Numerics, PoolMethod, TableRounding
+from .numerics import AddMethod, MultiplyMethod, Numerics, PoolMethod, TableRounding
 from .tables import LUT_FUNCTIONS, SOFTMAX_EXP_BITS, binary_with_scalar, emit_table, table
 
 __all__ = [
-    "AddMethod", "CLIPS", "FAMILIES", "Family", "FusedConstants", "FusedMode", "LUT_FUNCTIONS", "Lowered", "MOVES",
+    "AddMethod", "CLIPS", "FAMILIES", "Family", "FusedConstants", "LUT_FUNCTIONS", "Lowered", "MOVES",
     "MultiplyMethod", "Numerics", "PoolMethod", "Request", "SOFTMAX_EXP_BITS", "TableRounding", "WeightSpec",
     "accumulator_overflow", "binary_with_scalar", "corrected_float_weights", "emit_conv2d", "emit_dense",
     "emit_table", "from_float_weights", "from_integer_weights", "from_product", "register", "table",

@@ -171,7 +171,7 @@ def _table(r: Request) -> Union[Lowered, str]:
     if x_q.dtype.bits > 8:
         return "lookup tables need 8-bit inputs"
     op = str(call.op.name)  # type: ignore[attr-defined]
-    rounding = r.rounding if r.numerics.tables is TableRounding.OF_THE_MODEL and r.rounding else "half_up"
+    rounding = r.rounding if r.numerics.tables is TableRounding.OF_THE_MODEL and r.rounding else sm.RoundingMode.HALF_UP
     values = table(lambda x: LUT_FUNCTIONS[op](x, call), x_q, r.output, rounding, r.codes())
     short = op.rsplit(".", 1)[-1]
     return Lowered(f"lookup table ({short})", lambda bb, xs: emit_table(bb, xs[0], x_q, values), tally=f"lut({short})")

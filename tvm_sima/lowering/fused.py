@@ -25,7 +25,7 @@ from .. import math as sm
 from ..ops import conv2d as sima_conv2d
 from ..ops import dense as sima_dense
 from .base import Codes
-from .numerics import FusedMode, Numerics
+from .numerics import Numerics
 
 __all__ = ["FusedConstants", "WeightSpec", "accumulator_overflow", "corrected_float_weights", "emit_conv2d",
            "emit_dense", "from_float_weights", "from_integer_weights", "from_product"]
@@ -55,7 +55,7 @@ class WeightSpec:
     """How a float layer's weights are quantized (from its layer's QConfig)."""
 
     per_channel: bool
-    scheme: str
+    scheme: sm.QScheme
     bits: int
     bias_bits: int
     power2_scale: bool
@@ -80,7 +80,7 @@ def from_integer_weights(weight: np.ndarray, bias: Optional[np.ndarray], x_q: sm
     product = sm.tflite_product_quantization(float(np.atleast_1d(x_q.scale)[0]), np.atleast_1d(w_q.scale))
     product_q = product[0] if len(product) == 1 else product
     output = _per_tensor(y_q)
-    if numerics.fused is FusedMode.MULTIPLIER_SHIFT:
+    if numerics.fused is sm.RequantMode.MULTIPLIER_SHIFT:
         rounding = numerics.dense_rounding if is_dense else sm.RoundingMode.TFLITE
         consts = from_product(weight, bias, zp_x, product_q, output, is_dense, rounding)
         return FusedConstants(np.asarray(weight).astype("int8"), consts.bias.astype(np.int64), consts.shift,
@@ -103,12 +103,12 @@ def _multiplier_from_float(weight: np.ndarray, bias: np.ndarray, x_q: sm.QParams
     scales = np.maximum(scales, np.abs(bias) / (s_x * 2.0**30))
     if spec.power2_scale:
         scales = np.exp2(np.ceil(np.log2(scales)))
-    w_view = np.clip(sm.round_real(view / scales[:, None], "half_away_from_zero"), wq.qmin, wq.qmax)
+    w_view = np.clip(sm.round_real(view / scales[:, None], sm.RoundingMode.HALF_AWAY_FROM_ZERO), wq.qmin, wq.qmax)
     w_int = sm.per_channel_weight_unview(w_view, weight.shape, is_dense).astype(np.int8 if spec.bits <= 8
                                                                                  else np.int16)
     product = sm.tflite_product_quantization(s_x, scales if spec.per_channel else scales[:1])
     bias_int = np.clip(sm.round_real(bias / (np.float32(s_x) * scales.astype(np.float32).astype(np.float64)),
-                                     "half_away_from_zero"), -(2**31), 2**31 - 1).astype(np.int64)
+                                     sm.RoundingMode.HALF_AWAY_FROM_ZERO), -(2**31), 2**31 - 1).astype(np.int64)
     consts = from_product(w_int, bias_int, int(np.atleast_1d(x_q.zero_point)[0]),
                           product if spec.per_channel else product[0], _per_tensor(y_q), is_dense,
                           sm.RoundingMode.TFLITE)
@@ -116,12 +116,12 @@ def _multiplier_from_float(weight: np.ndarray, bias: np.ndarray, x_q: sm.QParams
 
 
 def from_float_weights(weight: np.ndarray, bias: np.ndarray, x_q: sm.QParams, y_q: sm.QParams, is_dense: bool,
-                       spec: WeightSpec, mode: FusedMode) -> tuple[FusedConstants, np.ndarray, Optional[str]]:
+                       spec: WeightSpec, mode: sm.RequantMode) -> tuple[FusedConstants, np.ndarray, Optional[str]]:
     """A float layer's constants, the effective (dequantized, output-scale) weights and a note.
 
     ``mode`` SHIFT falls back to MULTIPLIER_SHIFT when no shift fits; the note says why.
     """
-    if mode is FusedMode.SHIFT:
+    if mode is sm.RequantMode.SHIFT:
         try:
             w, b, shift = sm.fold_float_weights_shift(weight, bias, _per_tensor(x_q), _per_tensor(y_q), is_dense,
                                                       per_channel=spec.per_channel, weight_bits=spec.bits,
@@ -140,7 +140,7 @@ def from_float_weights(weight: np.ndarray, bias: np.ndarray, x_q: sm.QParams, y_
 
 
 def corrected_float_weights(weight: np.ndarray, bias: np.ndarray, x_q: sm.QParams, y_q: sm.QParams, is_dense: bool,
-                            spec: WeightSpec, mode: FusedMode, input_mean: Optional[np.ndarray],
+                            spec: WeightSpec, mode: sm.RequantMode, input_mean: Optional[np.ndarray],
                             groups: int = 1) -> tuple[FusedConstants, list[str]]:
     """:func:`from_float_weights`, then with the bias corrected for the weights' rounding error.
 

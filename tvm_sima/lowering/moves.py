@@ -37,7 +37,7 @@ def move_refusal(call: relax.Call, x_q: sm.QParams) -> Optional[str]:
 
 def _pad_code(attrs: Any, x_q: sm.QParams) -> int:
     scale, zp = per_tensor(x_q)
-    return zp + int(sm.round_real(float(attrs["pad_value"]) / scale, "half_up"))
+    return zp + int(sm.round_real(float(attrs["pad_value"]) / scale, sm.RoundingMode.HALF_UP))
 
 
 def _to_output(bb: relax.BlockBuilder, y: relax.Expr, x_q: sm.QParams, y_q: Optional[sm.QParams], codes: Codes,

@@ -20,14 +20,7 @@ from .. import math as sm
 if TYPE_CHECKING:
     from ..config import QConfig
 
-__all__ = ["AddMethod", "FusedMode", "MultiplyMethod", "Numerics", "PoolMethod", "TableRounding"]
-
-
-class FusedMode(str, enum.Enum):
-    """Requantization of ``sima.conv2d`` / ``sima.dense`` (``QConfig.requant_mode``)."""
-
-    SHIFT = "shift"  # output scale folded into the weights: a right shift only (SiMa)
-    MULTIPLIER_SHIFT = "multiplier_shift"  # a Q31 multiplier and a right shift per channel (TFLite)
+__all__ = ["AddMethod", "MultiplyMethod", "Numerics", "PoolMethod", "TableRounding"]
 
 
 class AddMethod(str, enum.Enum):
@@ -64,7 +57,7 @@ class TableRounding(str, enum.Enum):
 class Numerics:
     """A route's integer algorithm per op family (module docstring)."""
 
-    fused: FusedMode
+    fused: sm.RequantMode  # of sima.conv2d / sima.dense
     dense_rounding: sm.RoundingMode  # of the multiplier_shift sima.dense
     add: AddMethod
     multiply: MultiplyMethod
@@ -79,7 +72,7 @@ class Numerics:
     @classmethod
     def for_config(cls, config: "QConfig") -> "Numerics":
         """The float-model route under a :class:`~tvm_sima.config.QConfig`."""
-        return cls(FusedMode(config.requant_mode), sm.RoundingMode.TFLITE, AddMethod.FINE_GRID,
+        return cls(config.requant, sm.RoundingMode.TFLITE, AddMethod.FINE_GRID,
                    MultiplyMethod.REQUANTIZER, PoolMethod.NPU, TableRounding.HALF_UP,
                    multiplier_bits=int(config.multiplier_bits),
                    force_shift_positive=bool(config.force_shift_positive), integer_softmax=True)
@@ -87,13 +80,13 @@ class Numerics:
     @classmethod
     def tflite(cls) -> "Numerics":
         """The converter's ``mode="tflite"``: LiteRT's reference kernels, bit for bit."""
-        return cls(FusedMode.MULTIPLIER_SHIFT, sm.RoundingMode.HALF_UP, AddMethod.TFLITE, MultiplyMethod.TFLITE,
+        return cls(sm.RequantMode.MULTIPLIER_SHIFT, sm.RoundingMode.HALF_UP, AddMethod.TFLITE, MultiplyMethod.TFLITE,
                    PoolMethod.TFLITE, TableRounding.OF_THE_MODEL, tflite_requantizer=True, tflite_clip=True)
 
     @classmethod
     def npu_shift(cls) -> "Numerics":
         """The converter's ``mode="shift"``: shift-only fused ops, 15-bit element-wise multipliers."""
-        return cls(FusedMode.SHIFT, sm.RoundingMode.HALF_UP, AddMethod.SHIFT15, MultiplyMethod.SHIFT15,
+        return cls(sm.RequantMode.SHIFT, sm.RoundingMode.HALF_UP, AddMethod.SHIFT15, MultiplyMethod.SHIFT15,
                    PoolMethod.TFLITE, TableRounding.OF_THE_MODEL, tflite_requantizer=True, tflite_clip=True)
 
     def multiplier(self, real: float) -> sm.FixedPointMultiplier:
@@ -109,6 +102,9 @@ class Numerics:
         if self.tflite_clip:
             return sm.clamp_codes(scale, zp, qp.qmin, qp.qmax, None if lo == -np.inf else lo,
                                   None if hi == np.inf else hi)
-        qmin = qp.qmin if lo == -np.inf else max(qp.qmin, min(qp.qmax, zp + int(sm.round_real(lo / scale, "half_up"))))
-        qmax = qp.qmax if hi == np.inf else min(qp.qmax, max(qp.qmin, zp + int(sm.round_real(hi / scale, "half_up"))))
+        def code(bound: float) -> int:
+            return zp + int(sm.round_real(bound / scale, sm.RoundingMode.HALF_UP))
+
+        qmin = qp.qmin if lo == -np.inf else max(qp.qmin, min(qp.qmax, code(lo)))
+        qmax = qp.qmax if hi == np.inf else min(qp.qmax, max(qp.qmin, code(hi)))
         return qmin, max(qmin, qmax)

@@ -21,6 +21,7 @@ from .qtypes import INT32_MAX, INT32_MIN
 from .rounding import Rng, RoundingMode, round_real, rounding_right_shift
 
 __all__ = [
+    "REQUANT_MODE_NAMES",
     "RequantMode",
     "TFLITE_MULTIPLIER_BITS",
     "HW15_MULTIPLIER_BITS",
@@ -77,6 +78,10 @@ class RequantMode(str, enum.Enum):
             names = ", ".join(m.value for m in cls)
             raise ValueError(f"requant_mode={value!r} is not a requantization mode; use one of: {names}, "
                              "tflite (= multiplier_shift)") from None
+
+
+#: Every name a requantization mode is given by: the converter's "tflite" and the members' values.
+REQUANT_MODE_NAMES: tuple[str, ...] = ("tflite", *(m.value for m in RequantMode))
 
 
 def _reals(real: npt.ArrayLike) -> np.ndarray:

@@ -36,6 +36,7 @@ from .. import math as sm
 from .. import ops as so
 from ..calibration import Observer
 from ..config import LayerInfo, QConfig
+from ..graph import rebuild_main
 from .annotate import is_float_tensor
 from .patterns import Epilogue, GraphIndex, constant_value, epilogue_chain, op_name
 
@@ -93,17 +94,13 @@ class RealizeReport:
                 "notes": list(self.notes)}
 
 
-def _scheme(method: str) -> str:
-    return method.split("_", 2)[2]
-
-
 def tensor_qparams(observer: Observer, config: QConfig, model_input: bool = False) -> sm.QParams:
     """Per-tensor activation parameters of one observed tensor under ``config``.
 
     A model input uses ``input_bits`` (Relay's ``nbit_input``), any other tensor ``activation_bits``.
     """
     bits = config.input_bits if model_input else config.activation_bits
-    return observer.compute_qparams(_scheme(config.quantize_method_for_activation), bits)
+    return observer.compute_qparams(config.activation_scheme, bits)
 
 
 def _same(a: sm.QParams, b: sm.QParams) -> bool:
@@ -200,7 +197,7 @@ class RealizeContext:
             if _same(src.qparams, qp):
                 self.qval[expr] = src
                 return src
-            call = so.requantize(src.expr, input_q=src.qparams, output_q=qp, rounding="half_up",
+            call = so.requantize(src.expr, input_q=src.qparams, output_q=qp, rounding=sm.RoundingMode.HALF_UP,
                                  out_dtype=qp.dtype.container.name, multiplier_bits=self.config.multiplier_bits)
             self.report.integer_ops["sima.requantize"] += 1
         else:
@@ -257,9 +254,8 @@ class RealizeContext:
 
 
 def _weight_spec(config: QConfig) -> lowering.WeightSpec:
-    method = config.quantize_method_for_weight
-    return lowering.WeightSpec(method.startswith("per_channel"), _scheme(method), config.weight_bits,
-                               config.bias_bits, config.weight_scale == "power2")
+    return lowering.WeightSpec(config.weight_granularity is sm.Granularity.PER_CHANNEL, config.weight_scheme,
+                               config.weight_bits, config.bias_bits, config.weight_scale == "power2")
 
 
 def _fused_io(ctx: RealizeContext, var: relax.Var,
@@ -282,7 +278,7 @@ def _fused_constants(ctx: RealizeContext, layer: str, config: QConfig, weight: n
                      groups: int = 1) -> Union[str, lowering.FusedConstants]:
     """The layer's constants (bias-corrected when configured), or why the accumulator could overflow."""
     consts, notes = lowering.corrected_float_weights(
-        weight, bias, xq.qparams, yq, is_dense, _weight_spec(config), lowering.FusedMode(config.requant_mode),
+        weight, bias, xq.qparams, yq, is_dense, _weight_spec(config), config.requant,
         ctx.input_mean(mean_of) if config.bias_correction else None, groups)
     ctx.report.notes.extend(f"{layer}: {note}" for note in notes)
     return lowering.accumulator_overflow(consts, xq.qparams, is_dense) or consts
@@ -399,7 +395,7 @@ def _realize_with_constant(ctx: RealizeContext, var: relax.Var, call: relax.Call
     if xq.qparams.dtype.bits > 8:
         return "lookup tables need 8-bit inputs"
     yq, name = out
-    values = lowering.table(fn, xq.qparams, yq, "half_up", (yq.qmin, yq.qmax))
+    values = lowering.table(fn, xq.qparams, yq, sm.RoundingMode.HALF_UP, (yq.qmin, yq.qmax))
     ctx.set_q(var, lowering.emit_table(ctx.bb, xq.expr, xq.qparams, values), yq, name)
     ctx.report.integer_ops[f"lut({(op_name(call) or '').rsplit('.', 1)[-1]})"] += 1
     return None
@@ -440,42 +436,35 @@ def realize(amod: tvm.IRModule, observers: dict[str, Observer], config: QConfig,
     layers : list of LayerInfo, optional
         Annotate's layers (their per-layer overrides apply).
     """
-    func = amod["main"]
     bb = relax.BlockBuilder()
-    ctx = RealizeContext(func, observers, config, layers or [], bb)
-    enabled = config.debug_enabled_ops
-    with bb.function("main", list(func.params), attrs=dict(func.attrs) if func.attrs else None):
-        with bb.dataflow():
-            for var in ctx.index.order:
-                value = ctx.index.producer[var]
-                op = op_name(value)
-                if var in ctx.consumed or op == "sima.simulated_quantize":
-                    continue
-                fn = REALIZE_FUNCTIONS.get(op or "") or (_realize_family if op in lowering.FAMILIES else None)
-                reason = "no realize function" if fn is None else None
-                if fn is not None and enabled is not None and op not in enabled:
-                    reason = "not in debug_enabled_ops"
-                elif fn is not None:
-                    assert isinstance(value, relax.Call)
-                    reason = fn(ctx, var, value)
-                    if reason is None:
-                        continue
-                annotated = isinstance(value, relax.Call) and any(
-                    isinstance(a, relax.Var) and a in ctx.sq for a in _flat(value.args))
-                new = _float_call(ctx, value)
-                ctx.fval[var] = bb.emit(new, name_hint=var.name)
-                if annotated:
-                    ctx.report.float_ops.append((op or type(value).__name__, var.name, reason or ""))
-            result = ctx.as_float(func.body.body)
-            out = bb.emit_output(result)
-        bb.emit_func_output(out)
-    new_mod = amod.clone()
-    new_mod["main"] = bb.get()["main"]
+    ctx = RealizeContext(amod["main"], observers, config, layers or [], bb)
+    new_mod = rebuild_main(amod, lambda _bb, var, value, _m: _realize_binding(ctx, var, value), mapping=ctx.fval,
+                           emit_output=lambda _bb, body, _m: ctx.as_float(body), builder=bb)
     new_mod = relax.transform.DeadCodeElimination(["main"])(new_mod)
     if ctx.report.float_ops:
         LOG.warning("realize: %d ops stay in float:\n%s", len(ctx.report.float_ops),
                     "\n".join(f"  {o} -> {t}: {r}" for o, t, r in ctx.report.float_ops))
     return new_mod, ctx.report
+
+
+def _realize_binding(ctx: RealizeContext, var: relax.Var, value: relax.Expr) -> Optional[relax.Expr]:
+    """Realize one binding; None when done (or dropped), else the float expression to bind."""
+    op = op_name(value)
+    if var in ctx.consumed or op == "sima.simulated_quantize":
+        return None
+    fn = REALIZE_FUNCTIONS.get(op or "") or (_realize_family if op in lowering.FAMILIES else None)
+    enabled = ctx.config.debug_enabled_ops
+    reason = "no realize function" if fn is None else None
+    if fn is not None and enabled is not None and op not in enabled:
+        reason = "not in debug_enabled_ops"
+    elif fn is not None:
+        assert isinstance(value, relax.Call)
+        reason = fn(ctx, var, value)
+        if reason is None:
+            return None
+    if isinstance(value, relax.Call) and any(isinstance(a, relax.Var) and a in ctx.sq for a in _flat(value.args)):
+        ctx.report.float_ops.append((op or type(value).__name__, var.name, reason or ""))
+    return _float_call(ctx, value)
 
 
 def _flat(args: list) -> list:
