@@ -28,8 +28,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 import tvm
+from helpers.onnx_models import digits_branches, digits_cnn, held_out_images, quantize_with_onnxruntime
 from onnx import numpy_helper
-from onnx_models import digits_branches, digits_cnn, held_out_images, quantize_with_onnxruntime
 from test_tflite_qdq import float_bindings, op_counts
 from tvm import relax
 

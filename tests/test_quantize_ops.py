@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tvm
 import tvm_ffi
-from relax_helpers import one_input_module
+from helpers.relax import one_input_module
 from tvm import relax
 
 import tvm_sima
@@ -32,7 +32,7 @@ def const(shape, scale=0.3, positive=False):
 
 
 def graph(shape, body: Callable[[relax.BlockBuilder, relax.Var], relax.Expr]) -> tvm.IRModule:
-    """``main(x: float32[shape]) = body(bb, x)`` (see relax_helpers.one_input_module)."""
+    """``main(x: float32[shape]) = body(bb, x)`` (see helpers.relax.one_input_module)."""
     return one_input_module(shape, "float32", body)
 
 

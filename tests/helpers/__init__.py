@@ -1,0 +1,1 @@
+"""What the tests share: builders of models and graphs, the fuzzing harness."""
