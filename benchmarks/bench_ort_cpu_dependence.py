@@ -58,8 +58,7 @@ def main() -> None:
     if shutil.which(QEMU[0]) is None:
         raise SystemExit("error: qemu-x86_64 not found; install Debian's qemu-user (apt-get install qemu-user)")
     sys.path.insert(0, str(ROOT / "tests"))
-    from helpers.onnx_models import digits_cnn, held_out_images, quantize_with_onnxruntime
-    from test_onnx_qdq import output_scale
+    from helpers.onnx_models import digits_cnn, held_out_images, output_scale, quantize_with_onnxruntime
 
     with tempfile.TemporaryDirectory() as tmp:
         work = pathlib.Path(tmp)

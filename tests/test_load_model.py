@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 import tvm
-from onnx import TensorProto, helper, numpy_helper
+from helpers.onnx_models import onnx_model
+from onnx import helper
 from tvm import relax
 
 import tvm_sima
 from tvm_sima.frontends.loader import InputShapeError, UnsupportedOpsError, bind_params
-
-
-def onnx_model(path, batch=1, extra_nodes=()):
-    """x[batch, 3, 8, 8] -> Conv 3x3 (4 ch) -> Relu -> Flatten -> Gemm (10)."""
-    rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype("float32"), "w")
-    fc = numpy_helper.from_array(rng.standard_normal((4 * 6 * 6, 10)).astype("float32"), "fc")
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
-             helper.make_node("Relu", ["c"], ["r"], name="relu"),
-             helper.make_node("Flatten", ["r"], ["f"], name="flatten"),
-             helper.make_node("Gemm", ["f", "fc"], ["y"], name="fc"), *extra_nodes]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 10])], [w, fc])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
-    return path
 
 
 def run_main(mod, params, x):

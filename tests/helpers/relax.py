@@ -1,11 +1,13 @@
-"""Small builders for Relax test modules."""
+"""Small builders for Relax test modules, and readers of what a module contains."""
 
 from __future__ import annotations
 
+import collections
 from typing import Callable
 
 import numpy as np
 import tvm
+import tvm_ffi
 from tvm import relax
 
 import tvm_sima
@@ -27,3 +29,23 @@ def run(mod: tvm.IRModule, *inputs: np.ndarray) -> np.ndarray:
     ex = tvm_sima.build(mod)
     vm = relax.VirtualMachine(ex, tvm.cpu())
     return vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a)) for a in inputs]).numpy()
+
+
+def op_counts(mod: tvm.IRModule) -> collections.Counter:
+    """How many calls of each operator ``main`` makes (by op name; calls of functions are not counted)."""
+    counts: collections.Counter = collections.Counter()
+
+    def visit(call: relax.Call) -> None:
+        if isinstance(call.op, tvm.ir.Op):
+            counts[call.op.name] += 1
+
+    tvm_ffi.structural_walk(mod["main"], [(relax.Call, visit)])
+    return counts
+
+
+def float_bindings(mod) -> list:
+    """Names of the variables of ``main`` bound to a call with a float result."""
+    found = []
+    tvm_ffi.structural_walk(mod["main"], [(relax.VarBinding, lambda b: found.append(b.var.name) if str(
+        getattr(b.var.ty, "dtype", "")).startswith("float") and isinstance(b.value, relax.Call) else None)])
+    return found
