@@ -6,7 +6,7 @@
 * ``tests/fixtures/digits_eval_nchw.npz``: ``image`` (64 held-out digits, same format) and
   ``labels``.
 
-Deterministic: a re-run writes byte-identical files (``tests/test_tutorials.py`` checks all three).
+Deterministic: a re-run writes byte-identical files (``tests/docs/test_tutorials.py`` checks all three).
 
 Run:  .venv/bin/python tools/make_onnx_fixture.py
 """

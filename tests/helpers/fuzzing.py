@@ -1,4 +1,4 @@
-"""The fuzzing harness of tests/test_fuzz.py: seeded mutators, and cases run in child processes.
+"""The fuzzing harness of tests/frontends/test_fuzz.py: seeded mutators, and cases run in child processes.
 
 * :func:`mutate_bytes`: bit flips, 4-byte integers overwritten with boundary values (0x00 / 0x7F /
   0x80 / 0xFF ... and values near the file size, at positions that hold likely offsets, lengths or

@@ -43,7 +43,7 @@ def _report(fmt: str, results: list[dict]) -> None:
     details = "\n".join(f"{r['target']} seed {r['seed']} ({r.get('mutation', '?')}): {r['outcome']} "
                         f"{r.get('message', '')}\n{r['bad']}" for r in bad[:5])
     assert not bad, (f"{len(bad)} of {len(results)} {fmt} cases crashed or raised the wrong error (reproduce one: "
-                     f"python tests/fuzzing.py <target> <seed> [deep]):\n{details}")
+                     f"python tests/helpers/fuzzing.py <target> <seed> [deep]):\n{details}")
 
 
 # ------------------------------------------------------------------------------------- the battery

@@ -55,7 +55,7 @@ def test_every_unsupported_op_is_listed_with_its_node(tmp_path):
 
 
 def test_dynamic_batch_is_one_unless_given(tmp_path):
-    # every spelling of dynamic dimensions, the CLI and TFLite: tests/test_dynamic_shapes.py
+    # every spelling of dynamic dimensions, the CLI and TFLite: tests/frontends/test_dynamic_shapes.py
     path = onnx_model(tmp_path / "m.onnx", batch="N")
     mod, _ = tvm_sima.load_model(path)
     assert [int(d) for d in mod["main"].params[0].ty.shape] == [1, 3, 8, 8]
@@ -83,4 +83,4 @@ def test_bad_files(tmp_path, fixtures_dir):
     (tmp_path / "bad.onnx").write_bytes(b"\x00garbage\xff")
     with pytest.raises(ValueError, match="bad.onnx: not a readable ONNX model"):
         tvm_sima.load_model(tmp_path / "bad.onnx")
-    # (an int8 TFLite model loads as a QDQ graph: tests/test_tflite_qdq.py)
+    # (an int8 TFLite model loads as a QDQ graph: tests/converter/test_tflite_qdq.py)
