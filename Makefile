@@ -21,7 +21,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check tvm_sima tests tutorials benchmarks tools
 	$(VENV)/bin/mypy tvm_sima
 
-# Debian's chromium renders the HTML report in tests/test_report.py (headless).
+# Debian's chromium renders the HTML report in tests/cli/test_report.py (headless).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 browser:
 	@command -v chromium >/dev/null || { echo "installing Debian chromium for the HTML report test"; \
@@ -39,8 +39,8 @@ qemu:
 		$(SUDO) apt-get install -y -qq --no-install-recommends qemu-user >/dev/null; }
 
 test-avx2: $(STAMP) qemu
-	$(QEMU_AVX2) $(PY) -m pytest -q -p no:cacheprovider tests/test_onnx_qdq.py
-	TVM_SIMA_TUTORIAL_LAUNCHER="$(QEMU_AVX2)" $(PY) -m pytest -q -p no:cacheprovider tests/test_tutorials.py -k 06_onnx
+	$(QEMU_AVX2) $(PY) -m pytest -q -p no:cacheprovider tests/converter/test_onnx_qdq.py
+	TVM_SIMA_TUTORIAL_LAUNCHER="$(QEMU_AVX2)" $(PY) -m pytest -q -p no:cacheprovider tests/docs/test_tutorials.py -k 06_onnx
 
 test: lint browser
 	$(PY) -m pytest -q

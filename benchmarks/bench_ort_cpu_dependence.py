@@ -1,6 +1,6 @@
 """Does onnxruntime's int8 result depend on the CPU? Its fused kernels: yes; its unfused QDQ graph: no.
 
-The digits CNN of ``tests/onnx_models.py``, quantized by onnxruntime's ``quantize_static`` (QDQ,
+The digits CNN of ``tests/helpers/onnx_models.py``, quantized by onnxruntime's ``quantize_static`` (QDQ,
 per-channel int8), runs on 32 held-out digits in two sessions: ``ORT_ENABLE_ALL`` (QDQ chains
 fused into int8 kernels picked by CPUID) and ``ORT_DISABLE_ALL`` (DequantizeLinear -> float op ->
 QuantizeLinear, node by node). Each session runs on this machine's CPU and again under QEMU user
@@ -58,8 +58,7 @@ def main() -> None:
     if shutil.which(QEMU[0]) is None:
         raise SystemExit("error: qemu-x86_64 not found; install Debian's qemu-user (apt-get install qemu-user)")
     sys.path.insert(0, str(ROOT / "tests"))
-    from onnx_models import digits_cnn, held_out_images, quantize_with_onnxruntime
-    from test_onnx_qdq import output_scale
+    from helpers.onnx_models import digits_cnn, held_out_images, output_scale, quantize_with_onnxruntime
 
     with tempfile.TemporaryDirectory() as tmp:
         work = pathlib.Path(tmp)

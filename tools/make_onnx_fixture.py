@@ -1,12 +1,12 @@
 """Write the bundled float ONNX model and its data, used by the README walk-through and tutorial 06.
 
 * ``tests/fixtures/digits_cnn_float.onnx``: the trained digits CNN of ``digits_cnn_float.tflite``
-  as an NCHW ONNX graph (same weights, same predictions; built by ``tests/onnx_models.py``);
+  as an NCHW ONNX graph (same weights, same predictions; built by ``tests/helpers/onnx_models.py``);
 * ``tests/fixtures/digits_calib_nchw.npy``: 64 training digits, NCHW float32 in [0, 1];
 * ``tests/fixtures/digits_eval_nchw.npz``: ``image`` (64 held-out digits, same format) and
   ``labels``.
 
-Deterministic: a re-run writes byte-identical files (``tests/test_tutorials.py`` checks all three).
+Deterministic: a re-run writes byte-identical files (``tests/docs/test_tutorials.py`` checks all three).
 
 Run:  .venv/bin/python tools/make_onnx_fixture.py
 """
@@ -22,7 +22,7 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the ONNX builders live with the tests that also use them
 
-import onnx_models  # noqa: E402
+from helpers import onnx_models  # noqa: E402
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import tvm
-from relax_helpers import one_input_module, run
+from helpers.relax import one_input_module, run
 from tvm import relax
 
 import tvm_sima

@@ -30,7 +30,7 @@ def test_inspect_a_quantized_model(fixtures_dir, capsys):
 
 
 def test_convert_writes_a_library_artifacts_and_report_that_match_litert(fixtures_dir, tmp_path, capsys):
-    from test_tflite_qdq import litert
+    from helpers.litert import litert
 
     model = fixtures_dir / "digits_int8.tflite"
     assert main(["convert", str(model), "--output", str(tmp_path)]) == 0

@@ -30,7 +30,7 @@ import struct
 from typing import Any
 
 import pytest
-from fuzzing import FIXTURES, run_cases
+from helpers.fuzzing import FIXTURES, run_cases
 
 THOROUGH = os.environ.get("HYPOTHESIS_PROFILE", "ci") == "thorough"
 BASE_SEED = random.SystemRandom().randrange(10**6) * 1000 if THOROUGH else 0
@@ -43,7 +43,7 @@ def _report(fmt: str, results: list[dict]) -> None:
     details = "\n".join(f"{r['target']} seed {r['seed']} ({r.get('mutation', '?')}): {r['outcome']} "
                         f"{r.get('message', '')}\n{r['bad']}" for r in bad[:5])
     assert not bad, (f"{len(bad)} of {len(results)} {fmt} cases crashed or raised the wrong error (reproduce one: "
-                     f"python tests/fuzzing.py <target> <seed> [deep]):\n{details}")
+                     f"python tests/helpers/fuzzing.py <target> <seed> [deep]):\n{details}")
 
 
 # ------------------------------------------------------------------------------------- the battery
@@ -62,8 +62,8 @@ def _seeds(kind: str) -> range:
 
 @pytest.fixture(scope="module")
 def quantized_onnx(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pathlib.Path]:
-    """onnxruntime's QDQ (per-channel) and QOperator versions of the digits models (tests/onnx_models.py)."""
-    import onnx_models
+    """onnxruntime's QDQ (per-channel) and QOperator versions of the digits models (tests/helpers/onnx_models.py)."""
+    from helpers import onnx_models
 
     d = tmp_path_factory.mktemp("onnx")
     return {"qdq": onnx_models.quantize_with_onnxruntime(onnx_models.digits_cnn(d / "cnn.onnx"), d / "qdq.onnx",

@@ -7,54 +7,18 @@ bit for bit with a NumPy model of the integer op where the op is exact on intege
 
 from __future__ import annotations
 
-import collections
 import logging
 import math
-from typing import Callable
 
 import numpy as np
 import pytest
 import tvm
-import tvm_ffi
-from relax_helpers import one_input_module
+from helpers.quantize import batches, const, graph, run, total_sqnr
+from helpers.relax import op_counts
 from tvm import relax
 
 import tvm_sima
 from tvm_sima import math as sm
-from tvm_sima.compare import sqnr_db
-
-RNG = np.random.default_rng(2026)
-
-
-def const(shape, scale=0.3, positive=False):
-    value = RNG.standard_normal(shape).astype("float32") * scale
-    return relax.const(np.abs(value) if positive else value)
-
-
-def graph(shape, body: Callable[[relax.BlockBuilder, relax.Var], relax.Expr]) -> tvm.IRModule:
-    """``main(x: float32[shape]) = body(bb, x)`` (see relax_helpers.one_input_module)."""
-    return one_input_module(shape, "float32", body)
-
-
-def op_counts(mod: tvm.IRModule) -> collections.Counter:
-    counts: collections.Counter = collections.Counter()
-
-    def visit(call: relax.Call) -> None:
-        if isinstance(call.op, tvm.ir.Op):
-            counts[call.op.name] += 1
-
-    tvm_ffi.structural_walk(mod["main"], [(relax.Call, visit)])
-    return counts
-
-
-def batches(shape, n, seed):
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal(shape).astype("float32") for _ in range(n)]
-
-
-def run(mod, xs):
-    vm = relax.VirtualMachine(tvm_sima.build(mod), tvm.cpu())
-    return [vm["main"](tvm.runtime.tensor(x)).numpy() for x in xs]
 
 
 def quantize_and_compare(mod, shape, tmp_path, n_calib=64, **config):
@@ -64,10 +28,6 @@ def quantize_and_compare(mod, shape, tmp_path, n_calib=64, **config):
     tvm_sima.read_quantize_info(qmod)  # raises if one tensor name had two different parameter sets
     evals = batches(shape, 4, 2)
     return qmod, tvm_sima.quantize_report(qmod), run(mod, evals), run(qmod, evals)
-
-
-def total_sqnr(ref, out):
-    return sqnr_db(np.concatenate([r.ravel() for r in ref]), np.concatenate([o.ravel() for o in out]))
 
 
 CONVS = {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tvm
-from relax_helpers import one_input_module
+from helpers.relax import one_input_module
 from tvm import relax
 from tvm.script import ir as I
 from tvm.script import relax as R

@@ -87,7 +87,7 @@ def test_the_documented_example_runs():
     import subprocess
     import sys
 
-    root = pathlib.Path(__file__).resolve().parents[1]
+    root = pathlib.Path(__file__).resolve().parents[2]
     blocks = re.findall(r"```python\n(.*?)```", (root / "docs" / "program_artifact.md").read_text(), flags=re.S)
     assert blocks
     for block in blocks:

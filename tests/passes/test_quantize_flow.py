@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 import tvm
-from test_load_model import onnx_model
-from test_quantize_ops import batches, const, graph, op_counts, run, total_sqnr
+from helpers.onnx_models import onnx_model
+from helpers.quantize import batches, const, graph, run, total_sqnr
+from helpers.relax import op_counts
 from tvm import relax
 
 import tvm_sima

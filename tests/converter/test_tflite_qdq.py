@@ -13,27 +13,12 @@ import numpy as np
 import pytest
 import tvm
 import tvm_ffi
+from helpers.litert import litert
+from helpers.relax import float_bindings, op_counts
 from tvm import relax
 
 import tvm_sima
 from tvm_sima.frontends.loader import UnsupportedOpsError
-
-
-def op_counts(mod) -> collections.Counter:
-    ops: collections.Counter = collections.Counter()
-    tvm_ffi.structural_walk(mod["main"], [(relax.Call, lambda c: ops.update(
-        [c.op.name] if isinstance(c.op, tvm.ir.Op) else []))])
-    return ops
-
-
-def litert(path, x):
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    it = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
-    it.allocate_tensors()
-    it.set_tensor(it.get_input_details()[0]["index"], x)
-    it.invoke()
-    return it.get_tensor(it.get_output_details()[0]["index"])
 
 
 @pytest.mark.parametrize("name, least_exact", [("digits_int8", 0.95), ("digits_mlp_int8", 0.95)])
@@ -112,13 +97,6 @@ def test_unsupported_int8_ops_are_listed(tmp_path, fixtures_dir):
         assert [op for op, _ in err.value.ops] == ["CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D", "FULLY_CONNECTED"]
     finally:
         tflite_qdq.QDQ_OPS = original
-
-
-def float_bindings(mod) -> list:
-    found = []
-    tvm_ffi.structural_walk(mod["main"], [(relax.VarBinding, lambda b: found.append(b.var.name) if str(
-        getattr(b.var.ty, "dtype", "")).startswith("float") and isinstance(b.value, relax.Call) else None)])
-    return found
 
 
 @pytest.mark.parametrize("name, least_shift_exact", [("digits_int8", 0.6), ("digits_mlp_int8", 0.6),

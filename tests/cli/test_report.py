@@ -17,7 +17,7 @@ from tvm_sima.html_report import write_html
 from tvm_sima.math import QParams
 from tvm_sima.math.qparams import dequantize, quantize
 
-FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+FIXTURES = pathlib.Path(__file__).parents[1] / "fixtures"
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tvm
 import tvm_ffi
-from test_load_model import onnx_model
+from helpers.onnx_models import onnx_model
 from tvm import relax
 
 import tvm_sima

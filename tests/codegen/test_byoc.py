@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 import tvm
-from test_load_model import onnx_model
-from test_quantize_ops import batches
+from helpers.onnx_models import onnx_model
+from helpers.quantize import batches
 from tvm import relax
 
 import tvm_sima

@@ -28,9 +28,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 import tvm
+from helpers.onnx_models import digits_branches, digits_cnn, held_out_images, output_scale, quantize_with_onnxruntime
+from helpers.relax import float_bindings, op_counts
 from onnx import numpy_helper
-from onnx_models import digits_branches, digits_cnn, held_out_images, quantize_with_onnxruntime
-from test_tflite_qdq import float_bindings, op_counts
 from tvm import relax
 
 import tvm_sima
@@ -47,13 +47,6 @@ def models(tmp_path_factory):
     out["branches_qop"] = quantize_with_onnxruntime(out["branches"], root / "br_qop.onnx", per_channel=True,
                                                     operators=True, reduce_range=True)
     return out
-
-
-def output_scale(path) -> float:
-    model = onnx.load(str(path))
-    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    last = [n for n in model.graph.node if n.op_type == "DequantizeLinear"][-1]
-    return float(inits[last.input[1]])
 
 
 def run_tvm(mod, inputs):

@@ -5,7 +5,9 @@
   to NHWC, Flatten, Gemm) — same weights, same predictions;
 * ``digits_branches``: the digits CNN's first layer followed by branches with the other ops
   (MaxPool, AveragePool, Concat, Add, Sigmoid, Mul, GlobalAveragePool, Reshape) and a Gemm; weights after
-  the first layer are random (the tests compare runtimes, not accuracy).
+  the first layer are random (the tests compare runtimes, not accuracy);
+* ``onnx_model``: a small random float graph (Conv, Relu, Flatten, Gemm) for the loader and quantize tests;
+* ``output_scale``: the scale of a quantized model's last DequantizeLinear.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+FIXTURES = pathlib.Path(__file__).parents[1] / "fixtures"
 
 
 def _digits_weights() -> dict[str, np.ndarray]:
@@ -128,3 +130,25 @@ def quantize_with_onnxruntime(float_path: pathlib.Path, out_path: pathlib.Path, 
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
                     reduce_range=reduce_range)
     return out_path
+
+
+def onnx_model(path, batch=1, extra_nodes=()):
+    """x[batch, 3, 8, 8] -> Conv 3x3 (4 ch) -> Relu -> Flatten -> Gemm (10)."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype("float32"), "w")
+    fc = numpy_helper.from_array(rng.standard_normal((4 * 6 * 6, 10)).astype("float32"), "fc")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Flatten", ["r"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "fc"], ["y"], name="fc"), *extra_nodes]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 10])], [w, fc])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    return path
+
+
+def output_scale(path) -> float:
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    last = [n for n in model.graph.node if n.op_type == "DequantizeLinear"][-1]
+    return float(inits[last.input[1]])

@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 import tvm
-from onnx import TensorProto, helper, numpy_helper
+from helpers.onnx_models import onnx_model
+from onnx import helper
 from tvm import relax
 
 import tvm_sima
 from tvm_sima.frontends.loader import InputShapeError, UnsupportedOpsError, bind_params
-
-
-def onnx_model(path, batch=1, extra_nodes=()):
-    """x[batch, 3, 8, 8] -> Conv 3x3 (4 ch) -> Relu -> Flatten -> Gemm (10)."""
-    rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype("float32"), "w")
-    fc = numpy_helper.from_array(rng.standard_normal((4 * 6 * 6, 10)).astype("float32"), "fc")
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
-             helper.make_node("Relu", ["c"], ["r"], name="relu"),
-             helper.make_node("Flatten", ["r"], ["f"], name="flatten"),
-             helper.make_node("Gemm", ["f", "fc"], ["y"], name="fc"), *extra_nodes]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 10])], [w, fc])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
-    return path
 
 
 def run_main(mod, params, x):
@@ -70,7 +55,7 @@ def test_every_unsupported_op_is_listed_with_its_node(tmp_path):
 
 
 def test_dynamic_batch_is_one_unless_given(tmp_path):
-    # every spelling of dynamic dimensions, the CLI and TFLite: tests/test_dynamic_shapes.py
+    # every spelling of dynamic dimensions, the CLI and TFLite: tests/frontends/test_dynamic_shapes.py
     path = onnx_model(tmp_path / "m.onnx", batch="N")
     mod, _ = tvm_sima.load_model(path)
     assert [int(d) for d in mod["main"].params[0].ty.shape] == [1, 3, 8, 8]
@@ -98,4 +83,4 @@ def test_bad_files(tmp_path, fixtures_dir):
     (tmp_path / "bad.onnx").write_bytes(b"\x00garbage\xff")
     with pytest.raises(ValueError, match="bad.onnx: not a readable ONNX model"):
         tvm_sima.load_model(tmp_path / "bad.onnx")
-    # (an int8 TFLite model loads as a QDQ graph: tests/test_tflite_qdq.py)
+    # (an int8 TFLite model loads as a QDQ graph: tests/converter/test_tflite_qdq.py)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tvm
 import tvm_ffi
-from relax_helpers import one_input_module
+from helpers.relax import one_input_module
 from tvm import relax
 
 import tvm_sima.ops as so

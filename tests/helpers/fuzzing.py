@@ -1,4 +1,4 @@
-"""The fuzzing harness of tests/test_fuzz.py: seeded mutators, and cases run in child processes.
+"""The fuzzing harness of tests/frontends/test_fuzz.py: seeded mutators, and cases run in child processes.
 
 * :func:`mutate_bytes`: bit flips, 4-byte integers overwritten with boundary values (0x00 / 0x7F /
   0x80 / 0xFF ... and values near the file size, at positions that hold likely offsets, lengths or
@@ -11,7 +11,7 @@ A case is ``(target, seed[, deep])``: ``target`` is ``bytes:<file>``, ``onnx-pro
 ``program:<artifact directory>``, and the same seed gives the same mutation. :func:`run_cases` runs
 cases in child processes (``CHUNK`` per child, each limited to ``MEMORY_LIMIT`` bytes of address
 space), one JSON line before and after each case, so a child killed by a signal names its case.
-Reproduce one case in this process: ``python tests/fuzzing.py <target> <seed> [deep]``.
+Reproduce one case in this process: ``python tests/helpers/fuzzing.py <target> <seed> [deep]``.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ import tempfile
 import traceback
 from typing import Any
 
-HERE = pathlib.Path(__file__).parent
-FIXTURES = HERE / "fixtures"
+HERE = pathlib.Path(__file__).parent  # tests/helpers
+FIXTURES = HERE.parent / "fixtures"
+ROOT = HERE.parents[1]  # the repository: the children run there, as the tests do
 CHUNK = 60  # cases per child process
 CHUNK_TIMEOUT = 300.0  # seconds; a hang fails the chunk
 MEMORY_LIMIT = 4 << 30  # bytes of address space per child: a huge allocation fails there, not the machine
@@ -355,7 +356,7 @@ def child_main() -> None:
             shutil.rmtree(work, ignore_errors=True)
 
 
-_CHILD = f"import sys; sys.path.insert(0, {str(HERE)!r}); import fuzzing; fuzzing.child_main()"
+_CHILD = f"import sys; sys.path.insert(0, {str(HERE.parent)!r}); from helpers import fuzzing; fuzzing.child_main()"
 
 
 def _limit_memory() -> None:
@@ -372,7 +373,7 @@ def run_cases(cases: list) -> list[dict]:
         chunk, todo = todo[:CHUNK], todo[CHUNK:]
         try:
             proc = subprocess.run([sys.executable, "-c", _CHILD], input=json.dumps(chunk), capture_output=True,
-                                  text=True, timeout=CHUNK_TIMEOUT, cwd=HERE.parent, preexec_fn=_limit_memory)
+                                  text=True, timeout=CHUNK_TIMEOUT, cwd=ROOT, preexec_fn=_limit_memory)
             stdout, code, stderr = proc.stdout, proc.returncode, proc.stderr
         except subprocess.TimeoutExpired as err:
             stdout = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
@@ -388,7 +389,7 @@ def run_cases(cases: list) -> list[dict]:
     return results
 
 
-if __name__ == "__main__":  # python tests/fuzzing.py <target> <seed> [deep]: one case, in this process
+if __name__ == "__main__":  # python tests/helpers/fuzzing.py <target> <seed> [deep]: one case, in this process
     with tempfile.TemporaryDirectory() as tmp:
         outcome = run_case(sys.argv[1], int(sys.argv[2]), pathlib.Path(tmp), sys.argv[3:] == ["deep"])
         print(json.dumps(outcome, indent=1))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_load_model import onnx_model
+from helpers.onnx_models import onnx_model
 
 import tvm_sima
 from tvm_sima.config import LayerInfo, QConfig
