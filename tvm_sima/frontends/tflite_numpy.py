@@ -5,7 +5,7 @@ the integer reference kernels, so agreeing with LiteRT's reference kernels bit f
 validates both.
 
 Rounding, measured against LiteRT 2.3.0 with ``OpResolverType.BUILTIN_REF``
-(tests/test_tflite_bitexact.py): CONV_2D and DEPTHWISE_CONV_2D apply
+(tests/converter/test_tflite_bitexact.py): CONV_2D and DEPTHWISE_CONV_2D apply
 ``MultiplyByQuantizedMultiplier`` with its two roundings (``RoundingMode.TFLITE``);
 FULLY_CONNECTED rounds **once**, ``(acc * M + 2**(30 - shift)) >> (31 - shift)``
 (``RoundingMode.HALF_UP`` with the same Q31 multiplier, TFLite's single-rounding form).

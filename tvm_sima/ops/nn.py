@@ -9,7 +9,7 @@ Shift-only form (``multiplier=None``, SiMa's ``requantize_qnn_convolution_dense`
 ``N = shift`` in ``[0, 31]``, HALF_UP rounding (``(acc + 2**(N-1)) >> N``). Multiplier form
 (TFLite's ``tflite_requantization_constants``): ``M`` Q31 and ``N = 31 + tflite_shift``, with
 TFLITE rounding (or HALF_UP, LiteRT's FULLY_CONNECTED). Both are bit-exact with
-:mod:`tvm_sima.math` (tests/test_ops_numeric.py).
+:mod:`tvm_sima.math` (tests/ops/test_ops_numeric.py).
 """
 
 from __future__ import annotations

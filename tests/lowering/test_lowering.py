@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tvm
+from helpers.relax import one_input_module
 from tvm import relax
 
 import tvm_sima
@@ -109,25 +110,11 @@ def _square(request: lowering.Request):
 
 
 def _float_square() -> tvm.IRModule:
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, 16), "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            out = bb.emit_output(bb.emit(relax.op.square(x)))
-        bb.emit_func_output(out)
-    return bb.get()
+    return one_input_module((1, 16), "float32", lambda bb, x: relax.op.square(x))
 
 
 def _qdq_square() -> tvm.IRModule:
-    x_q, y_q = qparams(0.02, 0), qparams(0.01, -128)
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, 16), "int8"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            sq = bb.emit(relax.op.square(bb.emit(so.dequantize(x, x_q))))
-            out = bb.emit_output(bb.emit(so.quantize(sq, y_q, "half_even")))
-        bb.emit_func_output(out)
-    return bb.get()
+    return _qdq_module((1, 16), relax.op.square, qparams(0.02, 0), qparams(0.01, -128))
 
 
 def test_a_new_family_is_one_registry_line_for_both_routes(tmp_path):
@@ -151,14 +138,8 @@ def test_a_new_family_is_one_registry_line_for_both_routes(tmp_path):
 
 def _qdq_module(shape, body, x_q, y_q) -> tvm.IRModule:
     """``main(x: int8) = quantize(body(dequantize(x)))``: a QDQ chain as onnxruntime writes them."""
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(shape, "int8"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            y = bb.emit(body(bb.emit(so.dequantize(x, x_q))))
-            out = bb.emit_output(bb.emit(so.quantize(y, y_q, "half_even")))
-        bb.emit_func_output(out)
-    return bb.get()
+    return one_input_module(shape, "int8", lambda bb, x: so.quantize(bb.emit(body(bb.emit(so.dequantize(x, x_q)))),
+                                                                     y_q, "half_even"))
 
 
 CONVERTER_GAINS = {
@@ -187,7 +168,8 @@ def test_one_set_of_mode_names_for_the_converter_and_the_config(fixtures_dir):
     mod, _ = tvm_sima.load_model(fixtures_dir / "digits_int8.tflite")
     by_name = {name: tvm_sima.convert(mod, name) for name in ("tflite", "multiplier_shift", sm.RequantMode.SHIFT)}
     tvm.ir.assert_structural_equal(by_name["tflite"][0], by_name["multiplier_shift"][0])
-    assert by_name["multiplier_shift"][1].mode == "multiplier_shift" and by_name[sm.RequantMode.SHIFT][1].mode == "shift"
+    assert by_name["multiplier_shift"][1].mode == "multiplier_shift"
+    assert by_name[sm.RequantMode.SHIFT][1].mode == "shift"
     assert lowering.Numerics.for_config(tvm_sima.QConfig(requant_mode="multiplier_shift")).fused \
         is sm.RequantMode.parse("tflite")
     with pytest.raises(ValueError, match="use one of"):
