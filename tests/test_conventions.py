@@ -95,8 +95,8 @@ def test_qparams_from_attrs_inverts_qparams_attrs_on_real_ops(qp):
 def test_qparams_from_attrs_reads_what_the_converter_reads(fixtures_dir):
     import tvm_sima
     from tvm_sima.converter import qparams_of
+    from tvm_sima.graph import GraphIndex, op_name
     from tvm_sima.ops import qparams_from_attrs
-    from tvm_sima.passes.patterns import GraphIndex, op_name
 
     mod, _ = tvm_sima.load_model(fixtures_dir / "digits_int8.tflite")
     index = GraphIndex(mod["main"])

@@ -8,8 +8,7 @@ from tvm import relax
 from tvm.script import ir as I
 from tvm.script import relax as R
 
-from tvm_sima.graph import rebuild_function, rebuild_main, remap
-from tvm_sima.passes.patterns import op_name
+from tvm_sima.graph import op_name, rebuild_function, rebuild_main, remap
 
 
 @I.ir_module

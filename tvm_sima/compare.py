@@ -27,6 +27,7 @@ from tvm import relax
 
 from .calibration.data_checks import batch_arrays, check_batch
 from .config import QConfig, current_qconfig
+from .graph import GraphIndex, op_name
 from .math import QParams, RoundingMode
 from .math.metrics import cosine_from_sums, sqnr_db_from_sums
 from .math.qtypes import parse_qtype
@@ -34,7 +35,6 @@ from .params import bind_params
 from .passes.annotate import annotate
 from .passes.calibrate import calibration_graph
 from .passes.canonicalize import canonicalize
-from .passes.patterns import GraphIndex, op_name
 
 __all__ = ["MODES", "TensorMetrics", "compare_tensors", "quantized_taps", "sqnr_db"]
 

@@ -31,13 +31,12 @@ from tvm import relax
 from . import ops as so
 from .calibration import Observer, load_statistics, save_statistics
 from .config import LayerInfo, QConfig, current_qconfig, read_layer_config, write_layer_config
-from .graph import rebuild_main, remap
+from .graph import op_name, rebuild_main, remap
 from .math import Granularity, QScheme
 from .params import bind_params
 from .passes.annotate import annotate
 from .passes.calibrate import calibrate
 from .passes.canonicalize import canonicalize
-from .passes.patterns import op_name
 from .passes.realize import realize, tensor_qparams
 from .progress import Progress
 

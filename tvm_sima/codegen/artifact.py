@@ -75,7 +75,7 @@ def program_from_function(func: Any, name: str = "main") -> Program:
     import tvm
     from tvm import relax
 
-    from ..passes.patterns import GraphIndex, op_name
+    from ..graph import GraphIndex, op_name
 
     index = GraphIndex(func)
     tensors: dict[str, dict] = {}

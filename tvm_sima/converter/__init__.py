@@ -34,9 +34,8 @@ from tvm import relax
 from .. import lowering
 from .. import math as sm
 from .. import ops as so
-from ..graph import rebuild_main, remap
+from ..graph import GraphIndex, clip_bounds, op_name, rebuild_main, remap
 from ..lowering.base import per_tensor, same_qparams
-from ..passes.patterns import GraphIndex, clip_bounds, op_name
 from .rules import DEFAULT_LIMITS, HardwareLimits
 
 __all__ = ["convert", "MODES", "HardwareLimits", "ConversionReport"]

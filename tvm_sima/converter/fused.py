@@ -9,8 +9,7 @@ from tvm import relax
 
 from .. import lowering
 from .. import math as sm
-from ..graph import remap
-from ..passes.patterns import GraphIndex, constant_value, op_name
+from ..graph import GraphIndex, constant_value, op_name, remap
 from . import Match, Tail, dequantized, match_tail, per_tensor, rules
 from .rules import HardwareLimits
 

@@ -31,8 +31,7 @@ from typing import Union
 from tvm import relax
 
 from .. import lowering
-from ..graph import remap
-from ..passes.patterns import GraphIndex, clip_bounds, op_name
+from ..graph import GraphIndex, clip_bounds, op_name, remap
 from . import Match, Tail, dequantized, match_tail, rules
 from .rules import HardwareLimits
 

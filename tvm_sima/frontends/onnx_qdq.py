@@ -190,8 +190,7 @@ def qdq_to_sima(mod: Any) -> Any:
 
     from .. import math as sm
     from .. import ops as so
-    from ..graph import rebuild_main, remap
-    from ..passes.patterns import constant_value, op_name
+    from ..graph import constant_value, op_name, rebuild_main, remap
 
     def emit(_bb: Any, var: Any, value: Any, mapping: dict) -> Any:
         name = op_name(value)

@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Optional, Union
 from tvm import relax
 
 from .. import math as sm
-from ..passes.patterns import clip_bounds
+from ..graph import clip_bounds
 from .arithmetic import lower_add, lower_multiply
 from .base import Lowered
 from .moves import MOVES, lower_clip, lower_concat, lower_move

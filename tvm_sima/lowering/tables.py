@@ -13,7 +13,7 @@ import numpy as np
 from tvm import relax
 
 from .. import math as sm
-from ..passes.patterns import op_name, scalar_operand
+from ..graph import op_name, scalar_operand
 
 __all__ = ["LUT_FUNCTIONS", "SOFTMAX_EXP_BITS", "binary_with_scalar", "emit_softmax", "emit_table", "table"]
 

@@ -22,11 +22,13 @@ from tvm import relax
 from .. import ops as so
 from ..config import LayerInfo, QConfig, current_qconfig
 from ..graph import (
+    GraphIndex,
+    op_name,
     rebuild_function,
     remap,  # also re-exported: the converter imports it from here
 )
 from ..math import QScheme, RoundingMode
-from .patterns import GraphIndex, epilogue_chain, op_name
+from .patterns import epilogue_chain
 
 __all__ = [
     "ANNOTATE_FUNCTIONS",

@@ -1,4 +1,4 @@
-"""Graph facts shared by annotate and realize: producers, users, and conv / matmul epilogues.
+"""Conv / matmul epilogues, shared by annotate and realize (graph facts: :mod:`tvm_sima.graph`).
 
 An *epilogue* is what realize folds into a fused ``sima.conv2d`` / ``sima.dense``: a chain of
 per-channel affine ops with constants (``add`` / ``subtract`` bias, ``multiply`` / ``divide``
@@ -17,78 +17,12 @@ import numpy as np
 import tvm
 from tvm import relax
 
-__all__ = [
-    "ROOT_OPS",
-    "Epilogue",
-    "GraphIndex",
-    "constant_value",
-    "op_name",
-    "epilogue_chain",
-    "channel_axis",
-    "clip_bounds",
-]
+from ..graph import GraphIndex, channel_axis, clip_bounds, constant_value, op_name
+
+__all__ = ["ROOT_OPS", "Epilogue", "epilogue_chain"]
 
 #: Ops whose epilogues realize folds.
 ROOT_OPS = ("relax.nn.conv2d", "relax.matmul")
-
-
-def op_name(expr: Any) -> Optional[str]:
-    """The operator name of a call to a registered op, else None."""
-    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
-        return str(expr.op.name)
-    return None
-
-
-def constant_value(expr: Any) -> Optional[np.ndarray]:
-    """The array of a Relax constant, or of a scalar PrimValue / IntImm / FloatImm; else None."""
-    if isinstance(expr, tvm.ir.GenericConst):
-        return expr.value.numpy()
-    if isinstance(expr, (tvm.tirx.IntImm, tvm.tirx.FloatImm)):
-        return np.asarray(expr.value, dtype=np.float64)
-    return None
-
-
-def channel_axis(call: relax.Call) -> int:
-    """Output-channel axis of a conv2d (from its out_layout) or matmul (the last)."""
-    if op_name(call) == "relax.nn.conv2d":
-        return str(call.attrs["out_layout"]).index("C")
-    return call.ty.ndim - 1
-
-
-class GraphIndex:
-    """Bindings of a function's blocks: producer of each var, its users, and how often it is used."""
-
-    def __init__(self, func: relax.Function) -> None:
-        self.producer: dict[relax.Var, relax.Expr] = {}
-        self.users: dict[relax.Var, list[relax.Var]] = {}
-        self.order: list[relax.Var] = []
-        for block in func.body.blocks:
-            for binding in block.bindings:
-                if not isinstance(binding, relax.VarBinding):
-                    raise NotImplementedError(f"{type(binding).__name__} bindings are not supported "
-                                              f"({binding.var.name}); quantize a module without match_cast")
-                self.producer[binding.var] = binding.value
-                self.order.append(binding.var)
-                for used in _vars_in(binding.value):
-                    self.users.setdefault(used, []).append(binding.var)
-        for used in _vars_in(func.body.body):
-            self.users.setdefault(used, []).append(None)  # type: ignore[arg-type]  # the function output
-
-    def single_user(self, var: relax.Var) -> Optional[relax.Var]:
-        users = self.users.get(var, [])
-        return users[0] if len(users) == 1 and users[0] is not None else None
-
-
-def _vars_in(expr: relax.Expr) -> list[relax.Var]:
-    if isinstance(expr, relax.Var):
-        return [expr]
-    if isinstance(expr, relax.Tuple):
-        return [v for f in expr.fields for v in _vars_in(f)]
-    if isinstance(expr, relax.Call):
-        return [v for a in expr.args for v in _vars_in(a)]
-    if isinstance(expr, relax.TupleGetItem):
-        return _vars_in(expr.tuple_value)
-    return []
 
 
 @dataclass
@@ -145,41 +79,6 @@ def _step(call: relax.Expr, x: relax.Var, axis: int, channels: int, ndim: int) -
     bounds = clip_bounds(call)
     if bounds is not None and bounds[0].same_as(x):
         return ("clip", bounds[1], bounds[2])
-    return None
-
-
-def scalar_operand(args: Any) -> Optional[tuple[int, float]]:
-    """``(index of the tensor operand, the scalar)`` of a binary op with exactly one scalar constant operand."""
-    values = [constant_value(a) for a in args]
-    if sum(v is not None for v in values) != 1:
-        return None
-    k = 0 if values[0] is None else 1
-    c = values[1 - k]
-    assert c is not None
-    return None if c.size != 1 else (k, float(c.reshape(())))
-
-
-def clip_bounds(call: relax.Expr) -> Optional[tuple[relax.Expr, float, float]]:
-    """``(tensor operand, lo, hi)`` of relu, relu6, clip with constant bounds, or maximum / minimum
-    of a tensor and a scalar constant (either operand order); None for anything else."""
-    name = op_name(call)
-    if name is None:
-        return None
-    assert isinstance(call, relax.Call)
-    args = list(call.args)
-    if name in ("relax.maximum", "relax.minimum") and len(args) == 2:
-        found = scalar_operand(args)
-        if found is None:
-            return None
-        k, v = found
-        return (args[k], v, math.inf) if name == "relax.maximum" else (args[k], -math.inf, v)
-    if name == "relax.clip":
-        lo, hi = constant_value(args[1]), constant_value(args[2])
-        return None if lo is None or hi is None else (args[0], float(lo), float(hi))
-    if name == "relax.nn.relu":
-        return (args[0], 0.0, math.inf)
-    if name == "relax.nn.relu6":
-        return (args[0], 0.0, 6.0)
     return None
 
 

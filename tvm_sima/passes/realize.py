@@ -36,9 +36,9 @@ from .. import math as sm
 from .. import ops as so
 from ..calibration import Observer
 from ..config import LayerInfo, QConfig
-from ..graph import rebuild_main
+from ..graph import GraphIndex, constant_value, op_name, rebuild_main
 from .annotate import is_float_tensor
-from .patterns import Epilogue, GraphIndex, constant_value, epilogue_chain, op_name
+from .patterns import Epilogue, epilogue_chain
 
 __all__ = ["REALIZE_FUNCTIONS", "RealizeContext", "RealizeReport", "QValue", "realize",
            "register_realize_function", "tensor_qparams"]
