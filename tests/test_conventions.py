@@ -94,7 +94,7 @@ def test_qparams_from_attrs_inverts_qparams_attrs_on_real_ops(qp):
 
 def test_qparams_from_attrs_reads_what_the_converter_reads(fixtures_dir):
     import tvm_sima
-    from tvm_sima.converter import qparams_of
+    from tvm_sima.converter.chains import dequantized
     from tvm_sima.graph import GraphIndex, op_name
     from tvm_sima.ops import qparams_from_attrs
 
@@ -103,8 +103,12 @@ def test_qparams_from_attrs_reads_what_the_converter_reads(fixtures_dir):
     calls = [v for v in index.producer.values() if op_name(v) in ("sima.quantize", "sima.dequantize")]
     assert any(len(c.attrs["scale"]) > 1 for c in calls)  # guard: per-channel weights are among them
     for call in calls:
-        assert qparams_from_attrs(call.attrs) == qparams_of(call.attrs)
         assert qparams_from_attrs(call.attrs).per_channel == (len(call.attrs["scale"]) > 1)
+        assert [float(s) for s in call.attrs["scale"]] == list(np.atleast_1d(qparams_from_attrs(call.attrs).scale))
+    for var, value in index.producer.items():
+        if op_name(value) == "sima.dequantize":
+            source, qp = dequantized(index, var)
+            assert source.same_as(value.args[0]) and qp == qparams_from_attrs(value.attrs)
 
 
 def test_the_tflite_qdq_registry_covers_every_supported_op():

@@ -25,17 +25,16 @@ listed in the report with the reason (the rule it broke, or the pattern it did n
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Union
+from typing import Optional, Union
 
-import numpy as np
 import tvm
 from tvm import relax
 
 from .. import lowering
 from .. import math as sm
 from .. import ops as so
-from ..graph import GraphIndex, clip_bounds, op_name, rebuild_main, remap
-from ..lowering.base import per_tensor, same_qparams
+from ..graph import GraphIndex, op_name, rebuild_main, remap
+from .chains import Match
 from .rules import DEFAULT_LIMITS, HardwareLimits
 
 __all__ = ["convert", "MODES", "HardwareLimits", "ConversionReport"]
@@ -48,104 +47,6 @@ MODES = sm.REQUANT_MODE_NAMES
 _ROOTS = ("relax.nn.conv2d", "relax.matmul")
 _NOT_COMPUTE = ("sima.quantize", "sima.dequantize", "sima.quantize_info", "sima.requantize", "sima.conv2d",
                 "sima.dense")
-
-Emitter = Callable[[relax.BlockBuilder, dict], relax.Expr]
-
-
-def qparams_of(attrs: Any) -> sm.QParams:
-    """The :class:`~tvm_sima.math.QParams` in a sima.quantize / dequantize call's attributes."""
-    scale = np.asarray([float(s) for s in attrs["scale"]])
-    zp = np.asarray([int(z) for z in attrs["zero_point"]])
-    axis = int(attrs["axis"])
-    if scale.size == 1:
-        return sm.QParams(float(scale[0]), int(zp[0]), str(attrs["dtype"]))
-    return sm.QParams(scale, zp, str(attrs["dtype"]), axis=axis)
-
-
-def dequantized(index: GraphIndex, expr: relax.Expr, through_reshape: bool = False
-                ) -> Optional[tuple[relax.Expr, sm.QParams]]:
-    """``(integer source, qparams)`` of a var bound to ``sima.dequantize`` (optionally through a reshape)."""
-    if not isinstance(expr, relax.Var):
-        return None
-    value = index.producer.get(expr)
-    if through_reshape and op_name(value) == "relax.reshape" and isinstance(value.args[0], relax.Var):  # type: ignore
-        value = index.producer.get(value.args[0])  # type: ignore[union-attr]
-    if op_name(value) != "sima.dequantize":
-        return None
-    assert isinstance(value, relax.Call)
-    return value.args[0], qparams_of(value.attrs)
-
-
-def code_range(qp: sm.QParams, lo: float, hi: float) -> tuple[int, int]:
-    """TFLite's CalculateActivationRangeQuantized for real bounds (infinite: unbounded)."""
-    scale, zp = per_tensor(qp)
-    return sm.clamp_codes(scale, zp, qp.qmin, qp.qmax, None if lo == -np.inf else lo, None if hi == np.inf else hi)
-
-
-@dataclass
-class Tail:
-    """The clips and the quantize after a root op: ``root -> clip* -> quantize [-> DQ -> clip* -> Q]``."""
-
-    vars: list[relax.Var] = field(default_factory=list)
-    lo: float = -np.inf
-    hi: float = np.inf
-    out: Optional[relax.Var] = None
-    out_q: Optional[sm.QParams] = None
-
-    def codes(self) -> tuple[int, int]:
-        assert self.out_q is not None
-        return code_range(self.out_q, self.lo, self.hi)
-
-
-def _clips_then_quantize(index: GraphIndex, start: relax.Var, tail: Tail) -> Optional[relax.Var]:
-    current = start
-    while True:
-        user = index.single_user(current)
-        if user is None:
-            return None
-        value = index.producer[user]
-        bounds = clip_bounds(value)
-        tail.vars.append(user)
-        if bounds is not None and bounds[0].same_as(current):
-            tail.lo, tail.hi = max(tail.lo, bounds[1]), min(tail.hi, bounds[2])
-        elif op_name(value) == "sima.quantize":
-            return user
-        else:
-            return None
-        current = user
-
-
-def match_tail(index: GraphIndex, start: relax.Var, tail: Optional[Tail] = None) -> Optional[Tail]:
-    """The :class:`Tail` after ``start`` (each step its only user), or None."""
-    tail = tail or Tail()
-    out = _clips_then_quantize(index, start, tail)
-    if out is None:
-        return None
-    value = index.producer[out]
-    assert isinstance(value, relax.Call)
-    tail.out, tail.out_q = out, qparams_of(value.attrs)
-    # An activation written after the quantize: Q -> DQ (same parameters) -> act -> Q (same parameters).
-    user = index.single_user(out)
-    if user is not None and op_name(index.producer[user]) == "sima.dequantize" and \
-            same_qparams(qparams_of(index.producer[user].attrs), tail.out_q):  # type: ignore[union-attr]
-        after = Tail(lo=tail.lo, hi=tail.hi)
-        end = _clips_then_quantize(index, user, after)
-        if end is not None and len(after.vars) > 1 and \
-                same_qparams(qparams_of(index.producer[end].attrs), tail.out_q):  # type: ignore[union-attr]
-            tail.vars += [user, *after.vars]
-            tail.lo, tail.hi, tail.out = after.lo, after.hi, end
-    return tail
-
-
-@dataclass
-class Match:
-    """One QDQ chain to replace: ``root`` and ``tail.vars`` go, ``emit`` builds the integer ops."""
-
-    root: relax.Var
-    tail: Tail
-    op: str
-    emit: Emitter
-
 
 @dataclass
 class ConversionReport:

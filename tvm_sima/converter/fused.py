@@ -10,7 +10,9 @@ from tvm import relax
 from .. import lowering
 from .. import math as sm
 from ..graph import GraphIndex, constant_value, op_name, remap
-from . import Match, Tail, dequantized, match_tail, per_tensor, rules
+from ..lowering.base import per_tensor
+from . import rules
+from .chains import Match, Tail, dequantized, match_tail
 from .rules import HardwareLimits
 
 __all__ = ["match_fused"]

@@ -32,7 +32,8 @@ from tvm import relax
 
 from .. import lowering
 from ..graph import GraphIndex, clip_bounds, op_name, remap
-from . import Match, Tail, dequantized, match_tail, rules
+from . import rules
+from .chains import Match, Tail, dequantized, match_tail
 from .rules import HardwareLimits
 
 __all__ = ["match_integer"]

@@ -21,12 +21,7 @@ from tvm import relax
 
 from .. import ops as so
 from ..config import LayerInfo, QConfig, current_qconfig
-from ..graph import (
-    GraphIndex,
-    op_name,
-    rebuild_function,
-    remap,  # also re-exported: the converter imports it from here
-)
+from ..graph import GraphIndex, op_name, rebuild_function, remap
 from ..math import QScheme, RoundingMode
 from .patterns import epilogue_chain
 
@@ -36,7 +31,6 @@ __all__ = [
     "register_annotate_function",
     "attach_simulated_quantize",
     "annotate",
-    "remap",
     "is_float_tensor",
 ]
 
