@@ -362,39 +362,46 @@ OUTPUT_POLICY = ("; written to a temporary directory beside DIR and renamed to D
                  "leaves nothing; an existing DIR is replaced if empty or from an earlier run, else refused")
 
 
+_DATA_HELP = ("DATA: .npy, .npz (one array per input, optional 'labels'), an image folder, file.py:function, "
+              "or NAME:SOURCE for an installed dataset plugin")
+
+
+def _command(sub: Any, name: str, run: Any, help_: str, model_help: str, output_help: Optional[str] = None,
+             data: Sequence[tuple[str, str]] = (), mode_help: Optional[str] = None, config: bool = False,
+             example: str = "") -> argparse.ArgumentParser:
+    """One sub-command with the options its arguments ask for (data, --output, --config, --mode)."""
+    p = sub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".",
+                       epilog=f"example:\n  {example}\n\n{_DATA_HELP if data else ''}".rstrip(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help=model_help)
+    for flag, text in data:
+        p.add_argument(flag, required=True, metavar="DATA", help=text)
+    if data:
+        p.add_argument("--data-option", action="append", metavar="KEY=VALUE",
+                       help="dataset option, repeatable (images: resize=256, crop=224x224, mean=0.485,0.456,0.406,"
+                            " std=..., scale=...; python: keyword arguments)")
+    if output_help is not None:
+        p.add_argument("--output", required=True, metavar="DIR", help=output_help + OUTPUT_POLICY)
+    if config:
+        p.add_argument("--config", metavar="FILE",
+                       help="qconfig options: .toml, .yaml or .json (e.g. calibrate_mode = 'mse'; "
+                            "layer_config = 'layers.json'); a 'dataset' table holds data options")
+    if mode_help is not None:
+        p.add_argument("--mode", choices=REQUANT_MODE_NAMES, default="tflite", help=mode_help)
+    p.add_argument("--input-shape", action="append", metavar="NAME=SHAPE",
+                   help="shape of a dynamic input, NAME=D1,D2,... (repeatable)")
+    p.set_defaults(run=run)
+    return p
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tvm-sima", description="Post-training quantization and an NPU converter on Apache TVM (Relax).",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    data_help = ("DATA: .npy, .npz (one array per input, optional 'labels'), an image folder, file.py:function, "
-                 "or NAME:SOURCE for an installed dataset plugin")
 
-    def command(name: str, run: Any, help_: str, model_help: str, output_help: Optional[str] = None,
-                data: Sequence[tuple[str, str]] = (), mode_help: Optional[str] = None, config: bool = False,
-                example: str = "") -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".",
-                           epilog=f"example:\n  {example}\n\n{data_help if data else ''}".rstrip(),
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("model", help=model_help)
-        for flag, text in data:
-            p.add_argument(flag, required=True, metavar="DATA", help=text)
-        if data:
-            p.add_argument("--data-option", action="append", metavar="KEY=VALUE",
-                           help="dataset option, repeatable (images: resize=256, crop=224x224, mean=0.485,0.456,0.406,"
-                                " std=..., scale=...; python: keyword arguments)")
-        if output_help is not None:
-            p.add_argument("--output", required=True, metavar="DIR", help=output_help + OUTPUT_POLICY)
-        if config:
-            p.add_argument("--config", metavar="FILE",
-                           help="qconfig options: .toml, .yaml or .json (e.g. calibrate_mode = 'mse'; "
-                                "layer_config = 'layers.json'); a 'dataset' table holds data options")
-        if mode_help is not None:
-            p.add_argument("--mode", choices=REQUANT_MODE_NAMES, default="tflite", help=mode_help)
-        p.add_argument("--input-shape", action="append", metavar="NAME=SHAPE",
-                       help="shape of a dynamic input, NAME=D1,D2,... (repeatable)")
-        p.set_defaults(run=run)
-        return p
+    def command(*args: Any, **kwargs: Any) -> argparse.ArgumentParser:
+        return _command(sub, *args, **kwargs)
 
     onnx, npy, npz = ("tests/fixtures/digits_cnn_float.onnx", "tests/fixtures/digits_calib_nchw.npy",
                       "tests/fixtures/digits_eval_nchw.npz")
