@@ -93,3 +93,25 @@ def test_the_documented_example_runs():
     for block in blocks:
         result = subprocess.run([sys.executable, "-c", block], cwd=root, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_a_scalar_requantize_offloads_and_its_artifact_replays(tmp_path):
+    # onnxruntime's quantize_static writes rank-0 QDQ tensors (PP-OCR); their sima.requantize once
+    # crashed the C++ codegen and the artifact interpreter with a modulo by zero (axis % rank).
+    from helpers.relax import one_input_module
+
+    from tvm_sima import ops as so
+
+    mod = one_input_module((), "int32", lambda bb, x: so.requantize(x, multiplier=1 << 30, shift=33, zp_out=3,
+                                                                    out_dtype="int8"))
+    values = (-1000, -12, -4, 0, 11, 990, 2**20)
+    xs = [np.array(v, dtype="int32") for v in values]
+    expected = [int(np.clip(np.floor(v / 8 + 0.5) + 3, -128, 127)) for v in values]  # half up
+    results = {}
+    for offload in (False, True):
+        vm = relax.VirtualMachine(tvm_sima.build(mod, offload=offload, **({"artifact_dir": tmp_path} if offload
+                                                                           else {})), tvm.cpu())
+        results[offload] = [int(vm["main"](tvm.runtime.tensor(x)).numpy()) for x in xs]
+    program = load_program(tmp_path / "region_000")
+    assert [op["op"] for op in program.graph["ops"]] == ["sima.requantize"]
+    assert results[False] == results[True] == [int(run_program(program, x)[0]) for x in xs] == expected

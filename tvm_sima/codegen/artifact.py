@@ -328,7 +328,9 @@ def _qparams(a: dict) -> Any:
 
 
 def _requantize(x: np.ndarray, a: dict) -> np.ndarray:
-    return _requant(x.astype(np.int64) - a["zp_in"], a, int(a["axis"]) % x.ndim, a["zp_out"])
+    from ..math.requant import normalize_axis
+
+    return _requant(x.astype(np.int64) - a["zp_in"], a, normalize_axis(a["axis"], x.ndim), a["zp_out"])
 
 
 def _pool_pad(x: np.ndarray, a: dict, value: Any) -> np.ndarray:

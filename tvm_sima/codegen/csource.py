@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from ..math.requant import normalize_axis
+
 __all__ = ["CTYPES", "PRELUDE", "kernel_source", "KERNELS"]
 
 _MODES = {"half_up": 0, "half_even": 1, "half_away_from_zero": 2, "tflite": 3}
@@ -194,7 +196,7 @@ def _requantize(fn: str, op: dict, tensors: dict, weights: dict) -> str:
     a = op["attrs"]
     x_t, y_t = tensors[op["inputs"][0]], tensors[op["outputs"][0]]
     shape = x_t["shape"]
-    axis = int(a["axis"]) % len(shape)
+    axis = normalize_axis(a["axis"], len(shape))
     size = int(np.prod(shape))
     channels = shape[axis] if (len(a["multiplier"]) > 1 or len(a["shift"]) > 1) else 1
     inner = int(np.prod(shape[axis + 1:])) if channels > 1 else 1

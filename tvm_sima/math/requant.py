@@ -22,6 +22,7 @@ from .rounding import Rng, RoundingMode, round_real, rounding_right_shift
 
 __all__ = [
     "REQUANT_MODE_NAMES",
+    "normalize_axis",
     "RequantMode",
     "TFLITE_MULTIPLIER_BITS",
     "HW15_MULTIPLIER_BITS",
@@ -234,6 +235,12 @@ def multiply_by_quantized_multiplier(
     shifted = ((x64 << left) + 2**31) % 2**32 - 2**31  # int32 wrap-around
     high = saturating_rounding_doubling_high_mul(shifted, quantized_multiplier)
     return rounding_divide_by_pot(high, np.maximum(-s, 0))
+
+
+def normalize_axis(axis: int, ndim: int) -> int:
+    """``axis`` (negative counts from the end) as an index in ``[0, ndim)``; 0 for a scalar (``ndim == 0``),
+    which has no channels and takes per-tensor parameters only."""
+    return int(axis) % ndim if ndim else 0
 
 
 def _per_channel(values: npt.ArrayLike, ndim: int, axis: Optional[int], argument: str) -> np.ndarray:
