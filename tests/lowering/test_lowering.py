@@ -174,3 +174,30 @@ def test_one_set_of_mode_names_for_the_converter_and_the_config(fixtures_dir):
         is sm.RequantMode.parse("tflite")
     with pytest.raises(ValueError, match="use one of"):
         tvm_sima.convert(mod, "exact")
+
+
+@pytest.mark.parametrize("layout", ["channel-axis", "flattened"])
+def test_prelu_is_one_table_per_slope(layout, tmp_path):
+    # "channel-axis": prelu(x, alpha[C], axis=1); "flattened": as TVM's TFLite importer writes PRELU,
+    # a 1-D tensor with one slope per element, repeating per channel.
+    slopes = np.array([0.25, -0.1, 0.25, 1.5], dtype="float32")
+    if layout == "channel-axis":
+        shape, alpha, axis = (1, 4, 3, 5), relax.const(slopes), 1
+    else:
+        shape, alpha, axis = (60,), relax.const(np.tile(slopes, 15)), 0
+    mod = one_input_module(shape, "float32", lambda bb, x: relax.op.nn.prelu(x, alpha, axis=axis))
+    calib = [RNG.uniform(-3, 3, size=shape).astype("float32") for _ in range(8)]
+    qmod = tvm_sima.quantize(mod, None, calib, work_dir=tmp_path)
+    report = tvm_sima.quantize_report(qmod)
+    assert report["float_ops"] == [] and report["integer_ops"]["lut(prelu)"] == 1
+    x = RNG.uniform(-2.9, 2.9, size=shape).astype("float32")
+    infos = tvm_sima.read_quantize_info(qmod)
+    x_q, y_q = (next(i.qparams for n, i in infos.items() if n.endswith(suffix))
+                for suffix in (".input", "prelu@0.output"))
+    codes_in = sm.quantize(x, x_q, "half_up")
+    real = sm.dequantize(codes_in, x_q)
+    per_element = slopes.reshape([-1 if i == axis else 1 for i in range(len(shape))]) if layout == "channel-axis" \
+        else np.tile(slopes, 15)
+    expected = sm.dequantize(sm.quantize(np.where(real >= 0, real, per_element * real), y_q, "half_up"), y_q)
+    vm = relax.VirtualMachine(tvm_sima.build(qmod), tvm.cpu())
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), expected.astype("float32"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -10,8 +11,9 @@ from tvm import relax
 
 from .. import math as sm
 from ..ops import requantize as sima_requantize
+from .numerics import Numerics
 
-__all__ = ["Codes", "Emit", "Lowered", "centered", "clip_to", "per_tensor", "rescale", "same_qparams"]
+__all__ = ["Codes", "Emit", "Lowered", "Request", "centered", "clip_to", "per_tensor", "rescale", "same_qparams"]
 
 #: Output clip range in codes; None leaves the op's default (the whole output container type).
 Codes = Optional[tuple[int, int]]
@@ -69,3 +71,27 @@ def same_qparams(a: sm.QParams, b: sm.QParams) -> bool:
     return bool(np.array_equal(np.atleast_1d(a.scale), np.atleast_1d(b.scale))
                 and np.array_equal(np.atleast_1d(a.zero_point), np.atleast_1d(b.zero_point))
                 and str(a.dtype) == str(b.dtype))
+
+
+@dataclass(frozen=True)
+class Request:
+    """One float op to lower: its call, its operands' and output's parameters, and the route's numerics.
+
+    ``lo`` / ``hi``: real bounds of clips the route folds after the op; ``rounding``: of the
+    model's own quantize after the op (pre-quantized route), for tables.
+    """
+
+    call: relax.Call
+    inputs: list[sm.QParams]
+    output: sm.QParams
+    numerics: Numerics
+    lo: float = -math.inf
+    hi: float = math.inf
+    rounding: Optional[str] = None
+
+    def codes(self) -> tuple[int, int]:
+        return self.numerics.clip_codes(self.output, self.lo, self.hi)
+
+    @property
+    def out_dtype(self) -> str:
+        return str(self.output.dtype.container.name)

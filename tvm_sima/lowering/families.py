@@ -11,7 +11,6 @@ Adding a family: one module with a ``lower(request)`` function, and one :func:`r
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Union
 
@@ -20,40 +19,17 @@ from tvm import relax
 from .. import math as sm
 from ..graph import clip_bounds
 from .arithmetic import lower_add, lower_multiply
-from .base import Lowered
+from .base import Lowered, Request
 from .moves import MOVES, lower_clip, lower_concat, lower_move
-from .numerics import Numerics, TableRounding
+from .numerics import TableRounding
 from .pooling import lower_avg_pool2d, lower_mean, reduced_axes
+from .prelu import lower_prelu
 from .tables import LUT_FUNCTIONS, emit_softmax, emit_table, table
 
 __all__ = ["CLIPS", "FAMILIES", "Family", "Request", "register"]
 
 #: Clips: relu, relu6, clip with constant bounds, maximum / minimum with a scalar constant.
 CLIPS = ("relax.nn.relu", "relax.nn.relu6", "relax.clip", "relax.maximum", "relax.minimum")
-
-
-@dataclass(frozen=True)
-class Request:
-    """One float op to lower: its call, its operands' and output's parameters, and the route's numerics.
-
-    ``lo`` / ``hi``: real bounds of clips the route folds after the op; ``rounding``: of the
-    model's own quantize after the op (pre-quantized route), for tables.
-    """
-
-    call: relax.Call
-    inputs: list[sm.QParams]
-    output: sm.QParams
-    numerics: Numerics
-    lo: float = -math.inf
-    hi: float = math.inf
-    rounding: Optional[str] = None
-
-    def codes(self) -> tuple[int, int]:
-        return self.numerics.clip_codes(self.output, self.lo, self.hi)
-
-    @property
-    def out_dtype(self) -> str:
-        return str(self.output.dtype.container.name)
 
 
 @dataclass(frozen=True)
@@ -197,3 +173,4 @@ register(["relax.nn.adaptive_avg_pool2d"], Family(_first, _global_pool))
 register(["relax.nn.avg_pool2d"], Family(_first, _avg_pool))
 register(LUT_FUNCTIONS, Family(_first, _table))
 register(["relax.nn.softmax"], Family(_first, _softmax))
+register(["relax.nn.prelu"], Family(_first, lower_prelu))
