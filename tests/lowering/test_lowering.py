@@ -201,3 +201,32 @@ def test_prelu_is_one_table_per_slope(layout, tmp_path):
     expected = sm.dequantize(sm.quantize(np.where(real >= 0, real, per_element * real), y_q, "half_up"), y_q)
     vm = relax.VirtualMachine(tvm_sima.build(qmod), tvm.cpu())
     np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), expected.astype("float32"))
+
+
+CONSTANT_OPS = {
+    # op: (builder, real function) with a per-channel constant of shape (1, 4, 1, 1)
+    "add": (relax.op.add, np.add),
+    "subtract_from": (lambda x, c: relax.op.subtract(c, x), lambda x, c: c - x),
+    "multiply": (relax.op.multiply, np.multiply),
+    "divide": (relax.op.divide, np.divide),
+}
+
+
+@pytest.mark.parametrize("op", sorted(CONSTANT_OPS))
+def test_an_op_with_a_constant_tensor_is_one_table_per_value(op, tmp_path):
+    # PP-OCR det's add / subtract / multiply / divide by per-channel constants stayed float.
+    build, real_fn = CONSTANT_OPS[op]
+    shape, c = (1, 4, 3, 5), np.array([0.5, -1.25, 2.0, 0.5], dtype="float32").reshape(1, 4, 1, 1)
+    mod = one_input_module(shape, "float32", lambda bb, x: build(x, relax.const(c)))
+    calib = [RNG.uniform(-3, 3, size=shape).astype("float32") for _ in range(8)]
+    qmod = tvm_sima.quantize(mod, None, calib, work_dir=tmp_path)
+    report = tvm_sima.quantize_report(qmod)
+    assert report["float_ops"] == [], report["float_ops"]
+    infos = tvm_sima.read_quantize_info(qmod)
+    x_q = next(i.qparams for n, i in infos.items() if n.endswith(".input"))
+    y_q = next(i.qparams for n, i in infos.items() if n.endswith("@0.output"))
+    x = RNG.uniform(-2.9, 2.9, size=shape).astype("float32")
+    real = sm.dequantize(sm.quantize(x, x_q, "half_up"), x_q)
+    expected = sm.dequantize(sm.quantize(real_fn(real, c.astype(np.float64)), y_q, "half_up"), y_q)
+    vm = relax.VirtualMachine(tvm_sima.build(qmod), tvm.cpu())
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), expected.astype("float32"))

@@ -80,3 +80,24 @@ def test_duplicate_registration_is_refused():
 
     with pytest.raises(ValueError, match="relax.nn.conv2d already has an annotate function"):
         register_annotate_function("relax.nn.conv2d")(lambda call, ctx: call)
+
+
+def test_ops_whose_results_are_gathered_into_the_output_tuple_are_quantized_too(tmp_path):
+    # Importers (TFLite, ONNX) bind the outputs as `gv = (a, b)` before returning gv: the convs that
+    # produce a and b must get calibrated output scales, not stay float ("output has no calibrated
+    # scale", FaceMesh and hand landmark before).
+    import numpy as np
+
+    rng = np.random.default_rng(15)
+    x = relax.Var("x", relax.TensorType((1, 3, 8, 8), "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            heads = [bb.emit(relax.op.nn.conv2d(x, relax.const(rng.standard_normal((c, 3, 3, 3)).astype("float32"))))
+                     for c in (4, 2)]
+            gathered = bb.emit(relax.Tuple(heads))
+            out = bb.emit_output(gathered)
+        bb.emit_func_output(out)
+    calib = [rng.uniform(0, 1, size=(1, 3, 8, 8)).astype("float32") for _ in range(4)]
+    report = tvm_sima.quantize_report(tvm_sima.quantize(bb.get(), None, calib, work_dir=tmp_path))
+    assert report["float_ops"] == [] and len(report["fused"]) == 2

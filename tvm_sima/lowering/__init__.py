@@ -8,12 +8,14 @@ the integer ops of every op come from here, so the same op cannot drift between 
 * :mod:`.arithmetic` — add / subtract / multiply of two tensors;
 * :mod:`.pooling` — mean, global and windowed average pooling;
 * :mod:`.tables` — unary functions as lookup tables, integer softmax;
+* :mod:`.constant_tables` — an op of a tensor and a constant: a table per constant value (PReLU: :mod:`.prelu`);
 * :mod:`.moves` — value-moving ops, clips, concat;
 * :mod:`.numerics` — :class:`Numerics`, each route's choice of algorithm per family;
 * :mod:`.families` — :data:`FAMILIES`, the op -> family table both routes dispatch through.
 """
 
 from .base import Lowered
+from .constant_tables import binary_with_constant, lower_by_constant
 from .families import CLIPS, FAMILIES, Family, Request, register
 from .fused import (
     FusedConstants,
@@ -28,11 +30,12 @@ from .fused import (
 )
 from .moves import MOVES
 from .numerics import AddMethod, MultiplyMethod, Numerics, PoolMethod, TableRounding
-from .tables import LUT_FUNCTIONS, SOFTMAX_EXP_BITS, binary_with_scalar, emit_table, table
+from .tables import LUT_FUNCTIONS, SOFTMAX_EXP_BITS, emit_table, table
 
 __all__ = [
     "AddMethod", "CLIPS", "FAMILIES", "Family", "FusedConstants", "LUT_FUNCTIONS", "Lowered", "MOVES",
     "MultiplyMethod", "Numerics", "PoolMethod", "Request", "SOFTMAX_EXP_BITS", "TableRounding", "WeightSpec",
-    "accumulator_overflow", "binary_with_scalar", "corrected_float_weights", "emit_conv2d", "emit_dense",
-    "emit_table", "from_float_weights", "from_integer_weights", "from_product", "register", "table",
+    "accumulator_overflow", "binary_with_constant", "corrected_float_weights", "emit_conv2d", "emit_dense",
+    "emit_table", "from_float_weights", "from_integer_weights", "from_product", "lower_by_constant", "register",
+    "table",
 ]

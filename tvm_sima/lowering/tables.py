@@ -7,15 +7,14 @@ output's own rounding, whatever ``f`` is (sigmoid, tanh, gelu, silu, ..., ``x + 
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Union
+from typing import Callable, Union
 
 import numpy as np
 from tvm import relax
 
 from .. import math as sm
-from ..graph import op_name, scalar_operand
 
-__all__ = ["LUT_FUNCTIONS", "SOFTMAX_EXP_BITS", "binary_with_scalar", "emit_softmax", "emit_table", "table"]
+__all__ = ["LUT_FUNCTIONS", "SOFTMAX_EXP_BITS", "emit_softmax", "emit_table", "table"]
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
@@ -82,21 +81,3 @@ def emit_softmax(bb: relax.BlockBuilder, x: relax.Expr, x_q: sm.QParams, y_q: sm
     codes = bb.emit(relax.op.floor_divide(numerator, relax.op.multiply(total, relax.const(2**16, "int64"))))
     shifted = bb.emit(relax.op.add(codes, relax.const(zp_y, "int64")))
     return relax.op.astype(relax.op.clip(shifted, y_q.qmin, y_q.qmax), y_q.dtype.container.name)
-
-
-def binary_with_scalar(call: relax.Call) -> Optional[tuple[int, Callable[[np.ndarray], np.ndarray]]]:
-    """(index of the tensor operand, unary function) of add / subtract / multiply with a scalar constant."""
-    found = scalar_operand(call.args)
-    if found is None:
-        return None
-    k, v = found
-    op = op_name(call)
-    if op == "relax.add":
-        return k, lambda x: x + v
-    if op == "relax.multiply":
-        return k, lambda x: x * v
-    if op == "relax.divide":
-        if k != 0 or v == 0:
-            return None
-        return k, lambda x: x / v
-    return k, (lambda x: x - v) if k == 0 else (lambda x: v - x)

@@ -181,7 +181,7 @@ class _Annotator:
             self._name_output(var, value, chain_owner.get(var, var), producer_names, layer_of)
 
         def output(_bb: relax.BlockBuilder, body: relax.Expr, mapping: dict) -> relax.Expr:
-            return self._wrap_outputs(body, mapping, producer_names)
+            return self._wrap_outputs(body, mapping, producer_names, index)
 
         return rebuild_function(func, emit, emit_output=output, builder=self.builder)
 
@@ -216,9 +216,15 @@ class _Annotator:
         ctx.shared[new] = var
         return var
 
-    def _wrap_outputs(self, body: relax.Expr, mapping: dict, producer_names: dict) -> relax.Expr:
+    def _wrap_outputs(self, body: relax.Expr, mapping: dict, producer_names: dict, index: GraphIndex) -> relax.Expr:
+        """The function result with every float tensor in it wrapped, through the bindings that only
+        gather the outputs (``gv = (a, b)``, ``gv1 = gv``: importers write them), so that the ops
+        producing graph outputs get a calibrated scale too."""
+        value = index.producer.get(body) if isinstance(body, relax.Var) else None
+        if isinstance(value, (relax.Tuple, relax.Var)):
+            return self._wrap_outputs(value, mapping, producer_names, index)
         if isinstance(body, relax.Tuple):
-            return relax.Tuple([self._wrap_outputs(f, mapping, producer_names) for f in body.fields])
+            return relax.Tuple([self._wrap_outputs(f, mapping, producer_names, index) for f in body.fields])
         return self._wrap_value(body, remap(body, mapping), producer_names)
 
     def _annotate(self, value: relax.Expr, mapping: dict, internal: set, producer_names: dict,

@@ -384,20 +384,22 @@ def _realize_family(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Op
 
 
 def _realize_with_constant(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Optional[str]:
-    """add / subtract / multiply / divide with a scalar constant: a lookup table of the other operand."""
-    found = lowering.binary_with_scalar(call)
+    """add / subtract / multiply / divide with a constant (any shape): a table per constant value."""
+    found = lowering.binary_with_constant(call)
     if found is None:
-        return "a constant operand that is not a scalar"
-    index, fn = found
+        return "a constant divided by a tensor, or a division by a constant that holds 0"
+    index, constant, fn = found
     xq, out = ctx.quantized(call.args[index]), ctx.output_qparams(var)
     if xq is None or out is None:
         return "the input or the output is not quantized"
-    if xq.qparams.dtype.bits > 8:
-        return "lookup tables need 8-bit inputs"
     yq, name = out
-    values = lowering.table(fn, xq.qparams, yq, sm.RoundingMode.HALF_UP, (yq.qmin, yq.qmax))
-    ctx.set_q(var, lowering.emit_table(ctx.bb, xq.expr, xq.qparams, values), yq, name)
-    ctx.report.integer_ops[f"lut({(op_name(call) or '').rsplit('.', 1)[-1]})"] += 1
+    short = (op_name(call) or "").rsplit(".", 1)[-1]
+    lowered = lowering.lower_by_constant(xq.qparams, yq, sm.RoundingMode.HALF_UP, (yq.qmin, yq.qmax), constant, fn,
+                                         f"lookup table ({short})", f"lut({short})")
+    if isinstance(lowered, str):
+        return lowered
+    ctx.set_q(var, lowered.emit(ctx.bb, [xq.expr]), yq, name)
+    ctx.report.integer_ops[lowered.tally or short] += 1
     return None
 
 
