@@ -58,8 +58,10 @@ def importer_errors(path: Union[str, os.PathLike], importer: str) -> Iterator[No
         raise
     except Exception as err:  # noqa: BLE001 - an importer fails in many ways; one message for all
         at = _failing_node(err)
-        raise CorruptModelError(path, f"{importer} failed{at}: {type(err).__name__}: {one_line(err)}; or the "
-                                      "model uses a form that importer does not support") from None
+        # The file passed our checks: say that the import failed, not that the file is corrupt.
+        raise CorruptModelError(path, f"{importer} failed{at}: {type(err).__name__}: {one_line(err)}",
+                                lead="the model uses a form the importer does not support, or is inconsistent in "
+                                     "a way the file checks do not cover") from None
 
 
 def _failing_node(err: BaseException) -> str:
