@@ -375,3 +375,29 @@ def test_cli_prints_the_dynamic_batch_note_on_stderr(tmp_path, capsys):
     assert main(["inspect", str(path)]) == 0
     err = capsys.readouterr().err.splitlines()
     assert err == [f"tvm-sima: {path}: input 'x': dynamic batch dimension '?' set to 1"], err
+
+
+def test_a_shape_computed_reshape_is_folded_for_the_fixed_input_shapes(tmp_path, caplog):
+    # paddle2onnx writes reshape targets as Shape -> Cast -> Slice -> Concat -> Reshape (PP-OCR cls);
+    # TVM's importer needs a constant shape there ("Reshape requires the input new shape to be Shape").
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Cast", ["s"], ["s32"], to=TensorProto.INT32),
+             helper.make_node("Slice", ["s32", "start", "end"], ["batch"]),
+             helper.make_node("Cast", ["batch"], ["batch64"], to=TensorProto.INT64),
+             helper.make_node("Concat", ["batch64", "rest"], ["target"], axis=0),
+             helper.make_node("Reshape", ["x", "target"], ["flat"]),
+             helper.make_node("MatMul", ["flat", "w"], ["y"])]
+    rng = np.random.default_rng(15)
+    w = rng.standard_normal((48, 5)).astype("float32")
+    inits = [numpy_helper.from_array(np.array([0], np.int32), "start"),
+             numpy_helper.from_array(np.array([1], np.int32), "end"),
+             numpy_helper.from_array(np.array([-1], np.int64), "rest"), numpy_helper.from_array(w, "w")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])], inits)
+    path = tmp_path / "reshape_chain.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with caplog.at_level(logging.INFO, logger="tvm_sima.frontends.onnx_fold"):
+        mod, params = tvm_sima.load_model(path, input_shapes={"x": (2, 3, 4, 4)})
+    assert any("folded 5 shape-computation node(s)" in r.getMessage() for r in caplog.records)
+    x = rng.uniform(0, 1, (2, 3, 4, 4)).astype("float32")
+    out = relax.VirtualMachine(tvm_sima.build(mod, params=params), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_allclose(out, x.reshape(2, -1) @ w, rtol=1e-5, atol=1e-5)

@@ -249,6 +249,10 @@ def _load_onnx(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
     if missing:
         raise UnsupportedOpsError(str(path), missing)
     shapes = _input_shapes(path, _onnx_declared(model), input_shapes)
+    if not quantized:  # Shape -> ... -> Reshape chains become constants for the fixed shapes
+        from .onnx_fold import fold_shape_computations
+
+        model = fold_shape_computations(model, shapes)
     if quantized:  # weights stay constants: the converter reads them
         with importer_errors(path, "TVM's ONNX importer"):  # on a checked file: what still fails says so
             return qdq_to_sima(from_onnx(model, shape_dict=shapes, keep_params_in_input=False)), {}
