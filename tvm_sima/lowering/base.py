@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 from tvm import relax
 
 from .. import math as sm
 from ..ops import requantize as sima_requantize
-from .numerics import Numerics
+from .numerics import Numerics, TableRounding
 
 __all__ = ["Codes", "Emit", "Lowered", "Request", "centered", "clip_to", "per_tensor", "rescale", "same_qparams"]
 
@@ -95,3 +95,18 @@ class Request:
     @property
     def out_dtype(self) -> str:
         return str(self.output.dtype.container.name)
+
+    @property
+    def table_rounding(self) -> Union[str, sm.RoundingMode]:
+        """How table entries round: as the model's own quantize after the op, or half up."""
+        if self.numerics.tables is TableRounding.OF_THE_MODEL and self.rounding:
+            return self.rounding
+        return sm.RoundingMode.HALF_UP
+
+    def input_shape(self) -> Optional[list[int]]:
+        """The static shape of the call's first argument, or None."""
+        shape = getattr(getattr(self.call.args[0], "ty", None), "shape", None)
+        try:
+            return [int(d) for d in shape] if shape is not None else None
+        except (TypeError, ValueError):
+            return None

@@ -17,7 +17,7 @@ from tvm import relax
 from .. import math as sm
 from ..graph import constant_value, op_name
 from .base import Codes, Lowered
-from .tables import table
+from .tables import emit_table, table
 
 __all__ = ["MAX_TABLES", "binary_with_constant", "lower_by_constant"]
 
@@ -65,10 +65,6 @@ def lower_by_constant(x_q: sm.QParams, y_q: sm.QParams, rounding: Union[sm.Round
     offsets = (which.reshape(np.shape(constant)).astype(np.int64) * tables.shape[1]).astype("int32")
 
     def emit(bb: relax.BlockBuilder, xs: Sequence[relax.Expr]) -> relax.Expr:
-        index = bb.emit(relax.op.subtract(relax.op.astype(xs[0], "int32"), relax.const(x_q.qmin, "int32")))
-        if values.size > 1:
-            index = bb.emit(relax.op.add(index, relax.const(offsets)))
-        # every index is in [0, tables.size): mode="clip" changes none (the default "fast" mode warns)
-        return relax.op.take(relax.const(tables.reshape(-1)), index, axis=0, mode="clip")
+        return emit_table(bb, xs[0], x_q, tables, offsets if values.size > 1 else None)
 
     return Lowered(label, emit, tally=tally)

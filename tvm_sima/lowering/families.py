@@ -12,16 +12,14 @@ Adding a family: one module with a ``lower(request)`` function, and one :func:`r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional, Union
+from typing import Callable, Iterable, Union
 
 from tvm import relax
 
-from .. import math as sm
 from ..graph import clip_bounds
 from .arithmetic import lower_add, lower_multiply
 from .base import Lowered, Request
 from .moves import MOVES, lower_clip, lower_concat, lower_move
-from .numerics import TableRounding
 from .pooling import lower_avg_pool2d, lower_mean, reduced_axes
 from .prelu import lower_prelu
 from .tables import LUT_FUNCTIONS, emit_softmax, emit_table, table
@@ -73,14 +71,6 @@ def _clip_operand(call: relax.Call) -> list[relax.Expr]:
     return [bounds[0]] if bounds is not None else []
 
 
-def _static_shape(expr: relax.Expr) -> Optional[list[int]]:
-    shape = getattr(getattr(expr, "ty", None), "shape", None)
-    try:
-        return [int(d) for d in shape] if shape is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
 def _move(r: Request) -> Union[Lowered, str]:
     if any(isinstance(a, relax.Var) for a in r.call.args[1:]):
         return "an argument other than the data is computed at run time"
@@ -112,7 +102,7 @@ def _arithmetic(r: Request) -> Union[Lowered, str]:
 
 
 def _mean(r: Request) -> Union[Lowered, str]:
-    shape = _static_shape(r.call.args[0])
+    shape = r.input_shape()
     if shape is None:
         return "mean of an input without a static shape"
     axes = reduced_axes(r.call.attrs["axis"], len(shape))
@@ -124,7 +114,7 @@ def _global_pool(r: Request) -> Union[Lowered, str]:
     a = r.call.attrs
     layout = str(a["layout"])
     size = [int(s) for s in a["output_size"]] if a["output_size"] is not None else None
-    shape = _static_shape(r.call.args[0])
+    shape = r.input_shape()
     if size not in ([1, 1], [1]) or layout not in ("NCHW", "NHWC") or str(a["out_layout"]) != layout:
         return "adaptive pooling to a size other than 1x1"
     if shape is None:
@@ -136,7 +126,7 @@ def _global_pool(r: Request) -> Union[Lowered, str]:
 
 
 def _avg_pool(r: Request) -> Union[Lowered, str]:
-    shape = _static_shape(r.call.args[0])
+    shape = r.input_shape()
     if shape is None:
         return "avg_pool2d input without a static shape"
     return lower_avg_pool2d(r.call.attrs, shape, r.inputs[0], r.output, r.codes(), r.out_dtype, r.numerics)
@@ -147,8 +137,7 @@ def _table(r: Request) -> Union[Lowered, str]:
     if x_q.dtype.bits > 8:
         return "lookup tables need 8-bit inputs"
     op = str(call.op.name)  # type: ignore[attr-defined]
-    rounding = r.rounding if r.numerics.tables is TableRounding.OF_THE_MODEL and r.rounding else sm.RoundingMode.HALF_UP
-    values = table(lambda x: LUT_FUNCTIONS[op](x, call), x_q, r.output, rounding, r.codes())
+    values = table(lambda x: LUT_FUNCTIONS[op](x, call), x_q, r.output, r.table_rounding, r.codes())
     short = op.rsplit(".", 1)[-1]
     return Lowered(f"lookup table ({short})", lambda bb, xs: emit_table(bb, xs[0], x_q, values), tally=f"lut({short})")
 

@@ -14,7 +14,6 @@ import numpy as np
 from ..graph import constant_value
 from .base import Lowered, Request
 from .constant_tables import lower_by_constant
-from .numerics import TableRounding
 
 __all__ = ["lower_prelu"]
 
@@ -22,15 +21,13 @@ __all__ = ["lower_prelu"]
 def lower_prelu(r: Request) -> Union[Lowered, str]:
     """``relax.nn.prelu(x, alpha, axis)`` of 8-bit codes, or why it stays float."""
     alpha = constant_value(r.call.args[1])
-    shape = getattr(getattr(r.call.args[0], "ty", None), "shape", None)
-    if alpha is None or shape is None:
+    dims = r.input_shape()
+    if alpha is None or dims is None:
         return "the slope is not a constant (or the input has no static shape)"
-    dims = [int(d) for d in shape]
     axis = int(r.call.attrs["axis"]) % len(dims)
     slopes = np.asarray(alpha, dtype=np.float64).reshape(-1)
     if slopes.size not in (1, dims[axis]):
         return f"{slopes.size} slopes for {dims[axis]} channels"
     slopes = slopes.reshape([slopes.size if i == axis else 1 for i in range(len(dims))])
-    rounding = r.rounding if r.numerics.tables is TableRounding.OF_THE_MODEL and r.rounding else "half_up"
-    return lower_by_constant(r.inputs[0], r.output, rounding, r.codes(), slopes,
+    return lower_by_constant(r.inputs[0], r.output, r.table_rounding, r.codes(), slopes,
                              lambda x, a: np.where(x >= 0, x, a * x), "lookup table (prelu)", "lut(prelu)")

@@ -7,7 +7,7 @@ output's own rounding, whatever ``f`` is (sigmoid, tanh, gelu, silu, ..., ``x + 
 from __future__ import annotations
 
 import math
-from typing import Callable, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 from tvm import relax
@@ -55,11 +55,17 @@ def table(fn: Callable[[np.ndarray], np.ndarray], x_q: sm.QParams, y_q: sm.QPara
     return np.clip(sm.quantize(real, y_q, rounding), *codes).astype(y_q.dtype.container.name)
 
 
-def emit_table(bb: relax.BlockBuilder, x: relax.Expr, x_q: sm.QParams, values: np.ndarray) -> relax.Call:
-    """``values[x - qmin]``: a ``relax.take`` of the table by the input codes."""
-    offset = bb.emit(relax.op.subtract(relax.op.astype(x, "int32"), relax.const(x_q.qmin, "int32")))
-    # x - qmin is in [0, len(values)): mode="clip" changes no index (the default "fast" mode makes TVM warn)
-    return relax.op.take(relax.const(values), offset, axis=0, mode="clip")
+def emit_table(bb: relax.BlockBuilder, x: relax.Expr, x_q: sm.QParams, values: np.ndarray,
+               offsets: Optional[np.ndarray] = None) -> relax.Call:
+    """``values[x - qmin (+ offsets)]``: a ``relax.take`` of the (flattened) tables by the input codes.
+
+    ``offsets``: int32, broadcasting with ``x``, the start of each element's table in ``values``.
+    """
+    index = bb.emit(relax.op.subtract(relax.op.astype(x, "int32"), relax.const(x_q.qmin, "int32")))
+    if offsets is not None:
+        index = bb.emit(relax.op.add(index, relax.const(offsets)))
+    # every index is in [0, values.size): mode="clip" changes none (the default "fast" mode makes TVM warn)
+    return relax.op.take(relax.const(values.reshape(-1)), index, axis=0, mode="clip")
 
 
 def emit_softmax(bb: relax.BlockBuilder, x: relax.Expr, x_q: sm.QParams, y_q: sm.QParams, axis: int) -> relax.Call:
