@@ -207,3 +207,14 @@ def test_the_full_table_filters_and_sorts_from_a_link(tmp_path):
     assert rendered["first"] == min(four_bit, key=lambda m: m.sqnr).name  # ascending: the worst first
     rendered, _ = _rendered(page, tmp_path, "#sort=SQNR%20dB%20(continuous)&desc")
     assert rendered["rows"] == 300 and rendered["first"] == max(modes["continuous"], key=lambda m: m.sqnr).name
+
+
+def test_the_printed_report_of_a_big_model_lists_the_worst_tensors_with_their_model_names(capsys):
+    from tvm_sima.cli_report import print_report
+
+    modes = _many_tensors()
+    print_report(modes, {"sqnr": 20.0}, 3, labelled=False)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "the 20 lowest-SQNR of 300 tensors (all in report.html):"
+    worst = min(modes["isolated"], key=lambda m: m.sqnr)
+    assert lines[2].startswith(worst.name) and lines[2].endswith(worst.source) and len(lines) == 2 + 20 + 3
