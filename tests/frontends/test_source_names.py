@@ -103,3 +103,14 @@ def test_inspect_names_the_tflite_output_tensors(fixtures_dir, tflite_names, cap
     assert len(rows) == 4 and rows[3][:2] == ("matmul_3", "relax.matmul"), rows
     layers = [name for op, name in tflite_names if op != "RESHAPE"]  # the conv / FC ops, in order
     assert [row[2] for row in rows] == layers, rows
+
+
+def test_quantize_info_records_carry_the_source_names_into_the_executable(tmp_path):
+    mod, params = tvm_sima.load_model(_named_model(tmp_path / "m.onnx"))
+    data = [np.random.default_rng(k).standard_normal((1, 3, 8, 8)).astype("float32") for k in range(2)]
+    qmod = tvm_sima.quantize(mod, params, data, work_dir=tmp_path / "run")
+    in_module = tvm_sima.read_quantize_info(qmod)
+    assert in_module["conv2d_1.input"].source == "stem/Conv" and in_module["conv2d_1.output"].source == "head.conv"
+    assert in_module["add@1.output"].source == "gate/Add"
+    built = tvm_sima.read_quantize_info(tvm_sima.build(qmod))
+    assert {k: v.source for k, v in built.items()} == {k: v.source for k, v in in_module.items()}

@@ -256,7 +256,8 @@ class RealizeContext:
         if sq is not None and name == self.sq[sq][1] and not aliased:
             name = f"{name}.pre"  # this tensor is requantized to the named one's scale before use
         out = self.bb.emit(call, name_hint=f"{var.name}_q")
-        info = self.bb.emit(so.quantize_info(out, qp, name=name), name_hint=f"{var.name}_qi")
+        info = self.bb.emit(so.quantize_info(out, qp, name=name, source=self.report.sources.get(name, "")),
+                            name_hint=f"{var.name}_qi")
         value = QValue(info, qp)
         self.qval[var] = value
         if aliased:
