@@ -65,7 +65,7 @@ def sqnr_chart_svg(modes: Mapping[str, Sequence[TensorMetrics]], width: int = 11
     top = 10 * math.ceil((max(values, default=60.0) + 1) / 10)
     bottom = min(0, 10 * math.floor(min(values, default=0.0) / 10))
     named = len(names) <= NAMED_TICKS
-    left, right, upper, lower = 48, 20, 24, 110 if named else 40
+    left, right, upper, lower = 48, 150 if named else 20, 24, 110 if named else 40
     plot_w, plot_h = width - left - right, height - upper - lower
     every = max(1, math.ceil(len(names) / (NAMED_TICKS if named else plot_w // 36)))
     step = plot_w / max(len(names) - 1, 1)
@@ -161,7 +161,7 @@ th { background: #f0f0f0; position: sticky; top: 0; }
 table.sortable th { cursor: pointer; } table.sortable th:hover { background: #e0e8f0; }
 th.asc::after { content: " \\25B2"; } th.desc::after { content: " \\25BC"; }
 td.name { text-align: left; font-family: monospace; min-width: 8em; max-width: 24em; overflow-wrap: anywhere; }
-td.source { min-width: 16em; } td.tensor { min-width: 12em; } th { min-width: 3em; }
+td.source { min-width: 16em; } td.tensor { min-width: 12em; } td.op { white-space: nowrap; } th { min-width: 3em; }
 tr.low td { background: #fde2e1; }
 .scroll { max-width: 100%; overflow-x: auto; }
 .scroll.tall { max-height: 80vh; overflow-y: auto; }
@@ -251,7 +251,7 @@ def _cells(i: int, m: TensorMetrics, mode_names: Sequence[str], by_mode: Mapping
 
     cells = [num(i, str(i)), f'<td class="name tensor">{html.escape(m.name)}</td>',
              f'<td class="name source">{html.escape(m.source or "-")}</td>',
-             f'<td class="name">{html.escape(m.producer)}</td>',
+             f'<td class="name op">{html.escape(m.producer)}</td>',
              num(m.weight_bits, str(m.weight_bits) if m.weight_bits else "-"), num(m.bits, str(m.bits))]
     if not compact:
         cells += [f"<td>{m.dtype}</td>", num(m.scale, f"{m.scale:.6g}"), num(m.zero_point, str(m.zero_point))]
