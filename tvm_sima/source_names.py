@@ -14,7 +14,10 @@ and reads it:
 * :class:`SourceNames` answers ``of(var)`` for any var of ``main`` after the passes: Relax var
   names survive the rebuilds (annotate, realize, FoldConstant), so it looks a var up by name; a
   binding a pass created (batch norm decomposed, ...) takes the name of the nearest binding that
-  reads it and has one, else of the first argument that has one.
+  reads it and has one, else of the first argument that has one;
+* annotate derives from it ``{tvm-sima tensor name: source name}`` (:data:`TENSOR_SOURCES` on the
+  annotated ``main``, read with :func:`tensor_sources`), which realize's report, ``quantize_info``
+  and the report page carry.
 
 Names are data, never parsed: a model may name nodes anything.
 """
