@@ -37,6 +37,7 @@ _LAZY = {
     "quantize": "tvm_sima.ptq",
     "convert": "tvm_sima.converter",
     "quantize_report": "tvm_sima.ptq",
+    "quantize_plan": "tvm_sima.ptq",
     "codegen": "tvm_sima.codegen",
     "partition_for_sima": "tvm_sima.codegen.byoc",
 }

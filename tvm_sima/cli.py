@@ -34,7 +34,6 @@ unanticipated one as its type and first message line, with the traceback when ``
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
 import json
 import logging
@@ -45,81 +44,12 @@ import textwrap
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 from tvm_sima.cli_errors import CliError, one_line, unexpected
+from tvm_sima.cli_inspect import cmd_inspect, data_inputs, dims, is_quantized, op_counts, static
 from tvm_sima.cli_model import data_shapes, load_model, read_dataset
 from tvm_sima.cli_report import DEFAULT_METRICS
 from tvm_sima.math.requant import REQUANT_MODE_NAMES
 
 __all__ = ["main"]
-
-
-def _op_counts(mod: Any) -> collections.Counter:
-    import tvm
-    import tvm_ffi
-    from tvm import relax
-
-    counts: collections.Counter = collections.Counter()
-    tvm_ffi.structural_walk(mod["main"], [(relax.Call, lambda c: counts.update(
-        [c.op.name] if isinstance(c.op, tvm.ir.Op) else []))])
-    return counts
-
-
-def _is_quantized(counts: collections.Counter) -> bool:
-    return counts["sima.quantize"] + counts["sima.dequantize"] > 0
-
-
-def _data_inputs(main: Any) -> list:
-    """The data parameters of ``main`` (weights, when they are parameters, come after ``num_input``)."""
-    n_in = int(main.attrs["num_input"]) if main.attrs is not None and "num_input" in main.attrs else len(main.params)
-    return list(main.params[:n_in])
-
-
-def _dims(ty: Any) -> str:
-    return ", ".join(str(d if (n := _static(d)) is None else n) for d in ty.shape)
-
-
-def _static(dim: Any) -> Optional[int]:
-    """A shape dimension as an int, or None when it is symbolic."""
-    return int(dim) if hasattr(dim, "value") or isinstance(dim, int) else None
-
-
-def _tensor(var: Any) -> str:
-    return f"{var.name}: {var.ty.dtype}[{_dims(var.ty)}]"
-
-
-def cmd_inspect(args: argparse.Namespace) -> None:
-    import tvm_sima
-    from tvm_sima.codegen import offloaded_functions, partition_for_sima
-
-    mod, params = load_model(args.model, args.input_shape)
-    main = mod["main"]
-    counts = _op_counts(mod)
-    quantized = _is_quantized(counts)
-    print(f"model: {args.model} ({'quantized (QDQ)' if quantized else 'float'})")
-    for var in _data_inputs(main):
-        print(f"  input  {_tensor(var)}")
-    outs = main.ret_ty.fields if hasattr(main.ret_ty, "fields") else [main.ret_ty]
-    for ty in outs:
-        print(f"  output {ty.dtype}[{_dims(ty)}]")
-    print(f"  weights: {len(params)} parameter tensors" if params else "  weights: constants in the graph")
-    print("ops:")
-    for name, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
-        print(f"  {count:4d}  {name}")
-    if quantized:
-        converted, report = tvm_sima.convert(mod, args.mode)
-        print(report.summary())
-        regions = offloaded_functions(partition_for_sima(converted))
-        print(f"offload: {len(regions)} region(s) to the sima codegen")
-    else:
-        from tvm_sima.params import bind_params
-        from tvm_sima.passes.annotate import annotate
-        from tvm_sima.passes.canonicalize import canonicalize
-
-        _, layers = annotate(canonicalize(bind_params(mod, params) if params else mod), tvm_sima.current_qconfig())
-        print(f"quantize would quantize {len(layers)} layer(s) (fused conv2d / matmul with their epilogue):")
-        for layer in layers:
-            print(f"  {layer.id:3d}  {layer.name:16s} {layer.op}")
-        print("float model: `tvm-sima quantize MODEL --calib DATA --output DIR` quantizes it; "
-              "`tvm-sima report ... --eval DATA` shows where it loses accuracy")
 
 
 def _config(path: Optional[str]) -> tuple[dict, dict]:
@@ -166,8 +96,8 @@ def _dataset(spec: str, main: Any, options: dict, allow_nonfinite: bool = False)
     """The batches of ``spec`` for ``main``'s inputs, checked (NaN / Inf refused unless ``allow_nonfinite``)."""
     from tvm_sima.plugins import InputSpec
 
-    inputs = [InputSpec(v.name, tuple(-1 if (n := _static(d)) is None else n for d in v.ty.shape), str(v.ty.dtype))
-              for v in _data_inputs(main)]
+    inputs = [InputSpec(v.name, tuple(-1 if (n := static(d)) is None else n for d in v.ty.shape), str(v.ty.dtype))
+              for v in data_inputs(main)]
     return read_dataset(spec, inputs, options, allow_nonfinite)
 
 
@@ -200,7 +130,7 @@ def _name_final_dir(report_file: pathlib.Path, output: str) -> None:
 
 
 def _refuse_quantized(path: str, mod: Any) -> None:
-    if _is_quantized(_op_counts(mod)):
+    if is_quantized(op_counts(mod)):
         raise CliError(f"{path} is already quantized; use `tvm-sima convert` (or `tvm-sima build`)")
 
 
@@ -253,7 +183,7 @@ def _default_metrics(main: Any, labelled: bool) -> list[str]:
 
     ty = main.ret_ty.fields[0] if hasattr(main.ret_ty, "fields") else main.ret_ty
     shape = getattr(ty, "shape", None)
-    names, note = default_metrics([_static(d) for d in shape or []], f"{ty.dtype}[{_dims(ty)}]" if shape else "",
+    names, note = default_metrics([static(d) for d in shape or []], f"{ty.dtype}[{dims(ty)}]" if shape else "",
                                   labelled)
     if note:
         print(note)
@@ -309,7 +239,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
     with staged_output(args.output) as staging:
         mod, _ = load_model(args.model, args.input_shape)
-        if not _is_quantized(_op_counts(mod)):
+        if not is_quantized(op_counts(mod)):
             raise CliError(f"{args.model} is a float model; convert takes int8 TFLite or quantized ONNX models")
         converted, report = tvm_sima.convert(mod, args.mode)
         print(report.summary())
@@ -333,7 +263,7 @@ def _build_input(args: argparse.Namespace, staging: pathlib.Path) -> Any:
     import tvm_sima
 
     mod, params = load_model(args.model, args.input_shape)
-    if _is_quantized(_op_counts(mod)):
+    if is_quantized(op_counts(mod)):
         qmod, report = tvm_sima.convert(mod, args.mode)
         print(report.summary())
         (staging / "convert_report.json").write_text(json.dumps(report.to_dict(), indent=1))

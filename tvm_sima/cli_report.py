@@ -77,15 +77,29 @@ class FloatOnly:
         return float(self.metric.result())
 
 
+#: ``print_report`` lists every tensor up to this many; beyond, the lowest-SQNR ones (the page has them all).
+PRINTED_TENSORS = 40
+
+
 def print_report(results: dict[str, list], scores: dict[str, float], batches: int, labelled: bool) -> None:
-    """Print the per-tensor SQNR table (one column per mode), the lowest SQNR per mode and the output scores."""
+    """Print the per-tensor SQNR table (one column per mode), the lowest SQNR per mode and the output scores.
+
+    A model of more than :data:`PRINTED_TENSORS` tensors gets its lowest-SQNR ones (isolated mode,
+    else the first), with the model's own name of the node computing each.
+    """
     modes = list(results)
     by_mode = {mode: {m.name: m for m in ms} for mode, ms in results.items()}
+    rows = results[modes[0]]
+    if len(rows) > PRINTED_TENSORS:
+        key = by_mode["isolated" if "isolated" in by_mode else modes[0]]
+        rows = sorted(rows, key=lambda m: key[m.name].sqnr if m.name in key else float("inf"))[:PRINTED_TENSORS // 2]
+        print(f"the {len(rows)} lowest-SQNR of {len(results[modes[0]])} tensors (all in report.html):")
     print(f"{'tensor':28s} {'computed by':16s} {'scale':>10s} " + " ".join(f"{'SQNR ' + mode[:4]:>10s}"
-                                                                          for mode in modes))
-    for m in results[modes[0]]:
+                                                                          for mode in modes) + "  name in the model")
+    for m in rows:
         print(f"{m.name[:28]:28s} {m.producer[:16]:16s} {m.scale:10.6f} "
-              + " ".join(f"{by_mode[mode][m.name].sqnr:10.2f}" for mode in modes if m.name in by_mode[mode]))
+              + " ".join(f"{by_mode[mode][m.name].sqnr:10.2f}" for mode in modes if m.name in by_mode[mode])
+              + f"  {m.source}")
     for mode in modes:
         worst = min(results[mode], key=lambda m: m.sqnr)
         print(f"lowest SQNR ({mode}): {worst.name} ({worst.sqnr:.2f} dB)")

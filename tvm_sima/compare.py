@@ -19,7 +19,7 @@ dequantized values per tensor (bottom-k of random keys) is kept for histograms.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Optional, Union
+from typing import Callable, Iterable, Optional, Union
 
 import numpy as np
 import tvm
@@ -64,6 +64,9 @@ class TensorMetrics:
     max_abs_error: float = 0.0
     order: int = 0
     producer: str = ""  # the quantized program's op computing the tensor (sima.conv2d, ...)
+    source: str = ""  # the model's own name for the node computing it (tvm_sima.source_names)
+    layer: str = ""  # the fused layer computing it, if one does
+    weight_bits: int = 0  # that layer's weight bits (0: no weights)
     sample_size: int = 4096
     _keys: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     _ref_sample: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
@@ -113,10 +116,10 @@ class TensorMetrics:
         return self.err_sq / max(self.count, 1)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "producer": self.producer, "scale": self.scale, "zero_point": self.zero_point,
-                "dtype": self.dtype,
-                "bits": self.bits, "cosine": self.cosine, "sqnr_db": self.sqnr, "mse": self.mse,
-                "max_abs_error": self.max_abs_error}
+        return {"name": self.name, "producer": self.producer, "source": self.source, "layer": self.layer,
+                "scale": self.scale, "zero_point": self.zero_point, "dtype": self.dtype,
+                "bits": self.bits, "weight_bits": self.weight_bits, "cosine": self.cosine, "sqnr_db": self.sqnr,
+                "mse": self.mse, "max_abs_error": self.max_abs_error}
 
 
 def quantized_taps(qmod: tvm.IRModule, feed: Iterable[str] = ()) -> tuple[tvm.IRModule, dict[str, dict]]:
@@ -216,8 +219,9 @@ def compare_tensors(mod: tvm.IRModule, params: Optional[dict], qmod: tvm.IRModul
     q_mod, q_taps = quantized_taps(qmod, float_taps if mode == "isolated" else ())
     float_index = {name: i + 1 for i, name in enumerate(float_taps)}
     fed = [name for name in float_taps if name in q_taps] if mode == "isolated" else []
+    facts = _tensor_facts(qmod)
     metrics = [TensorMetrics(name, info["scale"][0], info["zero_point"][0], info["dtype"], order=k,
-                             producer=info["producer"])
+                             producer=info["producer"], **facts(name))
                for k, (name, info) in enumerate(q_taps.items()) if name in float_index]
     fvm = relax.VirtualMachine(build(float_mod), tvm.cpu())
     qvm = relax.VirtualMachine(build(q_mod), tvm.cpu())
@@ -235,6 +239,25 @@ def compare_tensors(mod: tvm.IRModule, params: Optional[dict], qmod: tvm.IRModul
         if outputs is not None:
             outputs.append((_first(f_out[0]), _first(q_out[0])))
     return metrics
+
+
+def _tensor_facts(qmod: tvm.IRModule) -> Callable[[str], dict]:
+    """``facts(tensor)``: its ``source``, ``layer`` and ``weight_bits``, from the report :func:`tvm_sima.quantize`
+    attached (nothing for a module it did not make, e.g. a converted one)."""
+    from .ptq import quantize_report
+
+    try:
+        report = quantize_report(qmod)
+    except ValueError:
+        return lambda _tensor: {}
+    sources, outputs = report.get("sources", {}), report.get("layer_outputs", {})
+    bits = {row["name"]: row["weight_bits"] for row in report.get("layers", [])}
+
+    def facts(tensor: str) -> dict:
+        layer = outputs.get(tensor, "")
+        return {"source": sources.get(tensor, ""), "layer": layer, "weight_bits": bits.get(layer, 0)}
+
+    return facts
 
 
 def _first(value: object) -> np.ndarray:

@@ -99,7 +99,8 @@ def _one_of(name: str, value: Any, choices: Sequence[Any]) -> None:
 class LayerOverride:
     """Settings applied to the layers that ``match`` selects.
 
-    ``match``: ``"name:<glob>"`` (layer / tensor name), ``"id:<a>-<b>"`` or ``"id:<a>"`` (layer ids,
+    ``match``: ``"name:<glob>"`` (layer / tensor name), ``"source:<glob>"`` (the layer's name in the
+    model file: ONNX node, TFLite output tensor), ``"id:<a>-<b>"`` or ``"id:<a>"`` (layer ids,
     inclusive), ``"op:<op name>"`` (e.g. ``relax.nn.conv2d``). ``settings``: QConfig fields, plus
     ``skip`` (keep the layer float).
     """
@@ -109,7 +110,7 @@ class LayerOverride:
 
     def __post_init__(self) -> None:
         kind, _, value = self.match.partition(":")
-        _one_of("layer_overrides.match kind", kind, ("name", "id", "op"))
+        _one_of("layer_overrides.match kind", kind, ("name", "source", "id", "op"))
         if not value:
             raise ValueError(f"qconfig: layer override match {self.match!r} has nothing after '{kind}:'")
         if kind == "id":
@@ -137,6 +138,8 @@ class LayerOverride:
         kind, _, value = self.match.partition(":")
         if kind == "name":
             return fnmatch.fnmatchcase(layer.name, value)
+        if kind == "source":
+            return bool(layer.source) and fnmatch.fnmatchcase(layer.source, value)
         if kind == "op":
             return layer.op == value
         lo, hi = self.id_range()
@@ -148,13 +151,16 @@ class LayerInfo:
     """A quantizable layer as the annotate pass numbers it.
 
     ``id`` counts every quantizable layer in program order; ``op_index`` counts the layers of
-    the same op (the 0-th conv2d, ...), which is what Relay's ``skip_conv_layers`` indexes.
+    the same op (the 0-th conv2d, ...), which is what Relay's ``skip_conv_layers`` indexes;
+    ``source`` is the model's own name for the layer's node (ONNX node, TFLite output tensor;
+    :mod:`tvm_sima.source_names`), ``""`` when the module carries none.
     """
 
     id: int
     name: str
     op: str
     op_index: int = -1
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -380,7 +386,8 @@ def write_layer_config(path: Union[str, os.PathLike], layers: Sequence[LayerInfo
         settings = {key: getattr(effective, key) for key in (
             "weight_bits", "activation_bits", "bias_bits", "quantize_method_for_weight",
             "quantize_method_for_activation", "calibration_strategy_for_activation", "requant_mode")}
-        rows.append({"id": layer.id, "name": layer.name, "op": layer.op, "skip": skip, "settings": settings})
+        rows.append({"id": layer.id, "name": layer.name, "op": layer.op, "source": layer.source, "skip": skip,
+                     "settings": settings})
     payload = {"version": LAYER_CONFIG_VERSION, "layers": rows}
     with open(path, "w", encoding="utf-8") as handle:
         json.dump(payload, handle, indent=2)

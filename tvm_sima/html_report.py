@@ -1,19 +1,23 @@
 """The per-layer accuracy report as one self-contained HTML page (no network, no JavaScript library).
 
 :func:`write_html` takes the :class:`~tvm_sima.compare.TensorMetrics` of one or both modes of
-:func:`~tvm_sima.compare.compare_tensors` and writes a page with
+:func:`~tvm_sima.compare.compare_tensors` and writes a page, readable for a model of hundreds of
+tensors at a laptop's width, with
 
 * a summary (model, evaluation batches, output metrics, the tensor with the lowest SQNR);
-* the per-tensor SQNR curve of every mode, in program order (an SVG image);
-* a table: name, dtype / bits, scale, zero point and, per mode, SQNR, cosine, MSE, max error —
+* the lowest-SQNR tensors first (a short table);
+* the per-tensor SQNR curve of every mode, in program order (an SVG image scaled to the page);
+* every tensor in a table that sorts by any column and filters by words: tensor name, the
+  model's own name of the node computing it, the integer op, weight bits (of the fused layer)
+  and the tensor's bits, dtype, scale, zero point and, per mode, SQNR, cosine, MSE, max error —
   rows whose isolated SQNR (else the first mode's) is below ``warn_db`` highlighted;
 * histograms of float vs dequantized values of the ``worst`` tensors (lowest isolated SQNR), from the
   value samples the metrics keep.
 
-Images are SVG embedded as ``data:`` URIs in ``<img>`` tags, so the file can be mailed or
-attached to a CI run as is. A small inline script records, on load, how many table rows and
-images the browser rendered (``<body data-rendered=...>``); the test reads it from headless
-Chromium.
+Images are SVG embedded as ``data:`` URIs in ``<img>`` tags, and the sorting / filtering is a
+small inline script, so the file can be mailed or attached to a CI run as is. The script also
+records, on load, what the browser laid out (``<body data-rendered=...>``: rows shown, images
+decoded, the page's and the window's widths); the tests read it from headless Chromium.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from .compare import TensorMetrics
 __all__ = ["write_report", "write_html", "sqnr_chart_svg", "histogram_svg"]
 
 _COLORS = {"continuous": "#1f77b4", "isolated": "#ff7f0e"}
+#: The SQNR chart labels its tensors by name up to this many, by table number beyond.
+NAMED_TICKS = 40
 _FONT = 'font-family="sans-serif" font-size="11"'
 
 
@@ -47,17 +53,23 @@ def _fmt(value: float, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
-def sqnr_chart_svg(modes: Mapping[str, Sequence[TensorMetrics]], width: int = 760, height: int = 300) -> str:
-    """An SVG line chart of SQNR (dB) per tensor, one line per mode; exact tensors drawn at the top."""
+def sqnr_chart_svg(modes: Mapping[str, Sequence[TensorMetrics]], width: int = 1100, height: int = 300) -> str:
+    """An SVG line chart of SQNR (dB) per tensor, one line per mode; exact tensors drawn at the top.
+
+    The drawing is ``width`` wide whatever the number of tensors (the page scales it to its
+    width): up to :data:`NAMED_TICKS` tensors are labelled by name, more by their table number
+    (``#k``), every few, so labels never overlap.
+    """
     names = [m.name for m in next(iter(modes.values()))]
     values = [m.sqnr for ms in modes.values() for m in ms if math.isfinite(m.sqnr)]
     top = 10 * math.ceil((max(values, default=60.0) + 1) / 10)
     bottom = min(0, 10 * math.floor(min(values, default=0.0) / 10))
-    left, right, upper, lower = 48, 140, 24, 110
-    width = max(width, left + right + 14 * len(names))  # long models: a wider chart, every k-th label
-    every = max(1, math.ceil(len(names) / 120))
+    named = len(names) <= NAMED_TICKS
+    left, right, upper, lower = 48, 150 if named else 20, 24, 110 if named else 40
     plot_w, plot_h = width - left - right, height - upper - lower
+    every = max(1, math.ceil(len(names) / (NAMED_TICKS if named else plot_w // 36)))
     step = plot_w / max(len(names) - 1, 1)
+    dot = 3 if step >= 6 else 1.5
 
     def x(i: int) -> float:
         return left + (i * step if len(names) > 1 else plot_w / 2)
@@ -75,14 +87,17 @@ def sqnr_chart_svg(modes: Mapping[str, Sequence[TensorMetrics]], width: int = 76
     for i, name in enumerate(names):
         if i % every:
             continue
-        label = html.escape(name if len(name) <= 28 else name[:27] + "…")
-        parts.append(f'<text x="{x(i):.1f}" y="{upper + plot_h + 10}" transform="rotate(45 {x(i):.1f} '
-                     f'{upper + plot_h + 10})" {_FONT}>{label}</text>')
+        if named:
+            label = html.escape(name if len(name) <= 28 else name[:27] + "…")
+            parts.append(f'<text x="{x(i):.1f}" y="{upper + plot_h + 10}" transform="rotate(45 {x(i):.1f} '
+                         f'{upper + plot_h + 10})" {_FONT}>{label}</text>')
+        else:
+            parts.append(f'<text x="{x(i):.1f}" y="{upper + plot_h + 14}" text-anchor="middle" {_FONT}>#{i}</text>')
     for k, (mode, metrics) in enumerate(modes.items()):
         color = _COLORS.get(mode, "#2ca02c")
         points = " ".join(f"{x(i):.1f},{y(m.sqnr):.1f}" for i, m in enumerate(metrics))
-        parts.append(f'<polyline points="{points}" fill="none" stroke="{color}" stroke-width="2"/>')
-        parts.extend(f'<circle cx="{x(i):.1f}" cy="{y(m.sqnr):.1f}" r="3" fill="{color}"/>'
+        parts.append(f'<polyline points="{points}" fill="none" stroke="{color}" stroke-width="{min(2, dot)}"/>')
+        parts.extend(f'<circle cx="{x(i):.1f}" cy="{y(m.sqnr):.1f}" r="{dot}" fill="{color}"/>'
                      for i, m in enumerate(metrics))
         parts.append(f'<rect x="{left + 10 + 120 * k}" y="6" width="12" height="12" fill="{color}"/>'
                      f'<text x="{left + 26 + 120 * k}" y="16" {_FONT}>{html.escape(mode)}</text>')
@@ -139,29 +154,165 @@ def _img(svg: str, alt: str, cls: str) -> str:
 
 
 _CSS = """
-body { font-family: sans-serif; margin: 24px; color: #222; }
+body { font-family: sans-serif; margin: 24px; color: #222; max-width: 1400px; }
 table { border-collapse: collapse; font-size: 13px; }
-th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
-th { background: #f0f0f0; } td.name { text-align: left; font-family: monospace; }
+th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; }
+th { background: #f0f0f0; position: sticky; top: 0; }
+table.sortable th { cursor: pointer; } table.sortable th:hover { background: #e0e8f0; }
+th.asc::after { content: " \\25B2"; } th.desc::after { content: " \\25BC"; }
+td.name { text-align: left; font-family: monospace; min-width: 8em; max-width: 24em; overflow-wrap: anywhere; }
+td.source { min-width: 16em; } td.tensor { min-width: 12em; } td.op { white-space: nowrap; } th { min-width: 3em; }
 tr.low td { background: #fde2e1; }
-.hists img { margin: 4px; border: 1px solid #eee; }
+.scroll { max-width: 100%; overflow-x: auto; }
+.scroll.tall { max-height: 80vh; overflow-y: auto; }
+img.chart { width: 100%; max-width: 1100px; height: auto; }
+.hists { display: flex; flex-wrap: wrap; } .hists img { margin: 4px; border: 1px solid #eee; max-width: 100%; }
+#filter { width: 28em; max-width: 100%; margin: 6px 0; }
 """
 
 _SCRIPT = """
-window.addEventListener("load", function () {
-  var rows = document.querySelectorAll("table#tensors tbody tr");
-  var shown = Array.prototype.filter.call(rows, function (r) { return r.offsetHeight > 0; }).length;
-  var imgs = document.querySelectorAll("img");
-  var loaded = Array.prototype.filter.call(imgs, function (i) { return i.complete && i.naturalWidth > 0; }).length;
-  document.body.setAttribute("data-rendered", JSON.stringify({rows: shown, images: imgs.length, loaded: loaded}));
-});
+(function () {
+  function cells(row, col) {
+    var cell = row.cells[col], v = cell.getAttribute("data-v");
+    return v === null ? cell.textContent.toLowerCase() : parseFloat(v);
+  }
+  function sortable(table) {  // click a header: sort by it; again: reverse
+    var body = table.tBodies[0], heads = table.tHead.rows[0].cells;
+    function sortBy(col, desc) {
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {
+        var x = cells(a, col), y = cells(b, col), c = x < y ? -1 : x > y ? 1 : 0;
+        return desc ? -c : c;
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+      Array.prototype.forEach.call(heads, function (h, k) {
+        h.classList.toggle("asc", k === col && !desc); h.classList.toggle("desc", k === col && desc);
+      });
+    }
+    Array.prototype.forEach.call(heads, function (h, k) {
+      h.title = "sort (click again to reverse)";
+      h.addEventListener("click", function () { sortBy(k, h.classList.contains("asc")); });
+    });
+    return function (name, desc) {
+      Array.prototype.forEach.call(heads, function (h, k) { if (h.textContent === name) sortBy(k, desc); });
+    };
+  }
+  var sorts = Array.prototype.map.call(document.querySelectorAll("table.sortable"), sortable);
+  var table = document.getElementById("tensors"), filter = document.getElementById("filter");
+  var rows = Array.prototype.slice.call(table.tBodies[0].rows), count = document.getElementById("shown");
+  function applyFilter() {  // rows holding every word typed
+    var words = filter.value.toLowerCase().split(/\\s+/).filter(Boolean), n = 0;
+    rows.forEach(function (r) {
+      var text = r.getAttribute("data-text"), hit = words.every(function (w) { return text.indexOf(w) >= 0; });
+      r.style.display = hit ? "" : "none"; n += hit ? 1 : 0;
+    });
+    count.textContent = n + " of " + rows.length;
+  }
+  filter.addEventListener("input", applyFilter);
+  // a link can carry a view of the full table: report.html#filter=int4%20conv&sort=SQNR%20dB%20(isolated)&desc
+  var view = {};
+  location.hash.slice(1).split("&").forEach(function (p) {
+    var kv = p.split("="); if (kv[0]) view[decodeURIComponent(kv[0])] = decodeURIComponent(kv[1] || "");
+  });
+  if (view.filter) filter.value = view.filter;
+  if (view.sort) sorts[sorts.length - 1](view.sort, "desc" in view);
+  applyFilter();
+  window.addEventListener("load", function () {
+    var shown = rows.filter(function (r) { return r.offsetHeight > 0; });
+    shown.sort(function (a, b) { return a.getBoundingClientRect().top - b.getBoundingClientRect().top; });
+    var imgs = document.querySelectorAll("img"), page = document.documentElement;
+    var loaded = Array.prototype.filter.call(imgs, function (i) { return i.complete && i.naturalWidth > 0; }).length;
+    document.body.setAttribute("data-rendered", JSON.stringify({
+      rows: shown.length, images: imgs.length, loaded: loaded,
+      first: shown.length ? shown[0].cells[1].textContent : "",
+      page_width: page.scrollWidth, window_width: window.innerWidth,
+      chart_width: document.querySelector("img.chart").getBoundingClientRect().width}));
+  });
+})();
 """
+
+_INTRO = ("<p>Float and quantized programs on the same {batches} evaluation batch(es). "
+          "<b>continuous</b>: the quantized program feeds itself (error accumulated up to the tensor); "
+          "<b>isolated</b>: each tensor's producer is fed the float values, quantized "
+          "(error the op adds on its own). SQNR = 10 log10(&Sigma;float&sup2; / &Sigma;(float &minus; "
+          "dequantized)&sup2;). A tensor is named after its first reader "
+          "(<code>conv2d_2.input</code> is what the layer before <code>conv2d_2</code> computes) or after its "
+          "producer (<code>conv2d_2.output</code>); <i>name in the model</i> is the model file's own name of the "
+          "node computing it, <i>computed by</i> the integer op that makes it; <i>weight bits</i> are those of "
+          "the fused layer computing it, <i>bits</i> the tensor's own.</p>")
+
+
+def _cells(i: int, m: TensorMetrics, mode_names: Sequence[str], by_mode: Mapping[str, Mapping[str, TensorMetrics]],
+           compact: bool = False) -> list[str]:
+    """One table row's cells (:func:`_heads`); numeric cells carry their value in ``data-v`` (for sorting)."""
+    def num(value: float, shown: str) -> str:
+        v = value if math.isfinite(value) else (1e300 if value > 0 else -1e300)
+        return f'<td data-v="{v:.17g}">{shown}</td>' if not math.isnan(value) else '<td data-v="-1e300">n/a</td>'
+
+    cells = [num(i, str(i)), f'<td class="name tensor">{html.escape(m.name)}</td>',
+             f'<td class="name source">{html.escape(m.source or "-")}</td>',
+             f'<td class="name op">{html.escape(m.producer)}</td>',
+             num(m.weight_bits, str(m.weight_bits) if m.weight_bits else "-"), num(m.bits, str(m.bits))]
+    if not compact:
+        cells += [f"<td>{m.dtype}</td>", num(m.scale, f"{m.scale:.6g}"), num(m.zero_point, str(m.zero_point))]
+    for mode in mode_names:
+        mm = by_mode[mode].get(m.name)
+        values = [] if mm is None else [num(mm.sqnr, _fmt(mm.sqnr)), num(mm.cosine, f"{mm.cosine:.5f}")] + (
+            [] if compact else [num(mm.mse, f"{mm.mse:.3g}"), num(mm.max_abs_error, f"{mm.max_abs_error:.4g}")])
+        cells += values or ['<td data-v="-1e300">-</td>'] * (2 if compact else 4)
+    return cells
+
+
+def _heads(mode_names: Sequence[str], compact: bool) -> list[str]:
+    heads = ["#", "tensor", "name in the model", "computed by", "weight bits", "bits"]
+    heads += [] if compact else ["dtype", "scale", "zero point"]
+    for mode in mode_names:
+        heads += [f"SQNR dB ({mode})", f"cosine ({mode})"] + ([] if compact else [f"MSE ({mode})",
+                                                                                  f"max error ({mode})"])
+    return heads
+
+
+def _table(table_id: str, rows: Sequence[tuple[int, TensorMetrics]], mode_names: Sequence[str],
+           by_mode: Mapping[str, Mapping[str, TensorMetrics]], key_mode: str, warn_db: float,
+           compact: bool = False) -> str:
+    """A tensor table (all tensors, or the worst ones ``compact``): sortable headers, one row per tensor."""
+    heads = _heads(mode_names, compact)
+    out = [f'<table id="{table_id}" class="sortable"><thead><tr>{"".join(f"<th>{h}</th>" for h in heads)}</tr>'
+           "</thead><tbody>"]
+    for i, m in rows:
+        low = m.name in by_mode[key_mode] and by_mode[key_mode][m.name].sqnr < warn_db
+        text = html.escape(" ".join([m.name, m.source, m.producer, m.dtype, f"int{m.weight_bits}" if m.weight_bits
+                                     else ""]).lower(), quote=True)
+        out.append(f'<tr data-text="{text}"{" class=low" if low else ""}>'
+                   f'{"".join(_cells(i, m, mode_names, by_mode, compact))}</tr>')
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def _summary(modes: Mapping[str, Sequence[TensorMetrics]], output_metrics: Optional[Mapping[str, float]]) -> str:
+    items = []
+    for mode, metrics in modes.items():
+        low_m = min(metrics, key=lambda m: _finite(m.sqnr, math.inf), default=None)
+        if low_m is not None:
+            named = f" = {html.escape(low_m.source)}" if low_m.source else ""
+            items.append(f"<li>lowest SQNR ({html.escape(mode)}): <code>{html.escape(low_m.name)}</code>{named} "
+                         f"(computed by {html.escape(low_m.producer or '?')}) {_fmt(low_m.sqnr)} dB</li>")
+    for name, value in (output_metrics or {}).items():
+        items.append(f"<li>output {html.escape(name)}: {_fmt(value, 4)}</li>")
+    return f'<ul id="summary">{"".join(items)}</ul>'
 
 
 def write_html(path: Union[str, pathlib.Path], modes: Mapping[str, Sequence[TensorMetrics]], *,
                model: str = "", eval_batches: int = 0, output_metrics: Optional[Mapping[str, float]] = None,
-               worst: int = 4, warn_db: float = 30.0) -> pathlib.Path:
-    """Write the report page; ``modes`` maps "continuous" / "isolated" to metrics in program order."""
+               worst: int = 4, warn_db: float = 30.0, worst_rows: int = 20) -> pathlib.Path:
+    """Write the report page; ``modes`` maps "continuous" / "isolated" to metrics in program order.
+
+    The page: a summary, the ``worst_rows`` lowest-SQNR tensors (isolated mode, else the first),
+    the SQNR chart (scaled to the page width), every tensor in a table that sorts by any column
+    (click its header) and filters by words (tensor, model name, op, dtype, ``int4`` for 4-bit
+    weights), and histograms of the ``worst`` tensors. A link ``report.html#filter=WORDS&sort=COLUMN&desc``
+    opens that view.
+    """
     if not modes or not any(modes.values()):
         raise ValueError("write_html: no quantized tensor to report")
     mode_names = list(modes)
@@ -169,47 +320,24 @@ def write_html(path: Union[str, pathlib.Path], modes: Mapping[str, Sequence[Tens
     by_mode = {mode: {m.name: m for m in ms} for mode, ms in modes.items()}
     # where accuracy is lost: the isolated mode (each op's own error) when there, else the first mode
     key_mode = "isolated" if "isolated" in modes else mode_names[0]
-    lowest = sorted(modes[key_mode], key=lambda m: _finite(m.sqnr, math.inf))[: max(worst, 0)]
+    ranked = sorted(enumerate(first), key=lambda im: _finite(by_mode[key_mode][im[1].name].sqnr, math.inf)
+                    if im[1].name in by_mode[key_mode] else math.inf)
+    lowest = [m for _, m in ranked[: max(worst, 0)]]
     title = f"tvm-sima per-layer accuracy: {pathlib.Path(model).name or 'model'}"
     out: list[str] = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+                      '<meta name="viewport" content="width=device-width, initial-scale=1">',
                       f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
-                      f"<h1>{html.escape(title)}</h1>",
-                      f"<p>Float and quantized programs on the same {eval_batches} evaluation batch(es). "
-                      "<b>continuous</b>: the quantized program feeds itself (error accumulated up to the tensor); "
-                      "<b>isolated</b>: each tensor's producer is fed the float values, quantized "
-                      "(error the op adds on its own). SQNR = 10 log10(&Sigma;float&sup2; / &Sigma;(float &minus; "
-                      "dequantized)&sup2;). A tensor is named after its first reader "
-                      "(<code>conv2d_2.input</code> is what the layer before <code>conv2d_2</code> computes) "
-                      "or after its producer "
-                      "(<code>conv2d_2.output</code>); <i>computed by</i> is the integer op that makes it.</p>"]
-    summary = []
-    for mode, metrics in modes.items():
-        low_m = min(metrics, key=lambda m: _finite(m.sqnr, math.inf), default=None)
-        if low_m is not None:
-            summary.append(f"<li>lowest SQNR ({html.escape(mode)}): <code>{html.escape(low_m.name)}</code> "
-                           f"(computed by {html.escape(low_m.producer or '?')}) {_fmt(low_m.sqnr)} dB</li>")
-    for name, value in (output_metrics or {}).items():
-        summary.append(f"<li>output {html.escape(name)}: {_fmt(value, 4)}</li>")
-    out.append(f'<ul id="summary">{"".join(summary)}</ul>')
+                      f"<h1>{html.escape(title)}</h1>", _INTRO.format(batches=eval_batches),
+                      _summary(modes, output_metrics)]
+    shown = ranked[: max(worst_rows, 0)]
+    out.append(f"<h2>The {len(shown)} lowest-SQNR tensors ({html.escape(key_mode)})</h2><div class=scroll>"
+               + _table("worst", shown, mode_names, by_mode, key_mode, warn_db, compact=True) + "</div>")
     out.append("<h2>SQNR per tensor</h2>")
     out.append(_img(sqnr_chart_svg(modes), "SQNR per tensor in program order", "chart"))
-    out.append('<h2>Tensors</h2><table id="tensors"><thead><tr><th>#</th><th>tensor</th><th>computed by</th>'
-               "<th>dtype</th><th>bits</th><th>scale</th><th>zero point</th>")
-    for mode in mode_names:
-        out.append(f"<th>SQNR dB ({mode})</th><th>cosine ({mode})</th><th>MSE ({mode})</th>"
-                   f"<th>max error ({mode})</th>")
-    out.append("</tr></thead><tbody>")
-    for i, m in enumerate(first):
-        low = m.name in by_mode[key_mode] and by_mode[key_mode][m.name].sqnr < warn_db
-        cells = [f"<td>{i}</td>", f'<td class="name">{html.escape(m.name)}</td>',
-                 f'<td class="name">{html.escape(m.producer)}</td>', f"<td>{m.dtype}</td>",
-                 f"<td>{m.bits}</td>", f"<td>{m.scale:.6g}</td>", f"<td>{m.zero_point}</td>"]
-        for mode in mode_names:
-            mm = by_mode[mode].get(m.name)
-            cells += ([f"<td>{_fmt(mm.sqnr)}</td>", f"<td>{mm.cosine:.5f}</td>", f"<td>{mm.mse:.3g}</td>",
-                       f"<td>{mm.max_abs_error:.4g}</td>"] if mm else ["<td>-</td>"] * 4)
-        out.append(f'<tr{" class=low" if low else ""}>{"".join(cells)}</tr>')
-    out.append("</tbody></table>")
+    out.append(f'<h2>All {len(first)} tensors</h2><input id="filter" type="search" '
+               'placeholder="filter: words of the tensor, model name, op, dtype, int4 ..."> '
+               '<span id="shown"></span><div class="scroll tall">'
+               + _table("tensors", list(enumerate(first)), mode_names, by_mode, key_mode, warn_db) + "</div>")
     if lowest:
         out.append(f"<h2>Float vs dequantized values of the {len(lowest)} lowest-SQNR tensors "
                    f"({html.escape(key_mode)})</h2><div class=hists>")

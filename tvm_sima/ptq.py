@@ -35,12 +35,12 @@ from .graph import op_name, rebuild_main, remap
 from .math import Granularity, QScheme
 from .params import bind_params
 from .passes.annotate import annotate
-from .passes.calibrate import calibrate
+from .passes.calibrate import calibrate, placeholder_observers
 from .passes.canonicalize import canonicalize
-from .passes.realize import realize, tensor_qparams
+from .passes.realize import RealizeReport, realize, tensor_qparams
 from .progress import Progress
 
-__all__ = ["quantize", "quantize_report", "simulate", "REPORT_ATTR"]
+__all__ = ["quantize", "quantize_plan", "quantize_report", "simulate", "REPORT_ATTR"]
 
 LOG = logging.getLogger(__name__)
 REPORT_ATTR = "sima.quantize_report"
@@ -154,7 +154,8 @@ def quantize(
         return simulate(amod, observers, config, layers)
     qmod, report = realize(amod, observers, config, layers)
     skipped = [layer.name for layer in layers if config.for_layer(layer)[1]]
-    payload = {**report.to_dict(), "skipped_layers": skipped, "work_dir": out_dir,
+    payload = {**report.to_dict(), "skipped_layers": skipped, "layers": _layer_rows(layers, config),
+               "work_dir": out_dir,
                "seconds": round(time.perf_counter() - start, 3)}
     with open(os.path.join(out_dir, "report.json"), "w", encoding="utf-8") as handle:
         json.dump(payload, handle, indent=2)
@@ -162,6 +163,33 @@ def quantize(
     main = qmod["main"].with_attr(REPORT_ATTR, json.dumps(payload))
     qmod["main"] = main
     return qmod
+
+
+def _layer_rows(layers: list[LayerInfo], config: QConfig) -> list[dict]:
+    """Each layer as the report lists it: names, op, weight and activation bits, skipped."""
+    rows = []
+    for layer in layers:
+        effective, skip = config.for_layer(layer)
+        rows.append({"name": layer.name, "source": layer.source, "op": layer.op, "weight_bits": effective.weight_bits,
+                     "activation_bits": effective.activation_bits, "skipped": skip})
+    return rows
+
+
+def quantize_plan(mod: tvm.IRModule, params: Optional[dict[str, np.ndarray]] = None
+                  ) -> tuple[list[LayerInfo], RealizeReport]:
+    """What :func:`quantize` would do under the current qconfig, without data: layers, integer ops, float ops.
+
+    Annotates, then realizes with :func:`~tvm_sima.passes.calibrate.placeholder_observers`
+    (weights as they are, every activation in [-1, 1]); no build, no calibration. The ops it
+    leaves in float, and why, are those :func:`quantize` leaves for reasons of the graph; limits
+    that depend on the calibrated scales are checked by :func:`quantize` itself. Names in the
+    report are the model's own (``report.sources``) when the module carries them.
+    """
+    config = current_qconfig()
+    _check_config(config)
+    amod, layers = annotate(canonicalize(bind_params(mod, params) if params else mod), config)
+    _, report = realize(amod, placeholder_observers(amod, config, layers), config, layers, warn=False)
+    return layers, report
 
 
 def quantize_report(qmod: tvm.IRModule) -> dict:

@@ -46,16 +46,19 @@ class QuantizeInfo:
     qmax: int
     clip_min: float
     clip_max: float
+    source: str = ""  # the model file's own name of the node computing the tensor, when known
 
     @classmethod
     def from_attrs(cls, attrs: Any, prefix: str = "") -> "QuantizeInfo":
         """From call attributes or JSON (``prefix=""``), or block annotations (``prefix="sima."``)."""
         get = {key: attrs[prefix + key] for key in _FIELDS}
+        keys = {str(k) for k in attrs.keys()}
         return cls(
             name=str(get["name"]), kind=str(get["kind"]),
             scale=tuple(float(s) for s in get["scale"]), zero_point=tuple(int(z) for z in get["zero_point"]),
             axis=int(get["axis"]), dtype=str(get["dtype"]), qmin=int(get["qmin"]), qmax=int(get["qmax"]),
             clip_min=float(get["clip_min"]), clip_max=float(get["clip_max"]),
+            source=str(attrs[prefix + "source"]) if prefix + "source" in keys else "",
         )
 
     @property

@@ -401,3 +401,42 @@ def test_a_shape_computed_reshape_is_folded_for_the_fixed_input_shapes(tmp_path,
     x = rng.uniform(0, 1, (2, 3, 4, 4)).astype("float32")
     out = relax.VirtualMachine(tvm_sima.build(mod, params=params), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_allclose(out, x.reshape(2, -1) @ w, rtol=1e-5, atol=1e-5)
+
+
+def test_a_shape_of_a_tensor_shape_inference_leaves_dynamic_is_folded_in_a_later_round(tmp_path, caplog):
+    """PP-OCRv4 rec: a Shape reads a tensor whose shape ONNX shape inference only knows once an earlier
+    reshape chain is folded (reshape_a's target comes through int32 Casts, which its data propagation
+    does not follow)::
+
+        x[N,6,4,4] -> reshape_a (target: Shape(x) -> Cast -> Slice -> Cast -> Concat [.., 16]) -> add
+                   -> reshape_b (target: Shape(add) -> Cast -> Slice -> Cast -> Concat [.., -1]) -> y
+    """
+    def c(name, value):
+        return numpy_helper.from_array(np.asarray(value), name)
+
+    rng = np.random.default_rng(7)
+    bias = rng.standard_normal(16).astype(np.float32)
+    inits = [c("s0", np.array([0], np.int64)), c("e2", np.array([2], np.int64)), c("e1", np.array([1], np.int64)),
+             c("m1", np.array([16], np.int64)), c("m2", np.array([-1], np.int64)), c("b", bias)]
+    chain = [("Shape", ["x"], "sx", {}), ("Cast", ["sx"], "sx32", {"to": TensorProto.INT32}),
+             ("Slice", ["sx32", "s0", "e2"], "lead", {}), ("Cast", ["lead"], "lead64", {"to": TensorProto.INT64}),
+             ("Concat", ["lead64", "m1"], "t1", {"axis": 0}), ("Reshape", ["x", "t1"], "r1", {}),
+             ("Add", ["r1", "b"], "a1", {}), ("Shape", ["a1"], "sa", {}),
+             ("Cast", ["sa"], "sa32", {"to": TensorProto.INT32}), ("Slice", ["sa32", "s0", "e1"], "batch", {}),
+             ("Cast", ["batch"], "batch64", {"to": TensorProto.INT64}),
+             ("Concat", ["batch64", "m2"], "t2", {"axis": 0}), ("Reshape", ["a1", "t2"], "y", {})]
+    nodes = [helper.make_node(op, ins, [out], name=f"n{k}", **attrs) for k, (op, ins, out, attrs) in enumerate(chain)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 6, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    path = tmp_path / "chained_reshapes.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), path)
+    fixed = onnx.load(path)
+    fixed.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2
+    inferred = onnx.shape_inference.infer_shapes(fixed, data_prop=True)
+    assert not [v for v in inferred.graph.value_info if v.name == "a1"][0].type.tensor_type.shape.dim  # dynamic
+    with caplog.at_level(logging.INFO, logger="tvm_sima.frontends.onnx_fold"):
+        mod, params = tvm_sima.load_model(path, input_shapes={"x": (2, 6, 4, 4)})
+    assert any("folded 10 shape-computation node(s)" in r.getMessage() for r in caplog.records)
+    x = rng.uniform(-1, 1, (2, 6, 4, 4)).astype("float32")
+    out = relax.VirtualMachine(tvm_sima.build(mod, params=params), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_allclose(out, (x.reshape(2, 6, 16) + bias).reshape(2, -1), rtol=1e-6, atol=1e-6)

@@ -229,7 +229,6 @@ def _onnx_declared(model: Any) -> Declared:
 
 def _load_onnx(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
     from tvm.relax.frontend import detach_params
-    from tvm.relax.frontend.onnx import from_onnx
     from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
     model = _read_onnx(path)
@@ -253,11 +252,13 @@ def _load_onnx(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
         from .onnx_fold import fold_shape_computations
 
         model = fold_shape_computations(model, shapes)
+    from .source_importers import import_onnx  # TVM's importer, keeping the node names
+
     if quantized:  # weights stay constants: the converter reads them
         with importer_errors(path, "TVM's ONNX importer"):  # on a checked file: what still fails says so
-            return qdq_to_sima(from_onnx(model, shape_dict=shapes, keep_params_in_input=False)), {}
+            return qdq_to_sima(import_onnx(model, shapes, keep_params_in_input=False)), {}
     with importer_errors(path, "TVM's ONNX importer"):
-        mod, detached = detach_params(from_onnx(model, shape_dict=shapes, keep_params_in_input=True))
+        mod, detached = detach_params(import_onnx(model, shapes, keep_params_in_input=True))
     main = mod["main"]
     names = [p.name for p in main.params[int(main.attrs["num_input"]):]]
     return mod, {name: value.numpy() for name, value in zip(names, detached.get("main", []), strict=True)}
@@ -267,7 +268,6 @@ def _load_tflite(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
     import numpy as np
     import tflite
     from tvm.relax.frontend import detach_params
-    from tvm.relax.frontend.tflite import from_tflite
     from tvm.relax.frontend.tflite.tflite_frontend import OperatorConverter
 
     from .errors import importer_errors
@@ -298,12 +298,11 @@ def _load_tflite(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
         raise UnsupportedOpsError(str(path), missing)
     buf = path.read_bytes()
     shapes = _input_shapes(path, _tflite_declared(inputs), input_shapes)
+    from .source_importers import import_tflite  # TVM's importer, keeping the tensor names
+
     with importer_errors(path, "TVM's TFLite importer"):  # on a validated file: what still fails says so
-        mod = from_tflite(tflite.Model.GetRootAsModel(buf, 0), shape_dict=shapes,
-                          dtype_dict={t.name: str(t.dtype) for t in inputs})
-    if isinstance(mod, tuple):  # the importer returns (mod, params); its weights are constants in main
-        mod = mod[0]
-    return detach_params(mod)[0], {}
+        mod = import_tflite(tflite.Model.GetRootAsModel(buf, 0), shapes, {t.name: str(t.dtype) for t in inputs})
+    return detach_params(mod)[0], {}  # its weights are constants in main
 
 
 def _tflite_declared(inputs: Sequence[Any]) -> Declared:

@@ -21,6 +21,8 @@ LOG = logging.getLogger(__name__)
 
 #: Nodes folded when all their inputs are constants: at most this many output elements (shape arithmetic).
 MAX_FOLDED_ELEMENTS = 64
+#: Folding rounds at most (each round's folds can make more shapes static for the next).
+MAX_ROUNDS = 8
 _NEVER = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
 
 
@@ -55,10 +57,11 @@ def _evaluate(node: Any, values: dict[str, np.ndarray], opset: Any) -> Optional[
 def fold_shape_computations(model: Any, shapes: dict[str, tuple[int, ...]]) -> Any:
     """``model`` (not changed) with its inputs fixed to ``shapes`` and its shape computations folded.
 
-    Returns ``model`` itself when it has no ``Shape`` node.
+    Folding runs to a fixed point: a folded chain can make a reshape's output static, and with it
+    the shape of a tensor a later ``Shape`` reads (ONNX shape inference leaves it dynamic until then;
+    PP-OCRv4 rec needs three rounds). Returns ``model`` itself when it has no ``Shape`` node.
     """
     import onnx
-    from onnx import numpy_helper
 
     if not any(n.op_type == "Shape" for n in model.graph.node):
         return model
@@ -70,8 +73,22 @@ def fold_shape_computations(model: Any, shapes: dict[str, tuple[int, ...]]) -> A
             for dim, size in zip(dims, shapes[inp.name], strict=True):
                 dim.Clear()
                 dim.dim_value = int(size)
-    fixed = onnx.shape_inference.infer_shapes(fixed, data_prop=True)
-    static = _static_shapes(fixed)
+    total = 0
+    for _ in range(MAX_ROUNDS):
+        folded = _fold_once(fixed)
+        total += folded
+        if not folded:
+            break
+    LOG.info("folded %d shape-computation node(s) to constants for the fixed input shapes", total)
+    return fixed
+
+
+def _fold_once(fixed: Any) -> int:
+    """One round: infer shapes, then fold every ``Shape`` of a static tensor and what only constants feed."""
+    import onnx
+    from onnx import numpy_helper
+
+    static = _static_shapes(onnx.shape_inference.infer_shapes(fixed, data_prop=True))
     values = {i.name: numpy_helper.to_array(i) for i in fixed.graph.initializer}
     kept, folded = [], 0
     for node in fixed.graph.node:
@@ -92,5 +109,4 @@ def fold_shape_computations(model: Any, shapes: dict[str, tuple[int, ...]]) -> A
         folded += node.op_type != "Constant"
     del fixed.graph.node[:]
     fixed.graph.node.extend(kept)
-    LOG.info("folded %d shape-computation node(s) to constants for the fixed input shapes", folded)
-    return fixed
+    return folded

@@ -233,12 +233,14 @@ def quantize_info(
     kind: str = "activation",
     clip_min: Optional[float] = None,
     clip_max: Optional[float] = None,
+    source: str = "",
 ) -> relax.Call:
     """``sima.quantize_info``: identity whose attributes describe ``x``'s quantization.
 
     Attributes: ``scale``, ``zero_point``, ``axis``, ``dtype``, ``qmin``, ``qmax``, ``clip_min``,
     ``clip_max`` (real range, defaulting to the representable one), ``kind`` and ``name`` (the
-    tensor or layer name, the key of :func:`tvm_sima.read_quantize_info`).
+    tensor or layer name, the key of :func:`tvm_sima.read_quantize_info`), and, when known,
+    ``source``: the model file's own name of the node computing the tensor.
     """
     if kind not in KINDS:
         raise OpError(f"sima.quantize_info: kind={kind!r}; use one of {KINDS}")
@@ -254,6 +256,8 @@ def quantize_info(
         kind=kind,
         name=name,
     )
+    if source:
+        attrs["source"] = str(source)
     return make_call("sima.quantize_info", [x], attrs)
 
 

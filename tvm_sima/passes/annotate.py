@@ -23,6 +23,7 @@ from .. import ops as so
 from ..config import LayerInfo, QConfig, current_qconfig
 from ..graph import GraphIndex, op_name, rebuild_function, remap
 from ..math import QScheme, RoundingMode
+from ..source_names import TENSOR_SOURCES, SourceNames
 from .patterns import epilogue_chain
 
 __all__ = [
@@ -62,6 +63,9 @@ class AnnotateContext:
 
     ``shared`` maps a tensor (a Relax var) to the ``simulated_quantize`` already wrapping it, so a
     tensor read by several ops is quantized once, under one name (its first consumer's).
+    ``source_of(var)`` is the source name of a tensor (the model's node producing it; a layer's
+    for a layer's output); ``tensor_sources`` collects ``{tensor name: source name}`` (a weight's
+    is its layer's).
     """
 
     layer: LayerInfo
@@ -69,6 +73,8 @@ class AnnotateContext:
     tensors: list[str] = field(default_factory=list)
     builder: Optional[relax.BlockBuilder] = None
     shared: dict = field(default_factory=dict)
+    source_of: Optional[Callable[[relax.Expr], str]] = None
+    tensor_sources: dict = field(default_factory=dict)
 
     def tensor_name(self, role: str) -> str:
         """``<layer name>.<role>``, recorded as one of this layer's quantized tensors."""
@@ -98,9 +104,10 @@ def attach_simulated_quantize(expr: relax.Expr, kind: str, ctx: AnnotateContext,
     if isinstance(expr, relax.Var) and expr in ctx.shared:
         return ctx.shared[expr]
     lo, hi = _clip_range(ctx.config, kind, sign)
+    name = ctx.tensor_name(role or kind)
+    ctx.tensor_sources[name] = ctx.layer.source if kind == "weight" or ctx.source_of is None else ctx.source_of(expr)
     call = so.simulated_quantize(expr, kind=kind, dom_scale=1.0, clip_min=lo, clip_max=hi, sign=sign,
-                                 rounding=rounding or ctx.config.rounding_mode, name=ctx.tensor_name(role or kind),
-                                 axis=axis)
+                                 rounding=rounding or ctx.config.rounding_mode, name=name, axis=axis)
     if ctx.builder is None or not isinstance(expr, relax.Var):
         return call
     var = ctx.builder.emit(call, name_hint=f"{expr.name}_sq")
@@ -156,6 +163,16 @@ class _Annotator:
         self.shared: dict[relax.Var, relax.Var] = {}
         self.counts: dict[str, int] = {}
         self.builder = relax.BlockBuilder()
+        self.sources = SourceNames(mod["main"])
+        self.tensor_sources: dict[str, str] = {}
+        self.layer_sources: dict[str, str] = {}  # layer name -> its source name
+        self.output_sources: dict[str, str] = {}  # a layer's (epilogue) output var name -> the layer's source
+
+    def source_of(self, var: relax.Expr) -> str:
+        """The source name of a tensor: its layer's for a layer's output, else its producer's (by var name:
+        the rebuilt graph keeps the names)."""
+        name = getattr(var, "name", None)
+        return self.output_sources.get(name, "") if name in self.output_sources else self.sources.of(var)
 
     def _value_name(self, original: relax.Expr, producer_names: dict) -> str:
         if isinstance(original, relax.Var) and original in producer_names:
@@ -191,6 +208,7 @@ class _Annotator:
         op = op_name(value)
         if root in layer_of:
             producer_names[var] = f"{layer_of[root]}.output"
+            self.output_sources[var.name] = self.layer_sources[layer_of[root]]
         elif op is not None:
             count = self.counts.get(op, 0)
             self.counts[op] = count + 1
@@ -200,7 +218,8 @@ class _Annotator:
 
     def _default_context(self) -> AnnotateContext:
         layer = LayerInfo(-1, "", "", -1)
-        return AnnotateContext(layer, self.config, builder=self.builder, shared=self.shared)
+        return AnnotateContext(layer, self.config, builder=self.builder, shared=self.shared,
+                               source_of=self.source_of, tensor_sources=self.tensor_sources)
 
     def _wrap_value(self, original: relax.Expr, new: relax.Expr, producer_names: dict) -> relax.Expr:
         if not isinstance(new, relax.Var) or not is_float_tensor(new):
@@ -208,6 +227,7 @@ class _Annotator:
         if new in self.shared:
             return self.shared[new]
         name = self._value_name(original, producer_names)
+        self.tensor_sources[name] = self.source_of(original)
         ctx = self._default_context()
         lo, hi = _clip_range(self.config, "activation", True)
         call = so.simulated_quantize(new, kind="activation", dom_scale=1.0, clip_min=lo, clip_max=hi,
@@ -237,13 +257,15 @@ class _Annotator:
         if op in ANNOTATE_FUNCTIONS:
             index = len(self.layers)
             op_index = sum(1 for seen in self.layers if seen.op == op)
-            layer = LayerInfo(index, f"{_short(op)}_{index}", op, op_index)
+            layer = LayerInfo(index, f"{_short(op)}_{index}", op, op_index, self.sources.of(var))
             self.layers.append(layer)
             layer_of[var] = layer.name
+            self.layer_sources[layer.name] = layer.source
             config, skip = self.config.for_layer(layer)
             if skip:
                 return new_value
-            ctx = AnnotateContext(layer, config, builder=self.builder, shared=self.shared)
+            ctx = AnnotateContext(layer, config, builder=self.builder, shared=self.shared, source_of=self.source_of,
+                                  tensor_sources=self.tensor_sources)
             return ANNOTATE_FUNCTIONS[op](new_value, ctx)
         if op == "sima.simulated_quantize":
             return new_value
@@ -275,5 +297,6 @@ def annotate(mod: tvm.IRModule, config: Optional[QConfig] = None) -> tuple[tvm.I
     mod = relax.transform.FoldConstant()(mod)
     annotator = _Annotator(mod, config or current_qconfig())
     out = mod.clone()
-    out["main"] = annotator.run()
+    main = annotator.run()
+    out["main"] = main.with_attr(TENSOR_SOURCES, annotator.tensor_sources) if annotator.sources else main
     return out, annotator.layers

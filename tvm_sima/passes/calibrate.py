@@ -24,7 +24,7 @@ from ..calibration.data_checks import Batch, batch_arrays, check_batch
 from ..config import LayerInfo, QConfig, current_qconfig
 from ..math import Granularity
 
-__all__ = ["calibrate", "calibration_graph"]
+__all__ = ["PLACEHOLDER_RANGE", "calibrate", "calibration_graph", "placeholder_observers"]
 
 LOG = logging.getLogger(__name__)
 
@@ -94,6 +94,43 @@ def _observer(name: str, attrs: Any, config: QConfig, weight: bool) -> Observer:
                          **({} if weight or int(attrs["axis"]) < 0 else {"channel_mean_axis": int(attrs["axis"])}))
 
 
+def _tensor_configs(config: QConfig, layers: Optional[list[LayerInfo]]) -> Callable[[str], QConfig]:
+    """``config_of(tensor name)``: the configuration of the layer owning the tensor (``<layer>.<role>``)."""
+    by_layer = {layer.name: config.for_layer(layer)[0] for layer in layers or []}
+    return lambda tensor: by_layer.get(tensor.rsplit(".", 1)[0], config)
+
+
+def _weight_observers(weights: dict[str, tuple[np.ndarray, Any]],
+                      config_of: Callable[[str], QConfig]) -> dict[str, Observer]:
+    observers: dict[str, Observer] = {}
+    for name, (array, attrs) in weights.items():
+        observers[name] = _observer(name, attrs, config_of(name), weight=True)
+        observers[name].update(array)
+    return observers
+
+
+#: The range every activation gets in :func:`placeholder_observers`.
+PLACEHOLDER_RANGE = (-1.0, 1.0)
+
+
+def placeholder_observers(amod: tvm.IRModule, config: Optional[QConfig] = None,
+                          layers: Optional[list[LayerInfo]] = None) -> dict[str, Observer]:
+    """Observers for an annotated module without data: weights see their values, activations :data:`PLACEHOLDER_RANGE`.
+
+    For realize to say, before any calibration, which ops become integer and which stay float
+    (``tvm-sima inspect``): the reasons that depend on the graph are the real ones; the scales
+    are not, so limits that depend on them (an accumulator that could overflow, a shift out of
+    range) are only checked by a real calibration.
+    """
+    config = config or current_qconfig()
+    _, taps, weights = calibration_graph(amod)
+    observers = _weight_observers(weights, _tensor_configs(config, layers))
+    for name in taps:
+        observers[name] = make_observer("extrema", name)
+        observers[name].update(np.asarray(PLACEHOLDER_RANGE))
+    return observers
+
+
 def calibrate(amod: tvm.IRModule, dataset: Iterable[Batch], config: Optional[QConfig] = None,
               log_every: int = 10, layers: Optional[list[LayerInfo]] = None,
               build: Optional[CompileFunction] = None) -> dict[str, Observer]:
@@ -128,16 +165,9 @@ def calibrate(amod: tvm.IRModule, dataset: Iterable[Batch], config: Optional[QCo
     """
 
     config = config or current_qconfig()
-    by_layer = {layer.name: config.for_layer(layer)[0] for layer in layers or []}
-
-    def config_of(tensor: str) -> QConfig:
-        return by_layer.get(tensor.rsplit(".", 1)[0], config)
-
+    config_of = _tensor_configs(config, layers)
     mod, taps, weights = calibration_graph(amod)
-    observers: dict[str, Observer] = {}
-    for name, (array, attrs) in weights.items():
-        observers[name] = _observer(name, attrs, config_of(name), weight=True)
-        observers[name].update(array)
+    observers = _weight_observers(weights, config_of)
     for name, attrs in taps.items():
         observers[name] = _observer(name, attrs, config_of(name), weight=False)
     names = list(taps)

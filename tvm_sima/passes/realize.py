@@ -37,6 +37,7 @@ from .. import ops as so
 from ..calibration import Observer
 from ..config import LayerInfo, QConfig
 from ..graph import GraphIndex, constant_value, op_name, rebuild_main
+from ..source_names import SourceNames, tensor_sources
 from .annotate import is_float_tensor
 from .patterns import Epilogue, epilogue_chain
 
@@ -72,26 +73,39 @@ class QValue:
 
 @dataclass
 class RealizeReport:
-    """What realize did: fused layers, integer ops by type, ops left in float and why."""
+    """What realize did: fused layers, integer ops by type, ops left in float and why.
+
+    ``sources``: the model's own name (:mod:`tvm_sima.source_names`) of each layer, tensor and
+    float op's tensor named here, when the module carries them; ``layer_outputs``: the fused
+    layer computing each tensor a fused op outputs.
+    """
 
     fused: list[str] = field(default_factory=list)
     integer_ops: Counter = field(default_factory=Counter)
     float_ops: list[tuple[str, str, str]] = field(default_factory=list)  # (op, tensor, reason)
     notes: list[str] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)
+    layer_outputs: dict[str, str] = field(default_factory=dict)
+
+    def named(self, tensor: str) -> str:
+        """``tensor`` after its source name, ``p2o.Add.3 (add@3.output)``, when it has one."""
+        return f"{self.sources[tensor]} ({tensor})" if self.sources.get(tensor) else tensor
 
     def summary(self) -> str:
         lines = [f"fused conv/dense layers: {len(self.fused)}",
                  "integer ops: " + ", ".join(f"{k} x{v}" for k, v in sorted(self.integer_ops.items()))]
         if self.float_ops:
             lines.append(f"left in float ({len(self.float_ops)}):")
-            lines += [f"  {op} -> {tensor}: {reason}" for op, tensor, reason in self.float_ops]
+            lines += [f"  {op} -> {self.named(tensor)}: {reason}" for op, tensor, reason in self.float_ops]
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
         return {"fused": list(self.fused), "integer_ops": dict(self.integer_ops),
-                "float_ops": [{"op": o, "tensor": t, "reason": r} for o, t, r in self.float_ops],
-                "notes": list(self.notes)}
+                "float_ops": [{"op": o, "tensor": t, "source": self.sources.get(t, ""), "reason": r}
+                              for o, t, r in self.float_ops],
+                "notes": list(self.notes), "sources": {k: v for k, v in self.sources.items() if v},
+                "layer_outputs": dict(self.layer_outputs)}
 
 
 def tensor_qparams(observer: Observer, config: QConfig, model_input: bool = False) -> sm.QParams:
@@ -125,7 +139,9 @@ class RealizeContext:
         self.observers, self.config, self.bb = observers, config, builder
         self.numerics = lowering.Numerics.for_config(config)
         self.layers = {layer.name: layer for layer in layers}
-        self.report = RealizeReport()
+        self.report = RealizeReport(sources={**{la.name: la.source for la in layers if la.source},
+                                             **tensor_sources(func)})
+        self.source_names = SourceNames(func)
         self.fval: dict[relax.Var, relax.Expr] = {p: p for p in func.params}
         self.qval: dict[relax.Var, QValue] = {}
         self.sq: dict[relax.Var, tuple[relax.Expr, str, Any]] = {}
@@ -240,14 +256,14 @@ class RealizeContext:
         if sq is not None and name == self.sq[sq][1] and not aliased:
             name = f"{name}.pre"  # this tensor is requantized to the named one's scale before use
         out = self.bb.emit(call, name_hint=f"{var.name}_q")
-        info = self.bb.emit(so.quantize_info(out, qp, name=name), name_hint=f"{var.name}_qi")
+        info = self.bb.emit(so.quantize_info(out, qp, name=name, source=self.report.sources.get(name, "")),
+                            name_hint=f"{var.name}_qi")
         value = QValue(info, qp)
         self.qval[var] = value
         if aliased:
             assert sq is not None
             self.qval[sq] = value
         return value
-
 
 
 # --------------------------------------------------------------------------- conv2d / dense
@@ -290,6 +306,7 @@ def _emit_fused(ctx: RealizeContext, chain: Epilogue, fused: relax.Expr, yq: sm.
     ctx.set_q(chain.output, fused, yq, name)
     ctx.consumed.update(chain.vars)
     ctx.report.fused.append(layer)
+    ctx.report.layer_outputs[name] = layer
     ctx.report.integer_ops[op] += 1
 
 
@@ -424,7 +441,7 @@ for _op in ("relax.add", "relax.subtract", "relax.multiply"):
 
 
 def realize(amod: tvm.IRModule, observers: dict[str, Observer], config: QConfig,
-            layers: Optional[list[LayerInfo]] = None) -> tuple[tvm.IRModule, RealizeReport]:
+            layers: Optional[list[LayerInfo]] = None, *, warn: bool = True) -> tuple[tvm.IRModule, RealizeReport]:
     """The integer program of an annotated module, and a report of what was realized how.
 
     Parameters
@@ -437,15 +454,17 @@ def realize(amod: tvm.IRModule, observers: dict[str, Observer], config: QConfig,
         The configuration annotate used.
     layers : list of LayerInfo, optional
         Annotate's layers (their per-layer overrides apply).
+    warn : bool
+        Log the ops left in float (a dry run, :func:`tvm_sima.ptq.quantize_plan`, does not).
     """
     bb = relax.BlockBuilder()
     ctx = RealizeContext(amod["main"], observers, config, layers or [], bb)
     new_mod = rebuild_main(amod, lambda _bb, var, value, _m: _realize_binding(ctx, var, value), mapping=ctx.fval,
                            emit_output=lambda _bb, body, _m: ctx.as_float(body), builder=bb)
     new_mod = relax.transform.DeadCodeElimination(["main"])(new_mod)
-    if ctx.report.float_ops:
+    if ctx.report.float_ops and warn:
         LOG.warning("realize: %d ops stay in float:\n%s", len(ctx.report.float_ops),
-                    "\n".join(f"  {o} -> {t}: {r}" for o, t, r in ctx.report.float_ops))
+                    "\n".join(f"  {o} -> {ctx.report.named(t)}: {r}" for o, t, r in ctx.report.float_ops))
     return new_mod, ctx.report
 
 
@@ -465,7 +484,10 @@ def _realize_binding(ctx: RealizeContext, var: relax.Var, value: relax.Expr) -> 
         if reason is None:
             return None
     if isinstance(value, relax.Call) and any(isinstance(a, relax.Var) and a in ctx.sq for a in _flat(value.args)):
-        ctx.report.float_ops.append((op or type(value).__name__, var.name, reason or ""))
+        sq = ctx.sq_of.get(var)
+        tensor = ctx.sq[sq][1] if sq is not None else var.name  # the tensor's name, else the Relax var's
+        ctx.report.sources[tensor] = ctx.report.sources.get(tensor) or ctx.source_names.of(var)
+        ctx.report.float_ops.append((op or type(value).__name__, tensor, reason or ""))
     return _float_call(ctx, value)
 
 
