@@ -13,7 +13,7 @@ runtime cannot run the model. A failing stage is reported with its one-line reas
 It ends with one markdown table::
 
     .venv/bin/python tools/fetch_zoo.py && make models
-    .venv/bin/python benchmarks/bench_zoo.py [--models blazeface,ppocr_det] [--calib 32] [--eval 64]
+    .venv/bin/python benchmarks/bench_zoo.py [--models blazeface,ppocr_det] [--calib 16] [--eval 32]
     .venv/bin/python benchmarks/bench_zoo.py --quick      # stages only: 4 / 4 inputs, no peers
 
 The int8 program is built with ``offload=False`` (the TIR route: the same integers as the
@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import pathlib
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ from zoo_data import MODELS, ZooModel
 from zoo_peers import Outputs, PeerRun, aeq_static, litert_run, one_line, ort_quantize_static, ort_run, ort_session
 
 STAGES = ("import", "float build", "quantize", "int8 build", "run")
+#: Default calibration / evaluation inputs per model (``ZooModel.n_eval`` overrides the second).
+N_CALIB, N_EVAL = 16, 32
 
 
 @dataclass
@@ -182,8 +185,10 @@ def bench_model(model: ZooModel, n_calib: int, n_eval: int, peers: bool, offload
         how = "tools/fetch_zoo.py" if "zoo" in model.file.parts else "make models"
         result.stages["import"] = (False, 0.0, f"FileNotFoundError: {model.file} (run {how})")
         return result
-    calib, _ = model.inputs("calib", n_calib)
-    evals, result.labels = model.inputs("eval", n_eval)
+    data = result.stage("inputs", lambda: (model.inputs("calib", n_calib), model.inputs("eval", n_eval)))
+    if data is None:
+        return result
+    (calib, _), (evals, result.labels) = data
     try:
         result.reference, result.ref = runtime_float(model, evals)
     except Exception as err:  # noqa: BLE001 - e.g. LiteRT lacks a custom op: tvm-sima's float build is the reference
@@ -232,8 +237,8 @@ def _float_ops(report: Optional[dict]) -> collections.Counter:
 
 def print_result(model: ZooModel, result: Result) -> None:
     print(f"\n== {model.name} ({model.file.name}): {model.data}; float reference: {result.reference or 'none'}")
-    for name in STAGES:
-        if name in result.stages:
+    for name in ("inputs", *STAGES):
+        if name in result.stages and (name != "inputs" or not result.stages[name][0]):
             ok, seconds, error = result.stages[name]
             print(f"  {name:12s} {'ok  ' if ok else 'FAILS'} {seconds:7.1f} s  {error}")
     if result.float_vs_runtime_db is not None:
@@ -248,6 +253,7 @@ def print_result(model: ZooModel, result: Result) -> None:
     for note in result.notes:
         print(f"  note: {note}")
     if result.ref is None:
+        sys.stdout.flush()
         return
     shapes = [list(r.shape) for r in result.ref[0]]
     for label, outputs in [("tvm-sima", result.ours)] + [(f"{r.tool} {r.config}", r.outputs) for r in result.peers]:
@@ -261,10 +267,11 @@ def print_result(model: ZooModel, result: Result) -> None:
     for run in result.peers:
         status = f"FAILS {run.error}" if run.error else f"calib+quant {run.seconds:.1f} s"
         print(f"  {run.tool} {run.config}: {status}")
+    sys.stdout.flush()
 
 
 def _stages_cell(result: Result) -> str:
-    failed = [n for n in STAGES if n in result.stages and not result.stages[n][0]]
+    failed = [n for n in ("inputs", *STAGES) if n in result.stages and not result.stages[n][0]]
     seconds = sum(t for _ok, t, _e in result.stages.values())
     if failed:
         return f"{failed[0]} FAILS"
@@ -302,8 +309,9 @@ TABLE_HEAD = ("| model | stages | int MAC % | float ops | SQNR ours | SQNR peer 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {', '.join(MODELS)}")
-    parser.add_argument("--calib", type=int, default=None, help="calibration inputs per model (default 32)")
-    parser.add_argument("--eval", type=int, default=None, help="evaluation inputs per model (default 64)")
+    parser.add_argument("--calib", type=int, default=None, help=f"calibration inputs per model (default {N_CALIB})")
+    parser.add_argument("--eval", type=int, default=None,
+                        help=f"evaluation inputs per model (default {N_EVAL}; BlazeFace 100)")
     parser.add_argument("--quick", action="store_true", help="stages only: 4 calibration / 4 evaluation inputs, "
                         "no peers")
     parser.add_argument("--no-peers", action="store_true", help="skip onnxruntime / ai-edge-quantizer")
@@ -314,8 +322,7 @@ def main() -> None:
     unknown = [n for n in names if n not in MODELS]
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
-    n_calib = args.calib or (4 if args.quick else 32)
-    n_eval = args.eval or (4 if args.quick else 64)
+    n_calib = args.calib or (4 if args.quick else N_CALIB)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("tvm_sima").setLevel(logging.ERROR)
     import tvm_sima  # noqa: F401  (sets the thread count before TVM's runtime starts)
@@ -323,16 +330,20 @@ def main() -> None:
     start, rows, records = time.perf_counter(), [], []
     for name in names:
         model = MODELS[name]
+        n_eval = args.eval or (4 if args.quick else model.n_eval or N_EVAL)
         result = bench_model(model, n_calib, n_eval, peers=not (args.quick or args.no_peers), offload=args.offload)
         print_result(model, result)
         rows.append(table_row(model, result))
-        records.append({"model": name, "row": rows[-1], "stages": result.stages, "macs": result.macs})
+        records.append({"model": name, "calib": n_calib, "eval": n_eval, "row": rows[-1], "stages": result.stages,
+                        "macs": result.macs})
     seconds = time.perf_counter() - start
-    print(f"\n{n_calib} calibration / {n_eval} evaluation inputs per model, {seconds:.0f} s in all\n")
+    counts = sorted({r["eval"] for r in records})
+    print(f"\n{n_calib} calibration / {', '.join(map(str, counts))} evaluation inputs per model, "
+          f"{seconds:.0f} s in all\n")
     print(TABLE_HEAD)
     print("\n".join(rows))
     if args.json:
-        args.json.write_text(json.dumps({"calib": n_calib, "eval": n_eval, "models": records}, indent=2))
+        args.json.write_text(json.dumps({"seconds": seconds, "models": records}, indent=2))
 
 
 if __name__ == "__main__":
