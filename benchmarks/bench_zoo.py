@@ -1,0 +1,350 @@
+"""The real-model zoo end to end: each model through import, float build, quantize, int8 build and run, on real inputs.
+
+For each zoo model (``tools/fetch_zoo.py`` puts them in ``build/zoo``) and EfficientNet-Lite0
+(``make models``), on real inputs sized and normalised as the model's own pipeline does
+(``benchmarks/zoo_data.py``; calibration and evaluation images disjoint), it prints: each stage's
+success and time, the share of conv/dense multiply-accumulates in integer ops, the ops left in
+float with their reason (``tvm_sima.quantize_report``), the int8-vs-float SQNR of every output
+and the model's task metric (``benchmarks/zoo_metrics.py``) for the float model, tvm-sima's int8
+program and the peer quantizers side by side (``benchmarks/zoo_peers.py``: onnxruntime's
+``quantize_static`` for the ONNX models, ai-edge-quantizer for the TFLite ones). The float
+reference is the model's own runtime (onnxruntime / LiteRT), or tvm-sima's float build where that
+runtime cannot run the model. A failing stage is reported with its one-line reason; the run goes on.
+It ends with one markdown table::
+
+    .venv/bin/python tools/fetch_zoo.py && make models
+    .venv/bin/python benchmarks/bench_zoo.py [--models blazeface,ppocr_det] [--calib 16] [--eval 32]
+    .venv/bin/python benchmarks/bench_zoo.py --quick      # stages only: 4 / 4 inputs, no peers
+
+The int8 program is built with ``offload=False`` (the TIR route: the same integers as the
+offloaded C++ kernels, without compiling them; ``--offload`` builds them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import logging
+import math
+import pathlib
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+import zoo_metrics as zm
+from zoo_data import MODELS, ZooModel
+from zoo_peers import Outputs, PeerRun, aeq_static, litert_run, one_line, ort_quantize_static, ort_run, ort_session
+
+STAGES = ("import", "float build", "quantize", "int8 build", "run")
+#: Default calibration / evaluation inputs per model (``ZooModel.n_eval`` overrides the second).
+N_CALIB, N_EVAL = 16, 32
+
+
+@dataclass
+class Result:
+    """Everything measured on one model."""
+
+    name: str
+    stages: dict[str, tuple[bool, float, str]] = field(default_factory=dict)  # stage -> (ok, seconds, error)
+    reference: str = ""  # which runtime gave the float outputs
+    ref: Optional[Outputs] = None
+    ours: Optional[Outputs] = None
+    float_vs_runtime_db: Optional[float] = None
+    report: Optional[dict] = None
+    macs: Optional[tuple[int, int]] = None  # (integer, float) multiply-accumulates per inference
+    peers: list[PeerRun] = field(default_factory=list)
+    labels: Optional[np.ndarray] = None
+    notes: list[str] = field(default_factory=list)
+
+    def stage(self, name: str, fn: Callable[[], Any]) -> Any:
+        """Run one stage, record its time and success; None when it fails."""
+        start = time.perf_counter()
+        try:
+            value = fn()
+        except Exception as err:  # noqa: BLE001 - the benchmark reports every failure and goes on
+            self.stages[name] = (False, time.perf_counter() - start, one_line(err))
+            return None
+        self.stages[name] = (True, time.perf_counter() - start, "")
+        return value
+
+
+# -- multiply-accumulates --------------------------------------------------------------------------------------------
+
+def _shape(expr: Any) -> list[int]:
+    if not hasattr(expr, "ty"):  # a constant: its array
+        return [int(d) for d in expr.value.shape]
+    return [int(d) for d in expr.ty.shape]
+
+
+def layer_macs(var: Any, call: Any, op: str) -> Optional[int]:
+    """Multiply-accumulates of the conv / dense / matmul call bound to ``var`` (None for other ops)."""
+    if op in ("relax.nn.conv1d", "relax.nn.conv2d", "relax.nn.conv3d", "sima.conv2d"):
+        weight = _shape(call.args[1])
+        out_channels = weight[str(call.attrs.kernel_layout).index("O")]
+        return math.prod(_shape(var)) * math.prod(weight) // out_channels
+    if op in ("relax.nn.conv1d_transpose", "relax.nn.conv2d_transpose"):
+        weight = _shape(call.args[1])
+        in_channels = weight[str(call.attrs.kernel_layout).index("I")]
+        return math.prod(_shape(call.args[0])) * math.prod(weight) // in_channels
+    if op == "sima.dense":
+        return math.prod(_shape(var)) * _shape(call.args[1])[1]
+    if op == "relax.matmul":
+        return math.prod(_shape(var)) * _shape(call.args[0])[-1]
+    return None
+
+
+def count_macs(mod: Any) -> tuple[int, int]:
+    """(MACs in ``sima.*`` integer ops, MACs in float conv / matmul ops) of ``main``."""
+    from tvm import relax
+
+    from tvm_sima.graph import op_name
+
+    integer = floating = 0
+    for block in mod["main"].body.blocks:
+        for binding in block.bindings:
+            value = binding.value
+            op = op_name(value) if isinstance(value, relax.Call) else None
+            macs = layer_macs(binding.var, value, op) if op else None
+            if macs is not None:
+                integer, floating = (integer + macs, floating) if op.startswith("sima.") else (integer, floating + macs)
+    return integer, floating
+
+
+# -- one model -------------------------------------------------------------------------------------------------------
+
+def _vm_outputs(value: Any) -> list[np.ndarray]:
+    if hasattr(value, "numpy"):
+        return [value.numpy()]
+    return [array for item in value for array in _vm_outputs(item)]
+
+
+def vm_run(executable: Any, inputs: list[np.ndarray]) -> Outputs:
+    import tvm
+    from tvm import relax
+
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    return [_vm_outputs(vm["main"](tvm.runtime.tensor(x))) for x in inputs]
+
+
+def runtime_float(model: ZooModel, inputs: list[np.ndarray]) -> tuple[str, Outputs]:
+    if model.file.suffix == ".onnx":
+        return "onnxruntime", ort_run(ort_session(str(model.file)), inputs)
+    return "LiteRT", litert_run(model.file.read_bytes(), inputs)
+
+
+def check_outputs(ref: Outputs, out: Outputs, who: str) -> Outputs:
+    """``out`` if its outputs have the reference's count and sizes, else a ValueError naming them."""
+    want, got = [r.size for r in ref[0]], [o.size for o in out[0]]
+    if want != got:
+        raise ValueError(f"{who} gives outputs of sizes {got}, the float model {want}")
+    return [[o.reshape(r.shape) for r, o in zip(rs, os_, strict=True)] for rs, os_ in zip(ref, out, strict=True)]
+
+
+def bench_tvm_sima(model: ZooModel, result: Result, calib: list[np.ndarray], evals: list[np.ndarray],
+                   work: pathlib.Path, offload: bool) -> None:
+    import tvm_sima
+
+    loaded = result.stage("import", lambda: tvm_sima.load_model(model.file, input_shapes=model.input_shapes))
+    if loaded is None:
+        return
+    mod, params = loaded
+    float_out = result.stage("float build", lambda: vm_run(tvm_sima.build(mod, params=params, offload=False),
+                                                           evals[:1] if result.ref else evals))
+    if float_out is not None and result.ref is not None:
+        checked = check_outputs(result.ref[:1], float_out, "float build")
+        result.float_vs_runtime_db = zm.output_sqnr(result.ref[:1], checked, model.primary)
+    elif float_out is not None:
+        result.reference, result.ref = "tvm-sima float build", float_out
+    qmod = result.stage("quantize", lambda: tvm_sima.quantize(mod, params, calib, work_dir=work / "tvm_sima",
+                                                              progress=False))
+    if qmod is None:
+        return
+    result.report = tvm_sima.quantize_report(qmod)
+    try:
+        result.macs = count_macs(qmod)
+    except Exception as err:  # noqa: BLE001 - a shape this count does not know: say so, go on
+        result.notes.append(f"MAC count fails: {one_line(err)}")
+    executable = result.stage("int8 build", lambda: tvm_sima.build(qmod, offload=offload))
+    if executable is None:
+        return
+    out = result.stage("run", lambda: vm_run(executable, evals))
+    if out is not None and result.ref is not None:
+        try:
+            result.ours = check_outputs(result.ref, out, "the int8 program")
+        except ValueError as err:
+            result.notes.append(str(err))
+
+
+def bench_model(model: ZooModel, n_calib: int, n_eval: int, peers: bool, offload: bool) -> Result:
+    result = Result(model.name)
+    if not model.file.is_file():
+        how = "tools/fetch_zoo.py" if "zoo" in model.file.parts else "make models"
+        result.stages["import"] = (False, 0.0, f"FileNotFoundError: {model.file} (run {how})")
+        return result
+    data = result.stage("inputs", lambda: (model.inputs("calib", n_calib), model.inputs("eval", n_eval)))
+    if data is None:
+        return result
+    (calib, _), (evals, result.labels) = data
+    try:
+        result.reference, result.ref = runtime_float(model, evals)
+    except Exception as err:  # noqa: BLE001 - e.g. LiteRT lacks a custom op: tvm-sima's float build is the reference
+        result.notes.append(f"float runtime cannot run the model: {one_line(err)}")
+    with tempfile.TemporaryDirectory(prefix=f"bench_zoo_{model.name}_") as tmp:
+        work = pathlib.Path(tmp)
+        bench_tvm_sima(model, result, calib, evals, work, offload)
+        if peers and model.file.suffix == ".onnx":
+            result.peers = ort_quantize_static(str(model.file), calib, evals, work / "ort")
+        elif peers:
+            result.peers = aeq_static(str(model.file), calib, evals)
+    if result.ref is not None:
+        for run in result.peers:
+            if run.outputs is not None:
+                try:
+                    run.outputs = check_outputs(result.ref, run.outputs, run.config)
+                except ValueError as err:
+                    run.outputs, run.error = None, str(err)
+    return result
+
+
+# -- reporting -------------------------------------------------------------------------------------------------------
+
+def best_peer(model: ZooModel, result: Result) -> Optional[PeerRun]:
+    """The peer configuration with the highest SQNR on the table's output."""
+    runs = [r for r in result.peers if r.outputs is not None]
+    if result.ref is None or not runs:
+        return None
+    return max(runs, key=lambda r: zm.output_sqnr(result.ref, r.outputs, model.primary))
+
+
+def _metric(model: ZooModel, result: Result, outputs: Optional[Outputs], index: int = 0) -> str:
+    if outputs is None or result.ref is None:
+        return "-"
+    metric = model.metrics[index]
+    return metric.fmt.format(metric.fn(result.ref, outputs, result.labels))
+
+
+def _db(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.2f} dB"
+
+
+def _float_ops(report: Optional[dict]) -> collections.Counter:
+    return collections.Counter((f["op"], f["reason"]) for f in (report or {}).get("float_ops", []))
+
+
+def print_result(model: ZooModel, result: Result) -> None:
+    print(f"\n== {model.name} ({model.file.name}): {model.data}; float reference: {result.reference or 'none'}")
+    for name in ("inputs", *STAGES):
+        if name in result.stages and (name != "inputs" or not result.stages[name][0]):
+            ok, seconds, error = result.stages[name]
+            print(f"  {name:12s} {'ok  ' if ok else 'FAILS'} {seconds:7.1f} s  {error}")
+    if result.float_vs_runtime_db is not None:
+        print(f"  float build vs {result.reference}: {_db(result.float_vs_runtime_db)}")
+    if result.report is not None:
+        print(f"  {len(result.report['fused'])} fused layers, {len(result.report['float_ops'])} ops left in float")
+        for (op, reason), n in _float_ops(result.report).most_common():
+            print(f"    {n:3d} x {op}: {reason}")
+    if result.macs is not None:
+        integer, floating = result.macs
+        print(f"  conv/dense MACs: {integer / 1e6:.1f} M integer, {floating / 1e6:.1f} M float")
+    for note in result.notes:
+        print(f"  note: {note}")
+    if result.ref is None:
+        sys.stdout.flush()
+        return
+    shapes = [list(r.shape) for r in result.ref[0]]
+    for label, outputs in [("tvm-sima", result.ours)] + [(f"{r.tool} {r.config}", r.outputs) for r in result.peers]:
+        if outputs is None:
+            continue
+        sqnr = ", ".join(f"{shape}: {zm.output_sqnr(result.ref, outputs, i):.2f} dB" for i, shape in enumerate(shapes))
+        tasks = ", ".join(f"{m.label} {_metric(model, result, outputs, i)}" for i, m in enumerate(model.metrics))
+        print(f"  {label}: SQNR {sqnr}; {tasks}")
+    own = ", ".join(f"{m.label} {_metric(model, result, result.ref, i)}" for i, m in enumerate(model.metrics))
+    print(f"  float: {own}")
+    for run in result.peers:
+        status = f"FAILS {run.error}" if run.error else f"calib+quant {run.seconds:.1f} s"
+        print(f"  {run.tool} {run.config}: {status}")
+    sys.stdout.flush()
+
+
+def _stages_cell(result: Result) -> str:
+    failed = [n for n in ("inputs", *STAGES) if n in result.stages and not result.stages[n][0]]
+    seconds = sum(t for _ok, t, _e in result.stages.values())
+    if failed:
+        return f"{failed[0]} FAILS"
+    done = sum(1 for n in STAGES if n in result.stages)
+    return f"{done}/{len(STAGES)} ok, {seconds:.0f} s"
+
+
+def table_row(model: ZooModel, result: Result) -> str:
+    if result.macs is not None and sum(result.macs):
+        mac = f"{100 * result.macs[0] / sum(result.macs):.1f} %"
+    else:
+        mac = "-"
+    ops = _float_ops(result.report)
+    by_op = collections.Counter()
+    for (op, _reason), n in ops.items():
+        by_op[op.removeprefix("relax.")] += n
+    float_ops = "-" if result.report is None else (", ".join(f"{n} {op}" for op, n in by_op.most_common()) or "0")
+    ours = None if result.ours is None or result.ref is None else zm.output_sqnr(result.ref, result.ours, model.primary)
+    peer = best_peer(model, result)
+    peer_db = "-" if peer is None else f"{_db(zm.output_sqnr(result.ref, peer.outputs, model.primary))} ({peer.config})"
+    if not result.peers:
+        peer_db = "-"
+    elif peer is None:
+        peer_db = f"fails: {result.peers[0].error[:60]}"
+    task = " / ".join([_metric(model, result, result.ref), _metric(model, result, result.ours),
+                       _metric(model, result, None if peer is None else peer.outputs)])
+    return (f"| {model.name} | {_stages_cell(result)} | {mac} | {float_ops} | {_db(ours)} | {peer_db} "
+            f"| {model.metrics[0].label}: {task} |")
+
+
+TABLE_HEAD = ("| model | stages | int MAC % | float ops | SQNR ours | SQNR peer best "
+              "| task metric: float / ours / peer |\n|---|---|---|---|---|---|---|")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {', '.join(MODELS)}")
+    parser.add_argument("--calib", type=int, default=None, help=f"calibration inputs per model (default {N_CALIB})")
+    parser.add_argument("--eval", type=int, default=None,
+                        help=f"evaluation inputs per model (default {N_EVAL}; BlazeFace 100)")
+    parser.add_argument("--quick", action="store_true", help="stages only: 4 calibration / 4 evaluation inputs, "
+                        "no peers")
+    parser.add_argument("--no-peers", action="store_true", help="skip onnxruntime / ai-edge-quantizer")
+    parser.add_argument("--offload", action="store_true", help="build the int8 program with the offloaded C++ kernels")
+    parser.add_argument("--json", type=pathlib.Path, help="also write the table's numbers here")
+    args = parser.parse_args()
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    n_calib = args.calib or (4 if args.quick else N_CALIB)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("tvm_sima").setLevel(logging.ERROR)
+    import tvm_sima  # noqa: F401  (sets the thread count before TVM's runtime starts)
+
+    start, rows, records = time.perf_counter(), [], []
+    for name in names:
+        model = MODELS[name]
+        n_eval = args.eval or (4 if args.quick else model.n_eval or N_EVAL)
+        result = bench_model(model, n_calib, n_eval, peers=not (args.quick or args.no_peers), offload=args.offload)
+        print_result(model, result)
+        rows.append(table_row(model, result))
+        records.append({"model": name, "calib": n_calib, "eval": n_eval, "row": rows[-1], "stages": result.stages,
+                        "macs": result.macs})
+    seconds = time.perf_counter() - start
+    counts = sorted({r["eval"] for r in records})
+    print(f"\n{n_calib} calibration / {', '.join(map(str, counts))} evaluation inputs per model, "
+          f"{seconds:.0f} s in all\n")
+    print(TABLE_HEAD)
+    print("\n".join(rows))
+    if args.json:
+        args.json.write_text(json.dumps({"seconds": seconds, "models": records}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

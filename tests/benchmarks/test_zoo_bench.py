@@ -1,0 +1,192 @@
+"""The zoo benchmark's own parts, without the zoo: task metrics on arrays, the MAC count on Relax modules, the peers.
+
+``benchmarks/bench_zoo.py`` needs the models of ``tools/fetch_zoo.py`` (not in CI); what it
+computes from their outputs is checked here on arrays whose answers are known, and its peer
+runners on the repository's own fixtures.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import zoo_metrics as zm  # noqa: E402
+
+
+def _outs(*arrays):
+    return [[np.asarray(a, dtype=np.float32)] for a in arrays]
+
+
+def test_sqnr_db_is_pooled_over_inputs():
+    ref = [np.ones(4), np.full(4, 3.0)]
+    out = [np.ones(4) + 0.1, np.full(4, 3.0)]  # noise only in the first: 0.04 against signal 4 + 36
+    assert zm.sqnr_db(ref, out) == pytest.approx(10 * np.log10(40 / 0.04))
+    assert zm.sqnr_db(ref, ref) == float("inf")
+    with pytest.raises(ValueError, match="same"):
+        zm.sqnr_db(ref, out[:1])
+
+
+def test_face_accuracy_clips_the_logit_and_a_constant_output_scores_one_half():
+    assert zm.face_scores(np.array([-3430.0, 1.0])) == pytest.approx(1 / (1 + np.exp(-1.0)))
+    assert zm.face_scores(np.array([1e6])) == pytest.approx(1 / (1 + np.exp(-100.0)))  # clipped, no overflow
+    labels = np.array([1, 1, 0, 0])
+    outs = _outs([2.0, -5.0], [-1.0, -2.0], [-3.0, -4.0], [0.5, -9.0])
+    assert zm.face_accuracy([[np.zeros(1), o[0]] for o in outs], labels, index=1) == 0.5  # 1st right, 2nd, 4th wrong
+    collapsed = [[np.zeros((896, 1))] for _ in labels]  # every crop scores sigmoid(0): never above 0.5
+    assert zm.face_accuracy(collapsed, labels, index=0) == 0.5
+
+
+def test_landmark_error_is_the_mean_xy_distance_and_ignores_z():
+    ref = _outs(np.zeros(6))  # two landmarks (x, y, z)
+    out = _outs([3.0, 4.0, 100.0, 0.0, 0.0, -7.0])
+    assert zm.landmark_error_px(ref, out, indices=[0]) == pytest.approx(2.5)
+
+
+def test_ssd_anchors_match_mediapipe_counts_and_order():
+    palm = zm.ssd_anchors(192, [8, 16, 16, 16])
+    assert palm.shape == (2016, 2)  # 24 x 24 x 2 + 12 x 12 x 6, palm_detection_lite's 2016 boxes
+    assert zm.ssd_anchors(128, [8, 16, 16, 16]).shape == (896, 2)  # BlazeFace short range
+    np.testing.assert_allclose(palm[0], palm[1])
+    np.testing.assert_allclose(palm[0], [0.5 / 24, 0.5 / 24])
+    np.testing.assert_allclose(palm[2], [1.5 / 24, 0.5 / 24])  # x runs first within a row
+    np.testing.assert_allclose(palm[1152:1158], [[0.5 / 12, 0.5 / 12]] * 6)
+    np.testing.assert_allclose(palm[-1], [11.5 / 12, 11.5 / 12])
+
+
+def test_boxes_decode_around_their_anchor_and_iou():
+    box = zm.decode_box(np.array([0.0, 0.0, 19.2, 19.2]), np.array([0.5, 0.5]), 192)
+    np.testing.assert_allclose(box, [0.45, 0.45, 0.55, 0.55])
+    shifted = box + np.array([0.05, 0, 0.05, 0])
+    assert zm.box_iou(box, box) == pytest.approx(1.0)
+    assert zm.box_iou(box, shifted) == pytest.approx(1 / 3)
+    assert zm.box_iou(box, box + 1.0) == 0.0
+
+
+def test_best_anchor_agreement_and_box_iou_follow_each_runs_own_best_anchor():
+    anchors = np.array([[0.25, 0.5], [0.75, 0.5]])
+    boxes = np.array([[0, 0, 19.2, 19.2], [0, 0, 19.2, 19.2]], dtype=np.float32)
+    ref = [[boxes, np.array([5.0, 1.0])], [boxes, np.array([5.0, 1.0])]]
+    out = [[boxes, np.array([4.0, 1.0])], [boxes, np.array([1.0, 4.0])]]  # the second picks the other anchor
+    assert zm.best_anchor_agreement(ref, out, 0, 1, anchors, 192) == 0.5
+    assert zm.best_box_iou(ref, out, 0, 1, anchors, 192) == pytest.approx(0.5)  # IoU 1 and 0
+
+
+def test_mask_iou_is_pooled_and_two_empty_masks_agree():
+    ref = _outs([0.9, 0.9, 0.1], [0.1, 0.1, 0.1])
+    out = _outs([0.9, 0.1, 0.1], [0.9, 0.1, 0.1])
+    assert zm.mask_iou(ref, out, 0, 0.5) == pytest.approx(1 / 3)  # intersection 1, union 2 + 1
+    assert zm.mask_iou(_outs([0.0]), _outs([0.2]), 0, 0.3) == 1.0
+
+
+def test_label_agreement_and_ctc_decoding():
+    assert zm.label_agreement(_outs([0.2, 0.8], [0.6, 0.4]), _outs([0.3, 0.7], [0.4, 0.6]), 0) == 0.5
+    steps = np.eye(4)[[1, 1, 0, 1, 2, 2, 0, 0, 3]]  # (T, classes); 0 is the blank
+    assert zm.ctc_greedy(steps[None]) == (1, 1, 2, 3)
+    other = np.eye(4)[[1, 0, 0, 1, 2, 2, 2, 0, 3]]  # different steps, the same text
+    assert zm.ctc_agreement(_outs(steps), _outs(other), 0) == 1.0
+    assert zm.ctc_agreement(_outs(steps), _outs(np.eye(4)[[1, 2, 3]]), 0) == 0.0
+
+
+def test_count_macs_counts_float_and_integer_convolutions_and_matmuls():
+    import bench_zoo
+    from tvm import relax
+
+    from tvm_sima import ops as so
+
+    x = relax.Var("x", relax.TensorType((1, 3, 8, 8), "float32"))
+    q = relax.Var("q", relax.TensorType((1, 8, 8, 3), "int8"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x, q]):
+        with bb.dataflow():
+            w = relax.const(np.ones((4, 3, 3, 3), "float32"))
+            y = bb.emit(relax.op.nn.conv2d(x, w, padding=1))  # 1*4*8*8 outputs x 27 = 6912
+            dw = bb.emit(relax.op.nn.conv2d(y, relax.const(np.ones((4, 1, 3, 3), "float32")), padding=1,
+                                            groups=4))  # 256 x 9 = 2304
+            flat = bb.emit(relax.op.reshape(dw, (1, 256)))
+            mm = bb.emit(relax.op.matmul(flat, relax.const(np.ones((256, 10), "float32"))))  # 10 x 256 = 2560
+            hwio = relax.const(np.ones((3, 3, 3, 5), "int8"))  # NHWC / HWIO: 5 output channels
+            iq = bb.emit(so.conv2d(q, hwio, None, shift=0, padding=1, data_layout="NHWC"))  # 320 x 27 = 8640
+            out = bb.emit_output(relax.Tuple([mm, iq]))
+        bb.emit_func_output(out)
+    assert bench_zoo.count_macs(bb.get()) == (8640, 6912 + 2304 + 2560)
+
+
+def test_ort_peer_quantizes_an_opset_11_model_and_runs_it_both_ways(tmp_path):
+    """PP-OCR's models are opset 11 / 12: per-channel QDQ needs opset 13, the peer converts."""
+    import onnx
+    from zoo_peers import ort_quantize_static, ort_run, ort_session
+
+    proto = onnx.load(ROOT / "tests" / "fixtures" / "digits_cnn_float.onnx")
+    proto.opset_import[0].version = 11  # Conv, Relu, Transpose, Flatten, Gemm: the same at opset 11
+    onnx.checker.check_model(proto)
+    old = tmp_path / "digits_opset11.onnx"
+    onnx.save(proto, old)
+    data = np.load(ROOT / "tests" / "fixtures" / "digits_calib_nchw.npy")
+    calib, evals = [x[None] for x in data[:8]], [x[None] for x in data[8:24]]
+    ref = ort_run(ort_session(str(old)), evals)
+    runs = ort_quantize_static(str(old), calib, evals, tmp_path / "work")
+    assert [r.config for r in runs] == ["QDQ MinMax, deployed", "QDQ MinMax, ORT_DISABLE_ALL",
+                                        "QDQ Percentile, deployed", "QDQ Percentile, ORT_DISABLE_ALL"]
+    for run in runs:
+        assert run.error == "" and run.outputs is not None, run.error
+        assert zm.output_sqnr(ref, run.outputs, 0) > 15.0, run.config  # int8, not a broken model
+
+
+def _mediapipe_style(data: bytes) -> bytes:
+    """The digits CNN as MediaPipe's files are: no signature, op codes in the deprecated field, float16 weights."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
+    model.signatureDefs = None
+    graph = model.subgraphs[0]
+    conv = next(op for op in graph.operators
+                if model.operatorCodes[op.opcodeIndex].builtinCode == schema.BuiltinOperator.CONV_2D)
+    weight = graph.tensors[conv.inputs[1]]
+    half = np.frombuffer(bytes(model.buffers[weight.buffer].data), dtype=np.float32).astype(np.float16)
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(half.tobytes(), dtype=np.uint8)
+    model.buffers.append(buffer)
+    source = schema.TensorT()
+    source.shape, source.type, source.buffer, source.name = list(weight.shape), schema.TensorType.FLOAT16, \
+        len(model.buffers) - 1, b"weight_fp16"
+    graph.tensors.append(source)
+    weight.buffer = 0  # now the DEQUANTIZE output, an activation
+    code = schema.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.DEQUANTIZE
+    model.operatorCodes.append(code)
+    dequantize = schema.OperatorT()
+    dequantize.opcodeIndex, dequantize.inputs, dequantize.outputs = len(model.operatorCodes) - 1, \
+        [len(graph.tensors) - 1], [conv.inputs[1]]
+    graph.operators.insert(0, dequantize)
+    for c in model.operatorCodes:
+        c.deprecatedBuiltinCode, c.builtinCode = min(c.builtinCode, 127), 0  # 0 (ADD): readers must take the max
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def test_tflite_for_quantizer_keeps_the_float_model_and_adds_what_ai_edge_quantizer_reads():
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.tools import flatbuffer_utils
+    from zoo_peers import SIGNATURE, litert_run, tflite_for_quantizer
+
+    styled = _mediapipe_style((ROOT / "tests" / "fixtures" / "digits_cnn_float.tflite").read_bytes())
+    assert Interpreter(model_content=styled).get_signature_list() == {}
+    fixed = tflite_for_quantizer(styled)
+    assert list(Interpreter(model_content=fixed).get_signature_list()) == [SIGNATURE]
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(fixed))
+    codes = [c.builtinCode for c in model.operatorCodes]
+    assert schema.BuiltinOperator.CONV_2D in codes and schema.BuiltinOperator.ADD not in codes
+    assert all(model.operatorCodes[op.opcodeIndex].builtinCode != schema.BuiltinOperator.DEQUANTIZE
+               for op in model.subgraphs[0].operators)
+    data = np.load(ROOT / "tests" / "fixtures" / "digits_calib_nchw.npy")
+    inputs = [x.transpose(1, 2, 0)[None] for x in data[:8]]
+    before, after = (litert_run(m, inputs, reference_kernels=True) for m in (styled, fixed))
+    for b, a in zip(before, after, strict=True):
+        np.testing.assert_array_equal(a[0], b[0])  # widening float16 is what DEQUANTIZE did: bit-exact
