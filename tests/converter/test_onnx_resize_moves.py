@@ -1,0 +1,60 @@
+"""ONNX QDQ models of one op (Resize, DepthToSpace, SpaceToDepth, Pad) -> load_model -> convert -> build.
+
+Each model is ``x -> QuantizeLinear -> DequantizeLinear -> op -> QuantizeLinear -> DequantizeLinear``;
+the oracle is onnxruntime running it node by node (``ORT_DISABLE_ALL``: dequantize -> float op ->
+quantize, see ``test_onnx_qdq.py``). Value moves must be exact; a bilinear resize within 1 LSB
+(10-bit weights instead of float32 ones).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import tvm
+from onnx import TensorProto, helper, numpy_helper
+from tvm import relax
+
+import tvm_sima
+
+RNG = np.random.default_rng(17)
+
+
+def qdq_model(path, node, in_shape, out_shape, in_q, out_q, inits=()):
+    """The one-op QDQ model of the module docstring (``node`` reads ``xd`` and writes ``yf``)."""
+    consts = {"s_in": np.float32(in_q[0]), "z_in": np.int8(in_q[1]), "s_out": np.float32(out_q[0]),
+              "z_out": np.int8(out_q[1])}
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s_in", "z_in"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s_in", "z_in"], ["xd"]), node,
+             helper.make_node("QuantizeLinear", ["yf", "s_out", "z_out"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "s_out", "z_out"], ["y"])]
+    graph = helper.make_graph(nodes, "one_op", [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()] + list(inits))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8), path)
+    return path
+
+
+def converted_and_reference(path, shape):
+    """``(convert's output, onnxruntime's output, report)`` on one random input."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    mod, _ = tvm_sima.load_model(path)
+    converted, report = tvm_sima.convert(mod)
+    x = RNG.uniform(-2.5, 2.5, size=shape).astype("float32")
+    vm = relax.VirtualMachine(tvm_sima.build(converted), tvm.cpu())
+    return vm["main"](tvm.runtime.tensor(x)).numpy(), session.run(None, {"x": x})[0], report
+
+
+@pytest.mark.parametrize("out_q", [(0.02, 3), (0.03, -5)], ids=["same-qparams", "requantized"])
+@pytest.mark.parametrize("mode", ["half_pixel", "align_corners", "asymmetric", "pytorch_half_pixel"])
+def test_a_bilinear_resize_converts_within_one_lsb_of_onnxruntime(tmp_path, mode, out_q):
+    sizes = numpy_helper.from_array(np.array([1, 3, 11, 7], np.int64), "sizes")
+    node = helper.make_node("Resize", ["xd", "", "", "sizes"], ["yf"], mode="linear",
+                            coordinate_transformation_mode=mode)
+    path = qdq_model(tmp_path / "resize.onnx", node, [1, 3, 5, 4], [1, 3, 11, 7], (0.02, 3), out_q, [sizes])
+    got, want, report = converted_and_reference(path, (1, 3, 5, 4))
+    assert report.unconverted == [] and [c["op"] for c in report.converted] == ["integer bilinear resize"]
+    assert np.abs(np.round((got - want) / out_q[0])).max() <= 1
