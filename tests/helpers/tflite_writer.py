@@ -138,3 +138,27 @@ def resize_bilinear_tflite(path: pathlib.Path, shape: Sequence[int], size: Seque
     return one_op_tflite(path, "RESIZE_BILINEAR", [Tensor("x", shape, qparams),
                                                    Tensor("size", [2], data=np.asarray(size, np.int32))],
                          Tensor("y", out, qparams), options)
+
+
+def pad_tflite(path: pathlib.Path, shape: Sequence[int], paddings: Sequence[Sequence[int]],
+               qparams: tuple[float, int]) -> pathlib.Path:
+    """An int8 PAD of ``shape`` by ``paddings`` (one ``(before, after)`` per axis)."""
+    pads = np.asarray(paddings, np.int32)
+    out = [d + int(p.sum()) for d, p in zip(shape, pads, strict=True)]
+    return one_op_tflite(path, "PAD", [Tensor("x", shape, qparams), Tensor("paddings", list(pads.shape), data=pads)],
+                         Tensor("y", out, qparams))
+
+
+def depth_space_tflite(path: pathlib.Path, op: str, shape: Sequence[int], block: int,
+                       qparams: tuple[float, int]) -> pathlib.Path:
+    """An int8 NHWC DEPTH_TO_SPACE or SPACE_TO_DEPTH of ``shape`` with ``block``."""
+    n, h, w, c = shape
+    out = [n, h * block, w * block, c // block**2] if op == "DEPTH_TO_SPACE" else \
+        [n, h // block, w // block, c * block**2]
+
+    def options(b: flatbuffers.Builder) -> int:
+        b.StartObject(1)
+        b.PrependInt32Slot(0, block, 0)
+        return b.EndObject()
+
+    return one_op_tflite(path, op, [Tensor("x", shape, qparams)], Tensor("y", out, qparams), options)
