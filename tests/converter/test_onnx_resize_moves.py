@@ -58,3 +58,36 @@ def test_a_bilinear_resize_converts_within_one_lsb_of_onnxruntime(tmp_path, mode
     got, want, report = converted_and_reference(path, (1, 3, 5, 4))
     assert report.unconverted == [] and [c["op"] for c in report.converted] == ["integer bilinear resize"]
     assert np.abs(np.round((got - want) / out_q[0])).max() <= 1
+
+
+def _pads(pads, value=None):
+    inits = [numpy_helper.from_array(np.array(pads, np.int64), "pads")]
+    if value is not None:
+        inits.append(numpy_helper.from_array(np.array(value, np.float32), "value"))
+    return helper.make_node("Pad", ["xd", "pads"] + (["value"] if value is not None else []), ["yf"],
+                            mode="constant"), inits
+
+
+MOVES = {
+    # case: (node, initializers, input shape, output shape)
+    "depth_to_space-DCR": (helper.make_node("DepthToSpace", ["xd"], ["yf"], blocksize=2, mode="DCR"), [],
+                           [1, 8, 3, 4], [1, 2, 6, 8]),
+    "depth_to_space-CRD": (helper.make_node("DepthToSpace", ["xd"], ["yf"], blocksize=2, mode="CRD"), [],
+                           [1, 8, 3, 4], [1, 2, 6, 8]),
+    "space_to_depth": (helper.make_node("SpaceToDepth", ["xd"], ["yf"], blocksize=2), [], [1, 2, 6, 8],
+                       [1, 8, 3, 4]),
+    "pad-channels": (*_pads([0, 0, 0, 0, 0, 5, 0, 0]), [1, 3, 4, 5], [1, 8, 4, 5]),
+    "pad-before-and-after": (*_pads([0, 2, 1, 0, 0, 3, 0, 2]), [1, 3, 4, 5], [1, 8, 5, 7]),
+    "pad-value": (*_pads([0, 0, 1, 1, 0, 0, 1, 1], 0.5), [1, 3, 4, 5], [1, 3, 6, 7]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MOVES))
+def test_value_moves_convert_exactly(tmp_path, case):
+    # DepthToSpace / SpaceToDepth import as reshape -> transpose -> reshape (run on the codes since
+    # converter/layout_moves.py); Pad as a call_tir of TOPI's pad (relax.nn.pad since frontends/onnx_pad.py).
+    node, inits, in_shape, out_shape = MOVES[case]
+    path = qdq_model(tmp_path / f"{case}.onnx", node, in_shape, out_shape, (0.02, 3), (0.02, 3), inits)
+    got, want, report = converted_and_reference(path, tuple(in_shape))
+    assert report.unconverted == [] and len(report.converted) == 1
+    np.testing.assert_array_equal(got, want)
