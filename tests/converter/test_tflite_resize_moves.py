@@ -1,4 +1,4 @@
-"""int8 TFLite files of one op (RESIZE_BILINEAR, PAD, DEPTH_TO_SPACE, SPACE_TO_DEPTH) -> load_model -> convert.
+"""int8 TFLite files of one op (resize, PAD, DEPTH_TO_SPACE, SPACE_TO_DEPTH) -> load_model -> convert.
 
 Written field by field (``helpers.tflite_writer``); the oracle is LiteRT's reference kernels
 (``BUILTIN_REF``), and every result must equal it bit for bit.
@@ -11,7 +11,7 @@ import pytest
 import tvm
 from helpers.litert import litert
 from helpers.relax import float_bindings
-from helpers.tflite_writer import depth_space_tflite, pad_tflite, resize_bilinear_tflite
+from helpers.tflite_writer import depth_space_tflite, pad_tflite, resize_bilinear_tflite, resize_tflite
 from tvm import relax
 
 import tvm_sima
@@ -50,6 +50,10 @@ CASES = {
     "pad-spatial": lambda p: pad_tflite(p, (1, 3, 4, 5), [[0, 0], [1, 2], [2, 0], [0, 0]], QPARAMS),
     "depth_to_space": lambda p: depth_space_tflite(p, "DEPTH_TO_SPACE", (1, 3, 2, 8), 2, QPARAMS),
     "space_to_depth": lambda p: depth_space_tflite(p, "SPACE_TO_DEPTH", (1, 4, 6, 3), 2, QPARAMS),
+    # 3 -> 5 with align_corners puts o = 1, 3 exactly halfway (0.5, 1.5): LiteRT rounds away from zero
+    **{f"nearest-{mode}": (lambda p, f=FLAGS[mode]: resize_tflite(p, (1, 3, 4, 2), (5, 7), QPARAMS, nearest=True,
+                                                                   align_corners=f[0], half_pixel_centers=f[1]))
+       for mode in FLAGS},
 }
 
 

@@ -124,21 +124,31 @@ def one_op_tflite(path: pathlib.Path, op: str, inputs: Sequence[Tensor], output:
     return path
 
 
-def resize_bilinear_tflite(path: pathlib.Path, shape: Sequence[int], size: Sequence[int], qparams: tuple[float, int],
-                           *, align_corners: bool = False, half_pixel_centers: bool = False) -> pathlib.Path:
-    """An int8 NHWC RESIZE_BILINEAR of ``shape`` to ``size = (height, width)``, one scale for both tensors."""
+def resize_tflite(path: pathlib.Path, shape: Sequence[int], size: Sequence[int], qparams: tuple[float, int], *,
+                  align_corners: bool = False, half_pixel_centers: bool = False, nearest: bool = False) -> pathlib.Path:
+    """An int8 NHWC RESIZE_BILINEAR (RESIZE_NEAREST_NEIGHBOR) of ``shape`` to ``size = (height, width)``.
+
+    Both tensors share ``qparams``; the options tables: bilinear (align_corners 2,
+    half_pixel_centers 3), nearest (align_corners 0, half_pixel_centers 1).
+    """
+    first = 0 if nearest else 2
 
     def options(b: flatbuffers.Builder) -> int:
-        b.StartObject(4)
-        b.PrependBoolSlot(2, align_corners, False)
-        b.PrependBoolSlot(3, half_pixel_centers, False)
+        b.StartObject(first + 2)
+        b.PrependBoolSlot(first, align_corners, False)
+        b.PrependBoolSlot(first + 1, half_pixel_centers, False)
         return b.EndObject()
 
     out = [shape[0], size[0], size[1], shape[3]]
-    return one_op_tflite(path, "RESIZE_BILINEAR", [Tensor("x", shape, qparams),
-                                                   Tensor("size", [2], data=np.asarray(size, np.int32))],
+    op = "RESIZE_NEAREST_NEIGHBOR" if nearest else "RESIZE_BILINEAR"
+    return one_op_tflite(path, op, [Tensor("x", shape, qparams), Tensor("size", [2], data=np.asarray(size, np.int32))],
                          Tensor("y", out, qparams), options)
 
+
+def resize_bilinear_tflite(path: pathlib.Path, shape: Sequence[int], size: Sequence[int], qparams: tuple[float, int],
+                           *, align_corners: bool = False, half_pixel_centers: bool = False) -> pathlib.Path:
+    """:func:`resize_tflite` of RESIZE_BILINEAR."""
+    return resize_tflite(path, shape, size, qparams, align_corners=align_corners, half_pixel_centers=half_pixel_centers)
 
 def pad_tflite(path: pathlib.Path, shape: Sequence[int], paddings: Sequence[Sequence[int]],
                qparams: tuple[float, int]) -> pathlib.Path:

@@ -64,6 +64,7 @@ _OPTION_FIELDS = {
                                               "ShrinkAxisMask", "Offset")),
     "PACK": ("PackOptions", ("ValuesCount", "Axis")),
     "RESIZE_BILINEAR": ("ResizeBilinearOptions", ("AlignCorners", "HalfPixelCenters")),
+    "RESIZE_NEAREST_NEIGHBOR": ("ResizeNearestNeighborOptions", ("AlignCorners", "HalfPixelCenters")),
     "DEPTH_TO_SPACE": ("DepthToSpaceOptions", ("BlockSize",)),
     "SPACE_TO_DEPTH": ("SpaceToDepthOptions", ("BlockSize",)),
 }

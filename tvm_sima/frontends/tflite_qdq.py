@@ -10,7 +10,8 @@ Relax's own TFLite importer rejects many int8 graphs; this one reads the flatbuf
 * ADD / SUB / MUL, AVERAGE_POOL_2D (padding left out of the count, as TFLite), MEAN:
   ``quantize(act(op(dequantize(a), dequantize(b))))``;
 * ops that only move values and keep the scale (RESHAPE, STRIDED_SLICE, MAX_POOL_2D, PAD (with the
-  zero point's code), DEPTH_TO_SPACE / SPACE_TO_DEPTH (reshape -> transpose -> reshape), and
+  zero point's code), DEPTH_TO_SPACE / SPACE_TO_DEPTH (reshape -> transpose -> reshape),
+  RESIZE_NEAREST_NEIGHBOR (``take`` of LiteRT's indices per axis), and
   CONCATENATION of inputs sharing one scale) run on the integers;
 * RESIZE_BILINEAR: ``quantize(resize2d(dequantize(x)))``, NHWC, its align_corners /
   half_pixel_centers as the coordinate mode (``tvm_sima.convert`` gives it LiteRT's 10-bit taps);
@@ -44,7 +45,8 @@ __all__ = ["QDQ_OPS", "import_int8_tflite", "unsupported_ops"]
 
 QDQ_OPS = ("ADD", "AVERAGE_POOL_2D", "BATCH_TO_SPACE_ND", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D",
            "DEPTH_TO_SPACE", "DEQUANTIZE", "FULLY_CONNECTED", "MAX_POOL_2D", "MEAN", "MUL", "PACK", "PAD", "QUANTIZE",
-           "RESHAPE", "RESIZE_BILINEAR", "SHAPE", "SPACE_TO_BATCH_ND", "SPACE_TO_DEPTH", "STRIDED_SLICE", "SUB")
+           "RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "SHAPE", "SPACE_TO_BATCH_ND", "SPACE_TO_DEPTH",
+           "STRIDED_SLICE", "SUB")
 _ACTIVATIONS = {"NONE": None, "RELU": (0.0, None), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}
 _SHAPE_OPS = ("SHAPE", "PACK", "STRIDED_SLICE")  # evaluated at import time when their inputs are int32
 
@@ -273,15 +275,19 @@ class _Importer:
             y = self.bb.emit(relax.op.strided_slice(y, axes, begin, end, strides), name_hint=self.out_name(op))
         return self.bb.emit(relax.op.squeeze(y, dropped), name_hint=self.out_name(op)) if dropped else y
 
+    def _move_operand(self, op: TFLiteOp) -> np.ndarray:
+        """The constant second input of a move on the codes (PAD, RESIZE_NEAREST_NEIGHBOR)."""
+        value = self.static_value(op.inputs[1])
+        if value is None or not _same(self.tensor(op.inputs[0]), self.tensor(op.outputs[0])):
+            raise ValueError(f"op {op.index} ({op.name}): needs a constant second input and the input's "
+                             "quantization parameters on the output")
+        return np.asarray(value)
+
     @_register("PAD")
     def _op_pad(self, op: TFLiteOp) -> relax.Expr:
-        x, out, pads = self.tensor(op.inputs[0]), self.tensor(op.outputs[0]), self.static_value(op.inputs[1])
-        if pads is None or not _same(x, out):
-            raise ValueError(f"op {op.index} (PAD): the paddings must be a constant and the output keep the input's "
-                             "quantization parameters")
-        fill = float(np.atleast_1d(out.zero_point)[0])  # TFLite pads int8 tensors with the output zero point
-        return self.bb.emit(relax.op.nn.pad(self.value(op.inputs[0]), [int(p) for p in np.asarray(pads).ravel()],
-                                            "constant", fill), name_hint=self.out_name(op))
+        pads, zp = self._move_operand(op), self.tensor(op.outputs[0]).zero_point  # int8 PAD fills with the zp
+        return self.bb.emit(relax.op.nn.pad(self.value(op.inputs[0]), [int(p) for p in pads.ravel()], "constant",
+                                            float(np.atleast_1d(zp)[0])), name_hint=self.out_name(op))
 
     @_register("DEPTH_TO_SPACE", "SPACE_TO_DEPTH")
     def _op_depth_space(self, op: TFLiteOp) -> relax.Expr:
@@ -293,6 +299,15 @@ class _Importer:
         y = self.bb.emit(relax.op.reshape(self.value(op.inputs[0]), steps[0]))
         y = self.bb.emit(relax.op.permute_dims(y, [0, 1, 3, 2, 4, 5]))
         return self.bb.emit(relax.op.reshape(y, steps[1]), name_hint=self.out_name(op))
+
+    @_register("RESIZE_NEAREST_NEIGHBOR")
+    def _op_resize_nearest(self, op: TFLiteOp) -> relax.Expr:
+        size, o, y = self._move_operand(op), op.options, self.value(op.inputs[0])
+        for axis, n_in in ((1, self.shape(op.inputs[0])[1]), (2, self.shape(op.inputs[0])[2])):
+            index = sm.tflite_nearest_indices(n_in, int(size[axis - 1]), align_corners=bool(o["AlignCorners"]),
+                                              half_pixel_centers=bool(o["HalfPixelCenters"]))
+            y = self.bb.emit(relax.op.take(y, relax.const(index.astype(np.int32), "int32"), axis=axis, mode="clip"))
+        return y
 
     @_register("RESIZE_BILINEAR")
     def _op_resize_bilinear(self, op: TFLiteOp) -> relax.Expr:

@@ -70,6 +70,7 @@ from .resize import (
     linear_taps,
     resize_accumulate,
     resize_bilinear,
+    tflite_nearest_indices,
     tflite_resize_bilinear,
 )
 from .rounding import RoundingMode, round_real, rounding_right_shift
@@ -148,6 +149,7 @@ __all__ = [
     "linear_taps",
     "resize_accumulate",
     "resize_bilinear",
+    "tflite_nearest_indices",
     "tflite_resize_bilinear",
     "rounding_divide_by_pot",
     "rounding_right_shift",

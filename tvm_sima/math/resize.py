@@ -36,7 +36,7 @@ from .fixed_point import FixedPointMultiplier
 from .rounding import RoundingMode
 
 __all__ = ["LINEAR_COORDINATE_MODES", "LinearTaps", "RESIZE_FRACTION_BITS", "linear_taps", "resize_accumulate",
-           "resize_bilinear", "tflite_resize_bilinear"]
+           "resize_bilinear", "tflite_nearest_indices", "tflite_resize_bilinear"]
 
 #: Fraction bits of each axis' interpolation weights (LiteRT's int8 kernel uses 10).
 RESIZE_FRACTION_BITS = 10
@@ -138,3 +138,20 @@ def tflite_resize_bilinear(codes: npt.ArrayLike, size: Sequence[int], *, align_c
     fpm = FixedPointMultiplier(1, 2 * RESIZE_FRACTION_BITS, RoundingMode.HALF_AWAY_FROM_ZERO)
     info = np.iinfo(q.dtype)
     return resize_bilinear(q, taps, (1, 2), 0, fpm, 0, int(info.min), int(info.max)).astype(q.dtype)
+
+
+def tflite_nearest_indices(in_size: int, out_size: int, *, align_corners: bool = False,
+                           half_pixel_centers: bool = False) -> np.ndarray:
+    """The input index each output index of LiteRT's RESIZE_NEAREST_NEIGHBOR copies, along one axis.
+
+    In float32 as LiteRT: ``scale = in / out`` (``(in - 1) / (out - 1)`` with align_corners),
+    ``(o + offset) * scale`` (offset 0.5 with half-pixel centers) rounded half away from zero with
+    align_corners, else floored, then clamped to ``[0, in - 1]``.
+    """
+    if align_corners and out_size > 1:
+        scale = np.float32(in_size - 1) / np.float32(out_size - 1)
+    else:
+        scale = np.float32(in_size) / np.float32(out_size)
+    x = (np.arange(out_size, dtype=np.float32) + np.float32(0.5 if half_pixel_centers else 0.0)) * scale
+    index = np.sign(x) * np.floor(np.abs(x) + np.float32(0.5)) if align_corners else np.floor(x)
+    return np.clip(index.astype(np.int64), 0, in_size - 1)
