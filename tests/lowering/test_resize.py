@@ -100,3 +100,11 @@ def test_the_float_route_quantizes_a_bilinear_resize_to_integers(tmp_path):
                               sm.FixedPointMultiplier(1, 20, "half_up"), x_q.zero_point, x_q.qmin, x_q.qmax)
     got = relax.VirtualMachine(tvm_sima.build(qmod), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_array_equal(got, sm.dequantize(want, x_q).astype("float32"))
+
+
+def test_a_symbolic_batch_still_lowers():
+    # calibration builds use a symbolic batch; only the spatial sizes need to be static.
+    n = tvm.tirx.Var("n", "int64")
+    call = resize_call((n, 3, 5, 7), (10, 14), "NCHW", "half_pixel")
+    x_q = sm.QParams(0.02, 5, "int8")
+    assert isinstance(lower_resize(lowering.Request(call, [x_q], x_q, FLOAT_ROUTE)), lowering.Lowered)

@@ -47,7 +47,15 @@ def _refusal(r: Request) -> Union[str, None]:
     return None
 
 
-def _taps_and_multiplier(r: Request, shapes: tuple[list[int], list[int]], axes: Sequence[int]
+def _spatial(shape: object, axes: Sequence[int]) -> Union[list[int], None]:
+    """The static sizes of ``shape`` along ``axes`` (the batch may be symbolic), else None."""
+    try:
+        return [int(shape[a]) for a in axes]  # type: ignore[index]
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _taps_and_multiplier(r: Request, sizes: tuple[list[int], list[int]]
                          ) -> tuple[list[sm.LinearTaps], sm.FixedPointMultiplier, bool]:
     """The taps per axis, the final rescale (with the weights' 2**-20), and whether it runs on raw codes."""
     x_q, y_q = r.inputs[0], r.output
@@ -55,7 +63,7 @@ def _taps_and_multiplier(r: Request, shapes: tuple[list[int], list[int]], axes: 
     model = sm.RoundingMode.parse(r.rounding) if r.rounding else None
     tflite = (r.numerics.resize is ResizeMethod.OF_THE_MODEL and model is sm.RoundingMode.HALF_AWAY_FROM_ZERO
               and mode != "pytorch_half_pixel")
-    taps = [sm.linear_taps(shapes[0][a], shapes[1][a], mode, tflite=tflite) for a in axes]
+    taps = [sm.linear_taps(n_in, n_out, mode, tflite=tflite) for n_in, n_out in zip(*sizes, strict=True)]
     bits = 2 * sm.RESIZE_FRACTION_BITS
     of_the_model = model if model in (sm.RoundingMode.HALF_EVEN, sm.RoundingMode.HALF_AWAY_FROM_ZERO) else None
     if same_qparams(x_q, y_q):
@@ -84,13 +92,15 @@ def lower_resize(r: Request) -> Union[Lowered, str]:
     if method != "linear":
         return f"{method} resize (nearest_neighbor and linear run on integers)"
     refusal = _refusal(r)
-    in_shape = r.input_shape()
-    out_shape = getattr(r.call.ty, "shape", None)
-    if refusal or in_shape is None or out_shape is None:
-        return refusal or "linear resize without static shapes"
-    shapes = (in_shape, [int(d) for d in out_shape])
+    if refusal:
+        return refusal
     axes = _AXES[str(r.call.attrs["layout"])]
-    taps, fpm, raw = _taps_and_multiplier(r, shapes, axes)
+    shape_in = getattr(r.call.args[0].ty, "shape", None)
+    sizes = (_spatial(shape_in, axes), _spatial(getattr(r.call.ty, "shape", None), axes))
+    if sizes[0] is None or sizes[1] is None or shape_in is None:
+        return "linear resize without static spatial sizes"
+    rank = len(shape_in)
+    taps, fpm, raw = _taps_and_multiplier(r, sizes)  # type: ignore[arg-type]
     zp_in, zp_out = (0, 0) if raw else (per_tensor(r.inputs[0])[1], per_tensor(r.output)[1])
     codes, out_dtype = r.codes(), r.out_dtype
 
@@ -99,7 +109,7 @@ def lower_resize(r: Request) -> Union[Lowered, str]:
         if zp_in:
             acc = bb.emit(relax.op.subtract(acc, relax.const(zp_in, "int32")))
         for t, axis in zip(taps, axes, strict=True):
-            acc = _along(bb, acc, t, axis, len(in_shape))
+            acc = _along(bb, acc, t, axis, rank)
         return rescale(bb, acc, 0, fpm, zp_out, codes, out_dtype)
 
     label = "integer bilinear resize (LiteRT's 10-bit taps)" if raw else "integer bilinear resize"
