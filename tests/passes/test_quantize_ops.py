@@ -186,19 +186,19 @@ def test_global_average_pool_and_mean(tmp_path):
 
 
 def test_ops_without_integer_form_stay_float_and_are_reported(tmp_path, caplog):
-    #   x -> conv2d -> log_softmax -> resize(bilinear) -> y
+    #   x -> conv2d -> log_softmax -> resize(bicubic) -> y     (bilinear is integer since lowering/resize.py)
     shape = (1, 3, 6, 6)
 
     def body(bb, x):
         conv = bb.emit(relax.op.nn.conv2d(x, const((4, 3, 1, 1))))
         soft = bb.emit(relax.op.nn.log_softmax(conv, axis=1))
-        return relax.op.image.resize2d(soft, (12, 12), method="linear")
+        return relax.op.image.resize2d(soft, (12, 12), method="cubic")
 
     with caplog.at_level(logging.WARNING):
         qmod, report, ref, out = quantize_and_compare(graph(shape, body), shape, tmp_path)
     ops = [f["op"] for f in report["float_ops"]]
     assert ops == ["relax.nn.log_softmax", "relax.image.resize2d"]
-    assert "interpolates" in report["float_ops"][1]["reason"]
+    assert "cubic resize" in report["float_ops"][1]["reason"]
     assert "2 ops stay in float" in caplog.text and "relax.nn.log_softmax" in caplog.text
     counts = op_counts(qmod)
     assert counts["sima.conv2d"] == 1 and counts["sima.dequantize"] == 1  # dequantized once, before log_softmax

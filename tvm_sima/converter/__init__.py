@@ -16,10 +16,11 @@ relu6 / clip, become one ``sima.conv2d`` / ``sima.dense`` on the raw integers:
   op needs only a right shift (SiMa); its error against the tflite mode is measured in the tests.
 
 Other ops between dequantize and quantize get an integer form (:mod:`.integer_ops`): add / sub /
-mul, average / max / global pool, mean, concat, reshape / flatten / transpose / slice, and the
-activations as clips on the codes. Each chain is checked against the hardware rules
-(:mod:`.rules`); what is not converted stays float between its dequantize and quantize and is
-listed in the report with the reason (the rule it broke, or the pattern it did not fit).
+mul, average / max / global pool, mean, concat, reshape / flatten / transpose / slice (chains of
+them, as DepthToSpace imports: :mod:`.layout_moves`), resize, and the activations as clips on the
+codes. Each chain is checked against the hardware rules (:mod:`.rules`); what is not converted
+stays float between its dequantize and quantize and is listed in the report with the reason (the
+rule it broke, or the pattern it did not fit).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from .. import math as sm
 from .. import ops as so
 from ..graph import GraphIndex, op_name, rebuild_main, remap
 from .chains import Match
+from .layout_moves import sink_dequantize
 from .rules import DEFAULT_LIMITS, HardwareLimits
 
 __all__ = ["convert", "MODES", "HardwareLimits", "ConversionReport"]
@@ -93,6 +95,7 @@ def convert(mod: tvm.IRModule, mode: Union[str, sm.RequantMode] = "tflite", *,
     requant = sm.RequantMode.parse(mode)
     if not isinstance(mod, tvm.IRModule) or "main" not in [g.name_hint for g in mod.get_global_vars()]:
         raise TypeError("convert expects a tvm.IRModule with a 'main' function (tvm_sima.load_model's output)")
+    mod = sink_dequantize(mod)  # reshape -> transpose -> reshape chains (DepthToSpace) run on the codes
     index = GraphIndex(mod["main"])
     matches, skip, reasons = _find_matches(index, NUMERICS[requant], limits)
     report = ConversionReport(str(getattr(mode, "value", mode)))

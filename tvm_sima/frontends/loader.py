@@ -233,6 +233,7 @@ def _load_onnx(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
 
     model = _read_onnx(path)
     from .errors import importer_errors
+    from .onnx_pad import pad_from_te
     from .onnx_qdq import UNSUPPORTED_QUANTIZED, is_quantized, qdq_to_sima, rewrite_qoperators
 
     quantized = is_quantized(model)
@@ -256,9 +257,9 @@ def _load_onnx(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
 
     if quantized:  # weights stay constants: the converter reads them
         with importer_errors(path, "TVM's ONNX importer"):  # on a checked file: what still fails says so
-            return qdq_to_sima(import_onnx(model, shapes, keep_params_in_input=False)), {}
+            return qdq_to_sima(pad_from_te(import_onnx(model, shapes, keep_params_in_input=False))), {}
     with importer_errors(path, "TVM's ONNX importer"):
-        mod, detached = detach_params(import_onnx(model, shapes, keep_params_in_input=True))
+        mod, detached = detach_params(pad_from_te(import_onnx(model, shapes, keep_params_in_input=True)))
     main = mod["main"]
     names = [p.name for p in main.params[int(main.attrs["num_input"]):]]
     return mod, {name: value.numpy() for name, value in zip(names, detached.get("main", []), strict=True)}

@@ -9,8 +9,12 @@ Relax's own TFLite importer rejects many int8 graphs; this one reads the flatbuf
   output channel), the fused activation as ``relu`` / ``clip``;
 * ADD / SUB / MUL, AVERAGE_POOL_2D (padding left out of the count, as TFLite), MEAN:
   ``quantize(act(op(dequantize(a), dequantize(b))))``;
-* ops that only move values and keep the scale (RESHAPE, STRIDED_SLICE, MAX_POOL_2D, and
+* ops that only move values and keep the scale (RESHAPE, STRIDED_SLICE, MAX_POOL_2D, PAD (with the
+  zero point's code), DEPTH_TO_SPACE / SPACE_TO_DEPTH (reshape -> transpose -> reshape),
+  RESIZE_NEAREST_NEIGHBOR (``take`` of LiteRT's indices per axis), and
   CONCATENATION of inputs sharing one scale) run on the integers;
+* RESIZE_BILINEAR: ``quantize(resize2d(dequantize(x)))``, NHWC, its align_corners /
+  half_pixel_centers as the coordinate mode (``tvm_sima.convert`` gives it LiteRT's 10-bit taps);
 * shape arithmetic on int32 tensors (SHAPE, STRIDED_SLICE, PACK: the TFLite converter's flatten with
   a dynamic batch) is evaluated at import time, so the RESHAPE gets a constant shape;
 * SPACE_TO_BATCH_ND -> CONV_2D / DEPTHWISE_CONV_2D (VALID) -> BATCH_TO_SPACE_ND (how TensorFlow
@@ -40,8 +44,9 @@ from .tflite_flatbuffer import TFLiteGraph, TFLiteOp, TFLiteTensor, read_tflite
 __all__ = ["QDQ_OPS", "import_int8_tflite", "unsupported_ops"]
 
 QDQ_OPS = ("ADD", "AVERAGE_POOL_2D", "BATCH_TO_SPACE_ND", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D",
-           "DEQUANTIZE", "FULLY_CONNECTED", "MAX_POOL_2D", "MEAN", "MUL", "PACK", "QUANTIZE", "RESHAPE", "SHAPE",
-           "SPACE_TO_BATCH_ND", "STRIDED_SLICE", "SUB")
+           "DEPTH_TO_SPACE", "DEQUANTIZE", "FULLY_CONNECTED", "MAX_POOL_2D", "MEAN", "MUL", "PACK", "PAD", "QUANTIZE",
+           "RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "SHAPE", "SPACE_TO_BATCH_ND", "SPACE_TO_DEPTH",
+           "STRIDED_SLICE", "SUB")
 _ACTIVATIONS = {"NONE": None, "RELU": (0.0, None), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}
 _SHAPE_OPS = ("SHAPE", "PACK", "STRIDED_SLICE")  # evaluated at import time when their inputs are int32
 
@@ -269,6 +274,50 @@ class _Importer:
         if axes:
             y = self.bb.emit(relax.op.strided_slice(y, axes, begin, end, strides), name_hint=self.out_name(op))
         return self.bb.emit(relax.op.squeeze(y, dropped), name_hint=self.out_name(op)) if dropped else y
+
+    def _move_operand(self, op: TFLiteOp) -> np.ndarray:
+        """The constant second input of a move on the codes (PAD, RESIZE_NEAREST_NEIGHBOR)."""
+        value = self.static_value(op.inputs[1])
+        if value is None or not _same(self.tensor(op.inputs[0]), self.tensor(op.outputs[0])):
+            raise ValueError(f"op {op.index} ({op.name}): needs a constant second input and the input's "
+                             "quantization parameters on the output")
+        return np.asarray(value)
+
+    @_register("PAD")
+    def _op_pad(self, op: TFLiteOp) -> relax.Expr:
+        pads, zp = self._move_operand(op), self.tensor(op.outputs[0]).zero_point  # int8 PAD fills with the zp
+        return self.bb.emit(relax.op.nn.pad(self.value(op.inputs[0]), [int(p) for p in pads.ravel()], "constant",
+                                            float(np.atleast_1d(zp)[0])), name_hint=self.out_name(op))
+
+    @_register("DEPTH_TO_SPACE", "SPACE_TO_DEPTH")
+    def _op_depth_space(self, op: TFLiteOp) -> relax.Expr:
+        (n, h, w, c), k = self.shape(op.inputs[0]), int(op.options["BlockSize"])
+        if op.name == "DEPTH_TO_SPACE":  # NHWC, TensorFlow's order: (k, k, C / k^2) in the channels
+            steps = [(n, h, w, k, k, c // (k * k)), (n, h * k, w * k, c // (k * k))]
+        else:
+            steps = [(n, h // k, k, w // k, k, c), (n, h // k, w // k, c * k * k)]
+        y = self.bb.emit(relax.op.reshape(self.value(op.inputs[0]), steps[0]))
+        y = self.bb.emit(relax.op.permute_dims(y, [0, 1, 3, 2, 4, 5]))
+        return self.bb.emit(relax.op.reshape(y, steps[1]), name_hint=self.out_name(op))
+
+    @_register("RESIZE_NEAREST_NEIGHBOR")
+    def _op_resize_nearest(self, op: TFLiteOp) -> relax.Expr:
+        size, o, y = self._move_operand(op), op.options, self.value(op.inputs[0])
+        for axis, n_in in ((1, self.shape(op.inputs[0])[1]), (2, self.shape(op.inputs[0])[2])):
+            index = sm.tflite_nearest_indices(n_in, int(size[axis - 1]), align_corners=bool(o["AlignCorners"]),
+                                              half_pixel_centers=bool(o["HalfPixelCenters"]))
+            y = self.bb.emit(relax.op.take(y, relax.const(index.astype(np.int32), "int32"), axis=axis, mode="clip"))
+        return y
+
+    @_register("RESIZE_BILINEAR")
+    def _op_resize_bilinear(self, op: TFLiteOp) -> relax.Expr:
+        size, o = self.static_value(op.inputs[1]), op.options
+        if size is None:
+            raise ValueError(f"op {op.index} (RESIZE_BILINEAR): the size must be a constant")
+        mode = "half_pixel" if o["HalfPixelCenters"] else "align_corners" if o["AlignCorners"] else "asymmetric"
+        y = self.bb.emit(relax.op.image.resize2d(self.dequantize(op.inputs[0]), [int(d) for d in size], None, "NHWC",
+                                                 "linear", mode, ""))
+        return _finish(self.bb, op, self.tensor(op.outputs[0]), y)
 
     @_register("MAX_POOL_2D")
     def _op_max_pool_2d(self, op: TFLiteOp) -> relax.Expr:

@@ -10,6 +10,7 @@ the integer ops of every op come from here, so the same op cannot drift between 
 * :mod:`.tables` — unary functions as lookup tables, integer softmax;
 * :mod:`.constant_tables` — an op of a tensor and a constant: a table per constant value (PReLU: :mod:`.prelu`);
 * :mod:`.moves` — value-moving ops, clips, concat;
+* :mod:`.resize` — ``resize2d``: nearest on the codes, bilinear with fixed-point taps;
 * :mod:`.numerics` — :class:`Numerics`, each route's choice of algorithm per family;
 * :mod:`.families` — :data:`FAMILIES`, the op -> family table both routes dispatch through.
 """
@@ -29,12 +30,13 @@ from .fused import (
     from_product,
 )
 from .moves import MOVES
-from .numerics import AddMethod, MultiplyMethod, Numerics, PoolMethod, TableRounding
+from .numerics import AddMethod, MultiplyMethod, Numerics, PoolMethod, ResizeMethod, TableRounding
 from .tables import LUT_FUNCTIONS, SOFTMAX_EXP_BITS, emit_table, table
 
 __all__ = [
     "AddMethod", "CLIPS", "FAMILIES", "Family", "FusedConstants", "LUT_FUNCTIONS", "Lowered", "MOVES",
-    "MultiplyMethod", "Numerics", "PoolMethod", "Request", "SOFTMAX_EXP_BITS", "TableRounding", "WeightSpec",
+    "MultiplyMethod", "Numerics", "PoolMethod", "Request", "ResizeMethod", "SOFTMAX_EXP_BITS", "TableRounding",
+    "WeightSpec",
     "accumulator_overflow", "binary_with_constant", "corrected_float_weights", "emit_conv2d", "emit_dense",
     "emit_table", "from_float_weights", "from_integer_weights", "from_product", "lower_by_constant", "register",
     "table",

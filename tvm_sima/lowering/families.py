@@ -22,6 +22,7 @@ from .base import Lowered, Request
 from .moves import MOVES, lower_clip, lower_concat, lower_move
 from .pooling import lower_avg_pool2d, lower_mean, reduced_axes
 from .prelu import lower_prelu
+from .resize import lower_resize
 from .tables import LUT_FUNCTIONS, emit_softmax, emit_table, table
 
 __all__ = ["CLIPS", "FAMILIES", "Family", "Request", "register"]
@@ -163,3 +164,4 @@ register(["relax.nn.avg_pool2d"], Family(_first, _avg_pool))
 register(LUT_FUNCTIONS, Family(_first, _table))
 register(["relax.nn.softmax"], Family(_first, _softmax))
 register(["relax.nn.prelu"], Family(_first, lower_prelu))
+register(["relax.image.resize2d"], Family(_first, lower_resize, keeps_scale=True, moves_values=True))

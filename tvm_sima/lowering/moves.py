@@ -16,9 +16,9 @@ from .numerics import Numerics
 
 __all__ = ["MOVES", "lower_clip", "lower_concat", "lower_move", "move_refusal"]
 
-#: Ops that only move, select or replicate values (one tensor operand, the first).
+#: Ops that only move, select or replicate values (one tensor operand, the first); nearest resize: :mod:`.resize`.
 MOVES = ("relax.reshape", "relax.permute_dims", "relax.squeeze", "relax.expand_dims", "relax.flatten",
-         "relax.nn.max_pool2d", "relax.strided_slice", "relax.image.resize2d", "relax.nn.pad")
+         "relax.nn.max_pool2d", "relax.strided_slice", "relax.nn.pad")
 
 
 def move_refusal(call: relax.Call, x_q: sm.QParams) -> Optional[str]:

@@ -20,7 +20,7 @@ from .. import math as sm
 if TYPE_CHECKING:
     from ..config import QConfig
 
-__all__ = ["AddMethod", "MultiplyMethod", "Numerics", "PoolMethod", "TableRounding"]
+__all__ = ["AddMethod", "MultiplyMethod", "Numerics", "PoolMethod", "ResizeMethod", "TableRounding"]
 
 
 class AddMethod(str, enum.Enum):
@@ -53,6 +53,13 @@ class TableRounding(str, enum.Enum):
     OF_THE_MODEL = "of_the_model"  # as the model's own quantize after the op rounds
 
 
+class ResizeMethod(str, enum.Enum):
+    """Taps and rounding of an integer bilinear resize (:mod:`tvm_sima.lowering.resize`)."""
+
+    EXACT = "exact"  # the exact source coordinates, 10-bit weights, rounded half up (the float route)
+    OF_THE_MODEL = "of_the_model"  # LiteRT's 10-bit scale for TFLite models (their quantize rounds half away)
+
+
 @dataclass(frozen=True)
 class Numerics:
     """A route's integer algorithm per op family (module docstring)."""
@@ -68,6 +75,7 @@ class Numerics:
     tflite_requantizer: bool = False  # requantize with TFLite's QuantizeMultiplier (else quantize_multiplier)
     tflite_clip: bool = False  # real clip bounds -> codes as TFLite (float32, half away from zero)
     integer_softmax: bool = False  # softmax in integers (a Q15 exponential table; not LiteRT's kernel)
+    resize: ResizeMethod = ResizeMethod.EXACT  # bilinear resize taps (the converter: OF_THE_MODEL)
 
     @classmethod
     def for_config(cls, config: "QConfig") -> "Numerics":
@@ -81,13 +89,15 @@ class Numerics:
     def tflite(cls) -> "Numerics":
         """The converter's ``mode="tflite"``: LiteRT's reference kernels, bit for bit."""
         return cls(sm.RequantMode.MULTIPLIER_SHIFT, sm.RoundingMode.HALF_UP, AddMethod.TFLITE, MultiplyMethod.TFLITE,
-                   PoolMethod.TFLITE, TableRounding.OF_THE_MODEL, tflite_requantizer=True, tflite_clip=True)
+                   PoolMethod.TFLITE, TableRounding.OF_THE_MODEL, tflite_requantizer=True, tflite_clip=True,
+                   resize=ResizeMethod.OF_THE_MODEL)
 
     @classmethod
     def npu_shift(cls) -> "Numerics":
         """The converter's ``mode="shift"``: shift-only fused ops, 15-bit element-wise multipliers."""
         return cls(sm.RequantMode.SHIFT, sm.RoundingMode.HALF_UP, AddMethod.SHIFT15, MultiplyMethod.SHIFT15,
-                   PoolMethod.TFLITE, TableRounding.OF_THE_MODEL, tflite_requantizer=True, tflite_clip=True)
+                   PoolMethod.TFLITE, TableRounding.OF_THE_MODEL, tflite_requantizer=True, tflite_clip=True,
+                   resize=ResizeMethod.OF_THE_MODEL)
 
     def multiplier(self, real: float) -> sm.FixedPointMultiplier:
         """The fixed-point form of a per-tensor rescale ``real`` (rounded half up, or TFLite's double rounding)."""

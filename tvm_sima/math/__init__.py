@@ -63,6 +63,16 @@ from .requant import (
     saturating_rounding_doubling_high_mul,
     tflite_quantize_multiplier,
 )
+from .resize import (
+    LINEAR_COORDINATE_MODES,
+    RESIZE_FRACTION_BITS,
+    LinearTaps,
+    linear_taps,
+    resize_accumulate,
+    resize_bilinear,
+    tflite_nearest_indices,
+    tflite_resize_bilinear,
+)
 from .rounding import RoundingMode, round_real, rounding_right_shift
 from .sima import (
     Quantization,
@@ -133,6 +143,14 @@ __all__ = [
     "requantize",
     "requantize_qnn_convolution_dense",
     "round_real",
+    "LINEAR_COORDINATE_MODES",
+    "RESIZE_FRACTION_BITS",
+    "LinearTaps",
+    "linear_taps",
+    "resize_accumulate",
+    "resize_bilinear",
+    "tflite_nearest_indices",
+    "tflite_resize_bilinear",
     "rounding_divide_by_pot",
     "rounding_right_shift",
     "same_padding",
