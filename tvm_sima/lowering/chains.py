@@ -113,8 +113,10 @@ def _tensor_args(call: relax.Call) -> Optional[list[relax.Var]]:
     return None if op == "relax.clip" and clip_bounds(call) is None else tensors
 
 
-def _sources(index: GraphIndex, exclude: Collection[relax.Var]) -> dict[relax.Var, relax.Var]:
-    """Each element-wise var whose tensor operands all come from one source: var -> that source."""
+def _sources(index: GraphIndex, exclude: Collection[relax.Var], leaves: set) -> dict[relax.Var, relax.Var]:
+    """Each element-wise var whose tensor operands all come from one source: var -> that source.
+
+    A var in ``leaves`` is a source of its users, never traced through."""
     source: dict[relax.Var, relax.Var] = {}
     for var in index.order:
         call = index.producer[var]
@@ -123,7 +125,7 @@ def _sources(index: GraphIndex, exclude: Collection[relax.Var]) -> dict[relax.Va
         tensors = _tensor_args(call)
         if not tensors or _shape(var) is None:
             continue
-        found = {source.get(a, a) for a in tensors}
+        found = {a if a in leaves else source.get(a, a) for a in tensors}
         if len(found) == 1:
             src = found.pop()
             if _shape(src) == _shape(var):
@@ -131,9 +133,21 @@ def _sources(index: GraphIndex, exclude: Collection[relax.Var]) -> dict[relax.Va
     return source
 
 
+def _escaping(index: GraphIndex, source: dict[relax.Var, relax.Var]) -> set:
+    """Vars with a user outside their chain (another source, another op, the function's result)."""
+    return {v for v, src in source.items()
+            if any(u is None or source.get(u) is None or not source[u].same_as(src) for u in index.users.get(v, []))}
+
+
 def find_chains(index: GraphIndex, exclude: Collection[relax.Var] = ()) -> list[Chain]:
     """Every chain of one input in the function ``index`` indexes (disjoint), none holding an ``exclude`` var."""
-    source = _sources(index, exclude)
+    leaves: set = set()
+    while True:  # a tensor used outside the chain is materialized: the chain starts there
+        source = _sources(index, exclude, leaves)
+        more = _escaping(index, source) - leaves
+        if not more:
+            break
+        leaves |= more
     position = {v: i for i, v in enumerate(index.order)}
     claimed: set = set()
     chains = []
