@@ -253,11 +253,13 @@ def _load_onnx(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
         from .onnx_fold import fold_shape_computations
 
         model = fold_shape_computations(model, shapes)
+    from .onnx_extrema import pairwise_extrema
+
     if quantized:  # weights stay constants: the converter reads them
         with importer_errors(path, "TVM's ONNX importer"):  # on a checked file: what still fails says so
-            return qdq_to_sima(from_onnx(model, shape_dict=shapes, keep_params_in_input=False)), {}
+            return qdq_to_sima(pairwise_extrema(from_onnx(model, shape_dict=shapes, keep_params_in_input=False))), {}
     with importer_errors(path, "TVM's ONNX importer"):
-        mod, detached = detach_params(from_onnx(model, shape_dict=shapes, keep_params_in_input=True))
+        mod, detached = detach_params(pairwise_extrema(from_onnx(model, shape_dict=shapes, keep_params_in_input=True)))
     main = mod["main"]
     names = [p.name for p in main.params[int(main.attrs["num_input"]):]]
     return mod, {name: value.numpy() for name, value in zip(names, detached.get("main", []), strict=True)}
@@ -303,6 +305,12 @@ def _load_tflite(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
                           dtype_dict={t.name: str(t.dtype) for t in inputs})
     if isinstance(mod, tuple):  # the importer returns (mod, params); its weights are constants in main
         mod = mod[0]
+    if any(t.dtype == np.float16 and t.data is not None for t in graph.tensors):
+        # float16 weights behind DEQUANTIZE: the importer writes astype(float16 constant, float32); folded,
+        # they are float32 constants like any float model's (the values of the float16 numbers, exactly)
+        from tvm import relax
+
+        mod = relax.transform.FoldConstant()(mod)
     return detach_params(mod)[0], {}
 
 

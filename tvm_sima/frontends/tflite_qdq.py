@@ -40,8 +40,8 @@ from .tflite_flatbuffer import TFLiteGraph, TFLiteOp, TFLiteTensor, read_tflite
 __all__ = ["QDQ_OPS", "import_int8_tflite", "unsupported_ops"]
 
 QDQ_OPS = ("ADD", "AVERAGE_POOL_2D", "BATCH_TO_SPACE_ND", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D",
-           "DEQUANTIZE", "FULLY_CONNECTED", "MAX_POOL_2D", "MEAN", "MUL", "PACK", "QUANTIZE", "RESHAPE", "SHAPE",
-           "SPACE_TO_BATCH_ND", "STRIDED_SLICE", "SUB")
+           "DEQUANTIZE", "FULLY_CONNECTED", "MAXIMUM", "MAX_POOL_2D", "MEAN", "MINIMUM", "MUL", "PACK", "QUANTIZE",
+           "RESHAPE", "SHAPE", "SPACE_TO_BATCH_ND", "STRIDED_SLICE", "SUB")
 _ACTIVATIONS = {"NONE": None, "RELU": (0.0, None), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}
 _SHAPE_OPS = ("SHAPE", "PACK", "STRIDED_SLICE")  # evaluated at import time when their inputs are int32
 
@@ -341,6 +341,14 @@ class _Importer:
     @_register("MUL")
     def _op_mul(self, op: TFLiteOp) -> relax.Expr:
         return self._binary(op, relax.op.multiply)
+
+    @_register("MAXIMUM")
+    def _op_maximum(self, op: TFLiteOp) -> relax.Expr:
+        return self._binary(op, relax.op.maximum)
+
+    @_register("MINIMUM")
+    def _op_minimum(self, op: TFLiteOp) -> relax.Expr:
+        return self._binary(op, relax.op.minimum)
 
     @_register("MEAN")
     def _op_mean(self, op: TFLiteOp) -> relax.Expr:

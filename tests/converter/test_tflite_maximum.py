@@ -1,0 +1,35 @@
+"""int8 TFLite MAXIMUM / MINIMUM: bit-exact with LiteRT's reference kernels.
+
+LiteRT's kernel takes the max / min of the raw int8 codes (the quantization spec requires the
+inputs and the output to share their parameters; the kernel does not check). With equal
+parameters the lowering's max / min of the codes is that, bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from helpers.litert import litert
+from helpers.tflite_writer import T, write_tflite
+from tvm import relax
+
+import tvm_sima
+
+Q = (0.05, -3)
+
+
+@pytest.mark.parametrize("op", ["MAXIMUM", "MINIMUM"])
+def test_int8_maximum_minimum_are_bit_exact_with_litert(op, tmp_path):
+    rng = np.random.default_rng(7)
+    other = rng.integers(-128, 128, size=(1, 4, 4, 3)).astype(np.int8)  # the second operand, a constant tensor
+    path = write_tflite(tmp_path / f"{op}.tflite",
+                        [T("x", [1, 4, 4, 3], "INT8", quant=Q), T("b", [1, 4, 4, 3], "INT8", data=other, quant=Q),
+                         T("y", [1, 4, 4, 3], "INT8", quant=Q)], [(op, [0, 1], [2])], [0], [2])
+    mod, _ = tvm_sima.load_model(path)
+    converted, report = tvm_sima.convert(mod)
+    assert report.unconverted == [] and [c["op"] for c in report.converted] == [f"integer {op.lower()}"]
+    vm = relax.VirtualMachine(tvm_sima.build(converted), tvm.cpu())
+    for _ in range(4):
+        x = rng.integers(-128, 128, size=(1, 4, 4, 3)).astype(np.int8)
+        np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), litert(path, x))
