@@ -2,8 +2,9 @@
 
 onnxruntime runs the QDQ graphs unfused (``ORT_DISABLE_ALL``: dequantize -> float op -> quantize, on
 any CPU). A chain of one input is one table built in float64 (onnxruntime's op computes in
-float32), so it may differ by one code where the float32 result sits on a rounding boundary;
-measured: none here. Max / Min rescale their inputs to the output's grid first: one rounding each.
+float32), so it may differ by one code where the float32 result sits on a rounding boundary.
+In ``mode="tflite"`` (LiteRT's kernels) HardSwish is LiteRT's fixed-point HARD_SWISH instead, within
+one code of the exact function. Max / Min rescale their inputs to the output's grid first: one rounding each.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def _qdq_model(path, op: str, two: bool, **attrs) -> str:
 
 OPS = {
     # node: (two inputs, attributes, the converted op's label starts with)
-    "HardSwish": (False, {}, "lookup table (chain"),
+    "HardSwish": (False, {}, "lookup table (hard_swish, LiteRT's fixed point)"),  # mode="tflite"
     "HardSigmoid": (False, {"alpha": 0.3, "beta": 0.4}, "lookup table (chain"),
     "Max": (True, {}, "integer maximum"),
     "Min": (True, {}, "integer minimum"),
@@ -77,7 +78,7 @@ def test_onnxruntime_quantized_hard_swish_is_one_table(tmp_path):
                                      per_channel=True)
     mod, _ = tvm_sima.load_model(path)
     converted, report = tvm_sima.convert(mod)
-    assert sum(c["op"].startswith("lookup table (chain") for c in report.converted) == 1, report.summary()
+    assert sum(c["op"].startswith("lookup table (hard_swish") for c in report.converted) == 1, report.summary()
     left = sorted(u["op"] for u in report.unconverted)  # HardSigmoid's three ops, Max, Min (no quantize after)
     assert left == ["relax.add", "relax.clip", "relax.maximum", "relax.minimum", "relax.multiply"], left
     vm = relax.VirtualMachine(tvm_sima.build(converted), tvm.cpu())

@@ -115,15 +115,20 @@ def _qdq(body, x_q, y_q):
                                                                      y_q, "half_even"))
 
 
+@pytest.mark.parametrize("mode", ["tflite", "shift"])
 @pytest.mark.parametrize("name", sorted(CHAINS))
-def test_the_converter_makes_one_table_of_a_chain_between_dequantize_and_quantize(name):
+def test_the_converter_makes_one_table_of_a_chain_between_dequantize_and_quantize(name, mode):
+    # mode="tflite" is LiteRT's kernels: a hard-swish is LiteRT's fixed-point HARD_SWISH (math.hard_swish)
     body, fn, _ = CHAINS[name]
     x_q, y_q = _qp(0.04, 3), _qp(0.03, -20)
-    converted, report = tvm_sima.convert(_qdq(body, x_q, y_q))
+    converted, report = tvm_sima.convert(_qdq(body, x_q, y_q), mode)
     assert report.unconverted == [] and len(report.converted) == 1
-    assert report.converted[0]["op"].startswith("lookup table (chain")
+    litert = mode == "tflite" and name.startswith("hard_swish")
+    label = "lookup table (hard_swish, LiteRT's fixed point)" if litert else "lookup table (chain: "
+    assert report.converted[0]["op"].startswith(label)
     x = RNG.integers(-128, 128, size=SHAPE).astype("int8")
-    expected = sm.quantize(fn(sm.dequantize(x, x_q)), y_q, "half_even")
+    expected = sm.tflite_hard_swish(x, x_q, y_q) if litert else sm.quantize(fn(sm.dequantize(x, x_q)), y_q,
+                                                                             "half_even")
     out = relax.VirtualMachine(tvm_sima.build(converted), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_array_equal(out, expected)
 

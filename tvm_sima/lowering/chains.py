@@ -7,6 +7,9 @@ the codes of its one input ``x``, so :func:`lower_chain` builds one table
 ``quantize(f(dequantize(code)))`` (``f`` evaluated in float64 on every code, :func:`~.tables.table`):
 exact up to the output's own rounding, one ``take`` instead of one integer op per step, and the
 chain's intermediate tensors need no parameters of their own (both routes give them none).
+A hard-swish chain in a route whose numerics ask for LiteRT's kernels (``Numerics.tflite_hard_swish``)
+is instead the table of LiteRT's int16 fixed-point HARD_SWISH (:func:`tvm_sima.math.tflite_hard_swish`),
+bit-exact with it.
 
 :func:`find_chains` finds the chains of a function: sets of bindings, each an op of
 :data:`ELEMENTWISE` whose operands are the chain's input, earlier members or size-1 constants,
@@ -22,11 +25,12 @@ from typing import Callable, Collection, Optional, Sequence, Union
 import numpy as np
 from tvm import relax
 
+from .. import math as sm
 from ..graph import GraphIndex, clip_bounds, constant_value, op_name
 from .base import Lowered, Request
 from .tables import LUT_FUNCTIONS, emit_table, table
 
-__all__ = ["ELEMENTWISE", "Chain", "find_chains", "lower_chain"]
+__all__ = ["ELEMENTWISE", "Chain", "computes_hard_swish", "find_chains", "lower_chain"]
 
 #: ``fn(operand values, call)`` on float64 arrays (constants as size-1 arrays).
 ElementwiseFunction = Callable[[list[np.ndarray], relax.Call], np.ndarray]
@@ -169,15 +173,35 @@ def find_chains(index: GraphIndex, exclude: Collection[relax.Var] = ()) -> list[
     return chains[::-1]
 
 
+def computes_hard_swish(chain: Chain) -> bool:
+    """The chain is ``x * relu6(x + 3) / 6`` however it is written (checked on its values)."""
+    probe = np.linspace(-8.0, 8.0, 257)
+    with np.errstate(all="ignore"):
+        return bool(np.allclose(chain.function(probe), probe * np.clip(probe + 3, 0, 6) / 6, rtol=1e-6, atol=1e-6))
+
+
+def _table_values(chain: Chain, r: Request) -> tuple[np.ndarray, str]:
+    """The table and its label: LiteRT's fixed-point HARD_SWISH where the route asks for it, else ``f``
+    on every code."""
+    x_q, y_q = r.inputs[0], r.output
+    if r.numerics.tflite_hard_swish and str(x_q.dtype) == str(y_q.dtype) == "int8" and computes_hard_swish(chain):
+        try:
+            codes = sm.tflite_hard_swish(np.arange(x_q.qmin, x_q.qmax + 1), x_q, y_q)
+            return np.clip(codes, *r.codes()).astype("int8"), "hard_swish, LiteRT's fixed point"
+        except ValueError:  # scales LiteRT refuses: the exact function's table
+            pass
+    short = "+".join(op.rsplit(".", 1)[-1] for op in chain.ops())
+    return table(chain.function, x_q, y_q, r.table_rounding, r.codes()), f"chain: {short}"
+
+
 def lower_chain(chain: Chain, r: Request) -> Union[Lowered, str]:
     """The chain as one table on the codes of its input (``r.inputs[0]``), or why it stays float."""
     x_q = r.inputs[0]
     if x_q.dtype.bits > 8:
         return "lookup tables need 8-bit inputs"
-    values = table(chain.function, x_q, r.output, r.table_rounding, r.codes())
+    values, label = _table_values(chain, r)
 
     def emit(bb: relax.BlockBuilder, xs: Sequence[relax.Expr]) -> relax.Expr:
         return emit_table(bb, xs[0], x_q, values)
 
-    short = "+".join(op.rsplit(".", 1)[-1] for op in chain.ops())
-    return Lowered(f"lookup table (chain: {short})", emit, tally="lut(chain)")
+    return Lowered(f"lookup table ({label})", emit, tally="lut(chain)")

@@ -1,4 +1,8 @@
-"""int8 TFLite MAXIMUM / MINIMUM: bit-exact with LiteRT's reference kernels.
+"""int8 TFLite HARD_SWISH, MAXIMUM, MINIMUM: bit-exact with LiteRT's reference kernels.
+
+HARD_SWISH imports as ``x * relu6(x + 3) / 6`` between a dequantize and a quantize; ``convert``
+makes it one table, in ``mode="tflite"`` the table of LiteRT's int16 fixed-point kernel
+(:func:`tvm_sima.math.tflite_hard_swish`), which is not the rounded function on every code.
 
 LiteRT's kernel takes the max / min of the raw int8 codes (the quantization spec requires the
 inputs and the output to share their parameters; the kernel does not check). With equal
@@ -33,3 +37,17 @@ def test_int8_maximum_minimum_are_bit_exact_with_litert(op, tmp_path):
     for _ in range(4):
         x = rng.integers(-128, 128, size=(1, 4, 4, 3)).astype(np.int8)
         np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), litert(path, x))
+
+
+def test_int8_hard_swish_is_one_table_bit_exact_with_litert(tmp_path):
+    x_q, y_q = (0.05, -3), (0.03, -100)  # scales where LiteRT's kernel and the rounded function differ
+    path = write_tflite(tmp_path / "hs.tflite", [T("x", [1, 8, 8, 4], "INT8", quant=x_q),
+                                                 T("y", [1, 8, 8, 4], "INT8", quant=y_q)],
+                        [("HARD_SWISH", [0], [1])], [0], [1])
+    mod, _ = tvm_sima.load_model(path)
+    converted, report = tvm_sima.convert(mod)
+    assert report.unconverted == [] and [c["op"] for c in report.converted] == \
+        ["lookup table (hard_swish, LiteRT's fixed point)"]
+    vm = relax.VirtualMachine(tvm_sima.build(converted), tvm.cpu())
+    x = np.arange(-128, 128, dtype=np.int8).reshape(1, 8, 8, 4)  # every code
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), litert(path, x))
