@@ -1,8 +1,8 @@
 """Float16 TFLite models (weights stored as float16, DEQUANTIZE to float32 before use).
 
 TVM's TFLite importer writes each such weight as ``astype(float16 constant, float32)``;
-``load_model`` folds them, so the model's weights are float32 constants like any float model's
-(the float16 values exactly), and ``quantize`` treats them as weights.
+``load_model`` makes them float32 constants like any float model's (the float16 values exactly,
+``frontends/float16.py``), and ``quantize`` treats them as weights.
 """
 
 from __future__ import annotations

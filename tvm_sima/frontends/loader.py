@@ -305,12 +305,10 @@ def _load_tflite(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
                           dtype_dict={t.name: str(t.dtype) for t in inputs})
     if isinstance(mod, tuple):  # the importer returns (mod, params); its weights are constants in main
         mod = mod[0]
-    if any(t.dtype == np.float16 and t.data is not None for t in graph.tensors):
-        # float16 weights behind DEQUANTIZE: the importer writes astype(float16 constant, float32); folded,
-        # they are float32 constants like any float model's (the values of the float16 numbers, exactly)
-        from tvm import relax
+    if any(t.dtype == np.float16 and t.data is not None for t in graph.tensors):  # float16 weights
+        from .float16 import float32_constants
 
-        mod = relax.transform.FoldConstant()(mod)
+        mod = float32_constants(mod)
     return detach_params(mod)[0], {}
 
 
