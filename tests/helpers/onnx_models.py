@@ -6,6 +6,8 @@
 * ``digits_branches``: the digits CNN's first layer followed by branches with the other ops
   (MaxPool, AveragePool, Concat, Add, Sigmoid, Mul, GlobalAveragePool, Reshape) and a Gemm; weights after
   the first layer are random (the tests compare runtimes, not accuracy);
+* ``elementwise_model``: Conv -> HardSwish -> Conv -> HardSigmoid, Sigmoid, Max and Min of two tensors
+  (random weights; the digits' input);
 * ``onnx_model``: a small random float graph (Conv, Relu, Flatten, Gemm) for the loader and quantize tests;
 * ``output_scale``: the scale of a quantized model's last DequantizeLinear.
 """
@@ -130,6 +132,21 @@ def quantize_with_onnxruntime(float_path: pathlib.Path, out_path: pathlib.Path, 
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
                     reduce_range=reduce_range)
     return out_path
+
+
+def elementwise_model(path: pathlib.Path) -> pathlib.Path:
+    """image -> Conv 3x3 (c1) -> HardSwish (hs) -> Conv 1x1 -> HardSigmoid; Min(Max(that, Sigmoid(c1)), hs)."""
+    rng = np.random.default_rng(5)
+    inits = {"w1": rng.standard_normal((4, 1, 3, 3)).astype(np.float32),
+             "w2": (rng.standard_normal((4, 4, 1, 1)) * 0.5).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["image", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("HardSwish", ["c1"], ["hs"], name="hard_swish"),
+             helper.make_node("Conv", ["hs", "w2"], ["c2"], name="conv2"),
+             helper.make_node("HardSigmoid", ["c2"], ["hsig"], alpha=0.3, beta=0.4, name="hard_sigmoid"),
+             helper.make_node("Sigmoid", ["c1"], ["s1"], name="sigmoid"),
+             helper.make_node("Max", ["hsig", "s1"], ["m"], name="max"),
+             helper.make_node("Min", ["m", "hs"], ["logits"], name="min")]
+    return _save(path, nodes, inits, [1, 4, 8, 8])
 
 
 def onnx_model(path, batch=1, extra_nodes=()):

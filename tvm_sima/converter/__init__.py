@@ -112,17 +112,22 @@ def _find_matches(index: GraphIndex, numerics: lowering.Numerics,
                   limits: HardwareLimits) -> tuple[dict[relax.Var, Match], set, dict[str, str]]:
     """Every chain to replace (by root var), the vars they swallow, and why other ops did not match."""
     from .fused import match_fused
-    from .integer_ops import match_integer
+    from .integer_ops import match_chain, match_integer
 
     matches: dict[relax.Var, Match] = {}
     skip: set = set()
     reasons: dict[str, str] = {}
+    chains = {c.members[0]: c for c in lowering.find_chains(index)}
     for var in index.order:
         if var in skip:
             continue
         name = op_name(index.producer[var])
         found: Union[Match, str, None] = None
-        if name in _ROOTS:
+        if var in chains:
+            found = match_chain(index, chains[var], numerics)
+            if isinstance(found, str):  # the chain's ops on their own
+                found = match_integer(index, var, numerics, limits) if name in lowering.FAMILIES else found
+        elif name in _ROOTS:
             found = match_fused(index, var, numerics, limits)
         elif name in lowering.FAMILIES:
             found = match_integer(index, var, numerics, limits)

@@ -19,7 +19,9 @@ route uses), with the converter mode's :class:`~tvm_sima.lowering.Numerics`:
 * relu / relu6 / clip / maximum / minimum with a constant — clips on the codes;
 * sigmoid, tanh, exp, gelu, silu, ... (``lowering.LUT_FUNCTIONS``) — a 256-entry table
   ``quantize(f(dequantize(code)))`` indexed by the code (``relax.take``), rounded as the model's
-  quantize rounds (half to even for ONNX, half away from zero for TFLite).
+  quantize rounds (half to even for ONNX, half away from zero for TFLite); so is any element-wise
+  chain of one input between a dequantize and a quantize (``lowering.chains``: hard-swish as the
+  importers expand onnxruntime's quantized HardSwish, HardSigmoid, ``x * sigmoid(x)``, ...).
 
 Every requantization the lowering makes is checked against the hardware rules (:mod:`.rules`).
 """
@@ -36,7 +38,7 @@ from . import rules
 from .chains import Match, Tail, dequantized, match_tail
 from .rules import HardwareLimits
 
-__all__ = ["match_integer"]
+__all__ = ["match_chain", "match_integer"]
 
 _WINDOWED = ("relax.nn.max_pool2d", "relax.nn.avg_pool2d")
 
@@ -81,3 +83,25 @@ def match_integer(index: GraphIndex, var: relax.Var, numerics: lowering.Numerics
     if bad:
         return bad
     return Match(var, tail, lowered.label, lambda bb, m: lowered.emit(bb, [remap(x, m) for x, _ in ins]))
+
+
+def match_chain(index: GraphIndex, chain: lowering.Chain, numerics: lowering.Numerics) -> Union[Match, str]:
+    """``quantize(f(dequantize(x)))`` for an element-wise chain ``f`` of one input: one table."""
+    source = dequantized(index, chain.source)
+    if source is None:
+        return "an input is not dequantized from integers (float producer)"
+    x, x_q = source
+    tail = match_tail(index, chain.output, Tail(vars=list(chain.members[1:])))
+    if tail is None:
+        return "its result does not reach a quantize (through clips only)"
+    assert tail.out_q is not None and tail.out is not None
+    bad = x_q.per_channel and "per-channel activation parameters" or rules.check_tensors([str(x_q.dtype),
+                                                                                           str(tail.out_q.dtype)])
+    if bad:
+        return bad
+    rounding = str(index.producer[tail.out].attrs["rounding"])  # type: ignore[union-attr]
+    request = lowering.Request(chain.calls[-1], [x_q], tail.out_q, numerics, tail.lo, tail.hi, rounding)
+    lowered = lowering.lower_chain(chain, request)
+    if isinstance(lowered, str):
+        return lowered
+    return Match(chain.members[0], tail, lowered.label, lambda bb, m: lowered.emit(bb, [remap(x, m)]))

@@ -233,7 +233,6 @@ def _load_onnx(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
 
     model = _read_onnx(path)
     from .errors import importer_errors
-    from .onnx_pad import pad_from_te
     from .onnx_qdq import UNSUPPORTED_QUANTIZED, is_quantized, qdq_to_sima, rewrite_qoperators
 
     quantized = is_quantized(model)
@@ -257,12 +256,22 @@ def _load_onnx(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
 
     if quantized:  # weights stay constants: the converter reads them
         with importer_errors(path, "TVM's ONNX importer"):  # on a checked file: what still fails says so
-            return qdq_to_sima(pad_from_te(import_onnx(model, shapes, keep_params_in_input=False))), {}
+            return qdq_to_sima(_onnx_rewrites(import_onnx(model, shapes, keep_params_in_input=False))), {}
     with importer_errors(path, "TVM's ONNX importer"):
-        mod, detached = detach_params(pad_from_te(import_onnx(model, shapes, keep_params_in_input=True)))
+        mod, detached = detach_params(_onnx_rewrites(import_onnx(model, shapes, keep_params_in_input=True)))
     main = mod["main"]
     names = [p.name for p in main.params[int(main.attrs["num_input"]):]]
     return mod, {name: value.numpy() for name, value in zip(names, detached.get("main", []), strict=True)}
+
+
+
+def _onnx_rewrites(mod: Any) -> Any:
+    """What TVM's ONNX importer writes in a form the passes cannot read, rewritten: its TE ``pad`` as
+    ``relax.nn.pad``, its stacked Max / Min as pairwise ``maximum`` / ``minimum``."""
+    from .onnx_extrema import pairwise_extrema
+    from .onnx_pad import pad_from_te
+
+    return pairwise_extrema(pad_from_te(mod))
 
 
 def _load_tflite(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
@@ -303,6 +312,10 @@ def _load_tflite(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
 
     with importer_errors(path, "TVM's TFLite importer"):  # on a validated file: what still fails says so
         mod = import_tflite(tflite.Model.GetRootAsModel(buf, 0), shapes, {t.name: str(t.dtype) for t in inputs})
+    if any(t.dtype == np.float16 and t.data is not None for t in graph.tensors):  # float16 weights
+        from .float16 import float32_constants
+
+        mod = float32_constants(mod)
     return detach_params(mod)[0], {}  # its weights are constants in main
 
 

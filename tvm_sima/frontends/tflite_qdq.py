@@ -44,9 +44,9 @@ from .tflite_flatbuffer import TFLiteGraph, TFLiteOp, TFLiteTensor, read_tflite
 __all__ = ["QDQ_OPS", "import_int8_tflite", "unsupported_ops"]
 
 QDQ_OPS = ("ADD", "AVERAGE_POOL_2D", "BATCH_TO_SPACE_ND", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D",
-           "DEPTH_TO_SPACE", "DEQUANTIZE", "FULLY_CONNECTED", "MAX_POOL_2D", "MEAN", "MUL", "PACK", "PAD", "QUANTIZE",
-           "RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "SHAPE", "SPACE_TO_BATCH_ND", "SPACE_TO_DEPTH",
-           "STRIDED_SLICE", "SUB")
+           "DEPTH_TO_SPACE", "DEQUANTIZE", "FULLY_CONNECTED", "HARD_SWISH", "MAXIMUM", "MAX_POOL_2D", "MEAN", "MINIMUM",
+           "MUL", "PACK", "PAD", "QUANTIZE", "RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "SHAPE",
+           "SPACE_TO_BATCH_ND", "SPACE_TO_DEPTH", "STRIDED_SLICE", "SUB")
 _ACTIVATIONS = {"NONE": None, "RELU": (0.0, None), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}
 _SHAPE_OPS = ("SHAPE", "PACK", "STRIDED_SLICE")  # evaluated at import time when their inputs are int32
 
@@ -390,6 +390,24 @@ class _Importer:
     @_register("MUL")
     def _op_mul(self, op: TFLiteOp) -> relax.Expr:
         return self._binary(op, relax.op.multiply)
+
+    @_register("HARD_SWISH")
+    def _op_hard_swish(self, op: TFLiteOp) -> relax.Expr:
+        """``x * relu6(x + 3) / 6`` between the dequantize and the quantize: the converter's one table
+        (``lowering.chains``; in ``mode="tflite"`` LiteRT's own fixed-point hard-swish)."""
+        x = self.dequantize(op.inputs[0])
+        three, six = relax.const(3.0, "float32"), relax.const(6.0, "float32")
+        relu6 = self.bb.emit(relax.op.clip(self.bb.emit(relax.op.add(x, three)), 0, 6))
+        y = self.bb.emit(relax.op.divide(self.bb.emit(relax.op.multiply(x, relu6)), six))
+        return _finish(self.bb, op, self.tensor(op.outputs[0]), y)
+
+    @_register("MAXIMUM")
+    def _op_maximum(self, op: TFLiteOp) -> relax.Expr:
+        return self._binary(op, relax.op.maximum)
+
+    @_register("MINIMUM")
+    def _op_minimum(self, op: TFLiteOp) -> relax.Expr:
+        return self._binary(op, relax.op.minimum)
 
     @_register("MEAN")
     def _op_mean(self, op: TFLiteOp) -> relax.Expr:

@@ -8,6 +8,7 @@ the integer ops of every op come from here, so the same op cannot drift between 
 * :mod:`.arithmetic` — add / subtract / multiply of two tensors;
 * :mod:`.pooling` — mean, global and windowed average pooling;
 * :mod:`.tables` — unary functions as lookup tables, integer softmax;
+* :mod:`.chains` — an element-wise chain of one input (hard-swish, HardSigmoid, ...): one table;
 * :mod:`.constant_tables` — an op of a tensor and a constant: a table per constant value (PReLU: :mod:`.prelu`);
 * :mod:`.moves` — value-moving ops, clips, concat;
 * :mod:`.resize` — ``resize2d``: nearest on the codes, bilinear with fixed-point taps;
@@ -16,6 +17,7 @@ the integer ops of every op come from here, so the same op cannot drift between 
 """
 
 from .base import Lowered
+from .chains import ELEMENTWISE, Chain, find_chains, lower_chain
 from .constant_tables import binary_with_constant, lower_by_constant
 from .families import CLIPS, FAMILIES, Family, Request, register
 from .fused import (
@@ -34,10 +36,10 @@ from .numerics import AddMethod, MultiplyMethod, Numerics, PoolMethod, ResizeMet
 from .tables import LUT_FUNCTIONS, SOFTMAX_EXP_BITS, emit_table, table
 
 __all__ = [
-    "AddMethod", "CLIPS", "FAMILIES", "Family", "FusedConstants", "LUT_FUNCTIONS", "Lowered", "MOVES",
-    "MultiplyMethod", "Numerics", "PoolMethod", "Request", "ResizeMethod", "SOFTMAX_EXP_BITS", "TableRounding",
+    "AddMethod", "CLIPS", "Chain", "ELEMENTWISE", "FAMILIES", "Family", "FusedConstants", "LUT_FUNCTIONS", "Lowered",
+    "MOVES", "MultiplyMethod", "Numerics", "PoolMethod", "Request", "ResizeMethod", "SOFTMAX_EXP_BITS", "TableRounding",
     "WeightSpec",
     "accumulator_overflow", "binary_with_constant", "corrected_float_weights", "emit_conv2d", "emit_dense",
-    "emit_table", "from_float_weights", "from_integer_weights", "from_product", "lower_by_constant", "register",
-    "table",
+    "emit_table", "find_chains", "from_float_weights", "from_integer_weights", "from_product", "lower_by_constant",
+    "lower_chain", "register", "table",
 ]

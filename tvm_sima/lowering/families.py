@@ -19,6 +19,7 @@ from tvm import relax
 from ..graph import clip_bounds
 from .arithmetic import lower_add, lower_multiply
 from .base import Lowered, Request
+from .extrema import lower_extremum
 from .moves import MOVES, lower_clip, lower_concat, lower_move
 from .pooling import lower_avg_pool2d, lower_mean, reduced_axes
 from .prelu import lower_prelu
@@ -42,8 +43,12 @@ class Family:
 
     operands: Callable[[relax.Call], list[relax.Expr]]
     lower: Callable[[Request], Union[Lowered, str]]
-    keeps_scale: bool = False
+    keeps_scale: Union[bool, Callable[[relax.Call], bool]] = False
     moves_values: bool = False
+
+    def keeps(self, call: relax.Call) -> bool:
+        """``keeps_scale`` for this call (a family may keep its input's scale for some calls only)."""
+        return self.keeps_scale(call) if callable(self.keeps_scale) else bool(self.keeps_scale)
 
 
 FAMILIES: dict[str, Family] = {}
@@ -84,6 +89,24 @@ def _clip(r: Request) -> Union[Lowered, str]:
         return "maximum / minimum of two tensors, or clip bounds that are not constants"
     return lower_clip(r.inputs[0], r.output, r.numerics.clip_codes(r.output, max(r.lo, bounds[1]),
                                                                      min(r.hi, bounds[2])), r.numerics)
+
+
+def _is_clip(call: relax.Call) -> bool:
+    return clip_bounds(call) is not None
+
+
+def _extremum_operands(call: relax.Call) -> list[relax.Expr]:
+    return _clip_operand(call) if _is_clip(call) else _two(call)
+
+
+def _extremum(r: Request) -> Union[Lowered, str]:
+    """maximum / minimum: a clip with a scalar constant, else of two tensors on the output's grid."""
+    if _is_clip(r.call):
+        return _clip(r)
+    if len(r.inputs) != 2 or any(q.per_channel for q in r.inputs):
+        return "maximum / minimum of a tensor and a constant tensor, or per-channel activation parameters"
+    return lower_extremum(r.inputs[0], r.inputs[1], r.output, r.codes(), r.numerics,
+                          minimum=str(r.call.op.name) == "relax.minimum")  # type: ignore[attr-defined]
 
 
 def _concat(r: Request) -> Union[Lowered, str]:
@@ -165,3 +188,4 @@ register(LUT_FUNCTIONS, Family(_first, _table))
 register(["relax.nn.softmax"], Family(_first, _softmax))
 register(["relax.nn.prelu"], Family(_first, lower_prelu))
 register(["relax.image.resize2d"], Family(_first, lower_resize, keeps_scale=True, moves_values=True))
+register(["relax.maximum", "relax.minimum"], Family(_extremum_operands, _extremum, keeps_scale=_is_clip))

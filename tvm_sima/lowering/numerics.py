@@ -76,6 +76,7 @@ class Numerics:
     tflite_clip: bool = False  # real clip bounds -> codes as TFLite (float32, half away from zero)
     integer_softmax: bool = False  # softmax in integers (a Q15 exponential table; not LiteRT's kernel)
     resize: ResizeMethod = ResizeMethod.EXACT  # bilinear resize taps (the converter: OF_THE_MODEL)
+    tflite_hard_swish: bool = False  # a hard-swish chain's table is LiteRT's int16 fixed-point HARD_SWISH
 
     @classmethod
     def for_config(cls, config: "QConfig") -> "Numerics":
@@ -90,7 +91,7 @@ class Numerics:
         """The converter's ``mode="tflite"``: LiteRT's reference kernels, bit for bit."""
         return cls(sm.RequantMode.MULTIPLIER_SHIFT, sm.RoundingMode.HALF_UP, AddMethod.TFLITE, MultiplyMethod.TFLITE,
                    PoolMethod.TFLITE, TableRounding.OF_THE_MODEL, tflite_requantizer=True, tflite_clip=True,
-                   resize=ResizeMethod.OF_THE_MODEL)
+                   resize=ResizeMethod.OF_THE_MODEL, tflite_hard_swish=True)
 
     @classmethod
     def npu_shift(cls) -> "Numerics":

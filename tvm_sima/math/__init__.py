@@ -24,6 +24,7 @@ from .elementwise import (
     pad_value,
 )
 from .fixed_point import MAX_TOTAL_RIGHT_SHIFT, FixedPointMultiplier
+from .hard_swish import tflite_hard_swish, tflite_hard_swish_multipliers
 from .kernels import (
     conv2d_accumulate,
     dense_accumulate,
@@ -155,6 +156,8 @@ __all__ = [
     "rounding_right_shift",
     "same_padding",
     "saturating_rounding_doubling_high_mul",
+    "tflite_hard_swish",
+    "tflite_hard_swish_multipliers",
     "tflite_product_quantization",
     "tflite_quantize_multiplier",
     "tflite_requantization_constants",

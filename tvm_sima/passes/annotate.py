@@ -22,6 +22,7 @@ from tvm import relax
 from .. import ops as so
 from ..config import LayerInfo, QConfig, current_qconfig
 from ..graph import GraphIndex, op_name, rebuild_function, remap
+from ..lowering.chains import find_chains
 from ..math import QScheme, RoundingMode
 from ..source_names import TENSOR_SOURCES, SourceNames
 from .patterns import epilogue_chain
@@ -154,7 +155,8 @@ class _Annotator:
     Ops with an annotate function are the *layers* (numbered in program order). Every other op
     gets its float tensor inputs wrapped as activations, and so do the function's outputs: realize
     needs the scale of every tensor that crosses between ops. Tensors inside a conv / matmul
-    epilogue (bias, batch norm, relu) are never wrapped: the fused op does not materialize them.
+    epilogue (bias, batch norm, relu) are never wrapped: the fused op does not materialize them,
+    nor are those inside an element-wise chain of one input (``lowering.chains``): it is one table.
     """
 
     def __init__(self, mod: tvm.IRModule, config: QConfig) -> None:
@@ -184,11 +186,15 @@ class _Annotator:
         index = GraphIndex(func)
         internal: set = set()
         chain_owner: dict[relax.Var, relax.Var] = {}  # epilogue output -> root
+        fused: set = set()
         for var in index.order:
             chain = epilogue_chain(index, var)
             if chain is not None:
                 internal.update(chain.internal)
+                fused.update([chain.root, *chain.vars])
                 chain_owner[chain.output] = var
+        if self.config.activation_bits <= 8:  # an element-wise chain of one input is one table
+            internal.update(m for c in find_chains(index, exclude=fused) for m in c.members[:-1])
         producer_names: dict[relax.Var, str] = {p: f"{p.name}.input" for p in func.params}
         layer_of: dict[relax.Var, str] = {}
 

@@ -13,7 +13,8 @@ a quantized value (integer tensor + :class:`~tvm_sima.math.QParams`), or both, m
   ``sima.conv2d`` / ``sima.dense`` (int8 weight, int32 bias, shift; per ``requant_mode``);
 * add / subtract / multiply / concat / mean requantize their inputs in integers;
 * layout and selection ops (reshape, transpose, max pool, nearest resize, ...) run on the integers;
-* unary non-linear ops (sigmoid, tanh, gelu, ...) become a 2**bits-entry lookup table;
+* unary non-linear ops (sigmoid, tanh, gelu, ...) become a 2**bits-entry lookup table, and so
+  does any element-wise chain of one input (hard-swish as ``x * clip(x + 3, 0, 6) / 6``, ...);
 * anything else runs in float behind ``sima.dequantize`` and is listed in the report (and a
   warning): never silently wrong.
 
@@ -148,6 +149,13 @@ class RealizeContext:
         self.sq_of: dict[relax.Var, relax.Var] = {}
         self.consumed: set = set()
         self._qparams: dict[str, sm.QParams] = {}
+        fused: set = set()
+        for var in self.index.order:
+            epilogue = epilogue_chain(self.index, var)
+            if epilogue is not None:
+                fused.update([epilogue.root, *epilogue.vars])
+        #: first member -> element-wise chain of one input (annotate left its inside unquantized)
+        self.chains = {c.members[0]: c for c in lowering.find_chains(self.index, exclude=fused)}
         params = set(func.params)
         self.model_inputs: set[str] = set()
         for var in self.index.order:
@@ -379,8 +387,9 @@ def _realize_family(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Op
     op = op_name(call) or ""
     family = lowering.FAMILIES[op]
     operands = [ctx.quantized(a) for a in family.operands(call)]
-    out = None if family.keeps_scale else ctx.output_qparams(var)
-    if any(q is None for q in operands) or (out is None and not family.keeps_scale):
+    keeps = family.keeps(call)
+    out = None if keeps else ctx.output_qparams(var)
+    if any(q is None for q in operands) or (out is None and not keeps):
         return "an input or the output is not quantized"
     qs = [q for q in operands if q is not None]
     yq = out[0] if out is not None else (qs[0].qparams if qs else sm.QParams(1.0, 0, "int8"))
@@ -388,7 +397,7 @@ def _realize_family(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Op
     if isinstance(lowered, str):
         return lowered
     result = lowered.emit(ctx.bb, [q.expr for q in qs])
-    if family.keeps_scale:
+    if keeps:
         own = ctx.output_qparams(var)
         ctx.set_q(var, result, yq, own[1] if own else f"{var.name}.output", fixed=family.moves_values)
     else:
@@ -397,6 +406,20 @@ def _realize_family(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Op
     if lowered.requantizes:
         ctx.report.integer_ops["sima.requantize"] += lowered.requantizes
     ctx.report.integer_ops[lowered.tally or op] += 1
+    return None
+
+
+def _realize_chain(ctx: RealizeContext, chain: lowering.Chain) -> Optional[str]:
+    """An element-wise chain of one input (``lowering.chains``): one table, bound as the chain's output."""
+    xq, out = ctx.quantized(chain.source), ctx.output_qparams(chain.output)
+    if xq is None or out is None:
+        return "the input or the output is not quantized"
+    lowered = lowering.lower_chain(chain, lowering.Request(chain.calls[-1], [xq.qparams], out[0], ctx.numerics))
+    if isinstance(lowered, str):
+        return lowered
+    ctx.set_q(chain.output, lowered.emit(ctx.bb, [xq.expr]), out[0], out[1])
+    ctx.consumed.update(chain.members)
+    ctx.report.integer_ops[lowered.tally or "lut(chain)"] += 1
     return None
 
 
@@ -472,6 +495,8 @@ def _realize_binding(ctx: RealizeContext, var: relax.Var, value: relax.Expr) -> 
     """Realize one binding; None when done (or dropped), else the float expression to bind."""
     op = op_name(value)
     if var in ctx.consumed or op == "sima.simulated_quantize":
+        return None
+    if var in ctx.chains and ctx.config.debug_enabled_ops is None and _realize_chain(ctx, ctx.chains[var]) is None:
         return None
     fn = REALIZE_FUNCTIONS.get(op or "") or (_realize_family if op in lowering.FAMILIES else None)
     enabled = ctx.config.debug_enabled_ops
