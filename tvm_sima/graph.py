@@ -181,8 +181,8 @@ def constant_value(expr: Any) -> Optional[np.ndarray]:
 
 
 def channel_axis(call: relax.Call) -> int:
-    """Output-channel axis of a conv2d (from its out_layout) or matmul (the last)."""
-    if op_name(call) == "relax.nn.conv2d":
+    """Output-channel axis of a conv2d / conv2d_transpose (from its out_layout) or matmul (the last)."""
+    if op_name(call) in ("relax.nn.conv2d", "relax.nn.conv2d_transpose"):
         return str(call.attrs["out_layout"]).index("C")
     return call.ty.ndim - 1
 

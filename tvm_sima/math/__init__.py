@@ -26,6 +26,7 @@ from .elementwise import (
 from .fixed_point import MAX_TOTAL_RIGHT_SHIFT, FixedPointMultiplier
 from .kernels import (
     conv2d_accumulate,
+    conv2d_transpose_accumulate,
     dense_accumulate,
     depthwise_to_hwigo,
     hwigo_to_oihw,
@@ -105,6 +106,7 @@ __all__ = [
     "clamp_codes",
     "clip_bounds",
     "conv2d_accumulate",
+    "conv2d_transpose_accumulate",
     "correction_factors",
     "dense_accumulate",
     "depthwise_to_hwigo",

@@ -10,7 +10,8 @@ a quantized value (integer tensor + :class:`~tvm_sima.math.QParams`), or both, m
   quantizes a float producer (``sima.quantize``) or requantizes an integer one whose scale differs
   (``sima.requantize``);
 * conv2d / matmul with their epilogue (bias, batch norm, relu / relu6 / clip) become one fused
-  ``sima.conv2d`` / ``sima.dense`` (int8 weight, int32 bias, shift; per ``requant_mode``);
+  ``sima.conv2d`` / ``sima.dense`` (int8 weight, int32 bias, shift; per ``requant_mode``); a
+  conv2d_transpose becomes zero insertion on the codes and a ``sima.conv2d`` (:mod:`~tvm_sima.lowering.transpose_conv`);
 * add / subtract / multiply / concat / mean requantize their inputs in integers;
 * layout and selection ops (reshape, transpose, max pool, nearest resize, ...) run on the integers;
 * unary non-linear ops (sigmoid, tanh, gelu, ...) become a 2**bits-entry lookup table;
@@ -275,11 +276,16 @@ def _fused_io(ctx: RealizeContext, var: relax.Var,
 
 def _fused_constants(ctx: RealizeContext, layer: str, config: QConfig, weight: np.ndarray, bias: np.ndarray,
                      xq: QValue, yq: sm.QParams, is_dense: bool, mean_of: relax.Expr,
-                     groups: int = 1) -> Union[str, lowering.FusedConstants]:
-    """The layer's constants (bias-corrected when configured), or why the accumulator could overflow."""
+                     groups: int = 1, mean_scale: float = 1.0) -> Union[str, lowering.FusedConstants]:
+    """The layer's constants (bias-corrected when configured), or why the accumulator could overflow.
+
+    ``mean_scale``: the fraction of the fused op's input positions that hold ``mean_of``'s values
+    (the rest are inserted zeros: a transposed convolution's stride).
+    """
+    mean = ctx.input_mean(mean_of) if config.bias_correction else None
     consts, notes = lowering.corrected_float_weights(
         weight, bias, xq.qparams, yq, is_dense, _weight_spec(config), config.requant,
-        ctx.input_mean(mean_of) if config.bias_correction else None, groups)
+        None if mean is None else mean * mean_scale, groups)
     ctx.report.notes.extend(f"{layer}: {note}" for note in notes)
     return lowering.accumulator_overflow(consts, xq.qparams, is_dense) or consts
 
@@ -326,6 +332,33 @@ def _realize_conv2d(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Op
                                  yq.dtype.container.name, strides=[int(s) for s in a["strides"]],
                                  padding=[int(p) for p in a["padding"]], dilation=[int(d) for d in a["dilation"]],
                                  groups=groups, layout=layout)
+    _emit_fused(ctx, chain, fused, yq, name, layer, "sima.conv2d")
+    return None
+
+
+@register_realize_function("relax.nn.conv2d_transpose")
+def _realize_conv2d_transpose(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Optional[str]:
+    """A transposed convolution: zero insertion (a move of the codes), then the fused ``sima.conv2d``."""
+    found = ctx.weight(call.args[1])
+    shape = lowering.static_shape(call.args[0])
+    if found is None or shape is None:
+        return "weight not annotated (skipped layer)" if found is None else "input without a static shape"
+    tc = lowering.transpose_conv(call)
+    if isinstance(tc, str):
+        return tc
+    weight, wname = found
+    layer, config = _layer_of_weight(ctx, wname)
+    io = _fused_io(ctx, var, call)
+    if isinstance(io, str):
+        return io
+    xq, chain, yq, name = io
+    hwigo = tc.hwigo(weight) * chain.scale.reshape(1, 1, 1, tc.groups, -1)
+    consts = _fused_constants(ctx, layer, config, hwigo, chain.shift, xq, yq, False, call.args[0], tc.groups,
+                              mean_scale=1.0 / (tc.strides[0] * tc.strides[1]))
+    if isinstance(consts, str):
+        return consts
+    fused = lowering.emit_conv2d_transpose(ctx.bb, xq.expr, shape, consts, _zp(xq.qparams),
+                                           ctx.numerics.clip_codes(yq, chain.lo, chain.hi), yq.dtype.container.name, tc)
     _emit_fused(ctx, chain, fused, yq, name, layer, "sima.conv2d")
     return None
 
