@@ -2,7 +2,8 @@
 
 Before importing, every op of the file is checked against TVM's Relax importer; all the
 unsupported ones are reported at once, each with its node (ONNX) or op index and output
-tensor (TFLite). Shapes come from the file. A dynamic dimension (an ONNX ``dim_param`` symbol,
+tensor (TFLite; a custom op by its custom code). Float TFLite files import with TVM's importer plus
+the custom ops of :mod:`tvm_sima.frontends.tflite_custom` (MediaPipe's ``Convolution2DTransposeBias``). Shapes come from the file. A dynamic dimension (an ONNX ``dim_param`` symbol,
 an unset ``?`` dimension, a literal ``-1`` as paddle2onnx writes; a TFLite ``shape_signature``
 ``-1``) is taken from ``input_shapes``, or from another input given the same symbol; a dynamic
 *batch* (first) dimension otherwise becomes 1, logged once at INFO; any other is an
@@ -268,9 +269,9 @@ def _load_tflite(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
     import tflite
     from tvm.relax.frontend import detach_params
     from tvm.relax.frontend.tflite import from_tflite
-    from tvm.relax.frontend.tflite.tflite_frontend import OperatorConverter
 
     from .errors import importer_errors
+    from .tflite_custom import CustomOpConverter
     from .tflite_flatbuffer import read_tflite
 
     graph = read_tflite(path)
@@ -291,16 +292,16 @@ def _load_tflite(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
         if missing:
             raise UnsupportedOpsError(str(path), missing)
         return import_int8_tflite(path), {}
-    supported = set(OperatorConverter(None, None, None, None).convert_map)
-    missing = [(op.name, f"op {op.index}, output '{graph.tensors[op.outputs[0]].name}'")
-               for op in graph.ops if op.name not in supported]
+    supported = set(CustomOpConverter(None, None, None, None).convert_map)
+    missing = [(f"{op.name} {op.custom_code}".strip(), f"op {op.index}, output '{graph.tensors[op.outputs[0]].name}'")
+               for op in graph.ops if (op.custom_code if op.name == "CUSTOM" else op.name) not in supported]
     if missing:
         raise UnsupportedOpsError(str(path), missing)
     buf = path.read_bytes()
     shapes = _input_shapes(path, _tflite_declared(inputs), input_shapes)
     with importer_errors(path, "TVM's TFLite importer"):  # on a validated file: what still fails says so
         mod = from_tflite(tflite.Model.GetRootAsModel(buf, 0), shape_dict=shapes,
-                          dtype_dict={t.name: str(t.dtype) for t in inputs})
+                          dtype_dict={t.name: str(t.dtype) for t in inputs}, op_converter=CustomOpConverter)
     if isinstance(mod, tuple):  # the importer returns (mod, params); its weights are constants in main
         mod = mod[0]
     return detach_params(mod)[0], {}

@@ -1,0 +1,167 @@
+"""Write small TFLite flatbuffers for tests, with the ``tflite`` package's generated builders.
+
+No TFLite converter is installed (TensorFlow is not a dependency), so a test model is written
+table by table: tensors (shape, type, constant data, affine quantization), operators (a builtin
+with its options table, or a custom op with its raw options bytes) and one subgraph::
+
+    write_tflite(path, [Tensor("x", (1, 4, 4, 2)), ...], [Op("TRANSPOSE_CONV", [0, 1, 2], [3],
+                 ("TransposeConvOptions", {"Padding": 0, "StrideH": 2, "StrideW": 2}))], inputs=[2], outputs=[3])
+"""
+
+from __future__ import annotations
+
+import pathlib
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import flatbuffers
+import numpy as np
+import tflite
+
+_TYPES = {"float32": tflite.TensorType.FLOAT32, "float16": tflite.TensorType.FLOAT16,
+          "int32": tflite.TensorType.INT32, "int8": tflite.TensorType.INT8}
+
+
+@dataclass
+class Tensor:
+    """One tensor; ``data`` makes it a constant; ``scale`` / ``zero_point`` quantize it (along ``axis``)."""
+
+    name: str
+    shape: Sequence[int]
+    dtype: str = "float32"
+    data: Optional[np.ndarray] = None
+    scale: Optional[Sequence[float]] = None
+    zero_point: Optional[Sequence[int]] = None
+    axis: int = 0
+
+
+@dataclass
+class Op:
+    """A builtin op (``code`` its name, ``options`` ``(table name, {field: value})``) or a custom op
+    (``code`` ``"CUSTOM:<name>"``, ``custom_options`` its raw bytes)."""
+
+    code: str
+    inputs: list[int]
+    outputs: list[int]
+    options: Optional[tuple[str, dict[str, Any]]] = None
+    custom_options: bytes = b""
+    version: int = 1
+
+
+def _vector(b: flatbuffers.Builder, start: Any, items: Sequence[Any], prepend: str) -> int:
+    start(b, len(items))
+    for v in reversed(list(items)):
+        getattr(b, prepend)(v)
+    return b.EndVector()
+
+
+def _tensor(b: flatbuffers.Builder, t: Tensor, buffer: int) -> int:
+    name = b.CreateString(t.name)
+    shape = _vector(b, tflite.TensorStartShapeVector, [int(d) for d in t.shape], "PrependInt32")
+    quant = None
+    if t.scale is not None:
+        scale = _vector(b, tflite.QuantizationParametersStartScaleVector, [float(s) for s in t.scale],
+                        "PrependFloat32")
+        zps = _vector(b, tflite.QuantizationParametersStartZeroPointVector,
+                      [int(z) for z in (t.zero_point if t.zero_point is not None else [0] * len(t.scale))],
+                      "PrependInt64")
+        tflite.QuantizationParametersStart(b)
+        tflite.QuantizationParametersAddScale(b, scale)
+        tflite.QuantizationParametersAddZeroPoint(b, zps)
+        tflite.QuantizationParametersAddQuantizedDimension(b, t.axis)
+        quant = tflite.QuantizationParametersEnd(b)
+    tflite.TensorStart(b)
+    tflite.TensorAddShape(b, shape)
+    tflite.TensorAddType(b, _TYPES[t.dtype])
+    tflite.TensorAddBuffer(b, buffer)
+    tflite.TensorAddName(b, name)
+    if quant is not None:
+        tflite.TensorAddQuantization(b, quant)
+    return tflite.TensorEnd(b)
+
+
+def _options(b: flatbuffers.Builder, table: str, values: dict[str, Any]) -> int:
+    getattr(tflite, f"{table}Start")(b)
+    for key, value in values.items():
+        getattr(tflite, f"{table}Add{key}")(b, value)
+    return getattr(tflite, f"{table}End")(b)
+
+
+def _operator(b: flatbuffers.Builder, op: Op, code_index: int) -> int:
+    inputs = _vector(b, tflite.OperatorStartInputsVector, op.inputs, "PrependInt32")
+    outputs = _vector(b, tflite.OperatorStartOutputsVector, op.outputs, "PrependInt32")
+    options = _options(b, *op.options) if op.options else None
+    custom = _vector(b, tflite.OperatorStartCustomOptionsVector, list(op.custom_options), "PrependUint8") \
+        if op.custom_options else None
+    tflite.OperatorStart(b)
+    tflite.OperatorAddOpcodeIndex(b, code_index)
+    tflite.OperatorAddInputs(b, inputs)
+    tflite.OperatorAddOutputs(b, outputs)
+    if options is not None:
+        assert op.options is not None
+        tflite.OperatorAddBuiltinOptionsType(b, getattr(tflite.BuiltinOptions, op.options[0]))
+        tflite.OperatorAddBuiltinOptions(b, options)
+    if custom is not None:
+        tflite.OperatorAddCustomOptions(b, custom)
+    return tflite.OperatorEnd(b)
+
+
+def _code(b: flatbuffers.Builder, code: str, version: int) -> int:
+    custom = b.CreateString(code.split(":", 1)[1]) if code.startswith("CUSTOM:") else None
+    builtin = tflite.BuiltinOperator.CUSTOM if custom is not None else getattr(tflite.BuiltinOperator, code)
+    tflite.OperatorCodeStart(b)
+    tflite.OperatorCodeAddDeprecatedBuiltinCode(b, min(builtin, 127))
+    tflite.OperatorCodeAddBuiltinCode(b, builtin)
+    tflite.OperatorCodeAddVersion(b, version)
+    if custom is not None:
+        tflite.OperatorCodeAddCustomCode(b, custom)
+    return tflite.OperatorCodeEnd(b)
+
+
+def write_tflite(path: pathlib.Path, tensors: list[Tensor], ops: list[Op], inputs: list[int],
+                 outputs: list[int]) -> pathlib.Path:
+    """Write the one-subgraph model and return ``path``."""
+    b = flatbuffers.Builder(1024)
+    buffers = [None] + [t.data for t in tensors if t.data is not None]  # buffer 0: empty, as TFLite writes
+    buffer_of, k = [], 1
+    for t in tensors:
+        buffer_of.append(k if t.data is not None else 0)
+        k += t.data is not None
+    buffer_tables = []
+    for data in buffers:
+        raw = None
+        if data is not None:
+            raw_bytes = np.ascontiguousarray(data).tobytes()
+            b.StartVector(1, len(raw_bytes), 16)  # 16-byte aligned, as the converter writes
+            b.head = b.head - len(raw_bytes)
+            b.Bytes[b.head:b.head + len(raw_bytes)] = raw_bytes
+            raw = b.EndVector()
+        tflite.BufferStart(b)
+        if raw is not None:
+            tflite.BufferAddData(b, raw)
+        buffer_tables.append(tflite.BufferEnd(b))
+    tensor_tables = [_tensor(b, t, buffer_of[i]) for i, t in enumerate(tensors)]
+    codes = list(dict.fromkeys(op.code for op in ops))
+    op_tables = [_operator(b, op, codes.index(op.code)) for op in ops]
+    code_tables = [_code(b, c, next(op.version for op in ops if op.code == c)) for c in codes]
+    sub_tensors = _vector(b, tflite.SubGraphStartTensorsVector, tensor_tables, "PrependUOffsetTRelative")
+    sub_inputs = _vector(b, tflite.SubGraphStartInputsVector, inputs, "PrependInt32")
+    sub_outputs = _vector(b, tflite.SubGraphStartOutputsVector, outputs, "PrependInt32")
+    sub_ops = _vector(b, tflite.SubGraphStartOperatorsVector, op_tables, "PrependUOffsetTRelative")
+    tflite.SubGraphStart(b)
+    tflite.SubGraphAddTensors(b, sub_tensors)
+    tflite.SubGraphAddInputs(b, sub_inputs)
+    tflite.SubGraphAddOutputs(b, sub_outputs)
+    tflite.SubGraphAddOperators(b, sub_ops)
+    subgraph = tflite.SubGraphEnd(b)
+    model_codes = _vector(b, tflite.ModelStartOperatorCodesVector, code_tables, "PrependUOffsetTRelative")
+    model_subgraphs = _vector(b, tflite.ModelStartSubgraphsVector, [subgraph], "PrependUOffsetTRelative")
+    model_buffers = _vector(b, tflite.ModelStartBuffersVector, buffer_tables, "PrependUOffsetTRelative")
+    tflite.ModelStart(b)
+    tflite.ModelAddVersion(b, 3)
+    tflite.ModelAddOperatorCodes(b, model_codes)
+    tflite.ModelAddSubgraphs(b, model_subgraphs)
+    tflite.ModelAddBuffers(b, model_buffers)
+    b.Finish(tflite.ModelEnd(b), file_identifier=b"TFL3")
+    path.write_bytes(bytes(b.Output()))
+    return path
