@@ -1,14 +1,14 @@
 """``tvm_sima.load_model(path, input_shapes=None) -> (mod, params)`` for float ONNX and TFLite files.
 
-Before importing, every op of the file is checked against TVM's Relax importer; all the
-unsupported ones are reported at once, each with its node (ONNX) or op index and output
-tensor (TFLite; a custom op by its custom code). Float TFLite files import with TVM's importer plus
-the custom ops of :mod:`tvm_sima.frontends.tflite_custom` (MediaPipe's ``Convolution2DTransposeBias``).
-Shapes come from the file. A dynamic dimension (an ONNX ``dim_param`` symbol, an unset ``?`` dimension, a literal ``-1`` as paddle2onnx writes; a TFLite ``shape_signature``
-``-1``) is taken from ``input_shapes``, or from another input given the same symbol; a dynamic
-*batch* (first) dimension otherwise becomes 1, logged once at INFO; any other is an
-:class:`InputShapeError` that says which shape to give. :func:`shapes_from_data` fills them from
-an array's shape (calibration data).
+Before importing, every op of the file is checked against TVM's Relax importer; all the unsupported
+ones are reported at once, each with its node (ONNX) or op index and output tensor (TFLite; a custom
+op by its custom code). Float TFLite files import with TVM's importer plus the custom ops of
+:mod:`tvm_sima.frontends.tflite_custom` (MediaPipe's ``Convolution2DTransposeBias``). Shapes come
+from the file. A dynamic dimension (an ONNX ``dim_param`` symbol, an unset ``?`` dimension, a
+literal ``-1`` as paddle2onnx writes; a TFLite ``shape_signature`` ``-1``) is taken from
+``input_shapes``, or from another input given the same symbol; a dynamic *batch* (first) dimension
+otherwise becomes 1, logged once at INFO; any other is an :class:`InputShapeError` that says which
+shape to give. :func:`shapes_from_data` fills them from an array's shape (calibration data).
 An int8 TFLite model is imported by :mod:`tvm_sima.frontends.tflite_qdq` as a QDQ graph that
 keeps its integer interface; a quantized ONNX model (QDQ, or QOperator rewritten to QDQ) by
 :mod:`tvm_sima.frontends.onnx_qdq`, with its weights as constants. Both are what

@@ -5,8 +5,9 @@ Relax's own TFLite importer rejects many int8 graphs; this one reads the flatbuf
 
 * CONV_2D / DEPTHWISE_CONV_2D (NHWC, weights HWIO, SAME padding made explicit), TRANSPOSE_CONV
   (``conv2d_transpose``, weights IOHW, padding from the output shape) and FULLY_CONNECTED:
-  ``quantize(act(op(dequantize(x), dequantize(W)) + dequantize(b)))`` with the int8 weight and the int32 bias kept as constants behind their dequantize (per-channel along the
-  output channel), the fused activation as ``relu`` / ``clip``;
+  ``quantize(act(op(dequantize(x), dequantize(W)) + dequantize(b)))`` with the int8 weight and the
+  int32 bias kept as constants behind their dequantize (per-channel along the output channel), the
+  fused activation as ``relu`` / ``clip``;
 * ADD / SUB / MUL, AVERAGE_POOL_2D (padding left out of the count, as TFLite), MEAN:
   ``quantize(act(op(dequantize(a), dequantize(b))))``;
 * ops that only move values and keep the scale (RESHAPE, STRIDED_SLICE, MAX_POOL_2D, and
