@@ -62,3 +62,15 @@ def test_int8_transpose_conv_converts_bit_exact_with_litert(case, tmp_path):
     for _ in range(4):
         x = RNG.integers(-128, 128, size=CASES[case][0]).astype(np.int8)
         np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), litert(path, x))
+
+
+def test_the_converted_program_replays_in_the_artifact_interpreter(tmp_path):
+    # The zero insertion is a reshape / pad / reshape on the host: the interpreter runs them too.
+    from tvm_sima.codegen import load_program, program_from_function, run_program, write_program
+
+    converted, _ = tvm_sima.convert(tvm_sima.load_model(transpose_conv_model(tmp_path / "m.tflite", "same_k3s2"))[0])
+    program = load_program(write_program(program_from_function(converted["main"]), tmp_path / "artifact"))
+    assert "relax.nn.pad" in [op["op"] for op in program.graph["ops"]]
+    vm = relax.VirtualMachine(tvm_sima.build(converted), tvm.cpu())
+    x = RNG.integers(-128, 128, size=(1, 5, 5, 3)).astype(np.int8)
+    np.testing.assert_array_equal(run_program(program, x)[0], vm["main"](tvm.runtime.tensor(x)).numpy())
