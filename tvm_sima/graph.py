@@ -16,7 +16,7 @@ import tvm
 from tvm import relax
 
 __all__ = ["EmitBinding", "EmitOutput", "GraphIndex", "channel_axis", "clip_bounds", "constant_value", "copy_binding",
-           "copy_output", "op_name", "rebuild_function", "rebuild_main", "remap", "scalar_operand"]
+           "copy_output", "op_name", "rebuild_function", "rebuild_main", "remap", "scalar_operand", "static_shape"]
 
 #: ``emit_binding(bb, var, value, mapping)`` for each binding ``var = value`` of the old function:
 #: return the new value (the rebuild emits it under ``var``'s name and maps ``var`` to it), or
@@ -169,6 +169,15 @@ def op_name(expr: Any) -> Optional[str]:
     if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
         return str(expr.op.name)
     return None
+
+
+def static_shape(expr: Any) -> Optional[list[int]]:
+    """The static shape of ``expr`` (its tensor type) as ints, or None."""
+    shape = getattr(getattr(expr, "ty", None), "shape", None)
+    try:
+        return [int(d) for d in shape] if shape is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def constant_value(expr: Any) -> Optional[np.ndarray]:

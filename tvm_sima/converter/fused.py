@@ -9,7 +9,7 @@ from tvm import relax
 
 from .. import lowering
 from .. import math as sm
-from ..graph import GraphIndex, constant_value, op_name, remap
+from ..graph import GraphIndex, constant_value, op_name, remap, static_shape
 from ..lowering.base import per_tensor
 from . import rules
 from .chains import Match, Tail, dequantized, match_tail
@@ -54,7 +54,7 @@ def _transpose_conv(chain: _Chain, limits: HardwareLimits) -> Optional[str]:
     tc = lowering.transpose_conv(chain.call)
     if isinstance(tc, str):
         return tc
-    if lowering.static_shape(chain.call.args[0]) is None:
+    if static_shape(chain.call.args[0]) is None:
         return "conv2d_transpose input without a static shape"
     out_axis, channels = tc.kernel_layout.index("O"), chain.w.shape[tc.kernel_layout.index("O")] * tc.groups
     scales = np.atleast_1d(chain.w_q.scale)
@@ -145,8 +145,9 @@ def _emit(bb: relax.BlockBuilder, chain: _Chain, consts: lowering.FusedConstants
     if op_name(call) == "relax.matmul":
         return lowering.emit_dense(bb, new_x, consts, zp_x, codes, out_dtype)
     if chain.transpose is not None:
-        return lowering.emit_conv2d_transpose(bb, new_x, lowering.static_shape(call.args[0]), consts, zp_x, codes,
-                                              out_dtype, chain.transpose)
+        shape = static_shape(call.args[0])
+        assert shape is not None  # checked by _transpose_conv
+        return lowering.emit_conv2d_transpose(bb, new_x, shape, consts, zp_x, codes, out_dtype, chain.transpose)
     a = call.attrs
     return lowering.emit_conv2d(new_x, consts, zp_x, codes, out_dtype, strides=[int(v) for v in a["strides"]],
                                 padding=[int(v) for v in a["padding"]], dilation=[int(v) for v in a["dilation"]],

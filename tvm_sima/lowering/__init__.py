@@ -32,12 +32,12 @@ from .fused import (
 from .moves import MOVES
 from .numerics import AddMethod, MultiplyMethod, Numerics, PoolMethod, TableRounding
 from .tables import LUT_FUNCTIONS, SOFTMAX_EXP_BITS, emit_table, table
-from .transpose_conv import TransposeConv, emit_conv2d_transpose, static_shape, transpose_conv
+from .transpose_conv import TransposeConv, emit_conv2d_transpose, transpose_conv
 
 __all__ = [
     "AddMethod", "CLIPS", "FAMILIES", "Family", "FusedConstants", "LUT_FUNCTIONS", "Lowered", "MOVES",
     "MultiplyMethod", "Numerics", "PoolMethod", "Request", "SOFTMAX_EXP_BITS", "TableRounding", "TransposeConv",
     "WeightSpec", "accumulator_overflow", "binary_with_constant", "corrected_float_weights", "emit_conv2d",
     "emit_conv2d_transpose", "emit_dense", "emit_table", "from_float_weights", "from_integer_weights",
-    "from_product", "lower_by_constant", "register", "static_shape", "table", "transpose_conv",
+    "from_product", "lower_by_constant", "register", "table", "transpose_conv",
 ]

@@ -22,7 +22,7 @@ the stride (no overlap) could instead be a 1x1 convolution and a depth-to-space.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence, Union
+from typing import Sequence, Union
 
 import numpy as np
 from tvm import relax
@@ -30,7 +30,7 @@ from tvm import relax
 from .base import Codes
 from .fused import FusedConstants, emit_conv2d
 
-__all__ = ["TransposeConv", "emit_conv2d_transpose", "static_shape", "transpose_conv"]
+__all__ = ["TransposeConv", "emit_conv2d_transpose", "transpose_conv"]
 
 #: Data layouts sima.conv2d takes.
 _LAYOUTS = ("NCHW", "NHWC")
@@ -135,11 +135,3 @@ def emit_conv2d_transpose(bb: relax.BlockBuilder, x: relax.Expr, shape: Sequence
     return emit_conv2d(moved, consts, zp_x, codes, out_dtype, strides=[1, 1], padding=tc.conv_padding(),
                        dilation=list(tc.dilation), groups=tc.groups, layout=tc.layout)
 
-
-def static_shape(expr: relax.Expr) -> Any:
-    """The static shape of ``expr`` as ints, or None."""
-    shape = getattr(getattr(expr, "ty", None), "shape", None)
-    try:
-        return [int(d) for d in shape] if shape is not None else None
-    except (TypeError, ValueError):
-        return None

@@ -37,7 +37,7 @@ from .. import math as sm
 from .. import ops as so
 from ..calibration import Observer
 from ..config import LayerInfo, QConfig
-from ..graph import GraphIndex, constant_value, op_name, rebuild_main
+from ..graph import GraphIndex, constant_value, op_name, rebuild_main, static_shape
 from .annotate import is_float_tensor
 from .patterns import Epilogue, epilogue_chain
 
@@ -340,7 +340,7 @@ def _realize_conv2d(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Op
 def _realize_conv2d_transpose(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Optional[str]:
     """A transposed convolution: zero insertion (a move of the codes), then the fused ``sima.conv2d``."""
     found = ctx.weight(call.args[1])
-    shape = lowering.static_shape(call.args[0])
+    shape = static_shape(call.args[0])
     if found is None or shape is None:
         return "weight not annotated (skipped layer)" if found is None else "input without a static shape"
     tc = lowering.transpose_conv(call)
