@@ -304,63 +304,66 @@ def _layer_of_weight(ctx: RealizeContext, weight_name: str) -> tuple[str, QConfi
     return layer, ctx.config_of(weight_name)
 
 
-@register_realize_function("relax.nn.conv2d")
-def _realize_conv2d(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Optional[str]:
+#: ``emit(x, constants, output codes, output dtype) -> the fused op``.
+_ConvEmit = Callable[[QValue, lowering.FusedConstants, tuple[int, int], str], relax.Expr]
+
+
+def _fused_conv(ctx: RealizeContext, var: relax.Var, call: relax.Call, to_hwigo: Callable[[np.ndarray], np.ndarray],
+                groups: int, emit: _ConvEmit, mean_scale: float = 1.0) -> Optional[str]:
+    """A conv-like layer and its epilogue as one ``sima.conv2d``: ``to_hwigo`` makes the HWIGO float weight."""
     found = ctx.weight(call.args[1])
     if found is None:
         return "weight not annotated (skipped layer)"
     weight, wname = found
     layer, config = _layer_of_weight(ctx, wname)
-    a = call.attrs
-    layout, kernel_layout, out_layout = str(a["data_layout"]), str(a["kernel_layout"]), str(a["out_layout"])
-    if layout not in so.LAYOUTS or out_layout != layout or sorted(kernel_layout) != sorted("OIHW"):
-        return f"layouts {layout}/{kernel_layout}->{out_layout} (sima.conv2d takes NCHW or NHWC data)"
-    # Any kernel layout (TFLite's depthwise HWOI, OHWI, ...) is transposed to the op's own.
-    weight = weight.transpose([kernel_layout.index(c) for c in so.LAYOUTS[layout]])
     io = _fused_io(ctx, var, call)
     if isinstance(io, str):
         return io
     xq, chain, yq, name = io
-    groups = int(a["groups"])
-    hwigo = sm.oihw_to_hwigo(weight, groups) if layout == "NCHW" else \
-        weight.reshape(*weight.shape[:3], groups, -1)
-    hwigo = hwigo * chain.scale.reshape(1, 1, 1, groups, -1)
-    consts = _fused_constants(ctx, layer, config, hwigo, chain.shift, xq, yq, False, call.args[0], groups)
+    hwigo = to_hwigo(weight) * chain.scale.reshape(1, 1, 1, groups, -1)
+    consts = _fused_constants(ctx, layer, config, hwigo, chain.shift, xq, yq, False, call.args[0], groups,
+                              mean_scale)
     if isinstance(consts, str):
         return consts
-    fused = lowering.emit_conv2d(xq.expr, consts, _zp(xq.qparams), ctx.numerics.clip_codes(yq, chain.lo, chain.hi),
-                                 yq.dtype.container.name, strides=[int(s) for s in a["strides"]],
-                                 padding=[int(p) for p in a["padding"]], dilation=[int(d) for d in a["dilation"]],
-                                 groups=groups, layout=layout)
+    fused = emit(xq, consts, ctx.numerics.clip_codes(yq, chain.lo, chain.hi), yq.dtype.container.name)
     _emit_fused(ctx, chain, fused, yq, name, layer, "sima.conv2d")
     return None
+
+
+@register_realize_function("relax.nn.conv2d")
+def _realize_conv2d(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Optional[str]:
+    a = call.attrs
+    layout, kernel_layout, out_layout = str(a["data_layout"]), str(a["kernel_layout"]), str(a["out_layout"])
+    if layout not in so.LAYOUTS or out_layout != layout or sorted(kernel_layout) != sorted("OIHW"):
+        return f"layouts {layout}/{kernel_layout}->{out_layout} (sima.conv2d takes NCHW or NHWC data)"
+    groups = int(a["groups"])
+
+    def to_hwigo(weight: np.ndarray) -> np.ndarray:
+        # Any kernel layout (TFLite's depthwise HWOI, OHWI, ...) is transposed to the op's own.
+        w = weight.transpose([kernel_layout.index(c) for c in so.LAYOUTS[layout]])
+        return sm.oihw_to_hwigo(w, groups) if layout == "NCHW" else w.reshape(*w.shape[:3], groups, -1)
+
+    def emit(xq: QValue, consts: lowering.FusedConstants, codes: tuple[int, int], out_dtype: str) -> relax.Expr:
+        return lowering.emit_conv2d(xq.expr, consts, _zp(xq.qparams), codes, out_dtype,
+                                    strides=[int(s) for s in a["strides"]], padding=[int(p) for p in a["padding"]],
+                                    dilation=[int(d) for d in a["dilation"]], groups=groups, layout=layout)
+
+    return _fused_conv(ctx, var, call, to_hwigo, groups, emit)
 
 
 @register_realize_function("relax.nn.conv2d_transpose")
 def _realize_conv2d_transpose(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Optional[str]:
     """A transposed convolution: zero insertion (a move of the codes), then the fused ``sima.conv2d``."""
-    found = ctx.weight(call.args[1])
-    shape = static_shape(call.args[0])
-    if found is None or shape is None:
-        return "weight not annotated (skipped layer)" if found is None else "input without a static shape"
-    tc = lowering.transpose_conv(call)
-    if isinstance(tc, str):
-        return tc
-    weight, wname = found
-    layer, config = _layer_of_weight(ctx, wname)
-    io = _fused_io(ctx, var, call)
-    if isinstance(io, str):
-        return io
-    xq, chain, yq, name = io
-    hwigo = tc.hwigo(weight) * chain.scale.reshape(1, 1, 1, tc.groups, -1)
-    consts = _fused_constants(ctx, layer, config, hwigo, chain.shift, xq, yq, False, call.args[0], tc.groups,
-                              mean_scale=1.0 / (tc.strides[0] * tc.strides[1]))
-    if isinstance(consts, str):
-        return consts
-    fused = lowering.emit_conv2d_transpose(ctx.bb, xq.expr, shape, consts, _zp(xq.qparams),
-                                           ctx.numerics.clip_codes(yq, chain.lo, chain.hi), yq.dtype.container.name, tc)
-    _emit_fused(ctx, chain, fused, yq, name, layer, "sima.conv2d")
-    return None
+    shape, tc = static_shape(call.args[0]), lowering.transpose_conv(call)
+    if shape is None or isinstance(tc, str):
+        return tc if isinstance(tc, str) else "input without a static shape"
+
+    def emit(xq: QValue, consts: lowering.FusedConstants, codes: tuple[int, int], out_dtype: str) -> relax.Expr:
+        assert shape is not None and not isinstance(tc, str)
+        return lowering.emit_conv2d_transpose(ctx.bb, xq.expr, shape, consts, _zp(xq.qparams), codes, out_dtype, tc)
+
+    # The inserted zeros are part of the fused op's input: the real values fill 1 / (s_h s_w) of it.
+    return _fused_conv(ctx, var, call, tc.hwigo, tc.groups, emit, mean_scale=1.0 / (tc.strides[0] * tc.strides[1]))
 
 
 @register_realize_function("relax.matmul")
