@@ -16,7 +16,7 @@ import tvm
 from tvm import relax
 
 __all__ = ["EmitBinding", "EmitOutput", "GraphIndex", "channel_axis", "clip_bounds", "constant_value", "copy_binding",
-           "copy_output", "op_name", "rebuild_function", "rebuild_main", "remap", "scalar_operand"]
+           "copy_output", "op_name", "rebuild_function", "rebuild_main", "remap", "scalar_operand", "static_shape"]
 
 #: ``emit_binding(bb, var, value, mapping)`` for each binding ``var = value`` of the old function:
 #: return the new value (the rebuild emits it under ``var``'s name and maps ``var`` to it), or
@@ -171,6 +171,15 @@ def op_name(expr: Any) -> Optional[str]:
     return None
 
 
+def static_shape(expr: Any) -> Optional[list[int]]:
+    """The static shape of ``expr`` (its tensor type) as ints, or None."""
+    shape = getattr(getattr(expr, "ty", None), "shape", None)
+    try:
+        return [int(d) for d in shape] if shape is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
 def constant_value(expr: Any) -> Optional[np.ndarray]:
     """The array of a Relax constant, or of a scalar PrimValue / IntImm / FloatImm; else None."""
     if isinstance(expr, tvm.ir.GenericConst):
@@ -181,8 +190,8 @@ def constant_value(expr: Any) -> Optional[np.ndarray]:
 
 
 def channel_axis(call: relax.Call) -> int:
-    """Output-channel axis of a conv2d (from its out_layout) or matmul (the last)."""
-    if op_name(call) == "relax.nn.conv2d":
+    """Output-channel axis of a conv2d / conv2d_transpose (from its out_layout) or matmul (the last)."""
+    if op_name(call) in ("relax.nn.conv2d", "relax.nn.conv2d_transpose"):
         return str(call.attrs["out_layout"]).index("C")
     return call.ty.ndim - 1
 

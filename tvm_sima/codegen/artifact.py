@@ -376,6 +376,13 @@ def _strided_slice(x: np.ndarray, *operands: Any) -> np.ndarray:
     return x[tuple(index)]
 
 
+def _pad(x: np.ndarray, a: dict) -> np.ndarray:
+    if a["pad_mode"] != "constant":
+        raise ProgramError(f"pad with pad_mode {a['pad_mode']} has no NumPy implementation")
+    widths = [int(w) for w in a["pad_width"]]
+    return np.pad(x, list(zip(widths[::2], widths[1::2], strict=True)), constant_values=a["pad_value"])
+
+
 def _sum(x: np.ndarray, a: dict) -> np.ndarray:
     out = x.sum(axis=tuple(a["axis"]) if a["axis"] is not None else None, keepdims=a["keepdims"], dtype=x.dtype)
     return np.asarray(out, dtype=x.dtype)
@@ -408,6 +415,7 @@ NUMPY_OPS: dict[str, Callable[..., np.ndarray]] = {
     "relax.sum": _sum,
     "relax.nn.max_pool2d": _max_pool2d,
     "relax.nn.conv2d": _int_conv2d,
+    "relax.nn.pad": _pad,
     "relax.strided_slice": _strided_slice,
     "relax.squeeze": lambda x, a: np.squeeze(x, axis=tuple(a["axis"]) if a["axis"] is not None else None),
     "relax.permute_dims": lambda x, a: np.transpose(x, a["axes"]),

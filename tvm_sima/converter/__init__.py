@@ -6,7 +6,8 @@ Convolutions and dense layers (NHWC or NCHW data, per-tensor or per-channel int8
     [-> dequantize -> act -> quantize with the same parameters: an activation after the quantize]
 
 where ``W`` is an int8 constant, ``b`` an int32 constant (optionally reshaped) and ``act`` relu /
-relu6 / clip, become one ``sima.conv2d`` / ``sima.dense`` on the raw integers:
+relu6 / clip, become one ``sima.conv2d`` / ``sima.dense`` on the raw integers (a ``conv2d_transpose``:
+zero insertion of the codes, then ``sima.conv2d``, :mod:`tvm_sima.lowering.transpose_conv`):
 
 * ``mode="tflite"``: ``tflite_requantization_constants`` (Q31 multiplier and shift), the
   activation range as TFLite computes it (float32, round half away from zero), LiteRT's rounding
@@ -46,7 +47,7 @@ NUMERICS = {sm.RequantMode.MULTIPLIER_SHIFT: lowering.Numerics.tflite(),
             sm.RequantMode.SHIFT: lowering.Numerics.npu_shift()}
 #: The names ``mode`` takes: ``"tflite"`` is ``"multiplier_shift"`` rounded as LiteRT (``RequantMode.parse``).
 MODES = sm.REQUANT_MODE_NAMES
-_ROOTS = ("relax.nn.conv2d", "relax.matmul")
+_ROOTS = ("relax.nn.conv2d", "relax.nn.conv2d_transpose", "relax.matmul")
 _NOT_COMPUTE = ("sima.quantize", "sima.dequantize", "sima.quantize_info", "sima.requantize", "sima.conv2d",
                 "sima.dense")
 

@@ -9,7 +9,7 @@ from tvm import relax
 
 from .. import lowering
 from .. import math as sm
-from ..graph import GraphIndex, constant_value, op_name, remap
+from ..graph import GraphIndex, constant_value, op_name, remap, static_shape
 from ..lowering.base import per_tensor
 from . import rules
 from .chains import Match, Tail, dequantized, match_tail
@@ -17,7 +17,7 @@ from .rules import HardwareLimits
 
 __all__ = ["match_fused"]
 
-_PATTERN = ("dequantize(int8 x), dequantize(int8 const W) -> conv2d / matmul -> [+ bias] -> "
+_PATTERN = ("dequantize(int8 x), dequantize(int8 const W) -> conv2d / conv2d_transpose / matmul -> [+ bias] -> "
             "[relu / relu6 / clip] -> quantize")
 
 
@@ -46,6 +46,28 @@ class _Chain:
         self.root, self.call, self.x, self.x_q, self.w, self.w_q = root, call, x, x_q, w, w_q
         self.bias: Optional[np.ndarray] = None
         self.tail = Tail()
+        self.transpose: Optional[lowering.TransposeConv] = None
+
+
+def _transpose_conv(chain: _Chain, limits: HardwareLimits) -> Optional[str]:
+    """Set ``chain.transpose`` (a conv2d_transpose's equivalent convolution), or say why there is none."""
+    tc = lowering.transpose_conv(chain.call)
+    if isinstance(tc, str):
+        return tc
+    if static_shape(chain.call.args[0]) is None:
+        return "conv2d_transpose input without a static shape"
+    out_axis, channels = tc.kernel_layout.index("O"), chain.w.shape[tc.kernel_layout.index("O")] * tc.groups
+    scales = np.atleast_1d(chain.w_q.scale)
+    axis = chain.w_q.axis % chain.w.ndim if chain.w_q.axis is not None else None
+    if scales.size > 1 and (axis != out_axis or scales.size * tc.groups != channels):
+        return (f"per-channel weight scales along axis {chain.w_q.axis} of the {tc.kernel_layout} weight, not its "
+                "output channels")
+    if scales.size > 1 and tc.groups > 1:  # one scale per filter of a group, the same in every group
+        chain.w_q = sm.QParams(np.tile(scales, tc.groups), np.tile(np.atleast_1d(chain.w_q.zero_point), tc.groups),
+                               str(chain.w_q.dtype), axis=0)
+    chain.transpose = tc
+    khw = [chain.w.shape[tc.kernel_layout.index("H")], chain.w.shape[tc.kernel_layout.index("W")]]
+    return rules.check_window(limits, khw, [1, 1], list(tc.dilation))
 
 
 def match_fused(index: GraphIndex, var: relax.Var, numerics: lowering.Numerics,
@@ -63,10 +85,13 @@ def match_fused(index: GraphIndex, var: relax.Var, numerics: lowering.Numerics,
     if bad:
         return bad
     chain = _Chain(var, call, x[0], x[1], weight, w[1])
+    bad = _transpose_conv(chain, limits) if op_name(call) == "relax.nn.conv2d_transpose" else None
+    if bad:
+        return bad
     start = var
     user = index.single_user(var)
     if user is not None and op_name(index.producer[user]) == "relax.add":
-        bias = _bias(index, index.producer[user], var, x[1], w[1])  # type: ignore[arg-type]
+        bias = _bias(index, index.producer[user], var, x[1], chain.w_q)  # type: ignore[arg-type]
         if isinstance(bias, str):
             return bias
         chain.bias, start = bias, user
@@ -102,6 +127,8 @@ def _constants(chain: _Chain, numerics: lowering.Numerics) -> lowering.FusedCons
     assert chain.tail.out_q is not None
     if is_dense:
         weight = chain.w.T  # (K, O) -> OI
+    elif chain.transpose is not None:
+        weight = chain.transpose.hwigo(chain.w)
     else:
         a = call.attrs
         kernel_layout, groups = str(a["kernel_layout"]), int(a["groups"])
@@ -117,6 +144,10 @@ def _emit(bb: relax.BlockBuilder, chain: _Chain, consts: lowering.FusedConstants
     zp_x, codes, out_dtype = per_tensor(chain.x_q)[1], chain.tail.codes(), str(chain.tail.out_q.dtype)
     if op_name(call) == "relax.matmul":
         return lowering.emit_dense(bb, new_x, consts, zp_x, codes, out_dtype)
+    if chain.transpose is not None:
+        shape = static_shape(call.args[0])
+        assert shape is not None  # checked by _transpose_conv
+        return lowering.emit_conv2d_transpose(bb, new_x, shape, consts, zp_x, codes, out_dtype, chain.transpose)
     a = call.attrs
     return lowering.emit_conv2d(new_x, consts, zp_x, codes, out_dtype, strides=[int(v) for v in a["strides"]],
                                 padding=[int(v) for v in a["padding"]], dilation=[int(v) for v in a["dilation"]],

@@ -1,13 +1,14 @@
 """``tvm_sima.load_model(path, input_shapes=None) -> (mod, params)`` for float ONNX and TFLite files.
 
-Before importing, every op of the file is checked against TVM's Relax importer; all the
-unsupported ones are reported at once, each with its node (ONNX) or op index and output
-tensor (TFLite). Shapes come from the file. A dynamic dimension (an ONNX ``dim_param`` symbol,
-an unset ``?`` dimension, a literal ``-1`` as paddle2onnx writes; a TFLite ``shape_signature``
-``-1``) is taken from ``input_shapes``, or from another input given the same symbol; a dynamic
-*batch* (first) dimension otherwise becomes 1, logged once at INFO; any other is an
-:class:`InputShapeError` that says which shape to give. :func:`shapes_from_data` fills them from
-an array's shape (calibration data).
+Before importing, every op of the file is checked against TVM's Relax importer; all the unsupported
+ones are reported at once, each with its node (ONNX) or op index and output tensor (TFLite; a custom
+op by its custom code). Float TFLite files import with TVM's importer plus the custom ops of
+:mod:`tvm_sima.frontends.tflite_custom` (MediaPipe's ``Convolution2DTransposeBias``). Shapes come
+from the file. A dynamic dimension (an ONNX ``dim_param`` symbol, an unset ``?`` dimension, a
+literal ``-1`` as paddle2onnx writes; a TFLite ``shape_signature`` ``-1``) is taken from
+``input_shapes``, or from another input given the same symbol; a dynamic *batch* (first) dimension
+otherwise becomes 1, logged once at INFO; any other is an :class:`InputShapeError` that says which
+shape to give. :func:`shapes_from_data` fills them from an array's shape (calibration data).
 An int8 TFLite model is imported by :mod:`tvm_sima.frontends.tflite_qdq` as a QDQ graph that
 keeps its integer interface; a quantized ONNX model (QDQ, or QOperator rewritten to QDQ) by
 :mod:`tvm_sima.frontends.onnx_qdq`, with its weights as constants. Both are what
@@ -278,9 +279,9 @@ def _load_tflite(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
     import numpy as np
     import tflite
     from tvm.relax.frontend import detach_params
-    from tvm.relax.frontend.tflite.tflite_frontend import OperatorConverter
 
     from .errors import importer_errors
+    from .tflite_custom import CustomOpConverter
     from .tflite_flatbuffer import read_tflite
 
     graph = read_tflite(path)
@@ -301,9 +302,9 @@ def _load_tflite(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
         if missing:
             raise UnsupportedOpsError(str(path), missing)
         return import_int8_tflite(path), {}
-    supported = set(OperatorConverter(None, None, None, None).convert_map)
-    missing = [(op.name, f"op {op.index}, output '{graph.tensors[op.outputs[0]].name}'")
-               for op in graph.ops if op.name not in supported]
+    supported = set(CustomOpConverter(None, None, None, None).convert_map)
+    missing = [(f"{op.name} {op.custom_code}".strip(), f"op {op.index}, output '{graph.tensors[op.outputs[0]].name}'")
+               for op in graph.ops if (op.custom_code if op.name == "CUSTOM" else op.name) not in supported]
     if missing:
         raise UnsupportedOpsError(str(path), missing)
     buf = path.read_bytes()
@@ -311,7 +312,8 @@ def _load_tflite(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
     from .source_importers import import_tflite  # TVM's importer, keeping the tensor names
 
     with importer_errors(path, "TVM's TFLite importer"):  # on a validated file: what still fails says so
-        mod = import_tflite(tflite.Model.GetRootAsModel(buf, 0), shapes, {t.name: str(t.dtype) for t in inputs})
+        mod = import_tflite(tflite.Model.GetRootAsModel(buf, 0), shapes, {t.name: str(t.dtype) for t in inputs},
+                            CustomOpConverter)
     if any(t.dtype == np.float16 and t.data is not None for t in graph.tensors):  # float16 weights
         from .float16 import float32_constants
 

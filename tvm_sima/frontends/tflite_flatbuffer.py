@@ -67,6 +67,7 @@ _OPTION_FIELDS = {
     "RESIZE_NEAREST_NEIGHBOR": ("ResizeNearestNeighborOptions", ("AlignCorners", "HalfPixelCenters")),
     "DEPTH_TO_SPACE": ("DepthToSpaceOptions", ("BlockSize",)),
     "SPACE_TO_DEPTH": ("SpaceToDepthOptions", ("BlockSize",)),
+    "TRANSPOSE_CONV": ("TransposeConvOptions", ("Padding", "StrideH", "StrideW", "FusedActivationFunction")),
 }
 
 
@@ -93,13 +94,17 @@ class TFLiteTensor:
 
 @dataclass
 class TFLiteOp:
-    """One operator: builtin name, input / output tensor indices, decoded options."""
+    """One operator: builtin name, input / output tensor indices, decoded options.
+
+    A custom op is named ``CUSTOM``; ``custom_code`` holds its own name (e.g. ``Convolution2DTransposeBias``).
+    """
 
     index: int
     name: str
     inputs: list[int]
     outputs: list[int]
     options: dict[str, Any] = field(default_factory=dict)
+    custom_code: str = ""
 
 
 @dataclass
@@ -231,7 +236,9 @@ class _Reader:
         if not outputs:
             raise ValueError(f"{self.where}: op {index} ({name}) has no outputs; tvm-sima imports graphs whose "
                              "every op has an output")
-        return TFLiteOp(index, name, inputs, outputs, self.options(op, index, name))
+        custom = code.CustomCode() if name == "CUSTOM" else None
+        return TFLiteOp(index, name, inputs, outputs, self.options(op, index, name),
+                        custom.decode("utf-8", "replace") if custom else "")
 
     def graph(self) -> TFLiteGraph:
         import tflite

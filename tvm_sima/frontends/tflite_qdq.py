@@ -3,10 +3,11 @@
 Relax's own TFLite importer rejects many int8 graphs; this one reads the flatbuffer with
 :mod:`tvm_sima.frontends.tflite_flatbuffer` and writes, per op, the graph a QDQ converter expects:
 
-* CONV_2D / DEPTHWISE_CONV_2D (NHWC, weights HWIO, SAME padding made explicit) and
-  FULLY_CONNECTED: ``quantize(act(op(dequantize(x), dequantize(W)) + dequantize(b)))`` with the
-  int8 weight and the int32 bias kept as constants behind their dequantize (per-channel along the
-  output channel), the fused activation as ``relu`` / ``clip``;
+* CONV_2D / DEPTHWISE_CONV_2D (NHWC, weights HWIO, SAME padding made explicit), TRANSPOSE_CONV
+  (``conv2d_transpose``, weights IOHW, padding from the output shape) and FULLY_CONNECTED:
+  ``quantize(act(op(dequantize(x), dequantize(W)) + dequantize(b)))`` with the int8 weight and the
+  int32 bias kept as constants behind their dequantize (per-channel along the output channel), the
+  fused activation as ``relu`` / ``clip``;
 * ADD / SUB / MUL, AVERAGE_POOL_2D (padding left out of the count, as TFLite), MEAN:
   ``quantize(act(op(dequantize(a), dequantize(b))))``;
 * ops that only move values and keep the scale (RESHAPE, STRIDED_SLICE, MAX_POOL_2D, PAD (with the
@@ -46,7 +47,7 @@ __all__ = ["QDQ_OPS", "import_int8_tflite", "unsupported_ops"]
 QDQ_OPS = ("ADD", "AVERAGE_POOL_2D", "BATCH_TO_SPACE_ND", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D",
            "DEPTH_TO_SPACE", "DEQUANTIZE", "FULLY_CONNECTED", "HARD_SWISH", "MAXIMUM", "MAX_POOL_2D", "MEAN", "MINIMUM",
            "MUL", "PACK", "PAD", "QUANTIZE", "RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "SHAPE",
-           "SPACE_TO_BATCH_ND", "SPACE_TO_DEPTH", "STRIDED_SLICE", "SUB")
+           "SPACE_TO_BATCH_ND", "SPACE_TO_DEPTH", "STRIDED_SLICE", "SUB", "TRANSPOSE_CONV")
 _ACTIVATIONS = {"NONE": None, "RELU": (0.0, None), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}
 _SHAPE_OPS = ("SHAPE", "PACK", "STRIDED_SLICE")  # evaluated at import time when their inputs are int32
 
@@ -81,9 +82,10 @@ def _constant(graph: TFLiteGraph, op: TFLiteOp, position: int) -> np.ndarray:
 
 
 def _bias(graph: TFLiteGraph, op: TFLiteOp, x: TFLiteTensor, w: TFLiteTensor, channel_axis: int,
-          rank: int) -> relax.Expr:
-    """``dequantize(int32 bias)`` at the product scale, shaped to broadcast along the output channel."""
-    b = _constant(graph, op, 2).astype(np.int32)
+          rank: int, position: int = 2) -> relax.Expr:
+    """``dequantize(int32 bias)`` (input ``position``) at the product scale, shaped to broadcast along the
+    output channel."""
+    b = _constant(graph, op, position).astype(np.int32)
     scales = np.float64(np.float32(x.scale[0])) * np.asarray(w.scale, dtype=np.float32).astype(np.float64)
     qp = sm.QParams(float(scales[0]), 0, "int32") if scales.size == 1 else \
         sm.QParams(scales, np.zeros(scales.size, np.int64), "int32", axis=0)
@@ -451,6 +453,32 @@ class _Importer:
         if atrous:
             self.values[atrous["output"]] = result
         return result
+
+    @_register("TRANSPOSE_CONV")
+    def _op_transpose_conv(self, op: TFLiteOp) -> relax.Expr:
+        """Inputs: output shape, weights ``[O, kh, kw, I]``, data, [bias]; rows ``iy * s - top + ky`` (LiteRT)."""
+        graph, o, bb = self.graph, op.options, self.bb
+        x, w, out = self.tensor(op.inputs[2]), self.tensor(op.inputs[1]), self.tensor(op.outputs[0])
+        weight, size = _constant(graph, op, 1), self.static_value(op.inputs[0])
+        if size is None:
+            raise ValueError(f"op {op.index} (TRANSPOSE_CONV): the output shape must be a constant")
+        strides, in_shape = (o["StrideH"], o["StrideW"]), self.shape(op.inputs[2])
+        before, after, extra = [], [], []
+        for i in range(2):
+            k, n = weight.shape[1 + i], int(size[1 + i])
+            top = sm.same_padding(n, k, strides[i])[0] if o["Padding"] == "SAME" else 0
+            bottom = (in_shape[1 + i] - 1) * strides[i] + k - top - n
+            before.append(top)
+            after.append(max(bottom, 0))
+            extra.append(max(-bottom, 0))
+        wf = bb.emit(so.dequantize(relax.const(weight.transpose(3, 0, 1, 2).astype(np.int8), "int8"),
+                                   _qparams(w, axis=1)))  # OHWI -> IOHW
+        y = bb.emit(relax.op.nn.conv2d_transpose(self.dequantize(op.inputs[2]), wf, strides=strides,
+                                                 padding=(*before, *after), output_padding=extra, data_layout="NHWC",
+                                                 kernel_layout="IOHW"))
+        if len(op.inputs) > 3 and op.inputs[3] >= 0:
+            y = bb.emit(relax.op.add(y, _bias(graph, op, x, w, 3, 4, position=3)))
+        return _finish(bb, op, out, y)
 
     @_register("FULLY_CONNECTED")
     def _op_fully_connected(self, op: TFLiteOp) -> relax.Expr:

@@ -5,6 +5,7 @@ models, :mod:`tvm_sima.converter`) only find the parameters in their graphs; the
 the integer ops of every op come from here, so the same op cannot drift between the two routes.
 
 * :mod:`.fused` — ``sima.conv2d`` / ``sima.dense`` (integer weights, int32 bias, requantization);
+* :mod:`.transpose_conv` — a transposed convolution as zero insertion and ``sima.conv2d``;
 * :mod:`.arithmetic` — add / subtract / multiply of two tensors;
 * :mod:`.pooling` — mean, global and windowed average pooling;
 * :mod:`.tables` — unary functions as lookup tables, integer softmax;
@@ -34,12 +35,13 @@ from .fused import (
 from .moves import MOVES
 from .numerics import AddMethod, MultiplyMethod, Numerics, PoolMethod, ResizeMethod, TableRounding
 from .tables import LUT_FUNCTIONS, SOFTMAX_EXP_BITS, emit_table, table
+from .transpose_conv import TransposeConv, emit_conv2d_transpose, transpose_conv
 
 __all__ = [
     "AddMethod", "CLIPS", "Chain", "ELEMENTWISE", "FAMILIES", "Family", "FusedConstants", "LUT_FUNCTIONS", "Lowered",
     "MOVES", "MultiplyMethod", "Numerics", "PoolMethod", "Request", "ResizeMethod", "SOFTMAX_EXP_BITS", "TableRounding",
-    "WeightSpec",
-    "accumulator_overflow", "binary_with_constant", "corrected_float_weights", "emit_conv2d", "emit_dense",
-    "emit_table", "find_chains", "from_float_weights", "from_integer_weights", "from_product", "lower_by_constant",
-    "lower_chain", "register", "table",
+    "TransposeConv", "WeightSpec",
+    "accumulator_overflow", "binary_with_constant", "corrected_float_weights", "emit_conv2d", "emit_conv2d_transpose",
+    "emit_dense", "emit_table", "find_chains", "from_float_weights", "from_integer_weights", "from_product",
+    "lower_by_constant", "lower_chain", "register", "table", "transpose_conv",
 ]

@@ -10,6 +10,7 @@ import numpy as np
 from tvm import relax
 
 from .. import math as sm
+from ..graph import static_shape
 from ..ops import requantize as sima_requantize
 from .numerics import Numerics, TableRounding
 
@@ -105,8 +106,4 @@ class Request:
 
     def input_shape(self) -> Optional[list[int]]:
         """The static shape of the call's first argument, or None."""
-        shape = getattr(getattr(self.call.args[0], "ty", None), "shape", None)
-        try:
-            return [int(d) for d in shape] if shape is not None else None
-        except (TypeError, ValueError):
-            return None
+        return static_shape(self.call.args[0])

@@ -27,6 +27,7 @@ from .fixed_point import MAX_TOTAL_RIGHT_SHIFT, FixedPointMultiplier
 from .hard_swish import tflite_hard_swish, tflite_hard_swish_multipliers
 from .kernels import (
     conv2d_accumulate,
+    conv2d_transpose_accumulate,
     dense_accumulate,
     depthwise_to_hwigo,
     hwigo_to_oihw,
@@ -116,6 +117,7 @@ __all__ = [
     "clamp_codes",
     "clip_bounds",
     "conv2d_accumulate",
+    "conv2d_transpose_accumulate",
     "correction_factors",
     "dense_accumulate",
     "depthwise_to_hwigo",

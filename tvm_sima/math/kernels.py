@@ -18,6 +18,7 @@ __all__ = [
     "check_weight",
     "same_padding",
     "conv2d_accumulate",
+    "conv2d_transpose_accumulate",
     "dense_accumulate",
     "output_channels",
     "per_channel_weight_view",
@@ -190,6 +191,53 @@ def conv2d_accumulate(
             patch = patch.reshape(n, ho, wo, groups, cin_g)
             acc += np.einsum("nhwgi,igo->nhwgo", patch, w[i, j])
     acc = acc.reshape(n, ho, wo, groups * cout_g)
+    return acc.transpose(0, 3, 1, 2) if layout == "NCHW" else acc
+
+
+def conv2d_transpose_accumulate(
+    x: npt.ArrayLike,
+    weight: npt.ArrayLike,
+    *,
+    strides: Sequence[int] = (1, 1),
+    padding: Sequence[int] = (0, 0, 0, 0),
+    output_padding: Sequence[int] = (0, 0),
+    dilation: Sequence[int] = (1, 1),
+    groups: int = 1,
+    layout: str = "NHWC",
+) -> np.ndarray:
+    """Exact integer transposed convolution (ONNX ConvTranspose, TFLite TRANSPOSE_CONV), int64, no bias.
+
+    Every input pixel ``(iy, ix)`` scatters ``x * w`` to the output rows ``iy * s + ky * d - top``
+    (and columns alike); the output has ``(H - 1) * s + d * (kh - 1) + 1 - top - bottom + output_padding``
+    rows. ``weight`` is ``[I, O / groups, kh, kw]`` (relax's IOHW); output channel ``g * O + o`` is
+    group ``g``'s ``o``-th filter. ``x`` holds centred codes (input minus its zero point).
+    """
+    if layout not in ("NHWC", "NCHW"):
+        raise ValueError(f"layout={layout!r}: use 'NHWC' or 'NCHW'")
+    xi = _int_array(x, "x").astype(np.int64)
+    w = _int_array(weight, "weight").astype(np.int64)
+    if xi.ndim != 4 or w.ndim != 4:
+        raise ValueError(f"x must be 4-D {layout} and weight 4-D [I, O/groups, kh, kw], got {xi.shape}, {w.shape}")
+    if layout == "NCHW":
+        xi = xi.transpose(0, 2, 3, 1)
+    n, h, wd, cin = xi.shape
+    if w.shape[0] != cin or cin % groups:
+        raise ValueError(f"x has {cin} channels, weight {w.shape[0]} input channels, groups={groups}")
+    _, cout_g, kh, kw = w.shape
+    (sh, sw), (dh, dw) = strides, dilation
+    top, left, bottom, right = (int(p) for p in padding)
+    ho = (h - 1) * sh + dh * (kh - 1) + 1 - top - bottom + int(output_padding[0])
+    wo = (wd - 1) * sw + dw * (kw - 1) + 1 - left - right + int(output_padding[1])
+    reach = ((h - 1) * sh + dh * (kh - 1) + 1, (wd - 1) * sw + dw * (kw - 1) + 1)  # rows / columns scattered to
+    full = np.zeros((n, max(ho + top, reach[0]), max(wo + left, reach[1]), groups, cout_g), dtype=np.int64)
+    xg = xi.reshape(n, h, wd, groups, cin // groups)
+    wg = w.reshape(groups, cin // groups, cout_g, kh, kw)
+    for i in range(kh):
+        for j in range(kw):
+            rows = slice(i * dh, i * dh + (h - 1) * sh + 1, sh)
+            cols = slice(j * dw, j * dw + (wd - 1) * sw + 1, sw)
+            full[:, rows, cols] += np.einsum("nhwgi,gio->nhwgo", xg, wg[:, :, :, i, j])
+    acc = full[:, top:top + ho, left:left + wo].reshape(n, ho, wo, groups * cout_g)
     return acc.transpose(0, 3, 1, 2) if layout == "NCHW" else acc
 
 

@@ -121,6 +121,7 @@ def _is_constant(expr: relax.Expr) -> bool:
 
 
 @register_annotate_function("relax.nn.conv2d")
+@register_annotate_function("relax.nn.conv2d_transpose")
 def _annotate_conv2d(call: relax.Call, ctx: AnnotateContext) -> relax.Expr:
     # The input's axis is its channel axis: calibration then keeps per-channel means (bias correction).
     data = attach_simulated_quantize(call.args[0], "activation", ctx, "input",

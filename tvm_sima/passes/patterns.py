@@ -1,6 +1,7 @@
 """Conv / matmul epilogues, shared by annotate and realize (graph facts: :mod:`tvm_sima.graph`).
 
-An *epilogue* is what realize folds into a fused ``sima.conv2d`` / ``sima.dense``: a chain of
+An *epilogue* is what realize folds into a fused ``sima.conv2d`` / ``sima.dense`` (a transposed
+convolution is a ``sima.conv2d`` too): a chain of
 per-channel affine ops with constants (``add`` / ``subtract`` bias, ``multiply`` / ``divide``
 scale: batch norm after decomposition) followed by clips (``relu``, ``relu6``, ``clip``, ``maximum`` / ``minimum``
 with a scalar constant). Annotate must not quantize the tensors inside such a chain (the fused op
@@ -22,7 +23,7 @@ from ..graph import GraphIndex, channel_axis, clip_bounds, constant_value, op_na
 __all__ = ["ROOT_OPS", "Epilogue", "epilogue_chain"]
 
 #: Ops whose epilogues realize folds.
-ROOT_OPS = ("relax.nn.conv2d", "relax.matmul")
+ROOT_OPS = ("relax.nn.conv2d", "relax.nn.conv2d_transpose", "relax.matmul")
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """The ``"sima"`` Relax pipeline (registered here, where it is defined).
 
 Order (QDQ-safe): pattern rewrites that must see ``dequantize(constant)`` run *before*
-FoldConstant; then legalization (FLegalize may read ``Target.current().keys``), TIR op
+FoldConstant; float NHWC ``conv2d_transpose`` (TFLite's TRANSPOSE_CONV, which TVM legalizes only
+in NCHW) becomes NCHW between two transposes; then legalization (FLegalize may read ``Target.current().keys``), TIR op
 patterns, FoldConstant, FuseOps and FuseTIR; the quantize_info record; CPU scheduling
 (parallel and vectorized loops); then TVM's CPU lowering and finalization passes.
 :func:`tvm_sima.build` (:mod:`tvm_sima.driver`) compiles with it.
@@ -32,9 +33,35 @@ PRE_FOLD_PASSES: list[Callable[[Target], tvm.transform.Pass]] = []
 SCHEDULE_PASSES: list[Callable[[Target], tvm.transform.Pass]] = [lambda _target: CPUParallelSchedule()]
 
 
+@relax.expr_functor.mutator
+class _NCHWTransposeConv(relax.PyExprMutator):
+    def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: N802 (TVM's visitor name)
+        call = super().visit_call_(call)
+        if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.conv2d_transpose"):
+            return call
+        a = call.attrs
+        if str(a["data_layout"]) != "NHWC" or str(a["out_layout"]) != "NHWC":
+            return call
+        x = relax.op.permute_dims(call.args[0], [0, 3, 1, 2])
+        y = relax.op.nn.conv2d_transpose(x, call.args[1], a["strides"], a["padding"], a["output_padding"],
+                                         a["dilation"], int(a["groups"]), "NCHW", str(a["kernel_layout"]), "NCHW",
+                                         a["out_dtype"] if str(a["out_dtype"]) else None)
+        return relax.op.permute_dims(y, [0, 2, 3, 1])
+
+
+@tvm.transform.module_pass(opt_level=0, name="NCHWTransposeConv")
+def _nchw_transpose_conv(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+    """NHWC ``conv2d_transpose`` as ``NCHW`` between transposes (TVM legalizes only NCHW)."""
+    for gvar, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function):
+            mod[gvar] = _NCHWTransposeConv(mod).visit_expr(func)
+    return mod
+
+
 def _passes(tgt: Target) -> list[tvm.transform.Pass]:
     return [
         *(make(tgt) for make in PRE_FOLD_PASSES),
+        _nchw_transpose_conv,
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),

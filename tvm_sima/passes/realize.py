@@ -10,7 +10,8 @@ a quantized value (integer tensor + :class:`~tvm_sima.math.QParams`), or both, m
   quantizes a float producer (``sima.quantize``) or requantizes an integer one whose scale differs
   (``sima.requantize``);
 * conv2d / matmul with their epilogue (bias, batch norm, relu / relu6 / clip) become one fused
-  ``sima.conv2d`` / ``sima.dense`` (int8 weight, int32 bias, shift; per ``requant_mode``);
+  ``sima.conv2d`` / ``sima.dense`` (int8 weight, int32 bias, shift; per ``requant_mode``); a
+  conv2d_transpose becomes zero insertion on the codes and a ``sima.conv2d`` (:mod:`~tvm_sima.lowering.transpose_conv`);
 * add / subtract / multiply / concat / mean requantize their inputs in integers;
 * layout and selection ops (reshape, transpose, max pool, nearest resize, ...) run on the integers;
 * unary non-linear ops (sigmoid, tanh, gelu, ...) become a 2**bits-entry lookup table, and so
@@ -37,7 +38,7 @@ from .. import math as sm
 from .. import ops as so
 from ..calibration import Observer
 from ..config import LayerInfo, QConfig
-from ..graph import GraphIndex, constant_value, op_name, rebuild_main
+from ..graph import GraphIndex, constant_value, op_name, rebuild_main, static_shape
 from ..source_names import SourceNames, tensor_sources
 from .annotate import is_float_tensor
 from .patterns import Epilogue, epilogue_chain
@@ -299,11 +300,16 @@ def _fused_io(ctx: RealizeContext, var: relax.Var,
 
 def _fused_constants(ctx: RealizeContext, layer: str, config: QConfig, weight: np.ndarray, bias: np.ndarray,
                      xq: QValue, yq: sm.QParams, is_dense: bool, mean_of: relax.Expr,
-                     groups: int = 1) -> Union[str, lowering.FusedConstants]:
-    """The layer's constants (bias-corrected when configured), or why the accumulator could overflow."""
+                     groups: int = 1, mean_scale: float = 1.0) -> Union[str, lowering.FusedConstants]:
+    """The layer's constants (bias-corrected when configured), or why the accumulator could overflow.
+
+    ``mean_scale``: the fraction of the fused op's input positions that hold ``mean_of``'s values
+    (the rest are inserted zeros: a transposed convolution's stride).
+    """
+    mean = ctx.input_mean(mean_of) if config.bias_correction else None
     consts, notes = lowering.corrected_float_weights(
         weight, bias, xq.qparams, yq, is_dense, _weight_spec(config), config.requant,
-        ctx.input_mean(mean_of) if config.bias_correction else None, groups)
+        None if mean is None else mean * mean_scale, groups)
     ctx.report.notes.extend(f"{layer}: {note}" for note in notes)
     return lowering.accumulator_overflow(consts, xq.qparams, is_dense) or consts
 
@@ -323,36 +329,66 @@ def _layer_of_weight(ctx: RealizeContext, weight_name: str) -> tuple[str, QConfi
     return layer, ctx.config_of(weight_name)
 
 
-@register_realize_function("relax.nn.conv2d")
-def _realize_conv2d(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Optional[str]:
+#: ``emit(x, constants, output codes, output dtype) -> the fused op``.
+_ConvEmit = Callable[[QValue, lowering.FusedConstants, tuple[int, int], str], relax.Expr]
+
+
+def _fused_conv(ctx: RealizeContext, var: relax.Var, call: relax.Call, to_hwigo: Callable[[np.ndarray], np.ndarray],
+                groups: int, emit: _ConvEmit, mean_scale: float = 1.0) -> Optional[str]:
+    """A conv-like layer and its epilogue as one ``sima.conv2d``: ``to_hwigo`` makes the HWIGO float weight."""
     found = ctx.weight(call.args[1])
     if found is None:
         return "weight not annotated (skipped layer)"
     weight, wname = found
     layer, config = _layer_of_weight(ctx, wname)
-    a = call.attrs
-    layout, kernel_layout, out_layout = str(a["data_layout"]), str(a["kernel_layout"]), str(a["out_layout"])
-    if layout not in so.LAYOUTS or out_layout != layout or sorted(kernel_layout) != sorted("OIHW"):
-        return f"layouts {layout}/{kernel_layout}->{out_layout} (sima.conv2d takes NCHW or NHWC data)"
-    # Any kernel layout (TFLite's depthwise HWOI, OHWI, ...) is transposed to the op's own.
-    weight = weight.transpose([kernel_layout.index(c) for c in so.LAYOUTS[layout]])
     io = _fused_io(ctx, var, call)
     if isinstance(io, str):
         return io
     xq, chain, yq, name = io
-    groups = int(a["groups"])
-    hwigo = sm.oihw_to_hwigo(weight, groups) if layout == "NCHW" else \
-        weight.reshape(*weight.shape[:3], groups, -1)
-    hwigo = hwigo * chain.scale.reshape(1, 1, 1, groups, -1)
-    consts = _fused_constants(ctx, layer, config, hwigo, chain.shift, xq, yq, False, call.args[0], groups)
+    hwigo = to_hwigo(weight) * chain.scale.reshape(1, 1, 1, groups, -1)
+    consts = _fused_constants(ctx, layer, config, hwigo, chain.shift, xq, yq, False, call.args[0], groups,
+                              mean_scale)
     if isinstance(consts, str):
         return consts
-    fused = lowering.emit_conv2d(xq.expr, consts, _zp(xq.qparams), ctx.numerics.clip_codes(yq, chain.lo, chain.hi),
-                                 yq.dtype.container.name, strides=[int(s) for s in a["strides"]],
-                                 padding=[int(p) for p in a["padding"]], dilation=[int(d) for d in a["dilation"]],
-                                 groups=groups, layout=layout)
+    fused = emit(xq, consts, ctx.numerics.clip_codes(yq, chain.lo, chain.hi), yq.dtype.container.name)
     _emit_fused(ctx, chain, fused, yq, name, layer, "sima.conv2d")
     return None
+
+
+@register_realize_function("relax.nn.conv2d")
+def _realize_conv2d(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Optional[str]:
+    a = call.attrs
+    layout, kernel_layout, out_layout = str(a["data_layout"]), str(a["kernel_layout"]), str(a["out_layout"])
+    if layout not in so.LAYOUTS or out_layout != layout or sorted(kernel_layout) != sorted("OIHW"):
+        return f"layouts {layout}/{kernel_layout}->{out_layout} (sima.conv2d takes NCHW or NHWC data)"
+    groups = int(a["groups"])
+
+    def to_hwigo(weight: np.ndarray) -> np.ndarray:
+        # Any kernel layout (TFLite's depthwise HWOI, OHWI, ...) is transposed to the op's own.
+        w = weight.transpose([kernel_layout.index(c) for c in so.LAYOUTS[layout]])
+        return sm.oihw_to_hwigo(w, groups) if layout == "NCHW" else w.reshape(*w.shape[:3], groups, -1)
+
+    def emit(xq: QValue, consts: lowering.FusedConstants, codes: tuple[int, int], out_dtype: str) -> relax.Expr:
+        return lowering.emit_conv2d(xq.expr, consts, _zp(xq.qparams), codes, out_dtype,
+                                    strides=[int(s) for s in a["strides"]], padding=[int(p) for p in a["padding"]],
+                                    dilation=[int(d) for d in a["dilation"]], groups=groups, layout=layout)
+
+    return _fused_conv(ctx, var, call, to_hwigo, groups, emit)
+
+
+@register_realize_function("relax.nn.conv2d_transpose")
+def _realize_conv2d_transpose(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Optional[str]:
+    """A transposed convolution: zero insertion (a move of the codes), then the fused ``sima.conv2d``."""
+    shape, tc = static_shape(call.args[0]), lowering.transpose_conv(call)
+    if shape is None or isinstance(tc, str):
+        return tc if isinstance(tc, str) else "input without a static shape"
+
+    def emit(xq: QValue, consts: lowering.FusedConstants, codes: tuple[int, int], out_dtype: str) -> relax.Expr:
+        assert shape is not None and not isinstance(tc, str)
+        return lowering.emit_conv2d_transpose(ctx.bb, xq.expr, shape, consts, _zp(xq.qparams), codes, out_dtype, tc)
+
+    # The inserted zeros are part of the fused op's input: the real values fill 1 / (s_h s_w) of it.
+    return _fused_conv(ctx, var, call, tc.hwigo, tc.groups, emit, mean_scale=1.0 / (tc.strides[0] * tc.strides[1]))
 
 
 @register_realize_function("relax.matmul")
