@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tvm
 from helpers.litert import litert
-from helpers.tflite_writer import Op, Tensor, int8, write_tflite
+from helpers.tflite_writer import Op, int8, write_tflite
 from tvm import relax
 
 import tvm_sima

@@ -12,7 +12,7 @@ import tvm
 import tvm_ffi
 from helpers.litert import litert
 from helpers.relax import op_counts
-from helpers.tflite_writer import Op, Tensor, int8, write_tflite
+from helpers.tflite_writer import Op, Tensor, write_tflite
 from tvm import relax
 
 import tvm_sima

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers.litert import litert
-from helpers.tflite_writer import Op, Tensor, int8, write_tflite
+from helpers.tflite_writer import Op, int8, write_tflite
 
 from tvm_sima import math as sm
 
