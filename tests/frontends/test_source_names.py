@@ -2,9 +2,11 @@
 
 The ONNX fixture (node names as exporters write them, with '/' and '.')::
 
-    x -> stem/Conv -> stem/Relu -> head.conv -> gate/Sigmoid -> gate/Add(+1) -> out/Div(head.conv, .) -> y
+    x -> stem/Conv -> stem/Relu -> head.conv ----------------------------> out/Div(head.conv, .) -> y
+                         \-> gate/Sigmoid -> gate/Add(+1) --------------^
 
-``out/Div`` divides by a tensor, which stays float ("division by a tensor").
+``out/Div`` divides by a tensor, which stays float ("division by a tensor"; were both operands
+computed from one tensor, the chain would be one table).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def _named_model(path, unnamed: str = ""):
              numpy_helper.from_array(rng.standard_normal((4, 4, 1, 1)).astype("float32") * 0.3, "w2"),
              numpy_helper.from_array(np.asarray(1.0, np.float32), "one")]
     spec = [("Conv", ["x", "w1", "b1"], "c1"), ("Relu", ["c1"], "r1"), ("Conv", ["r1", "w2"], "c2"),
-            ("Sigmoid", ["c2"], "s"), ("Add", ["s", "one"], "d"), ("Div", ["c2", "d"], "y")]
+            ("Sigmoid", ["r1"], "s"), ("Add", ["s", "one"], "d"), ("Div", ["c2", "d"], "y")]
     nodes = [helper.make_node(op, ins, [out], name="" if name == unnamed else name)
              for name, (op, ins, out) in zip(NODES, spec, strict=True)]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
