@@ -1,4 +1,4 @@
-"""The model's own node names reach inspect, quantize_report and layers.json (not Relax's ``lv<k>``).
+r"""The model's own node names reach inspect, quantize_report and layers.json (not Relax's ``lv<k>``).
 
 The ONNX fixture (node names as exporters write them, with '/' and '.')::
 
