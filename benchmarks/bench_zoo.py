@@ -13,7 +13,7 @@ runtime cannot run the model. A failing stage is reported with its one-line reas
 It ends with one markdown table::
 
     .venv/bin/python tools/fetch_zoo.py && make models
-    .venv/bin/python benchmarks/bench_zoo.py [--models blazeface,ppocr_det] [--calib 16] [--eval 32]
+    .venv/bin/python benchmarks/bench_zoo.py [--models blazeface,ppocr_det] [--calib 32] [--eval 64]
     .venv/bin/python benchmarks/bench_zoo.py --quick      # stages only: 4 / 4 inputs, no peers
 
 The int8 program is built with ``offload=False`` (the TIR route: the same integers as the
@@ -41,7 +41,7 @@ from zoo_peers import Outputs, PeerRun, aeq_static, litert_run, one_line, ort_qu
 
 STAGES = ("import", "float build", "quantize", "int8 build", "run")
 #: Default calibration / evaluation inputs per model (``ZooModel.n_eval`` overrides the second).
-N_CALIB, N_EVAL = 16, 32
+N_CALIB, N_EVAL = 32, 64
 
 
 @dataclass

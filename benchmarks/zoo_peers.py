@@ -9,12 +9,13 @@
 * TFLite: LiteRT runs the float model; the peer is Google's ``ai-edge-quantizer`` (static int8,
   ``recipe.static_wi8_ai8()``: min/max, per-channel weights), run by LiteRT with its default
   kernels (XNNPACK) and with the reference kernels (``BUILTIN_REF``). ai-edge-quantizer calibrates
-  through a SignatureDef runner and reads each op's ``builtin_code``; the MediaPipe models have no
-  SignatureDef, store their op codes in the deprecated int8 field and keep float16 weights behind
-  DEQUANTIZE ops it quantizes as activations. :func:`tflite_for_quantizer` gives it the same float
-  model with a ``serving_default`` signature, the op codes in ``builtin_code`` and the float16
-  weights widened to float32 constants (the float outputs are unchanged: LiteRT's DEQUANTIZE of
-  float16 is that widening).
+  through a SignatureDef runner, reads each op's ``builtin_code`` only (a code kept in the
+  deprecated int8 field reads as ADD: weights quantized as activations, which LiteRT refuses) and
+  fails on float16 weights behind DEQUANTIZE (``AttributeError``). The MediaPipe models have no
+  SignatureDef, their op codes in the deprecated field and float16 weights:
+  :func:`tflite_for_quantizer` gives it the same float model with a ``serving_default``
+  signature, the op codes in ``builtin_code`` and the float16 weights widened to float32
+  constants (the float outputs are unchanged: LiteRT's DEQUANTIZE of float16 is that widening).
 """
 
 from __future__ import annotations

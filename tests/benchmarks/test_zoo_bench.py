@@ -190,3 +190,38 @@ def test_tflite_for_quantizer_keeps_the_float_model_and_adds_what_ai_edge_quanti
     before, after = (litert_run(m, inputs, reference_kernels=True) for m in (styled, fixed))
     for b, a in zip(before, after, strict=True):
         np.testing.assert_array_equal(a[0], b[0])  # widening float16 is what DEQUANTIZE did: bit-exact
+
+
+def test_the_table_compares_with_the_best_peer_and_names_the_first_failing_stage(tmp_path):
+    import bench_zoo
+    from zoo_data import Metric, ZooModel
+    from zoo_peers import PeerRun
+
+    model = ZooModel("toy", tmp_path / "toy.onnx", lambda split, n: ([], None),
+                     (Metric("top-1 agreement", lambda r, o, _l: zm.label_agreement(r, o, 0)),), 0, "toy data")
+    ref = _outs([1.0, 0.0], [0.0, 1.0])
+    result = bench_zoo.Result("toy", ref=ref, ours=_outs([0.9, 0.0], [0.0, 0.9]), macs=(3, 1),
+                              report={"fused": ["a"], "float_ops": [{"op": "relax.nn.conv2d_transpose", "tensor": "t",
+                                                                     "reason": "no realize function"}]})
+    for name in bench_zoo.STAGES:
+        result.stages[name] = (True, 1.0, "")
+    worse, better = _outs([0.0, 1.0], [0.0, 0.5]), _outs([0.8, 0.0], [0.0, 0.8])
+    result.peers = [PeerRun("onnxruntime", "QDQ MinMax, deployed", worse), PeerRun("onnxruntime", "QDQ Percentile, "
+                    "ORT_DISABLE_ALL", better), PeerRun("onnxruntime", "QDQ Entropy", error="ValueError: bad")]
+    assert bench_zoo.best_peer(model, result).config == "QDQ Percentile, ORT_DISABLE_ALL"
+    row = bench_zoo.table_row(model, result)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells == ["toy", "5/5 ok, 5 s", "75.0 %", "1 nn.conv2d_transpose", "20.00 dB",
+                     "13.98 dB (QDQ Percentile, ORT_DISABLE_ALL)", "top-1 agreement: 1.000 / 1.000 / 1.000"]
+    result.stages["quantize"] = (False, 2.0, "ValueError: Too many bins")
+    assert "quantize FAILS" in bench_zoo.table_row(model, result)
+
+
+def test_a_missing_model_is_reported_with_the_command_that_fetches_it(tmp_path):
+    import bench_zoo
+    from zoo_data import ZooModel
+
+    model = ZooModel("gone", tmp_path / "zoo" / "gone.tflite", lambda split, n: ([], None), (), 0, "none")
+    result = bench_zoo.bench_model(model, 2, 2, peers=True, offload=False)
+    ok, _seconds, error = result.stages["import"]
+    assert not ok and "tools/fetch_zoo.py" in error
