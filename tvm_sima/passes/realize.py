@@ -35,9 +35,11 @@ from .. import lowering
 from .. import math as sm
 from .. import ops as so
 from ..calibration import Observer
+from ..calibration.grid_check import GridVerdict
 from ..config import LayerInfo, QConfig
 from ..graph import GraphIndex, constant_value, op_name, rebuild_main
 from .annotate import is_float_tensor
+from .grids import log_verdict, tensor_grid, tensor_qparams
 from .patterns import Epilogue, epilogue_chain
 
 __all__ = ["REALIZE_FUNCTIONS", "RealizeContext", "RealizeReport", "QValue", "realize",
@@ -78,6 +80,7 @@ class RealizeReport:
     integer_ops: Counter = field(default_factory=Counter)
     float_ops: list[tuple[str, str, str]] = field(default_factory=list)  # (op, tensor, reason)
     notes: list[str] = field(default_factory=list)
+    grids: list[dict] = field(default_factory=list)  # GridVerdict.to_dict() of each collapsed tensor
 
     def summary(self) -> str:
         lines = [f"fused conv/dense layers: {len(self.fused)}",
@@ -85,22 +88,17 @@ class RealizeReport:
         if self.float_ops:
             lines.append(f"left in float ({len(self.float_ops)}):")
             lines += [f"  {op} -> {tensor}: {reason}" for op, tensor, reason in self.float_ops]
+        for grid in self.grids:
+            verb = "re-gridded" if grid["rescued"] else "COLLAPSED, not rescued"
+            lines.append(f"{verb}: {grid['tensor']}: {grid['problem']}; {grid['choice']}")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
         return {"fused": list(self.fused), "integer_ops": dict(self.integer_ops),
                 "float_ops": [{"op": o, "tensor": t, "reason": r} for o, t, r in self.float_ops],
-                "notes": list(self.notes)}
-
-
-def tensor_qparams(observer: Observer, config: QConfig, model_input: bool = False) -> sm.QParams:
-    """Per-tensor activation parameters of one observed tensor under ``config``.
-
-    A model input uses ``input_bits`` (Relay's ``nbit_input``), any other tensor ``activation_bits``.
-    """
-    bits = config.input_bits if model_input else config.activation_bits
-    return observer.compute_qparams(config.activation_scheme, bits)
+                "notes": list(self.notes), "rescued": [g for g in self.grids if g["rescued"]],
+                "collapsed": [g for g in self.grids if not g["rescued"]]}
 
 
 def _same(a: sm.QParams, b: sm.QParams) -> bool:
@@ -132,6 +130,8 @@ class RealizeContext:
         self.sq_of: dict[relax.Var, relax.Var] = {}
         self.consumed: set = set()
         self._qparams: dict[str, sm.QParams] = {}
+        self.verdicts: dict[str, GridVerdict] = {}  # the grid checks of collapsed tensors
+        self.emitted: dict[str, sm.QParams] = {}  # each quantize_info's parameters, by name
         params = set(func.params)
         self.model_inputs: set[str] = set()
         for var in self.index.order:
@@ -156,9 +156,18 @@ class RealizeContext:
             if tensor not in self.observers:
                 raise ValueError(f"no calibration statistics for tensor {tensor!r}; calibrate the annotated "
                                  "module (or load statistics saved from it)")
-            self._qparams[tensor] = tensor_qparams(self.observers[tensor], self.config_of(tensor),
-                                                   model_input=tensor in self.model_inputs)
+            qp, verdict = tensor_grid(self.observers[tensor], self.config_of(tensor),
+                                      model_input=tensor in self.model_inputs)
+            self._qparams[tensor] = qp
+            if verdict is not None:
+                self.verdicts[tensor] = verdict
         return self._qparams[tensor]
+
+    def grid_verdicts(self) -> list[GridVerdict]:
+        """The verdicts of the collapsed tensors the program carries on their own grid (a value-moving op's
+        output keeps its input's grid, and its own verdict does not apply)."""
+        return [v for name, v in self.verdicts.items() if name in self.emitted
+                and _same(self.emitted[name], v.after.qparams if v.after is not None else v.before.qparams)]
 
     # Values.
     def as_float(self, expr: relax.Expr) -> relax.Expr:
@@ -241,6 +250,7 @@ class RealizeContext:
             name = f"{name}.pre"  # this tensor is requantized to the named one's scale before use
         out = self.bb.emit(call, name_hint=f"{var.name}_q")
         info = self.bb.emit(so.quantize_info(out, qp, name=name), name_hint=f"{var.name}_qi")
+        self.emitted[name] = qp
         value = QValue(info, qp)
         self.qval[var] = value
         if aliased:
@@ -443,6 +453,9 @@ def realize(amod: tvm.IRModule, observers: dict[str, Observer], config: QConfig,
     new_mod = rebuild_main(amod, lambda _bb, var, value, _m: _realize_binding(ctx, var, value), mapping=ctx.fval,
                            emit_output=lambda _bb, body, _m: ctx.as_float(body), builder=bb)
     new_mod = relax.transform.DeadCodeElimination(["main"])(new_mod)
+    for verdict in ctx.grid_verdicts():
+        log_verdict(verdict)
+        ctx.report.grids.append(verdict.to_dict())
     if ctx.report.float_ops:
         LOG.warning("realize: %d ops stay in float:\n%s", len(ctx.report.float_ops),
                     "\n".join(f"  {o} -> {t}: {r}" for o, t, r in ctx.report.float_ops))
