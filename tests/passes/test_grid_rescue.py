@@ -72,3 +72,12 @@ def test_the_default_rescues_the_layer_with_16_bit_codes_and_says_so(tmp_path):
     assert rescued["before"]["bits"] == 8 and rescued["after"]["bits"] == 16
     assert "zero point 127 (the highest code)" in rescued["problem"] and report["collapsed"] == []
     assert report["float_ops"] == []  # the fused conv writes int16 itself
+
+
+def test_the_simulated_graph_uses_the_rescued_grid_too(tmp_path):
+    with tvm_sima.qconfig(do_simulation=True):
+        smod = tvm_sima.quantize(_model(), None, _inputs(8, 0), work_dir=tmp_path)
+    x = _inputs(1, 1)[0]
+    ref = x * WEIGHT[:8, 0, 0, 0].reshape(1, 8, 1, 1) + BIAS[:8].reshape(1, 8, 1, 1)
+    out = relax.VirtualMachine(tvm_sima.build(smod), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()[:, :8]
+    assert len(np.unique(out)) > 100 and np.mean((out > 0) == (ref > 0)) > 0.99
