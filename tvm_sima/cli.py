@@ -118,6 +118,8 @@ def _quantize(args: argparse.Namespace, mod: Any, params: dict, out: pathlib.Pat
     _name_final_dir(out / "report.json", args.output)
     report = tvm_sima.quantize_report(qmod)
     print(f"quantized: {len(report.get('fused', []))} fused layer(s), {len(report.get('float_ops', []))} float op(s)")
+    for grid in report.get("rescued", []):  # collapsed grids nothing saved are warnings already
+        print(f"re-gridded {grid['tensor']}: {grid['choice']} ({grid['problem']})")
     return qmod, config
 
 

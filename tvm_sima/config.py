@@ -206,6 +206,7 @@ class QConfig:
     force_shift_positive: bool = False
     trim_infinity_before_statistic: bool = False
     bias_correction: bool = True
+    rescue_collapsed_tensors: bool = True
     layer_overrides: tuple[LayerOverride, ...] = ()
     layer_config: Optional[str] = None
 
@@ -240,6 +241,8 @@ class QConfig:
         _one_of("requant_mode", self.requant_mode, REQUANT_MODES)
         _require(isinstance(self.multiplier_bits, int) and 1 <= self.multiplier_bits <= 31, "multiplier_bits",
                  self.multiplier_bits, "an int in 1..31")
+        _require(isinstance(self.rescue_collapsed_tensors, bool), "rescue_collapsed_tensors",
+                 self.rescue_collapsed_tensors, "True or False")
         _require(self.layer_config is None or isinstance(self.layer_config, (str, os.PathLike)), "layer_config",
                  self.layer_config, "a path to a per-layer JSON file")
         if self.layer_config is not None:

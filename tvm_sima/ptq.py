@@ -37,7 +37,8 @@ from .params import bind_params
 from .passes.annotate import annotate
 from .passes.calibrate import calibrate, placeholder_observers
 from .passes.canonicalize import canonicalize
-from .passes.realize import RealizeReport, realize, tensor_qparams
+from .passes.grids import log_verdict, tensor_grid
+from .passes.realize import RealizeReport, realize
 from .progress import Progress
 
 __all__ = ["quantize", "quantize_plan", "quantize_report", "simulate", "REPORT_ATTR"]
@@ -77,7 +78,9 @@ def simulate(amod: tvm.IRModule, observers: dict[str, Observer], config: QConfig
             if kind == "weight":
                 qp = observers[name].compute_qparams(cfg.weight_scheme, cfg.weight_bits)
             else:
-                qp = tensor_qparams(observers[name], cfg, model_input=value.args[0] in inputs)
+                qp, verdict = tensor_grid(observers[name], cfg, model_input=value.args[0] in inputs)
+                if verdict is not None:
+                    log_verdict(verdict)
             q = bb.emit(so.quantize(value.args[0], qp, cfg.rounding_mode))
             value = so.dequantize(q, qp)
         return value

@@ -219,3 +219,25 @@ def test_every_command_helps_with_an_example(command, capsys):
     assert exit_.value.code == 0 and f"example:\n  tvm-sima {command} tests/fixtures/" in out
     if command == "build":  # what build does with each kind of model
         assert "A quantized model" in out and "A float model is quantized from the statistics.npz" in out
+
+
+def test_quantize_says_which_tensor_it_re_gridded(tmp_path, capsys):
+    """A 1x1 conv whose logits share one grid with never-firing anchors (tests/passes/test_grid_rescue.py)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.array([1.0, 1.5, 2.0, 2.5, 3.0, 1.2, 1.8, 2.2, 1.0, 1.0], np.float32).reshape(10, 1, 1, 1)
+    bias = np.array([0.3, -0.2, 0.1, -0.4, 0.5, 0.0, -0.1, 0.2, -3000.0, -1000.0], np.float32)
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w", "b"], ["y"], name="head")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10, 16, 16])],
+                              [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
+              str(tmp_path / "head.onnx"))
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).uniform(-1, 1, (8, 1, 16, 16)).astype("float32"))
+    assert main(["quantize", str(tmp_path / "head.onnx"), "--calib", str(tmp_path / "calib.npy"),
+                 "--output", str(tmp_path / "q")]) == 0
+    out = capsys.readouterr().out
+    assert "re-gridded conv2d_0.output: 16-bit over the calibrated range" in out and "zero point 127" in out
+    report = json.loads((tmp_path / "q" / "report.json").read_text())
+    assert [g["tensor"] for g in report["rescued"]] == ["conv2d_0.output"]

@@ -4,11 +4,10 @@ from .observers import (
     OBSERVERS,
     Observer,
     StreamingHistogram,
-    load_statistics,
     make_observer,
     register_observer,
-    save_statistics,
 )
+from .statistics import load_statistics, save_statistics
 
 __all__ = [
     "OBSERVERS",

@@ -1,40 +1,45 @@
 """Streaming observers: record statistics of a tensor batch by batch, then choose its qparams.
 
 Each observer is a small class with ``update(x)``, ``compute_qparams(...)``, ``reset()`` and a
-``state_dict`` that :func:`save_statistics` / :func:`load_statistics` round-trip. Memory does not
+``state_dict`` that :func:`~tvm_sima.calibration.save_statistics` /
+:func:`~tvm_sima.calibration.load_statistics` round-trip. Memory does not
 grow with the dataset: the state is running extrema / moments and a fixed-size histogram that
 widens (re-binning) when new data falls outside it. Observers are registered by name
 (:data:`OBSERVERS`, :func:`register_observer`); users add their own the same way.
 
 Every observer turns its statistic into a clipping range ``[lo, hi]`` and hands it to
 :func:`tvm_sima.math.choose_qparams`, so schemes and bit widths behave the same everywhere.
+
+Every per-tensor observer also keeps a bounded uniform sample of the values it saw
+(:attr:`Observer.sample`, a :class:`~tvm_sima.calibration.sampling.ValueSample`): after
+calibration, :mod:`tvm_sima.calibration.grid_check` measures on it what a grid does to the tensor.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import zipfile
 from typing import Any, Callable, Optional, TypeVar, Union
 
 import numpy as np
 
 from ..math import QParams, QScheme, choose_qparams, dequantize, quantize
+from .sampling import ValueSample
 
 __all__ = [
     "OBSERVERS",
     "Observer",
     "register_observer",
     "make_observer",
-    "save_statistics",
-    "load_statistics",
     "StreamingHistogram",
+    "MSE_FACTORS",
+    "mse_range",
 ]
 
 LOG = logging.getLogger(__name__)
 OBSERVERS: dict[str, type["Observer"]] = {}
+#: Shrink factors of the range that :func:`mse_range` tries (each end separately when asymmetric).
+MSE_FACTORS = np.geomspace(0.01, 1.0, 40)
 T = TypeVar("T", bound=type)
 
 
@@ -149,6 +154,7 @@ class Observer:
         self.sum_sq = 0.0
         self.channel_sum: Optional[np.ndarray] = None
         self.channel_count = 0
+        self.sample = ValueSample(self.tensor)
 
     def _finite(self, x: np.ndarray) -> np.ndarray:
         bad = ~np.isfinite(x)
@@ -188,6 +194,8 @@ class Observer:
             sums = np.nansum(data, axis=tuple(i for i in range(data.ndim) if i != axis))
             self.channel_sum = sums if self.channel_sum is None else self.channel_sum + sums
             self.channel_count += data.size // data.shape[axis]
+        if self.axis is None:
+            self.sample.update(data.ravel())
         self._update(data)
 
     def _record_extrema(self, lo: np.ndarray, hi: np.ndarray) -> None:
@@ -218,7 +226,8 @@ class Observer:
         state = {"name": self.name, "tensor": self.tensor, "axis": self.axis, "count": self.count,
                  "trimmed": self.trimmed, "sum": self.sum, "sum_sq": self.sum_sq,
                  "min_val": self.min_val, "max_val": self.max_val, "options": self.options,
-                 "channel_sum": self.channel_sum, "channel_count": self.channel_count}
+                 "channel_sum": self.channel_sum, "channel_count": self.channel_count,
+                 "sample": self.sample.state()}
         state.update(self._extra_state())
         return state
 
@@ -232,6 +241,8 @@ class Observer:
         self.max_val = None if state["max_val"] is None else np.asarray(state["max_val"])
         self.channel_sum = None if state.get("channel_sum") is None else np.asarray(state["channel_sum"])
         self.channel_count = int(state.get("channel_count", 0))
+        if state.get("sample") is not None:  # statistics saved before samples were kept have none
+            self.sample.load(state["sample"])
         self._load_extra(state)
 
     def _load_extra(self, state: dict[str, Any]) -> None:
@@ -421,33 +432,48 @@ class KLDivergenceObserver(_HistogramObserver):
         return (np.minimum(np.maximum(self.min_val, -t), 0.0), np.maximum(np.minimum(self.max_val, t), 0.0))
 
 
+def mse_range(values: np.ndarray, weights: Optional[np.ndarray], lo: float, hi: float,
+              scheme: Union[QScheme, str], bits: int, factors: np.ndarray = MSE_FACTORS) -> tuple[float, float]:
+    """The range ``[lo * f, hi * g]`` whose grid gives ``values`` the least squared error.
+
+    The error is measured with the real quantizer (:func:`~tvm_sima.math.choose_qparams`,
+    ``quantize``, ``dequantize``; the candidates as the channels of one per-channel grid), each
+    value counted ``weights`` times (None: once). ``f`` and ``g`` run over ``factors``
+    separately for an asymmetric scheme; a symmetric one shrinks ``max(-lo, hi)``. The range is
+    first extended to hold 0 (a tensor of one sign). Ties go to the first candidate.
+    """
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    values = np.asarray(values, dtype=np.float64).ravel()
+    counts = np.ones_like(values) if weights is None else np.asarray(weights, dtype=np.float64).ravel()
+    if QScheme.parse(scheme) is QScheme.ASYMMETRIC:
+        los, his = np.repeat(lo * factors, factors.size), np.tile(hi * factors, factors.size)
+    else:
+        amax = max(-lo, hi)
+        los, his = -amax * factors, amax * factors
+    errors = []
+    step = max(1, (1 << 18) // max(values.size, 1))  # candidates per block: ~2 MB of float64 each
+    for start in range(0, los.size, step):
+        qp = choose_qparams(los[start:start + step], his[start:start + step], scheme, bits, axis=0)
+        grid = np.broadcast_to(values, (qp.scale.size, values.size))
+        errors.append(((dequantize(quantize(grid, qp), qp) - grid) ** 2 * counts).sum(axis=1))
+    best = int(np.argmin(np.concatenate(errors)))
+    return float(los[best]), float(his[best])
+
+
 @register_observer("mse")
 class MSEObserver(_HistogramObserver):
     """The clipping range minimizing the quantization MSE, measured with the real quantizer.
 
-    Candidates shrink the observed range by factors log-spaced in ``[0.01, 1]`` (each end
-    separately for asymmetric schemes, the symmetric bound otherwise); every candidate goes
-    through :func:`tvm_sima.math.choose_qparams` / ``quantize`` / ``dequantize`` on the
-    histogram's bin centers, weighted by their counts.
+    :func:`mse_range` on the histogram's bin centers, weighted by their counts: candidates shrink
+    the observed range by factors log-spaced in ``[0.01, 1]`` (each end separately for
+    asymmetric schemes, the symmetric bound otherwise).
     """
-
-    FACTORS = np.geomspace(0.01, 1.0, 40)
-
-    def _error(self, lo: float, hi: float, centers: np.ndarray, counts: np.ndarray) -> float:
-        qp = choose_qparams(lo, hi, self.options.get("scheme", "asymmetric"), int(self.options.get("bits", 8)))
-        return float((counts * (dequantize(quantize(centers, qp), qp) - centers) ** 2).sum())
 
     def clip_range(self) -> tuple[np.ndarray, np.ndarray]:
         lo, hi = (float(v) for v in super().clip_range())
-        lo, hi = min(lo, 0.0), max(hi, 0.0)  # shrinking towards 0 needs 0 inside (a tensor of one sign)
         keep = self.hist.counts > 0
-        centers, counts = self.hist.centers()[keep], self.hist.counts[keep]
-        if QScheme.parse(self.options.get("scheme", "asymmetric")) is QScheme.ASYMMETRIC:
-            pairs = [(lo * f, hi * g) for f in self.FACTORS for g in self.FACTORS]
-        else:
-            amax = max(-lo, hi)
-            pairs = [(-amax * f, amax * f) for f in self.FACTORS]
-        best = min(pairs, key=lambda pair: self._error(pair[0], pair[1], centers, counts))
+        best = mse_range(self.hist.centers()[keep], self.hist.counts[keep], lo, hi,
+                         self.options.get("scheme", "asymmetric"), int(self.options.get("bits", 8)))
         return np.asarray(best[0]), np.asarray(best[1])
 
 
@@ -457,49 +483,3 @@ def make_observer(strategy: str, tensor: str, axis: Optional[int] = None, trim_i
     if strategy not in OBSERVERS:
         raise ValueError(f"unknown calibration strategy {strategy!r}; registered: {sorted(OBSERVERS)}")
     return OBSERVERS[strategy](tensor, axis=axis, trim_infinity=trim_infinity, **options)
-
-
-def _to_json(value: Any, arrays: dict[str, np.ndarray], key: str) -> Any:
-    if isinstance(value, np.ndarray):
-        arrays[key] = value
-        return {"__array__": key}
-    if isinstance(value, dict):
-        return {k: _to_json(v, arrays, f"{key}.{k}") for k, v in value.items()}
-    return value
-
-
-def _from_json(value: Any, arrays: Any) -> Any:
-    if isinstance(value, dict):
-        if set(value) == {"__array__"}:
-            return arrays[value["__array__"]]
-        return {k: _from_json(v, arrays) for k, v in value.items()}
-    return value
-
-
-def save_statistics(path: Union[str, os.PathLike], observers: dict[str, Observer]) -> None:
-    """Write observers' states to ``path`` (.npz: arrays plus a JSON index), keyed by tensor name."""
-    arrays: dict[str, np.ndarray] = {}
-    index = {name: _to_json(obs.state_dict(), arrays, name) for name, obs in observers.items()}
-    arrays["__index__"] = np.frombuffer(json.dumps(index).encode(), dtype=np.uint8)
-    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds too narrowly
-
-
-def load_statistics(path: Union[str, os.PathLike]) -> dict[str, Observer]:
-    """Observers restored from :func:`save_statistics`, ready for ``compute_qparams`` or more ``update``s."""
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{path}: not a tvm-sima statistics file ({err})") from None
-    if not isinstance(data, np.lib.npyio.NpzFile):  # a plain .npy array
-        raise ValueError(f"{path}: not a tvm-sima statistics file (an array, not a statistics.npz)")
-    with data:
-        if "__index__" not in data.files:
-            raise ValueError(f"{path}: not a tvm-sima statistics file (no index)")
-        index = json.loads(bytes(data["__index__"]).decode())
-        restored = {}
-        for name, raw in index.items():
-            state = _from_json(raw, data)
-            obs = make_observer(state["name"], state["tensor"], axis=state["axis"], **state["options"])
-            obs.load_state_dict(state)
-            restored[name] = obs
-    return restored

@@ -37,10 +37,12 @@ from .. import lowering
 from .. import math as sm
 from .. import ops as so
 from ..calibration import Observer
+from ..calibration.grid_check import GridVerdict
 from ..config import LayerInfo, QConfig
 from ..graph import GraphIndex, constant_value, op_name, rebuild_main, static_shape
 from ..source_names import SourceNames, tensor_sources
 from .annotate import is_float_tensor
+from .grids import log_verdict, tensor_grid, tensor_qparams
 from .patterns import Epilogue, epilogue_chain
 
 __all__ = ["REALIZE_FUNCTIONS", "RealizeContext", "RealizeReport", "QValue", "realize",
@@ -88,6 +90,7 @@ class RealizeReport:
     notes: list[str] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)
     layer_outputs: dict[str, str] = field(default_factory=dict)
+    grids: list[dict] = field(default_factory=list)  # GridVerdict.to_dict() of each collapsed tensor
 
     def named(self, tensor: str) -> str:
         """``tensor`` after its source name, ``p2o.Add.3 (add@3.output)``, when it has one."""
@@ -99,6 +102,9 @@ class RealizeReport:
         if self.float_ops:
             lines.append(f"left in float ({len(self.float_ops)}):")
             lines += [f"  {op} -> {self.named(tensor)}: {reason}" for op, tensor, reason in self.float_ops]
+        for grid in self.grids:
+            verb = "re-gridded" if grid["rescued"] else "COLLAPSED, not rescued"
+            lines.append(f"{verb}: {self.named(grid['tensor'])}: {grid['problem']}; {grid['choice']}")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -107,16 +113,9 @@ class RealizeReport:
                 "float_ops": [{"op": o, "tensor": t, "source": self.sources.get(t, ""), "reason": r}
                               for o, t, r in self.float_ops],
                 "notes": list(self.notes), "sources": {k: v for k, v in self.sources.items() if v},
-                "layer_outputs": dict(self.layer_outputs)}
-
-
-def tensor_qparams(observer: Observer, config: QConfig, model_input: bool = False) -> sm.QParams:
-    """Per-tensor activation parameters of one observed tensor under ``config``.
-
-    A model input uses ``input_bits`` (Relay's ``nbit_input``), any other tensor ``activation_bits``.
-    """
-    bits = config.input_bits if model_input else config.activation_bits
-    return observer.compute_qparams(config.activation_scheme, bits)
+                "layer_outputs": dict(self.layer_outputs),
+                "rescued": [g for g in self.grids if g["rescued"]],
+                "collapsed": [g for g in self.grids if not g["rescued"]]}
 
 
 def _same(a: sm.QParams, b: sm.QParams) -> bool:
@@ -157,6 +156,8 @@ class RealizeContext:
                 fused.update([epilogue.root, *epilogue.vars])
         #: first member -> element-wise chain of one input (annotate left its inside unquantized)
         self.chains = {c.members[0]: c for c in lowering.find_chains(self.index, exclude=fused)}
+        self.verdicts: dict[str, GridVerdict] = {}  # the grid checks of collapsed tensors
+        self.emitted: dict[str, sm.QParams] = {}  # each quantize_info's parameters, by name
         params = set(func.params)
         self.model_inputs: set[str] = set()
         for var in self.index.order:
@@ -181,9 +182,18 @@ class RealizeContext:
             if tensor not in self.observers:
                 raise ValueError(f"no calibration statistics for tensor {tensor!r}; calibrate the annotated "
                                  "module (or load statistics saved from it)")
-            self._qparams[tensor] = tensor_qparams(self.observers[tensor], self.config_of(tensor),
-                                                   model_input=tensor in self.model_inputs)
+            qp, verdict = tensor_grid(self.observers[tensor], self.config_of(tensor),
+                                      model_input=tensor in self.model_inputs)
+            self._qparams[tensor] = qp
+            if verdict is not None:
+                self.verdicts[tensor] = verdict
         return self._qparams[tensor]
+
+    def grid_verdicts(self) -> list[GridVerdict]:
+        """The verdicts of the collapsed tensors the program carries on their own grid (a value-moving op's
+        output keeps its input's grid, and its own verdict does not apply)."""
+        return [v for name, v in self.verdicts.items() if name in self.emitted
+                and _same(self.emitted[name], v.after.qparams if v.after is not None else v.before.qparams)]
 
     # Values.
     def as_float(self, expr: relax.Expr) -> relax.Expr:
@@ -267,6 +277,7 @@ class RealizeContext:
         out = self.bb.emit(call, name_hint=f"{var.name}_q")
         info = self.bb.emit(so.quantize_info(out, qp, name=name, source=self.report.sources.get(name, "")),
                             name_hint=f"{var.name}_qi")
+        self.emitted[name] = qp
         value = QValue(info, qp)
         self.qval[var] = value
         if aliased:
@@ -521,6 +532,10 @@ def realize(amod: tvm.IRModule, observers: dict[str, Observer], config: QConfig,
     new_mod = rebuild_main(amod, lambda _bb, var, value, _m: _realize_binding(ctx, var, value), mapping=ctx.fval,
                            emit_output=lambda _bb, body, _m: ctx.as_float(body), builder=bb)
     new_mod = relax.transform.DeadCodeElimination(["main"])(new_mod)
+    for verdict in ctx.grid_verdicts():
+        if warn:
+            log_verdict(verdict)
+        ctx.report.grids.append(verdict.to_dict())
     if ctx.report.float_ops and warn:
         LOG.warning("realize: %d ops stay in float:\n%s", len(ctx.report.float_ops),
                     "\n".join(f"  {o} -> {ctx.report.named(t)}: {r}" for o, t, r in ctx.report.float_ops))
