@@ -71,6 +71,17 @@ def digits_cnn(path: pathlib.Path) -> pathlib.Path:
     return _save(path, nodes, w, [1, 10])
 
 
+def digits_then(path: pathlib.Path, nodes: list, inits: dict[str, np.ndarray], out_shape: list[int]) -> pathlib.Path:
+    """The digits CNN's first layer (``image`` -> Conv 3x3 -> Relu -> ``r0``, [1, 8, 8, 8]) followed by ``nodes``.
+
+    ``nodes`` end in ``logits``; for fixtures that reproduce one form a zoo model writes.
+    """
+    w = _digits_weights()
+    first = [helper.make_node("Conv", ["image", "conv0.w", "conv0.b"], ["c0"], name="conv_same", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c0"], ["r0"], name="relu0")]
+    return _save(path, first + list(nodes), {"conv0.w": w["conv0.w"], "conv0.b": w["conv0.b"], **inits}, out_shape)
+
+
 def digits_branches(path: pathlib.Path) -> pathlib.Path:
     w = _digits_weights()
     rng = np.random.default_rng(7)
