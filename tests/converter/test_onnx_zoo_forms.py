@@ -19,6 +19,7 @@ from onnx import helper
 from tvm import relax
 
 import tvm_sima
+from tvm_sima.graph import GraphIndex, op_name
 
 
 def _ort(path, inputs):
@@ -57,3 +58,67 @@ def test_gemm_with_transposed_per_channel_weight_is_a_dense(tmp_path, offload):
     assert report.unconverted == [], report.summary()
     assert collections.Counter(c["op"] for c in report.converted)["sima.dense"] == 1
     assert lsb <= 1
+
+
+def _conv(name, x, y, channels_in, channels_out, rng, kernel=3):
+    """A Conv node (no activation: its output is signed) and its weights."""
+    w = (rng.standard_normal((channels_out, channels_in, kernel, kernel)) * 0.3).astype(np.float32)
+    pads = [kernel // 2] * 4
+    return helper.make_node("Conv", [x, f"{name}.w"], [y], name=name, pads=pads), {f"{name}.w": w}
+
+
+@pytest.mark.parametrize("mode", ["tflite", "shift"])
+def test_uint8_activations_with_zero_points_above_127_convert(tmp_path, mode):
+    # onnxruntime with uint8 activations (EfficientNet-Lite0): a signed tensor gets a zero point
+    # near 128. The fused constants kept the type's width but not its sign, so zero points > 127
+    # were 'outside the range of int8' and the layers stayed float.
+    #   image -> Conv -> Relu -> Conv (signed) -> AveragePool 2x2 -> Flatten -> Gemm -> logits
+    rng = np.random.default_rng(2)
+    conv, inits = _conv("conv_signed", "r0", "c1", 8, 4, rng)
+    nodes = [conv, helper.make_node("AveragePool", ["c1"], ["ap"], name="avg", kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["ap"], ["flat"], name="flatten"),
+             helper.make_node("Gemm", ["flat", "fc.w"], ["logits"], name="fc")]
+    inits["fc.w"] = (rng.standard_normal((64, 10)) * 0.3).astype(np.float32)
+    path = quantize_with_onnxruntime(digits_then(tmp_path / "f.onnx", nodes, inits, [1, 10]), tmp_path / "q.onnx",
+                                     per_channel=True, unsigned=True)
+    mod, _ = tvm_sima.load_model(path)
+    zero_points = [int(np.atleast_1d(qp.zero_point)[0]) for qp in _activation_qparams(mod)]
+    assert max(zero_points) > 127
+    converted, report = tvm_sima.convert(mod, mode)
+    assert report.unconverted == [], report.summary()
+    kinds = collections.Counter(c["op"] for c in report.converted)
+    assert kinds["sima.conv2d"] == 2 and kinds["sima.dense"] == 1
+    if mode == "tflite":
+        assert _converted_lsb(path)[1] <= 1
+
+
+def _activation_qparams(mod):
+    from tvm_sima.ops import qparams_from_attrs
+
+    return [qparams_from_attrs(v.attrs) for v in GraphIndex(mod["main"]).producer.values()
+            if op_name(v) == "sima.quantize"]
+
+
+def test_ops_left_float_are_reported_under_the_input_modules_names(tmp_path):
+    # The rebuilt module renames a float var whose name an emitted integer op took (PP-OCR cls:
+    # 'lv161' became 'lv1611'); the report then named a tensor the user's module does not have,
+    # and lost its reason ('no integer form for this op' for a max_pool2d with a float input).
+    #   image -> Conv -> Relu -> 3 x (Add(x, r0) -> Softmax) -> GlobalAveragePool -> Flatten -> Gemm
+    nodes, x = [], "r0"
+    for k in range(3):
+        nodes += [helper.make_node("Add", [x, "r0"], [f"a{k}"], name=f"add{k}"),
+                  helper.make_node("Softmax", [f"a{k}"], [f"s{k}"], name=f"softmax{k}", axis=1)]
+        x = f"s{k}"
+    nodes += [helper.make_node("GlobalAveragePool", [x], ["gap"], name="gap"),
+              helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
+              helper.make_node("Gemm", ["flat", "fc"], ["logits"], name="fc")]
+    fc = np.random.default_rng(1).standard_normal((8, 10)).astype(np.float32)
+    path = quantize_with_onnxruntime(digits_then(tmp_path / "f.onnx", nodes, {"fc": fc}, [1, 10]),
+                                     tmp_path / "q.onnx", per_channel=True)
+    mod, _ = tvm_sima.load_model(path)
+    ops = {var.name: op_name(value) for var, value in GraphIndex(mod["main"]).producer.items()}
+    _, report = tvm_sima.convert(mod)
+    assert [u["op"] for u in report.unconverted] == ["relax.nn.softmax"] * 3
+    for left in report.unconverted:
+        assert ops.get(left["tensor"]) == "relax.nn.softmax", left
+        assert left["reason"] == "no integer softmax equal to LiteRT's yet"

@@ -122,10 +122,12 @@ def held_out_images(count: int = 32) -> np.ndarray:
 
 
 def quantize_with_onnxruntime(float_path: pathlib.Path, out_path: pathlib.Path, per_channel: bool,
-                              operators: bool = False, reduce_range: bool = False) -> pathlib.Path:
+                              operators: bool = False, reduce_range: bool = False,
+                              unsigned: bool = False) -> pathlib.Path:
     """onnxruntime ``quantize_static``: QDQ (or QOperator) format, int8 activations and weights, MinMax.
 
-    ``reduce_range``: 7-bit weights ([-64, 64]), onnxruntime's advice for CPUs without VNNI.
+    ``reduce_range``: 7-bit weights ([-64, 64]), onnxruntime's advice for CPUs without VNNI;
+    ``unsigned``: uint8 activations (onnxruntime's other choice).
     """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -137,8 +139,9 @@ def quantize_with_onnxruntime(float_path: pathlib.Path, out_path: pathlib.Path, 
             return next(self.batches, None)
 
     quant_format = QuantFormat.QOperator if operators else QuantFormat.QDQ
+    activations = QuantType.QUInt8 if unsigned else QuantType.QInt8
     quantize_static(str(float_path), str(out_path), Reader(), quant_format=quant_format,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
+                    activation_type=activations, weight_type=QuantType.QInt8, per_channel=per_channel,
                     reduce_range=reduce_range)
     return out_path
 

@@ -96,10 +96,14 @@ def convert(mod: tvm.IRModule, mode: Union[str, sm.RequantMode] = "tflite", *,
     index = GraphIndex(mod["main"])
     matches, skip, reasons = _find_matches(index, NUMERICS[requant], limits)
     report = ConversionReport(str(getattr(mode, "value", mode)))
-    result_mod = relax.transform.DeadCodeElimination(["main"])(_rebuild(mod, matches, skip, report))
-    for var, value in GraphIndex(result_mod["main"]).producer.items():  # float compute that is left
-        name = op_name(value)
-        if name is not None and name not in _NOT_COMPUTE and _is_float(var):
+    mapping: dict = {}
+    result_mod = relax.transform.DeadCodeElimination(["main"])(_rebuild(mod, matches, skip, report, mapping))
+    left = set(GraphIndex(result_mod["main"]).producer)
+    # Float compute that is left, under the input module's names (the rebuilt one may rename a var
+    # whose name an emitted integer op took).
+    for var in index.order:
+        name = op_name(index.producer[var])
+        if name is not None and name not in _NOT_COMPUTE and _is_float(var) and mapping.get(var) in left:
             report.unconverted.append({"op": name, "tensor": var.name,
                                        "reason": reasons.get(var.name, "no integer form for this op")})
     return result_mod, report
@@ -131,8 +135,8 @@ def _find_matches(index: GraphIndex, numerics: lowering.Numerics,
     return matches, skip, reasons
 
 
-def _rebuild(mod: tvm.IRModule, matches: dict[relax.Var, Match], skip: set,
-             report: ConversionReport) -> tvm.IRModule:
+def _rebuild(mod: tvm.IRModule, matches: dict[relax.Var, Match], skip: set, report: ConversionReport,
+             mapping: dict) -> tvm.IRModule:
     """``mod`` with each match's chain replaced by its integer ops and a quantize_info."""
 
     def emit(bb: relax.BlockBuilder, var: relax.Var, value: relax.Expr, mapping: dict) -> Optional[relax.Expr]:
@@ -147,7 +151,7 @@ def _rebuild(mod: tvm.IRModule, matches: dict[relax.Var, Match], skip: set,
         report.converted.append({"op": found.op, "tensor": tail.out.name, "from": op_name(value)})
         return None
 
-    return rebuild_main(mod, emit)
+    return rebuild_main(mod, emit, mapping=mapping)
 
 
 def _is_float(var: relax.Var) -> bool:
