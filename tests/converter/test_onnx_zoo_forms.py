@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import tvm
@@ -97,6 +98,55 @@ def _activation_qparams(mod):
 
     return [qparams_from_attrs(v.attrs) for v in GraphIndex(mod["main"]).producer.values()
             if op_name(v) == "sima.quantize"]
+
+
+def test_division_by_a_float_constant_is_a_table(tmp_path):
+    # onnxruntime does not quantize Div: PP-OCR's hard-swish ends in DequantizeLinear -> Div(x, 6.0)
+    # -> QuantizeLinear, the 6 a float constant. One table per distinct constant value, rounded as
+    # the model's QuantizeLinear (half to even); a per-channel divisor is one table per channel.
+    #   image -> Conv -> Relu -> Div(6) -> Conv -> Div(per-channel) -> Conv -> GlobalAveragePool -> Flatten -> Gemm
+    rng = np.random.default_rng(4)
+    conv1, inits = _conv("conv1", "d0", "c1", 8, 4, rng)
+    conv2, more = _conv("conv2", "d1", "c2", 4, 4, rng, kernel=1)
+    inits.update(more, six=np.asarray(6.0, np.float32), fc=(rng.standard_normal((4, 10))).astype(np.float32),
+                 per_channel=np.asarray([0.5, 3.0, -2.0, 7.0], np.float32).reshape(1, 4, 1, 1))
+    nodes = [helper.make_node("Div", ["r0", "six"], ["d0"], name="div_six"), conv1,
+             helper.make_node("Div", ["c1", "per_channel"], ["d1"], name="div_channels"), conv2,
+             helper.make_node("GlobalAveragePool", ["c2"], ["gap"], name="gap"),
+             helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
+             helper.make_node("Gemm", ["flat", "fc"], ["logits"], name="fc")]
+    path = quantize_with_onnxruntime(digits_then(tmp_path / "f.onnx", nodes, inits, [1, 10]), tmp_path / "q.onnx",
+                                     per_channel=True)
+    report, lsb = _converted_lsb(path)
+    assert report.unconverted == [], report.summary()
+    assert collections.Counter(c["op"] for c in report.converted)["lookup table (divide by a constant)"] == 2
+    assert lsb <= 2  # three layers after the first Div, each within 1 LSB; each Div alone:
+    for node in ("div_six", "div_channels"):
+        assert _segment_lsb(path, node, tmp_path) == 0, node
+
+
+def _segment_lsb(path, node_name, tmp_path):
+    """max |tvm - onnxruntime| of the segment DQ -> ``node_name`` -> QuantizeLinear, fed every code."""
+    model = onnx.load(str(path))
+    node = next(n for n in model.graph.node if n.name == node_name)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    source = producer[node.input[0]].input[0]  # the codes the DequantizeLinear reads
+    output = next(n.output[0] for n in model.graph.node
+                  if n.op_type == "QuantizeLinear" and n.input[0] == node.output[0])
+    cut = tmp_path / f"{node_name}.onnx"
+    onnx.utils.extract_model(str(path), str(cut), [source], [output])
+    shape = [d.dim_value for d in onnx.load(str(cut)).graph.input[0].type.tensor_type.shape.dim]
+    codes = np.resize(np.arange(-128, 128, dtype=np.int8), shape)  # every int8 code, in every channel
+    codes = np.stack([codes, np.roll(codes, 97)])
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(cut), options, providers=["CPUExecutionProvider"])
+    mod, _ = tvm_sima.load_model(cut)
+    converted, report = tvm_sima.convert(mod)
+    assert report.unconverted == [] and len(report.converted) == 1, report.summary()
+    vm = relax.VirtualMachine(tvm_sima.build(converted), tvm.cpu())
+    return max(int(np.abs(vm["main"](tvm.runtime.tensor(c)).numpy().astype(np.int64) -
+                          session.run(None, {source: c})[0].astype(np.int64)).max()) for c in codes)
 
 
 def test_ops_left_float_are_reported_under_the_input_modules_names(tmp_path):

@@ -17,7 +17,8 @@ relu6 / clip, become one ``sima.conv2d`` / ``sima.dense`` on the raw integers:
 
 Other ops between dequantize and quantize get an integer form (:mod:`.integer_ops`): add / sub /
 mul, average / max / global pool, mean, concat, reshape / flatten / transpose / slice, and the
-activations as clips on the codes. Each chain is checked against the hardware rules
+activations as clips on the codes; add / sub / mul / div of a tensor and a float constant are a table per
+constant value (:mod:`.constant_ops`). Each chain is checked against the hardware rules
 (:mod:`.rules`); what is not converted stays float between its dequantize and quantize and is
 listed in the report with the reason (the rule it broke, or the pattern it did not fit).
 """
@@ -45,6 +46,8 @@ NUMERICS = {sm.RequantMode.MULTIPLIER_SHIFT: lowering.Numerics.tflite(),
 #: The names ``mode`` takes: ``"tflite"`` is ``"multiplier_shift"`` rounded as LiteRT (``RequantMode.parse``).
 MODES = sm.REQUANT_MODE_NAMES
 _ROOTS = ("relax.nn.conv2d", "relax.matmul")
+#: Ops that may take a float constant operand (:mod:`.constant_ops`).
+_WITH_CONSTANT = ("relax.add", "relax.subtract", "relax.multiply", "relax.divide")
 _NOT_COMPUTE = ("sima.quantize", "sima.dequantize", "sima.quantize_info", "sima.requantize", "sima.conv2d",
                 "sima.dense")
 
@@ -112,6 +115,7 @@ def convert(mod: tvm.IRModule, mode: Union[str, sm.RequantMode] = "tflite", *,
 def _find_matches(index: GraphIndex, numerics: lowering.Numerics,
                   limits: HardwareLimits) -> tuple[dict[relax.Var, Match], set, dict[str, str]]:
     """Every chain to replace (by root var), the vars they swallow, and why other ops did not match."""
+    from .constant_ops import match_with_constant
     from .fused import match_fused
     from .integer_ops import match_integer
 
@@ -125,6 +129,8 @@ def _find_matches(index: GraphIndex, numerics: lowering.Numerics,
         found: Union[Match, str, None] = None
         if name in _ROOTS:
             found = match_fused(index, var, numerics, limits)
+        elif name in _WITH_CONSTANT and lowering.binary_with_constant(index.producer[var]) is not None:
+            found = match_with_constant(index, var, numerics)
         elif name in lowering.FAMILIES:
             found = match_integer(index, var, numerics, limits)
         if isinstance(found, Match):
