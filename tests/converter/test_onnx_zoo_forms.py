@@ -172,3 +172,28 @@ def test_ops_left_float_are_reported_under_the_input_modules_names(tmp_path):
     for left in report.unconverted:
         assert ops.get(left["tensor"]) == "relax.nn.softmax", left
         assert left["reason"] == "no integer softmax equal to LiteRT's yet"
+
+
+def test_qoperator_softmax_is_rewritten_to_qdq(tmp_path):
+    # onnxruntime's QOperator format writes PP-OCR cls's Softmax as com.microsoft QLinearSoftmax;
+    # load_model refused it ('unsupported op'). It becomes DequantizeLinear -> Softmax -> QuantizeLinear
+    # (the softmax then stays float in convert's tflite mode, reported).
+    #   image -> Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm -> Softmax -> logits
+    fc = (np.random.default_rng(3).standard_normal((8, 10)) * 2).astype(np.float32)
+    nodes = [helper.make_node("GlobalAveragePool", ["r0"], ["gap"], name="gap"),
+             helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
+             helper.make_node("Gemm", ["flat", "fc"], ["z"], name="fc"),
+             helper.make_node("Softmax", ["z"], ["logits"], name="softmax", axis=-1)]
+    # 7-bit weights: onnxruntime's QLinear kernels cannot saturate (tests/converter/test_onnx_qdq.py)
+    path = quantize_with_onnxruntime(digits_then(tmp_path / "f.onnx", nodes, {"fc": fc}, [1, 10]),
+                                     tmp_path / "q.onnx", per_channel=True, operators=True, reduce_range=True)
+    assert "QLinearSoftmax" in {n.op_type for n in onnx.load(str(path)).graph.node}
+    mod, _ = tvm_sima.load_model(path)
+    converted, report = tvm_sima.convert(mod)
+    assert [u["op"] for u in report.unconverted] == ["relax.nn.softmax"]
+    vm = relax.VirtualMachine(tvm_sima.build(converted), tvm.cpu())
+    inputs = list(held_out_images(16)[:, None])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])  # the QLinear kernels
+    got = np.stack([vm["main"](tvm.runtime.tensor(x)).numpy() for x in inputs])
+    reference = np.stack([session.run(None, {"image": x})[0] for x in inputs])
+    assert np.abs(got - reference).max() / output_scale(path) <= 1.01
