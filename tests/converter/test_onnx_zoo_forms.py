@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 import tvm
 from helpers.onnx_models import digits_then, held_out_images, output_scale, quantize_with_onnxruntime
-from onnx import helper
+from onnx import helper, numpy_helper
 from tvm import relax
 
 import tvm_sima
@@ -197,3 +197,48 @@ def test_qoperator_softmax_is_rewritten_to_qdq(tmp_path):
     got = np.stack([vm["main"](tvm.runtime.tensor(x)).numpy() for x in inputs])
     reference = np.stack([session.run(None, {"image": x})[0] for x in inputs])
     assert np.abs(got - reference).max() / output_scale(path) <= 1.01
+
+
+def _quantize_slope(path, name):
+    """The model at ``path`` with initializer ``name`` as int8 codes behind a DequantizeLinear (per-tensor)."""
+    model = onnx.load(str(path))
+    init = next(i for i in model.graph.initializer if i.name == name)
+    value = numpy_helper.to_array(init)
+    scale = np.float32(np.abs(value).max() / 127)
+    codes = np.round(value / scale).astype(np.int8)
+    model.graph.initializer.remove(init)
+    model.graph.initializer.extend([numpy_helper.from_array(codes, f"{name}_q"),
+                                    numpy_helper.from_array(np.asarray(scale, np.float32), f"{name}_scale"),
+                                    numpy_helper.from_array(np.asarray(0, np.int8), f"{name}_zp")])
+    model.graph.node.insert(0, helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_scale", f"{name}_zp"],
+                                                [name], name=f"{name}_dq"))
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("slope_shape", [(8, 1, 1), (1,)])
+@pytest.mark.parametrize("quantized_slope", [False, True])
+def test_prelu_is_a_table_per_slope(tmp_path, slope_shape, quantized_slope):
+    # onnxruntime's quantize_static writes DequantizeLinear -> PRelu(x, float slope) -> QuantizeLinear;
+    # other tools quantize the slope like a weight: prelu(dequantize(x), reshape(dequantize(int8 slope))),
+    # for which the PReLU family said 'the slope is not a constant'. The converter gives it the
+    # slopes as the model's DequantizeLinear computes them.
+    #   image -> Conv -> Relu -> Conv (signed) -> PRelu -> Conv 1x1 -> GlobalAveragePool -> Flatten -> Gemm
+    rng = np.random.default_rng(6)
+    conv1, inits = _conv("conv1", "r0", "c1", 8, 8, rng)
+    conv2, more = _conv("conv2", "p1", "c2", 8, 4, rng, kernel=1)
+    inits.update(more, slope=rng.uniform(-0.5, 0.9, slope_shape).astype(np.float32),
+                 fc=rng.standard_normal((4, 10)).astype(np.float32))
+    nodes = [conv1, helper.make_node("PRelu", ["c1", "slope"], ["p1"], name="prelu"), conv2,
+             helper.make_node("GlobalAveragePool", ["c2"], ["gap"], name="gap"),
+             helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
+             helper.make_node("Gemm", ["flat", "fc"], ["logits"], name="fc")]
+    path = quantize_with_onnxruntime(digits_then(tmp_path / "f.onnx", nodes, inits, [1, 10]), tmp_path / "q.onnx",
+                                     per_channel=True)
+    if quantized_slope:
+        path = _quantize_slope(path, "slope")
+    report, lsb = _converted_lsb(path)
+    assert report.unconverted == [], report.summary()
+    assert collections.Counter(c["op"] for c in report.converted)["lookup table (prelu)"] == 1
+    assert lsb <= 2
+    assert _segment_lsb(path, "prelu", tmp_path) <= 1
