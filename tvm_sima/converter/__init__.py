@@ -18,7 +18,8 @@ relu6 / clip, become one ``sima.conv2d`` / ``sima.dense`` on the raw integers:
 Other ops between dequantize and quantize get an integer form (:mod:`.integer_ops`): add / sub /
 mul, average / max / global pool, mean, concat, reshape / flatten / transpose / slice, and the
 activations as clips on the codes; add / sub / mul / div of a tensor and a float constant are a table per
-constant value (:mod:`.constant_ops`). Each chain is checked against the hardware rules
+constant value (:mod:`.constant_ops`); a dequantize read by a quantize with other parameters (TFLite's int8 ->
+int8 QUANTIZE) is one ``sima.requantize`` (:mod:`.requantize`). Each chain is checked against the hardware rules
 (:mod:`.rules`); what is not converted stays float between its dequantize and quantize and is
 listed in the report with the reason (the rule it broke, or the pattern it did not fit).
 """
@@ -118,6 +119,7 @@ def _find_matches(index: GraphIndex, numerics: lowering.Numerics,
     from .constant_ops import match_with_constant
     from .fused import match_fused
     from .integer_ops import match_integer
+    from .requantize import match_requantize
 
     matches: dict[relax.Var, Match] = {}
     skip: set = set()
@@ -131,6 +133,8 @@ def _find_matches(index: GraphIndex, numerics: lowering.Numerics,
             found = match_fused(index, var, numerics, limits)
         elif name in _WITH_CONSTANT and lowering.binary_with_constant(index.producer[var]) is not None:
             found = match_with_constant(index, var, numerics)
+        elif name == "sima.quantize":
+            found = match_requantize(index, var, numerics, limits)
         elif name in lowering.FAMILIES:
             found = match_integer(index, var, numerics, limits)
         if isinstance(found, Match):

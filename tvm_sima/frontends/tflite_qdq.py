@@ -9,8 +9,9 @@ Relax's own TFLite importer rejects many int8 graphs; this one reads the flatbuf
   output channel), the fused activation as ``relu`` / ``clip``;
 * ADD / SUB / MUL, AVERAGE_POOL_2D (padding left out of the count, as TFLite), MEAN:
   ``quantize(act(op(dequantize(a), dequantize(b))))``;
-* ops that only move values and keep the scale (RESHAPE, STRIDED_SLICE, MAX_POOL_2D, and
-  CONCATENATION of inputs sharing one scale) run on the integers;
+* ops that only move values and keep the scale (RESHAPE, STRIDED_SLICE, MAX_POOL_2D, PAD (with the
+  zero point), and CONCATENATION of inputs sharing one scale) run on the integers; RELU / RELU6 are
+  ``quantize(relu(dequantize(x)))`` (their output may have its own parameters);
 * shape arithmetic on int32 tensors (SHAPE, STRIDED_SLICE, PACK: the TFLite converter's flatten with
   a dynamic batch) is evaluated at import time, so the RESHAPE gets a constant shape;
 * SPACE_TO_BATCH_ND -> CONV_2D / DEPTHWISE_CONV_2D (VALID) -> BATCH_TO_SPACE_ND (how TensorFlow
@@ -40,8 +41,8 @@ from .tflite_flatbuffer import TFLiteGraph, TFLiteOp, TFLiteTensor, read_tflite
 __all__ = ["QDQ_OPS", "import_int8_tflite", "unsupported_ops"]
 
 QDQ_OPS = ("ADD", "AVERAGE_POOL_2D", "BATCH_TO_SPACE_ND", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D",
-           "DEQUANTIZE", "FULLY_CONNECTED", "MAX_POOL_2D", "MEAN", "MUL", "PACK", "QUANTIZE", "RESHAPE", "SHAPE",
-           "SPACE_TO_BATCH_ND", "STRIDED_SLICE", "SUB")
+           "DEQUANTIZE", "FULLY_CONNECTED", "MAX_POOL_2D", "MEAN", "MUL", "PACK", "PAD", "QUANTIZE", "RELU", "RELU6",
+           "RESHAPE", "SHAPE", "SPACE_TO_BATCH_ND", "STRIDED_SLICE", "SUB")
 _ACTIVATIONS = {"NONE": None, "RELU": (0.0, None), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}
 _SHAPE_OPS = ("SHAPE", "PACK", "STRIDED_SLICE")  # evaluated at import time when their inputs are int32
 
@@ -280,6 +281,25 @@ class _Importer:
         y = self.bb.emit(relax.op.nn.max_pool2d(self.dequantize(op.inputs[0]), pool, strides, padding, layout="NHWC"))
         return _finish(self.bb, op, out, y)
 
+    @_register("PAD")
+    def _op_pad(self, op: TFLiteOp) -> relax.Expr:
+        paddings = self.static_value(op.inputs[1])
+        x, out = self.tensor(op.inputs[0]), self.tensor(op.outputs[0])
+        if paddings is None:
+            raise ValueError(f"op {op.index} (PAD): the paddings must be a constant")
+        width = [int(p) for p in np.asarray(paddings).reshape(-1)]
+        if _same(x, out):  # TFLite's int8 PAD: same parameters, pads with the zero point
+            zp = int(np.atleast_1d(_qparams(x).zero_point)[0])
+            return self.bb.emit(relax.op.nn.pad(self.value(op.inputs[0]), width, "constant", float(zp)),
+                                name_hint=self.out_name(op))
+        return _finish(self.bb, op, out, self.bb.emit(relax.op.nn.pad(self.dequantize(op.inputs[0]), width)))
+
+    @_register("RELU", "RELU6")
+    def _op_relu(self, op: TFLiteOp) -> relax.Expr:
+        xf = self.dequantize(op.inputs[0])
+        y = relax.op.nn.relu(xf) if op.name == "RELU" else relax.op.clip(xf, 0.0, 6.0)
+        return _finish(self.bb, op, self.tensor(op.outputs[0]), self.bb.emit(y))
+
     @_register("CONCATENATION")
     def _op_concatenation(self, op: TFLiteOp) -> relax.Expr:
         out = self.tensor(op.outputs[0])
@@ -295,10 +315,12 @@ class _Importer:
     @_register("QUANTIZE")
     def _op_quantize(self, op: TFLiteOp) -> relax.Expr:
         x, out = self.tensor(op.inputs[0]), self.tensor(op.outputs[0])
-        if x.dtype != np.float32 or out.dtype != np.int8:
+        if x.dtype not in (np.float32, np.int8) or out.dtype != np.int8:
             raise ValueError(f"op {op.index} (QUANTIZE): {np.dtype(x.dtype).name} -> {np.dtype(out.dtype).name}; "
-                             "only float32 -> int8 (a float model input) is supported")
-        return self.bb.emit(so.quantize(self.value(op.inputs[0]), _qparams(out), sm.RoundingMode.HALF_AWAY_FROM_ZERO),
+                             "only float32 -> int8 (a float model input) and int8 -> int8 are supported")
+        # int8 -> int8 (a requantization, as ai-edge-quantizer writes): quantize(dequantize(x))
+        xf = self.value(op.inputs[0]) if x.dtype == np.float32 else self.dequantize(op.inputs[0])
+        return self.bb.emit(so.quantize(xf, _qparams(out), sm.RoundingMode.HALF_AWAY_FROM_ZERO),
                             name_hint=self.out_name(op))
 
     @_register("DEQUANTIZE")
