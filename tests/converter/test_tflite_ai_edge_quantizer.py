@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tvm
 from helpers.litert import litert
-from helpers.tflite_models import pad_relu_concat, quantize_with_ai_edge_quantizer, with_requantized_output
+from helpers.tflite_models import logistic, pad_relu_concat, quantize_with_ai_edge_quantizer, with_requantized_output
 from tvm import relax
 
 import tvm_sima
@@ -54,3 +54,17 @@ def test_int8_to_int8_quantize_is_a_requantize(int8_model, tmp_path):
     assert report.unconverted == [], report.summary()
     assert collections.Counter(c["op"] for c in report.converted)["sima.requantize"] == 1
     assert differing == 0
+
+
+def test_logistic_is_a_table_equal_to_litert_on_every_code(tmp_path):
+    # MediaPipe's hand landmark ends in two LOGISTIC heads, refused at import ('unsupported op'); as
+    # quantize(sigmoid(dequantize(x))) the converter makes it a 256-entry table, which equals
+    # LiteRT's fixed-point int8 LOGISTIC on every input code (this input and output scale).
+    rng = np.random.default_rng(2)
+    samples = [(rng.standard_normal((1, 16, 16, 1)) * 3).astype(np.float32) for _ in range(8)]
+    path = quantize_with_ai_edge_quantizer(logistic(tmp_path / "f.tflite"), tmp_path / "q.tflite", samples)
+    converted, report = tvm_sima.convert(tvm_sima.load_model(path)[0])
+    assert report.unconverted == [] and [c["op"] for c in report.converted] == ["lookup table (sigmoid)"]
+    vm = relax.VirtualMachine(tvm_sima.build(converted), tvm.cpu())
+    codes = np.arange(-128, 128, dtype=np.int8).reshape(1, 16, 16, 1)  # every int8 code once
+    assert np.array_equal(vm["main"](tvm.runtime.tensor(codes)).numpy(), litert(path, codes))

@@ -1,5 +1,7 @@
 """Small float TFLite models written with LiteRT's flatbuffer schema, and their int8 versions from ai-edge-quantizer.
 
+``logistic``: one LOGISTIC (hand landmark's heads).
+
 ``pad_relu_concat``: ``x [1, 8, 8, 2] -> PAD (2 channels) -> RELU; CONCATENATION(RELU, PAD)`` — the
 forms ai-edge-quantizer 0.10.0 writes on MediaPipe's BlazeFace (channel padding, a standalone
 RELU with its own parameters, an int8 -> int8 QUANTIZE where a concatenation needs one scale).
@@ -29,20 +31,12 @@ def _op(schema, code: int, inputs: list[int], outputs: list[int], options=None, 
 def pad_relu_concat(path: pathlib.Path) -> pathlib.Path:
     """The float model of the module docstring, with a ``serving_default`` SignatureDef."""
     from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils
 
-    model = schema.ModelT()
-    model.version = 3
-    ops = [schema.BuiltinOperator.PAD, schema.BuiltinOperator.RELU, schema.BuiltinOperator.CONCATENATION]
-    model.operatorCodes = []
-    for code in ops:
-        c = schema.OperatorCodeT()
-        c.builtinCode, c.deprecatedBuiltinCode, c.version = code, code, 1
-        model.operatorCodes.append(c)
     paddings = schema.BufferT()
     paddings.data = np.frombuffer(np.asarray([[0, 0], [0, 0], [0, 0], [0, 2]], np.int32).tobytes(), np.uint8)
-    model.buffers = [schema.BufferT(), paddings]
-    sg = schema.SubGraphT()
+    ops = [schema.BuiltinOperator.PAD, schema.BuiltinOperator.RELU, schema.BuiltinOperator.CONCATENATION]
+    model = _model(schema, ops, [schema.BufferT(), paddings])
+    sg = model.subgraphs[0]
     pad_t = _tensor(schema, "paddings", [4, 2], buffer=1)
     pad_t.type = schema.TensorType.INT32
     sg.tensors = [_tensor(schema, "x", [1, 8, 8, 2]), pad_t, _tensor(schema, "padded", [1, 8, 8, 4]),
@@ -52,13 +46,42 @@ def pad_relu_concat(path: pathlib.Path) -> pathlib.Path:
     sg.operators = [_op(schema, 0, [0, 1], [2], schema.PadOptionsT(), schema.BuiltinOptions.PadOptions),
                     _op(schema, 1, [2], [3]),
                     _op(schema, 2, [3, 2], [4], concat, schema.BuiltinOptions.ConcatenationOptions)]
-    sg.inputs, sg.outputs = [0], [4]
-    model.subgraphs = [sg]
+    return _save(schema, model, path, 0, 4)
+
+
+def logistic(path: pathlib.Path) -> pathlib.Path:
+    """``x [1, 16, 16, 1] -> LOGISTIC -> y``, with a ``serving_default`` SignatureDef."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = _model(schema, [schema.BuiltinOperator.LOGISTIC], [schema.BufferT()])
+    sg = model.subgraphs[0]
+    sg.tensors = [_tensor(schema, "x", [1, 16, 16, 1]), _tensor(schema, "y", [1, 16, 16, 1])]
+    sg.operators = [_op(schema, 0, [0], [1])]
+    return _save(schema, model, path, 0, 1)
+
+
+def _model(schema, codes: list[int], buffers: list):
+    model = schema.ModelT()
+    model.version, model.buffers, model.operatorCodes = 3, buffers, []
+    for code in codes:
+        c = schema.OperatorCodeT()
+        c.builtinCode, c.deprecatedBuiltinCode, c.version = code, code, 1
+        model.operatorCodes.append(c)
+    model.subgraphs = [schema.SubGraphT()]
+    return model
+
+
+def _save(schema, model, path: pathlib.Path, x: int, y: int) -> pathlib.Path:
+    """Write ``model`` with input tensor ``x``, output ``y`` and a ``serving_default`` SignatureDef."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    sg = model.subgraphs[0]
+    sg.inputs, sg.outputs = [x], [y]
     signature = schema.SignatureDefT()
     signature.signatureKey, signature.subgraphIndex = "serving_default", 0
     signature.inputs, signature.outputs = [schema.TensorMapT()], [schema.TensorMapT()]
-    signature.inputs[0].name, signature.inputs[0].tensorIndex = "x", 0
-    signature.outputs[0].name, signature.outputs[0].tensorIndex = "y", 4
+    signature.inputs[0].name, signature.inputs[0].tensorIndex = "x", x
+    signature.outputs[0].name, signature.outputs[0].tensorIndex = "y", y
     model.signatureDefs = [signature]
     flatbuffer_utils.write_model(model, str(path))
     return path

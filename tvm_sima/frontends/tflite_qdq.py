@@ -10,8 +10,8 @@ Relax's own TFLite importer rejects many int8 graphs; this one reads the flatbuf
 * ADD / SUB / MUL, AVERAGE_POOL_2D (padding left out of the count, as TFLite), MEAN:
   ``quantize(act(op(dequantize(a), dequantize(b))))``;
 * ops that only move values and keep the scale (RESHAPE, STRIDED_SLICE, MAX_POOL_2D, PAD (with the
-  zero point), and CONCATENATION of inputs sharing one scale) run on the integers; RELU / RELU6 are
-  ``quantize(relu(dequantize(x)))`` (their output may have its own parameters);
+  zero point), and CONCATENATION of inputs sharing one scale) run on the integers; RELU / RELU6 /
+  LOGISTIC are ``quantize(f(dequantize(x)))`` (their output may have its own parameters);
 * shape arithmetic on int32 tensors (SHAPE, STRIDED_SLICE, PACK: the TFLite converter's flatten with
   a dynamic batch) is evaluated at import time, so the RESHAPE gets a constant shape;
 * SPACE_TO_BATCH_ND -> CONV_2D / DEPTHWISE_CONV_2D (VALID) -> BATCH_TO_SPACE_ND (how TensorFlow
@@ -41,8 +41,8 @@ from .tflite_flatbuffer import TFLiteGraph, TFLiteOp, TFLiteTensor, read_tflite
 __all__ = ["QDQ_OPS", "import_int8_tflite", "unsupported_ops"]
 
 QDQ_OPS = ("ADD", "AVERAGE_POOL_2D", "BATCH_TO_SPACE_ND", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D",
-           "DEQUANTIZE", "FULLY_CONNECTED", "MAX_POOL_2D", "MEAN", "MUL", "PACK", "PAD", "QUANTIZE", "RELU", "RELU6",
-           "RESHAPE", "SHAPE", "SPACE_TO_BATCH_ND", "STRIDED_SLICE", "SUB")
+           "DEQUANTIZE", "FULLY_CONNECTED", "LOGISTIC", "MAX_POOL_2D", "MEAN", "MUL", "PACK", "PAD", "QUANTIZE",
+           "RELU", "RELU6", "RESHAPE", "SHAPE", "SPACE_TO_BATCH_ND", "STRIDED_SLICE", "SUB")
 _ACTIVATIONS = {"NONE": None, "RELU": (0.0, None), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}
 _SHAPE_OPS = ("SHAPE", "PACK", "STRIDED_SLICE")  # evaluated at import time when their inputs are int32
 
@@ -293,6 +293,11 @@ class _Importer:
             return self.bb.emit(relax.op.nn.pad(self.value(op.inputs[0]), width, "constant", float(zp)),
                                 name_hint=self.out_name(op))
         return _finish(self.bb, op, out, self.bb.emit(relax.op.nn.pad(self.dequantize(op.inputs[0]), width)))
+
+    @_register("LOGISTIC")
+    def _op_logistic(self, op: TFLiteOp) -> relax.Expr:
+        y = self.bb.emit(relax.op.sigmoid(self.dequantize(op.inputs[0])))
+        return _finish(self.bb, op, self.tensor(op.outputs[0]), y)
 
     @_register("RELU", "RELU6")
     def _op_relu(self, op: TFLiteOp) -> relax.Expr:
