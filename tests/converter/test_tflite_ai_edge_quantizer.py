@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 import tvm
 from helpers.litert import litert
-from helpers.tflite_models import logistic, pad_relu_concat, quantize_with_ai_edge_quantizer, with_requantized_output
+from helpers.tflite_models import (
+    logistic,
+    pad_relu_concat,
+    prelu,
+    quantize_with_ai_edge_quantizer,
+    with_requantized_output,
+)
 from tvm import relax
 
 import tvm_sima
@@ -68,3 +74,19 @@ def test_logistic_is_a_table_equal_to_litert_on_every_code(tmp_path):
     vm = relax.VirtualMachine(tvm_sima.build(converted), tvm.cpu())
     codes = np.arange(-128, 128, dtype=np.int8).reshape(1, 16, 16, 1)  # every int8 code once
     assert np.array_equal(vm["main"](tvm.runtime.tensor(codes)).numpy(), litert(path, codes))
+
+
+def test_prelu_left_float_by_ai_edge_quantizer_is_a_table_per_slope(tmp_path):
+    # ai-edge-quantizer 0.10.0 leaves PRELU float (FaceMesh: 23 of them): DEQUANTIZE -> PRELU with
+    # a float slope -> QUANTIZE; PRELU was refused at import. The chain is PReLU's table per slope,
+    # equal to LiteRT on every code of every channel.
+    rng = np.random.default_rng(3)
+    samples = [(rng.standard_normal((1, 8, 8, 4)) * 2).astype(np.float32) for _ in range(8)]
+    path = quantize_with_ai_edge_quantizer(prelu(tmp_path / "f.tflite"), tmp_path / "q.tflite", samples)
+    assert [op.name for op in read_tflite(path).ops] == ["DEQUANTIZE", "PRELU", "QUANTIZE"]
+    converted, report = tvm_sima.convert(tvm_sima.load_model(path)[0])
+    assert report.unconverted == [] and [c["op"] for c in report.converted] == ["lookup table (prelu)"]
+    vm = relax.VirtualMachine(tvm_sima.build(converted), tvm.cpu())
+    every = np.repeat(np.arange(-128, 128, dtype=np.int8), 4).reshape(4, 8, 8, 4)  # each code in each channel
+    for x in every:
+        assert np.array_equal(vm["main"](tvm.runtime.tensor(x[None])).numpy(), litert(path, x[None]))

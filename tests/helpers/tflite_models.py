@@ -1,6 +1,6 @@
 """Small float TFLite models written with LiteRT's flatbuffer schema, and their int8 versions from ai-edge-quantizer.
 
-``logistic``: one LOGISTIC (hand landmark's heads).
+``logistic``: one LOGISTIC (hand landmark's heads); ``prelu``: one PRELU (FaceMesh, iris, palm).
 
 ``pad_relu_concat``: ``x [1, 8, 8, 2] -> PAD (2 channels) -> RELU; CONCATENATION(RELU, PAD)`` — the
 forms ai-edge-quantizer 0.10.0 writes on MediaPipe's BlazeFace (channel padding, a standalone
@@ -58,6 +58,20 @@ def logistic(path: pathlib.Path) -> pathlib.Path:
     sg.tensors = [_tensor(schema, "x", [1, 16, 16, 1]), _tensor(schema, "y", [1, 16, 16, 1])]
     sg.operators = [_op(schema, 0, [0], [1])]
     return _save(schema, model, path, 0, 1)
+
+
+def prelu(path: pathlib.Path) -> pathlib.Path:
+    """``x [1, 8, 8, 4] -> PRELU (slope [1, 1, 4], one per channel) -> y``, with a ``serving_default`` SignatureDef."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    slope = schema.BufferT()
+    slope.data = np.frombuffer(np.asarray([[[0.25, -0.5, 1.5, 0.0]]], np.float32).tobytes(), np.uint8)
+    model = _model(schema, [schema.BuiltinOperator.PRELU], [schema.BufferT(), slope])
+    sg = model.subgraphs[0]
+    sg.tensors = [_tensor(schema, "x", [1, 8, 8, 4]), _tensor(schema, "alpha", [1, 1, 4], buffer=1),
+                  _tensor(schema, "y", [1, 8, 8, 4])]
+    sg.operators = [_op(schema, 0, [0, 1], [2])]
+    return _save(schema, model, path, 0, 2)
 
 
 def _model(schema, codes: list[int], buffers: list):

@@ -11,7 +11,8 @@ Relax's own TFLite importer rejects many int8 graphs; this one reads the flatbuf
   ``quantize(act(op(dequantize(a), dequantize(b))))``;
 * ops that only move values and keep the scale (RESHAPE, STRIDED_SLICE, MAX_POOL_2D, PAD (with the
   zero point), and CONCATENATION of inputs sharing one scale) run on the integers; RELU / RELU6 /
-  LOGISTIC are ``quantize(f(dequantize(x)))`` (their output may have its own parameters);
+  LOGISTIC are ``quantize(f(dequantize(x)))`` (their output may have its own parameters); a float
+  PRELU with a constant slope (ai-edge-quantizer leaves PRELU float) is ``relax.nn.prelu``;
 * shape arithmetic on int32 tensors (SHAPE, STRIDED_SLICE, PACK: the TFLite converter's flatten with
   a dynamic batch) is evaluated at import time, so the RESHAPE gets a constant shape;
 * SPACE_TO_BATCH_ND -> CONV_2D / DEPTHWISE_CONV_2D (VALID) -> BATCH_TO_SPACE_ND (how TensorFlow
@@ -41,8 +42,8 @@ from .tflite_flatbuffer import TFLiteGraph, TFLiteOp, TFLiteTensor, read_tflite
 __all__ = ["QDQ_OPS", "import_int8_tflite", "unsupported_ops"]
 
 QDQ_OPS = ("ADD", "AVERAGE_POOL_2D", "BATCH_TO_SPACE_ND", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D",
-           "DEQUANTIZE", "FULLY_CONNECTED", "LOGISTIC", "MAX_POOL_2D", "MEAN", "MUL", "PACK", "PAD", "QUANTIZE",
-           "RELU", "RELU6", "RESHAPE", "SHAPE", "SPACE_TO_BATCH_ND", "STRIDED_SLICE", "SUB")
+           "DEQUANTIZE", "FULLY_CONNECTED", "LOGISTIC", "MAX_POOL_2D", "MEAN", "MUL", "PACK", "PAD", "PRELU",
+           "QUANTIZE", "RELU", "RELU6", "RESHAPE", "SHAPE", "SPACE_TO_BATCH_ND", "STRIDED_SLICE", "SUB")
 _ACTIVATIONS = {"NONE": None, "RELU": (0.0, None), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}
 _SHAPE_OPS = ("SHAPE", "PACK", "STRIDED_SLICE")  # evaluated at import time when their inputs are int32
 
@@ -298,6 +299,21 @@ class _Importer:
     def _op_logistic(self, op: TFLiteOp) -> relax.Expr:
         y = self.bb.emit(relax.op.sigmoid(self.dequantize(op.inputs[0])))
         return _finish(self.bb, op, self.tensor(op.outputs[0]), y)
+
+    @_register("PRELU")
+    def _op_prelu(self, op: TFLiteOp) -> relax.Expr:
+        # ai-edge-quantizer 0.10.0 leaves PRELU float: DEQUANTIZE -> PRELU (float slope) -> QUANTIZE
+        x, alpha = self.tensor(op.inputs[0]), self.tensor(op.inputs[1])
+        shape = self.shape(op.inputs[0])
+        if x.dtype != np.float32 or alpha.dtype != np.float32 or alpha.data is None:
+            raise ValueError(f"op {op.index} (PRELU): only a float PRELU with a constant float slope (between "
+                             "DEQUANTIZE and QUANTIZE) is supported, not the int8 kernel")
+        slopes = np.asarray(alpha.data, np.float32)
+        if slopes.size not in (1, shape[-1]) or slopes.size > 1 and slopes.shape[-1] != shape[-1]:
+            raise ValueError(f"op {op.index} (PRELU): slope of shape {list(slopes.shape)} for input {shape}; "
+                             "one slope per channel (the last axis) or one in all is supported")
+        return self.bb.emit(relax.op.nn.prelu(self.value(op.inputs[0]), relax.const(slopes.reshape(-1)),
+                                              axis=len(shape) - 1), name_hint=self.out_name(op))
 
     @_register("RELU", "RELU6")
     def _op_relu(self, op: TFLiteOp) -> relax.Expr:
