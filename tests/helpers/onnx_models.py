@@ -73,6 +73,17 @@ def digits_cnn(path: pathlib.Path) -> pathlib.Path:
     return _save(path, nodes, w, [1, 10])
 
 
+def digits_then(path: pathlib.Path, nodes: list, inits: dict[str, np.ndarray], out_shape: list[int]) -> pathlib.Path:
+    """The digits CNN's first layer (``image`` -> Conv 3x3 -> Relu -> ``r0``, [1, 8, 8, 8]) followed by ``nodes``.
+
+    ``nodes`` end in ``logits``; for fixtures that reproduce one form a zoo model writes.
+    """
+    w = _digits_weights()
+    first = [helper.make_node("Conv", ["image", "conv0.w", "conv0.b"], ["c0"], name="conv_same", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c0"], ["r0"], name="relu0")]
+    return _save(path, first + list(nodes), {"conv0.w": w["conv0.w"], "conv0.b": w["conv0.b"], **inits}, out_shape)
+
+
 def digits_branches(path: pathlib.Path) -> pathlib.Path:
     w = _digits_weights()
     rng = np.random.default_rng(7)
@@ -113,10 +124,12 @@ def held_out_images(count: int = 32) -> np.ndarray:
 
 
 def quantize_with_onnxruntime(float_path: pathlib.Path, out_path: pathlib.Path, per_channel: bool,
-                              operators: bool = False, reduce_range: bool = False) -> pathlib.Path:
+                              operators: bool = False, reduce_range: bool = False,
+                              unsigned: bool = False) -> pathlib.Path:
     """onnxruntime ``quantize_static``: QDQ (or QOperator) format, int8 activations and weights, MinMax.
 
-    ``reduce_range``: 7-bit weights ([-64, 64]), onnxruntime's advice for CPUs without VNNI.
+    ``reduce_range``: 7-bit weights ([-64, 64]), onnxruntime's advice for CPUs without VNNI;
+    ``unsigned``: uint8 activations (onnxruntime's other choice).
     """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -128,8 +141,9 @@ def quantize_with_onnxruntime(float_path: pathlib.Path, out_path: pathlib.Path, 
             return next(self.batches, None)
 
     quant_format = QuantFormat.QOperator if operators else QuantFormat.QDQ
+    activations = QuantType.QUInt8 if unsigned else QuantType.QInt8
     quantize_static(str(float_path), str(out_path), Reader(), quant_format=quant_format,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
+                    activation_type=activations, weight_type=QuantType.QInt8, per_channel=per_channel,
                     reduce_range=reduce_range)
     return out_path
 

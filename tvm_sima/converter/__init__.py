@@ -19,9 +19,11 @@ zero insertion of the codes, then ``sima.conv2d``, :mod:`tvm_sima.lowering.trans
 Other ops between dequantize and quantize get an integer form (:mod:`.integer_ops`): add / sub /
 mul, average / max / global pool, mean, concat, reshape / flatten / transpose / slice (chains of
 them, as DepthToSpace imports: :mod:`.layout_moves`), resize, and the activations as clips on the
-codes. Each chain is checked against the hardware rules (:mod:`.rules`); what is not converted
-stays float between its dequantize and quantize and is listed in the report with the reason (the
-rule it broke, or the pattern it did not fit).
+codes; add / sub / mul / div of a tensor and a float constant are a table per constant value
+(:mod:`.constant_ops`); a dequantize read by a quantize with other parameters (TFLite's int8 ->
+int8 QUANTIZE) is one ``sima.requantize`` (:mod:`.requantize`). Each chain is checked against the
+hardware rules (:mod:`.rules`); what is not converted stays float between its dequantize and
+quantize and is listed in the report with the reason (the rule it broke, or the pattern it did not fit).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ NUMERICS = {sm.RequantMode.MULTIPLIER_SHIFT: lowering.Numerics.tflite(),
 #: The names ``mode`` takes: ``"tflite"`` is ``"multiplier_shift"`` rounded as LiteRT (``RequantMode.parse``).
 MODES = sm.REQUANT_MODE_NAMES
 _ROOTS = ("relax.nn.conv2d", "relax.nn.conv2d_transpose", "relax.matmul")
+#: Ops that may take a float constant operand (:mod:`.constant_ops`).
+_WITH_CONSTANT = ("relax.add", "relax.subtract", "relax.multiply", "relax.divide")
 _NOT_COMPUTE = ("sima.quantize", "sima.dequantize", "sima.quantize_info", "sima.requantize", "sima.conv2d",
                 "sima.dense")
 
@@ -100,10 +104,14 @@ def convert(mod: tvm.IRModule, mode: Union[str, sm.RequantMode] = "tflite", *,
     index = GraphIndex(mod["main"])
     matches, skip, reasons = _find_matches(index, NUMERICS[requant], limits)
     report = ConversionReport(str(getattr(mode, "value", mode)))
-    result_mod = relax.transform.DeadCodeElimination(["main"])(_rebuild(mod, matches, skip, report))
-    for var, value in GraphIndex(result_mod["main"]).producer.items():  # float compute that is left
-        name = op_name(value)
-        if name is not None and name not in _NOT_COMPUTE and _is_float(var):
+    mapping: dict = {}
+    result_mod = relax.transform.DeadCodeElimination(["main"])(_rebuild(mod, matches, skip, report, mapping))
+    left = set(GraphIndex(result_mod["main"]).producer)
+    # Float compute that is left, under the input module's names (the rebuilt one may rename a var
+    # whose name an emitted integer op took).
+    for var in index.order:
+        name = op_name(index.producer[var])
+        if name is not None and name not in _NOT_COMPUTE and _is_float(var) and mapping.get(var) in left:
             report.unconverted.append({"op": name, "tensor": var.name,
                                        "reason": reasons.get(var.name, "no integer form for this op")})
     return result_mod, report
@@ -112,8 +120,10 @@ def convert(mod: tvm.IRModule, mode: Union[str, sm.RequantMode] = "tflite", *,
 def _find_matches(index: GraphIndex, numerics: lowering.Numerics,
                   limits: HardwareLimits) -> tuple[dict[relax.Var, Match], set, dict[str, str]]:
     """Every chain to replace (by root var), the vars they swallow, and why other ops did not match."""
+    from .constant_ops import match_with_constant
     from .fused import match_fused
     from .integer_ops import match_chain, match_integer
+    from .requantize import match_requantize
 
     matches: dict[relax.Var, Match] = {}
     skip: set = set()
@@ -130,6 +140,10 @@ def _find_matches(index: GraphIndex, numerics: lowering.Numerics,
                 found = match_integer(index, var, numerics, limits) if name in lowering.FAMILIES else found
         elif name in _ROOTS:
             found = match_fused(index, var, numerics, limits)
+        elif name in _WITH_CONSTANT and lowering.binary_with_constant(index.producer[var]) is not None:
+            found = match_with_constant(index, var, numerics)
+        elif name == "sima.quantize":
+            found = match_requantize(index, var, numerics, limits)
         elif name in lowering.FAMILIES:
             found = match_integer(index, var, numerics, limits)
         if isinstance(found, Match):
@@ -140,8 +154,8 @@ def _find_matches(index: GraphIndex, numerics: lowering.Numerics,
     return matches, skip, reasons
 
 
-def _rebuild(mod: tvm.IRModule, matches: dict[relax.Var, Match], skip: set,
-             report: ConversionReport) -> tvm.IRModule:
+def _rebuild(mod: tvm.IRModule, matches: dict[relax.Var, Match], skip: set, report: ConversionReport,
+             mapping: dict) -> tvm.IRModule:
     """``mod`` with each match's chain replaced by its integer ops and a quantize_info."""
 
     def emit(bb: relax.BlockBuilder, var: relax.Var, value: relax.Expr, mapping: dict) -> Optional[relax.Expr]:
@@ -156,7 +170,7 @@ def _rebuild(mod: tvm.IRModule, matches: dict[relax.Var, Match], skip: set,
         report.converted.append({"op": found.op, "tensor": tail.out.name, "from": op_name(value)})
         return None
 
-    return rebuild_main(mod, emit)
+    return rebuild_main(mod, emit, mapping=mapping)
 
 
 def _is_float(var: relax.Var) -> bool:

@@ -40,6 +40,28 @@ def _bias(index: GraphIndex, add: relax.Call, current: relax.Var, x_q: sm.QParam
     return np.round(value.reshape(-1).astype(np.float64) / scales).astype(np.int64)
 
 
+def _transposed_weight(index: GraphIndex, expr: relax.Expr) -> Optional[tuple[np.ndarray, sm.QParams]]:
+    """``(codes, qparams)`` of ``permute_dims(dequantize(int8 constant))`` (ONNX ``Gemm`` with ``transB=1``).
+
+    The codes come back transposed, and a per-channel axis follows its dimension.
+    """
+    value = index.producer.get(expr) if isinstance(expr, relax.Var) else None
+    if op_name(value) != "relax.permute_dims":
+        return None
+    assert isinstance(value, relax.Call)
+    deq = dequantized(index, value.args[0])
+    codes = constant_value(deq[0]) if deq is not None else None
+    if deq is None or codes is None:
+        return None
+    axes = [int(a) for a in value.attrs["axes"]] if value.attrs["axes"] is not None else \
+        list(range(codes.ndim))[::-1]
+    qp = deq[1]
+    if qp.per_channel and qp.axis is not None:
+        qp = sm.QParams(qp.scale, qp.zero_point, qp.dtype, axis=axes.index(int(qp.axis) % codes.ndim),
+                        narrow_range=qp.narrow_range)
+    return codes.transpose(axes), qp
+
+
 class _Chain:
     def __init__(self, root: relax.Var, call: relax.Call, x: relax.Expr, x_q: sm.QParams, w: np.ndarray,
                  w_q: sm.QParams) -> None:
@@ -76,15 +98,16 @@ def match_fused(index: GraphIndex, var: relax.Var, numerics: lowering.Numerics,
     call = index.producer[var]
     assert isinstance(call, relax.Call)
     x, w = dequantized(index, call.args[0]), dequantized(index, call.args[1])
-    if x is None or w is None:
+    transposed = _transposed_weight(index, call.args[1]) if w is None else None
+    if x is None or (w is None and transposed is None):
         return f"not {_PATTERN}: an operand is not dequantized"
-    weight = constant_value(w[0])
+    weight, w_q = transposed if transposed is not None else (constant_value(w[0]), w[1])  # type: ignore[index]
     if weight is None:
         return "the weight is not a constant (two activations multiplied stay float)"
     bad = rules.check_tensors([str(x[1].dtype)], str(weight.dtype))
     if bad:
         return bad
-    chain = _Chain(var, call, x[0], x[1], weight, w[1])
+    chain = _Chain(var, call, x[0], x[1], weight, w_q)
     bad = _transpose_conv(chain, limits) if op_name(call) == "relax.nn.conv2d_transpose" else None
     if bad:
         return bad

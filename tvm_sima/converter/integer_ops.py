@@ -17,6 +17,8 @@ route uses), with the converter mode's :class:`~tvm_sima.lowering.Numerics`:
   constant pad, concat — on the codes when input and output share their parameters (requantized
   otherwise);
 * relu / relu6 / clip / maximum / minimum with a constant — clips on the codes;
+* prelu with a constant slope (behind a reshape and maybe a dequantize:
+  :func:`.constant_ops.dequantized_slope`) — a table per distinct slope;
 * sigmoid, tanh, exp, gelu, silu, ... (``lowering.LUT_FUNCTIONS``) — a 256-entry table
   ``quantize(f(dequantize(code)))`` indexed by the code (``relax.take``), rounded as the model's
   quantize rounds (half to even for ONNX, half away from zero for TFLite); so is any element-wise
@@ -36,6 +38,7 @@ from .. import lowering
 from ..graph import GraphIndex, clip_bounds, op_name, remap
 from . import rules
 from .chains import Match, Tail, dequantized, match_tail
+from .constant_ops import dequantized_slope
 from .rules import HardwareLimits
 
 __all__ = ["match_chain", "match_integer"]
@@ -52,7 +55,7 @@ def _window(call: relax.Call, limits: HardwareLimits) -> Union[str, None]:
 def match_integer(index: GraphIndex, var: relax.Var, numerics: lowering.Numerics,
                   limits: HardwareLimits) -> Union[Match, str]:
     """The :class:`Match` of the op bound to ``var`` (an op of ``lowering.FAMILIES``), or why there is none."""
-    call = index.producer[var]
+    call = dequantized_slope(index, index.producer[var])  # type: ignore[arg-type]
     assert isinstance(call, relax.Call)
     family = lowering.FAMILIES[op_name(call) or ""]
     sources = [dequantized(index, a) for a in family.operands(call)]

@@ -3,8 +3,8 @@
 * QOperator nodes (what onnxruntime's ``quantize_static(quant_format=QOperator)`` writes) are
   rewritten to QDQ form on the ONNX graph first: ``QLinearConv`` / ``QLinearMatMul`` and the
   ``com.microsoft`` ``QLinearAdd`` / ``QLinearMul`` / ``QLinearAveragePool`` /
-  ``QLinearGlobalAveragePool`` / ``QLinearConcat`` / ``QLinearSigmoid`` / ``QLinearLeakyRelu``
-  become ``DequantizeLinear`` -> float op ->
+  ``QLinearGlobalAveragePool`` / ``QLinearConcat`` / ``QLinearSigmoid`` / ``QLinearLeakyRelu`` /
+  ``QLinearSoftmax`` become ``DequantizeLinear`` -> float op ->
   ``QuantizeLinear`` (``QGemm`` likewise; a QLinearConv's or QGemm's int32 bias becomes
   ``DequantizeLinear(B, x_scale * w_scale)``);
 * the QDQ graph is imported by TVM's Relax ONNX importer with the weights as constants, and its
@@ -28,9 +28,9 @@ __all__ = ["QOPERATORS", "UNSUPPORTED_QUANTIZED", "rewrite_qoperators", "qdq_to_
 
 #: QOperator node types rewritten to QDQ (op type -> (input arity of the quantized tensors, float op)).
 QOPERATORS = ("QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd", "QLinearMul", "QLinearAveragePool",
-              "QLinearGlobalAveragePool", "QLinearConcat", "QLinearSigmoid", "QLinearLeakyRelu")
+              "QLinearGlobalAveragePool", "QLinearConcat", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearSoftmax")
 #: Quantized node types with no QDQ form here (dynamic quantization, integer-only kernels).
-UNSUPPORTED_QUANTIZED = ("ConvInteger", "MatMulInteger", "QLinearSoftmax", "QLinearReduceMean", "QLinearWhere",
+UNSUPPORTED_QUANTIZED = ("ConvInteger", "MatMulInteger", "QLinearReduceMean", "QLinearWhere",
                          "DynamicQuantizeLinear")
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 
@@ -93,7 +93,7 @@ def _attrs(node: Any) -> dict:
 #: Inputs a QOperator node must have (the ONNX / com.microsoft schemas; later ones are optional).
 _MIN_INPUTS = {"QLinearConv": 8, "QLinearMatMul": 8, "QGemm": 6, "QLinearAdd": 7, "QLinearMul": 7,
                "QLinearSigmoid": 4, "QLinearLeakyRelu": 4, "QLinearAveragePool": 4, "QLinearGlobalAveragePool": 4,
-               "QLinearConcat": 5}
+               "QLinearConcat": 5, "QLinearSoftmax": 4}
 
 
 def rewrite_qoperators(model: Any) -> Any:
@@ -157,11 +157,24 @@ def _rewrite_node(r: _Rewriter, n: Any, i: list[str], name: str) -> None:
             raise ValueError(f"node '{name}' ({n.op_type}): channels_last=1 is not supported")
         x = r.dq(i[0], i[1], i[2])
         r.q(r.node(n.op_type[len("QLinear"):], [x], name, attrs), i[3], i[4], n.output[0])
+    elif n.op_type == "QLinearSoftmax":
+        _rewrite_qsoftmax(r, n, i, name, attrs)
     elif n.op_type == "QLinearConcat":
         parts = [r.dq(i[k], i[k + 1], i[k + 2]) for k in range(2, len(n.input), 3)]
         r.q(r.node("Concat", parts, name, attrs), i[0], i[1], n.output[0])
     else:
         r.nodes.append(n)
+
+
+def _rewrite_qsoftmax(r: _Rewriter, n: Any, i: list[str], name: str, attrs: dict) -> None:
+    """``QLinearSoftmax(x, x_scale, x_zp, y_scale, y_zp; axis, opset)``: ``opset`` is the Softmax it means."""
+    opset = int(attrs.pop("opset", 13))
+    default = next((o.version for o in r.model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    if (opset < 13) != (default < 13) and int(attrs.get("axis", -1)) != -1:
+        raise ValueError(f"node '{name}' (QLinearSoftmax): the Softmax of opset {opset} with axis={attrs['axis']} "
+                         f"differs from the model's opset {default} one; re-export with axis=-1")
+    x = r.dq(i[0], i[1], i[2])
+    r.q(r.node("Softmax", [x], name, attrs), i[3], i[4] or None, n.output[0])
 
 
 def _rewrite_qgemm(r: _Rewriter, n: Any, i: list[str], name: str, attrs: dict) -> None:

@@ -230,7 +230,7 @@ class _Reader:
         if not 0 <= op.OpcodeIndex() < codes:
             raise self.corrupt(f"op {index}: opcode index {op.OpcodeIndex()} beyond the {codes} operator codes")
         code = self.model.OperatorCodes(op.OpcodeIndex())
-        name = names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
+        name = names.get(_builtin_code(code), "CUSTOM")
         inputs = self.indices(op.InputsAsNumpy(), tensors, f"op {index} ({name}) inputs", optional=True)
         outputs = self.indices(op.OutputsAsNumpy(), tensors, f"op {index} ({name}) outputs")
         if not outputs:
@@ -285,3 +285,18 @@ def read_tflite(model: Union[str, os.PathLike, bytes]) -> TFLiteGraph:
     except (struct.error, TypeError, IndexError, KeyError, AttributeError, OverflowError) as err:
         # not seen in the fuzz battery: a safety net so a reader bug is still one line naming the file
         raise CorruptModelError(where, f"{type(err).__name__}: {err}") from None
+
+
+def _builtin_code(code: Any) -> int:
+    """An OperatorCode's operator as LiteRT reads it: ``max(deprecated_builtin_code, builtin_code)``.
+
+    The ``tflite`` package's ``BuiltinCode()`` returns the deprecated (int8) field whenever
+    ``builtin_code`` is below 127, so a file that writes only ``builtin_code`` (ai-edge-quantizer's
+    QUANTIZE: builtin 114, deprecated 0) would read as ADD (0); the field (slot 3, vtable offset
+    10, int32) is read here directly.
+    """
+    import flatbuffers
+
+    offset = code._tab.Offset(10)
+    raw = code._tab.Get(flatbuffers.number_types.Int32Flags, offset + code._tab.Pos) if offset else 0
+    return max(int(raw), int(code.DeprecatedBuiltinCode()))

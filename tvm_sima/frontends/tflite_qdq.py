@@ -13,7 +13,9 @@ Relax's own TFLite importer rejects many int8 graphs; this one reads the flatbuf
 * ops that only move values and keep the scale (RESHAPE, STRIDED_SLICE, MAX_POOL_2D, PAD (with the
   zero point's code), DEPTH_TO_SPACE / SPACE_TO_DEPTH (reshape -> transpose -> reshape),
   RESIZE_NEAREST_NEIGHBOR (``take`` of LiteRT's indices per axis), and
-  CONCATENATION of inputs sharing one scale) run on the integers;
+  CONCATENATION of inputs sharing one scale) run on the integers; RELU / RELU6 /
+  LOGISTIC are ``quantize(f(dequantize(x)))`` (their output may have its own parameters); a float
+  PRELU with a constant slope (ai-edge-quantizer leaves PRELU float) is ``relax.nn.prelu``;
 * RESIZE_BILINEAR: ``quantize(resize2d(dequantize(x)))``, NHWC, its align_corners /
   half_pixel_centers as the coordinate mode (``tvm_sima.convert`` gives it LiteRT's 10-bit taps);
 * shape arithmetic on int32 tensors (SHAPE, STRIDED_SLICE, PACK: the TFLite converter's flatten with
@@ -45,9 +47,10 @@ from .tflite_flatbuffer import TFLiteGraph, TFLiteOp, TFLiteTensor, read_tflite
 __all__ = ["QDQ_OPS", "import_int8_tflite", "unsupported_ops"]
 
 QDQ_OPS = ("ADD", "AVERAGE_POOL_2D", "BATCH_TO_SPACE_ND", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D",
-           "DEPTH_TO_SPACE", "DEQUANTIZE", "FULLY_CONNECTED", "HARD_SWISH", "MAXIMUM", "MAX_POOL_2D", "MEAN", "MINIMUM",
-           "MUL", "PACK", "PAD", "QUANTIZE", "RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "SHAPE",
-           "SPACE_TO_BATCH_ND", "SPACE_TO_DEPTH", "STRIDED_SLICE", "SUB", "TRANSPOSE_CONV")
+           "DEPTH_TO_SPACE", "DEQUANTIZE", "FULLY_CONNECTED", "HARD_SWISH", "LOGISTIC", "MAXIMUM", "MAX_POOL_2D", "MEAN",
+           "MINIMUM", "MUL", "PACK", "PAD", "PRELU", "QUANTIZE", "RELU", "RELU6", "RESHAPE", "RESIZE_BILINEAR",
+           "RESIZE_NEAREST_NEIGHBOR", "SHAPE", "SPACE_TO_BATCH_ND", "SPACE_TO_DEPTH", "STRIDED_SLICE", "SUB",
+           "TRANSPOSE_CONV")
 _ACTIVATIONS = {"NONE": None, "RELU": (0.0, None), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}
 _SHAPE_OPS = ("SHAPE", "PACK", "STRIDED_SLICE")  # evaluated at import time when their inputs are int32
 
@@ -278,18 +281,12 @@ class _Importer:
         return self.bb.emit(relax.op.squeeze(y, dropped), name_hint=self.out_name(op)) if dropped else y
 
     def _move_operand(self, op: TFLiteOp) -> np.ndarray:
-        """The constant second input of a move on the codes (PAD, RESIZE_NEAREST_NEIGHBOR)."""
+        """The constant second input of a move on the codes (RESIZE_NEAREST_NEIGHBOR's size)."""
         value = self.static_value(op.inputs[1])
         if value is None or not _same(self.tensor(op.inputs[0]), self.tensor(op.outputs[0])):
             raise ValueError(f"op {op.index} ({op.name}): needs a constant second input and the input's "
                              "quantization parameters on the output")
         return np.asarray(value)
-
-    @_register("PAD")
-    def _op_pad(self, op: TFLiteOp) -> relax.Expr:
-        pads, zp = self._move_operand(op), self.tensor(op.outputs[0]).zero_point  # int8 PAD fills with the zp
-        return self.bb.emit(relax.op.nn.pad(self.value(op.inputs[0]), [int(p) for p in pads.ravel()], "constant",
-                                            float(np.atleast_1d(zp)[0])), name_hint=self.out_name(op))
 
     @_register("DEPTH_TO_SPACE", "SPACE_TO_DEPTH")
     def _op_depth_space(self, op: TFLiteOp) -> relax.Expr:
@@ -331,6 +328,45 @@ class _Importer:
         y = self.bb.emit(relax.op.nn.max_pool2d(self.dequantize(op.inputs[0]), pool, strides, padding, layout="NHWC"))
         return _finish(self.bb, op, out, y)
 
+    @_register("PAD")
+    def _op_pad(self, op: TFLiteOp) -> relax.Expr:
+        paddings = self.static_value(op.inputs[1])
+        x, out = self.tensor(op.inputs[0]), self.tensor(op.outputs[0])
+        if paddings is None:
+            raise ValueError(f"op {op.index} (PAD): the paddings must be a constant")
+        width = [int(p) for p in np.asarray(paddings).reshape(-1)]
+        if _same(x, out):  # TFLite's int8 PAD: same parameters, pads with the zero point
+            zp = int(np.atleast_1d(_qparams(x).zero_point)[0])
+            return self.bb.emit(relax.op.nn.pad(self.value(op.inputs[0]), width, "constant", float(zp)),
+                                name_hint=self.out_name(op))
+        return _finish(self.bb, op, out, self.bb.emit(relax.op.nn.pad(self.dequantize(op.inputs[0]), width)))
+
+    @_register("LOGISTIC")
+    def _op_logistic(self, op: TFLiteOp) -> relax.Expr:
+        y = self.bb.emit(relax.op.sigmoid(self.dequantize(op.inputs[0])))
+        return _finish(self.bb, op, self.tensor(op.outputs[0]), y)
+
+    @_register("PRELU")
+    def _op_prelu(self, op: TFLiteOp) -> relax.Expr:
+        # ai-edge-quantizer 0.10.0 leaves PRELU float: DEQUANTIZE -> PRELU (float slope) -> QUANTIZE
+        x, alpha = self.tensor(op.inputs[0]), self.tensor(op.inputs[1])
+        shape = self.shape(op.inputs[0])
+        if x.dtype != np.float32 or alpha.dtype != np.float32 or alpha.data is None:
+            raise ValueError(f"op {op.index} (PRELU): only a float PRELU with a constant float slope (between "
+                             "DEQUANTIZE and QUANTIZE) is supported, not the int8 kernel")
+        slopes = np.asarray(alpha.data, np.float32)
+        if slopes.size not in (1, shape[-1]) or slopes.size > 1 and slopes.shape[-1] != shape[-1]:
+            raise ValueError(f"op {op.index} (PRELU): slope of shape {list(slopes.shape)} for input {shape}; "
+                             "one slope per channel (the last axis) or one in all is supported")
+        return self.bb.emit(relax.op.nn.prelu(self.value(op.inputs[0]), relax.const(slopes.reshape(-1)),
+                                              axis=len(shape) - 1), name_hint=self.out_name(op))
+
+    @_register("RELU", "RELU6")
+    def _op_relu(self, op: TFLiteOp) -> relax.Expr:
+        xf = self.dequantize(op.inputs[0])
+        y = relax.op.nn.relu(xf) if op.name == "RELU" else relax.op.clip(xf, 0.0, 6.0)
+        return _finish(self.bb, op, self.tensor(op.outputs[0]), self.bb.emit(y))
+
     @_register("CONCATENATION")
     def _op_concatenation(self, op: TFLiteOp) -> relax.Expr:
         out = self.tensor(op.outputs[0])
@@ -346,10 +382,12 @@ class _Importer:
     @_register("QUANTIZE")
     def _op_quantize(self, op: TFLiteOp) -> relax.Expr:
         x, out = self.tensor(op.inputs[0]), self.tensor(op.outputs[0])
-        if x.dtype != np.float32 or out.dtype != np.int8:
+        if x.dtype not in (np.float32, np.int8) or out.dtype != np.int8:
             raise ValueError(f"op {op.index} (QUANTIZE): {np.dtype(x.dtype).name} -> {np.dtype(out.dtype).name}; "
-                             "only float32 -> int8 (a float model input) is supported")
-        return self.bb.emit(so.quantize(self.value(op.inputs[0]), _qparams(out), sm.RoundingMode.HALF_AWAY_FROM_ZERO),
+                             "only float32 -> int8 (a float model input) and int8 -> int8 are supported")
+        # int8 -> int8 (a requantization, as ai-edge-quantizer writes): quantize(dequantize(x))
+        xf = self.value(op.inputs[0]) if x.dtype == np.float32 else self.dequantize(op.inputs[0])
+        return self.bb.emit(so.quantize(xf, _qparams(out), sm.RoundingMode.HALF_AWAY_FROM_ZERO),
                             name_hint=self.out_name(op))
 
     @_register("DEQUANTIZE")

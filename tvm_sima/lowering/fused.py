@@ -62,7 +62,8 @@ class WeightSpec:
 
 
 def _per_tensor(qp: sm.QParams) -> sm.Quantization:
-    return sm.Quantization(float(np.atleast_1d(qp.scale)[0]), int(np.atleast_1d(qp.zero_point)[0]), qp.dtype.bits)
+    return sm.Quantization(float(np.atleast_1d(qp.scale)[0]), int(np.atleast_1d(qp.zero_point)[0]), qp.dtype.bits,
+                           qp.dtype.signed)
 
 
 def from_product(weight: np.ndarray, bias: Optional[np.ndarray], zp_x: int, product_q: Any, y_q: sm.Quantization,
