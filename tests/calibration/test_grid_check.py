@@ -113,6 +113,14 @@ def test_an_empty_sample_is_not_checked():
     assert check_grid("t", np.zeros(0), qp, (-1.0, 1.0), (-1.0, 1.0), ASYM) is None
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_a_sample_of_two_values_has_an_empty_middle_half_and_passes():
+    # inspect's placeholder observers see two values: the quartiles fall between them
+    obs = observed(np.asarray([-1.0, 5.0]), strategy="extrema", batches=1)
+    fit = fit_grid(obs.sample.values, obs.compute_qparams(ASYM, 8))
+    assert not fit.collapsed and fit.middle_sqnr_db == float("inf")
+
+
 def test_the_sample_is_uniform_over_batches_of_any_size():
     sample = ValueSample("t", size=1000)
     sample.update(np.zeros(100))

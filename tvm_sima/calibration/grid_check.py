@@ -108,8 +108,9 @@ def fit_grid(sample: np.ndarray, qparams: QParams) -> GridFit:
     if not nonzero.any():
         return GridFit(qparams, math.inf, 0.0, float(np.mean(error**2)), int(np.unique(q).size), 0.0)
     q01, q25, q75, q99 = np.quantile(x[nonzero], [0.01, 0.25, 0.75, 0.99])
-    middle = nonzero & (x >= q25) & (x <= q75)
-    return GridFit(qparams, _sqnr_db(float(x[middle].var()), float(np.mean(error[middle] ** 2))),
+    middle = nonzero & (x >= q25) & (x <= q75)  # empty for two values: then no variation to lose
+    variance, noise = (float(x[middle].var()), float(np.mean(error[middle] ** 2))) if middle.any() else (0.0, 0.0)
+    return GridFit(qparams, _sqnr_db(variance, noise),
                    float((q75 - q25) / scale), float(np.mean(error**2)), int(np.unique(q).size),
                    float(max(0.0, 1.0 - (q99 - q01) / span)) if span > 0 else 0.0)
 
