@@ -10,11 +10,17 @@ program and the peer quantizers side by side (``benchmarks/zoo_peers.py``: onnxr
 ``quantize_static`` for the ONNX models, ai-edge-quantizer for the TFLite ones). The float
 reference is the model's own runtime (onnxruntime / LiteRT), or tvm-sima's float build where that
 runtime cannot run the model. A failing stage is reported with its one-line reason; the run goes on.
-It ends with one markdown table::
+
+The converter route runs on the peers' own quantized models (``benchmarks/zoo_convert.py``): the
+onnxruntime QDQ Percentile model through ``load_model`` -> ``convert`` -> ``build`` against
+onnxruntime ``ORT_DISABLE_ALL``, the ai-edge-quantizer int8 model through ``convert(mode="tflite")``
+against LiteRT ``BUILTIN_REF``: output LSB (max, mean, exact share), ops converted / left float,
+the task metric. It ends with two markdown tables (the zoo; the converter route)::
 
     .venv/bin/python tools/fetch_zoo.py && make models
     .venv/bin/python benchmarks/bench_zoo.py [--models blazeface,ppocr_det] [--calib 32] [--eval 64]
-    .venv/bin/python benchmarks/bench_zoo.py --quick      # stages only: 4 / 4 inputs, no peers
+    .venv/bin/python benchmarks/bench_zoo.py --quick      # stages only: 4 / 4 inputs, no peers, no converter route
+    .venv/bin/python benchmarks/bench_zoo.py --no-convert # without the converter route
 
 The int8 program is built with ``offload=False`` (the TIR route: the same integers as the
 offloaded C++ kernels, without compiling them; ``--offload`` builds them).
