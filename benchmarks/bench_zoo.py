@@ -299,11 +299,12 @@ def print_convert(model: ZooModel, result: Result, route: ConvertRun) -> None:
     if route.error:
         print(f"{head}: FAILS {route.error}")
         return
+    print(f"{head}, {route.seconds:.1f} s")
     for k, s in enumerate(route.stats):
         print(f"    output {k}: vs {route.oracle} max {s.max:g} {s.unit}, mean {s.mean:.3f}, "
               f"exact {100 * s.exact:.1f} %")
     tasks = ", ".join(f"{m.label} {_metric(model, result, route.outputs, i)}" for i, m in enumerate(model.metrics))
-    print(f"    {tasks}; {route.seconds:.1f} s")
+    print(f"    {tasks}")
 
 
 def _stages_cell(result: Result) -> str:

@@ -283,7 +283,7 @@ def test_the_converter_route_on_an_int8_tflite_model_is_bit_exact_with_builtin_r
         np.testing.assert_array_equal(got[0], want[0])
 
 
-def test_the_second_table_names_the_peer_model_and_a_failure_in_one_line(tmp_path):
+def test_the_second_table_names_the_peer_model_and_a_failure_in_one_line(tmp_path, capsys):
     import bench_zoo
     from zoo_convert import ConvertRun, LsbStats
     from zoo_data import Metric, ZooModel
@@ -299,6 +299,12 @@ def test_the_second_table_names_the_peer_model_and_a_failure_in_one_line(tmp_pat
     assert rows[0] == ["toy", "onnxruntime QDQ Percentile", "61 / 2", "5 vs onnxruntime ORT_DISABLE_ALL", "0.625",
                        "50.0", "top-1 agreement: 0.500"]
     assert rows[1] == ["toy", "ai-edge-quantizer static_wi8_ai8", "-", "fails: ValueError: no rule", "-", "-", "-"]
+    bench_zoo.print_convert(model, result, good)
+    bench_zoo.print_convert(model, result, bad)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("  converter route on onnxruntime QDQ Percentile: 61 converted / 2 float ops")
+    assert lines[1] == "    output 0: vs onnxruntime ORT_DISABLE_ALL max 5 LSB, mean 0.625, exact 50.0 %"
+    assert lines[3] == "  converter route on ai-edge-quantizer static_wi8_ai8: FAILS ValueError: no rule"
 
 
 def test_the_converter_route_takes_the_percentile_qdq_model_and_says_when_the_peer_failed(tmp_path):
