@@ -300,6 +300,8 @@ def print_convert(model: ZooModel, result: Result, route: ConvertRun) -> None:
         print(f"{head}: FAILS {route.error}")
         return
     print(f"{head}, {route.seconds:.1f} s")
+    for (op, reason), n in collections.Counter(route.float_ops).most_common():
+        print(f"    {n:3d} x {op} left float: {reason}")
     for k, s in enumerate(route.stats):
         print(f"    output {k}: vs {route.oracle} max {s.max:g} {s.unit}, mean {s.mean:.3f}, "
               f"exact {100 * s.exact:.1f} %")

@@ -46,6 +46,7 @@ class ConvertRun:
     oracle: str
     converted: Optional[int] = None
     left_float: Optional[int] = None
+    float_ops: list[tuple[str, str]] = field(default_factory=list)  # (op, reason) of each op left float
     stats: list[LsbStats] = field(default_factory=list)  # per output
     outputs: Optional[Outputs] = None  # dequantized, for the task metric
     error: str = ""
@@ -100,6 +101,7 @@ def _converted(path: pathlib.Path, mode: Optional[str], input_shapes: Optional[d
     mod, _params = tvm_sima.load_model(path, input_shapes=input_shapes)
     converted, report = tvm_sima.convert(mod) if mode is None else tvm_sima.convert(mod, mode)
     run.converted, run.left_float = len(report.converted), len(report.unconverted)
+    run.float_ops = [(u["op"], u["reason"]) for u in report.unconverted]
     return tvm_sima.build(converted, offload=False)
 
 

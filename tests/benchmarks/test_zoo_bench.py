@@ -292,6 +292,7 @@ def test_the_second_table_names_the_peer_model_and_a_failure_in_one_line(tmp_pat
                      (Metric("top-1 agreement", lambda r, o, _l: zm.label_agreement(r, o, 0)),), 0, "toy data")
     ref = _outs([1.0, 0.0], [0.0, 1.0])
     good = ConvertRun("onnxruntime QDQ Percentile", "onnxruntime ORT_DISABLE_ALL", 61, 2,
+                      [("relax.nn.conv2d_transpose", "no rule"), ("relax.nn.conv2d_transpose", "no rule")],
                       [LsbStats(5.0, 0.625, 0.5, 8)], _outs([1.0, 0.0], [1.0, 0.0]))
     bad = ConvertRun("ai-edge-quantizer static_wi8_ai8", "LiteRT BUILTIN_REF", error="ValueError: no rule")
     result = bench_zoo.Result("toy", ref=ref, converts=[good, bad])
@@ -303,8 +304,9 @@ def test_the_second_table_names_the_peer_model_and_a_failure_in_one_line(tmp_pat
     bench_zoo.print_convert(model, result, bad)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("  converter route on onnxruntime QDQ Percentile: 61 converted / 2 float ops")
-    assert lines[1] == "    output 0: vs onnxruntime ORT_DISABLE_ALL max 5 LSB, mean 0.625, exact 50.0 %"
-    assert lines[3] == "  converter route on ai-edge-quantizer static_wi8_ai8: FAILS ValueError: no rule"
+    assert lines[1] == "      2 x relax.nn.conv2d_transpose left float: no rule"
+    assert lines[2] == "    output 0: vs onnxruntime ORT_DISABLE_ALL max 5 LSB, mean 0.625, exact 50.0 %"
+    assert lines[4] == "  converter route on ai-edge-quantizer static_wi8_ai8: FAILS ValueError: no rule"
 
 
 def test_the_converter_route_takes_the_percentile_qdq_model_and_says_when_the_peer_failed(tmp_path):
