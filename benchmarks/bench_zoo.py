@@ -10,11 +10,17 @@ program and the peer quantizers side by side (``benchmarks/zoo_peers.py``: onnxr
 ``quantize_static`` for the ONNX models, ai-edge-quantizer for the TFLite ones). The float
 reference is the model's own runtime (onnxruntime / LiteRT), or tvm-sima's float build where that
 runtime cannot run the model. A failing stage is reported with its one-line reason; the run goes on.
-It ends with one markdown table::
+
+The converter route runs on the peers' own quantized models (``benchmarks/zoo_convert.py``): the
+onnxruntime QDQ Percentile model through ``load_model`` -> ``convert`` -> ``build`` against
+onnxruntime ``ORT_DISABLE_ALL``, the ai-edge-quantizer int8 model through ``convert(mode="tflite")``
+against LiteRT ``BUILTIN_REF``: output LSB (max, mean, exact share), ops converted / left float,
+the task metric. It ends with two markdown tables (the zoo; the converter route)::
 
     .venv/bin/python tools/fetch_zoo.py && make models
     .venv/bin/python benchmarks/bench_zoo.py [--models blazeface,ppocr_det] [--calib 32] [--eval 64]
-    .venv/bin/python benchmarks/bench_zoo.py --quick      # stages only: 4 / 4 inputs, no peers
+    .venv/bin/python benchmarks/bench_zoo.py --quick      # stages only: 4 / 4 inputs, no peers, no converter route
+    .venv/bin/python benchmarks/bench_zoo.py --no-convert # without the converter route
 
 The int8 program is built with ``offload=False`` (the TIR route: the same integers as the
 offloaded C++ kernels, without compiling them; ``--offload`` builds them).
@@ -36,6 +42,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import zoo_metrics as zm
+from zoo_convert import ConvertRun, convert_onnx, convert_tflite, vm_run
 from zoo_data import MODELS, ZooModel
 from zoo_peers import Outputs, PeerRun, aeq_static, litert_run, one_line, ort_quantize_static, ort_run, ort_session
 
@@ -57,6 +64,7 @@ class Result:
     report: Optional[dict] = None
     macs: Optional[tuple[int, int]] = None  # (integer, float) multiply-accumulates per inference
     peers: list[PeerRun] = field(default_factory=list)
+    converts: list[ConvertRun] = field(default_factory=list)  # the converter route on the peers' models
     labels: Optional[np.ndarray] = None
     notes: list[str] = field(default_factory=list)
 
@@ -116,20 +124,6 @@ def count_macs(mod: Any) -> tuple[int, int]:
 
 # -- one model -------------------------------------------------------------------------------------------------------
 
-def _vm_outputs(value: Any) -> list[np.ndarray]:
-    if hasattr(value, "numpy"):
-        return [value.numpy()]
-    return [array for item in value for array in _vm_outputs(item)]
-
-
-def vm_run(executable: Any, inputs: list[np.ndarray]) -> Outputs:
-    import tvm
-    from tvm import relax
-
-    vm = relax.VirtualMachine(executable, tvm.cpu())
-    return [_vm_outputs(vm["main"](tvm.runtime.tensor(x))) for x in inputs]
-
-
 def runtime_float(model: ZooModel, inputs: list[np.ndarray]) -> tuple[str, Outputs]:
     if model.file.suffix == ".onnx":
         return "onnxruntime", ort_run(ort_session(str(model.file)), inputs)
@@ -179,7 +173,25 @@ def bench_tvm_sima(model: ZooModel, result: Result, calib: list[np.ndarray], eva
             result.notes.append(str(err))
 
 
-def bench_model(model: ZooModel, n_calib: int, n_eval: int, peers: bool, offload: bool) -> Result:
+#: The peer run whose quantized model the converter route takes, and the oracle it is compared with.
+CONVERT_PEER = {".onnx": "QDQ Percentile, ORT_DISABLE_ALL", ".tflite": "static_wi8_ai8, LiteRT BUILTIN_REF"}
+
+
+def converter_route(model: ZooModel, result: Result, evals: list[np.ndarray], work: pathlib.Path) -> list[ConvertRun]:
+    """The peer's own quantized model (``CONVERT_PEER``) through load_model -> convert -> build -> run."""
+    suffix = model.file.suffix
+    run = next((r for r in result.peers if r.config == CONVERT_PEER[suffix] and r.model is not None), None)
+    if run is None:
+        why = next((r.error for r in result.peers if r.error), "no peer model")
+        return [ConvertRun(f"{CONVERT_PEER[suffix].split(',')[0]}", "", error=f"no peer model: {why}")]
+    label = f"{run.tool} {run.config.split(',')[0]}"
+    if suffix == ".onnx":
+        return [convert_onnx(str(run.model), label, evals, model.input_shapes, run.outputs)]
+    return [convert_tflite(bytes(run.model), label, evals, work / "convert")]
+
+
+def bench_model(model: ZooModel, n_calib: int, n_eval: int, peers: bool, offload: bool,
+                convert: bool = True) -> Result:
     result = Result(model.name)
     if not model.file.is_file():
         how = "tools/fetch_zoo.py" if "zoo" in model.file.parts else "make models"
@@ -200,6 +212,8 @@ def bench_model(model: ZooModel, n_calib: int, n_eval: int, peers: bool, offload
             result.peers = ort_quantize_static(str(model.file), calib, evals, work / "ort")
         elif peers:
             result.peers = aeq_static(str(model.file), calib, evals)
+        if peers and convert:
+            result.converts = converter_route(model, result, evals, work)
     if result.ref is not None:
         for run in result.peers:
             if run.outputs is not None:
@@ -207,6 +221,12 @@ def bench_model(model: ZooModel, n_calib: int, n_eval: int, peers: bool, offload
                     run.outputs = check_outputs(result.ref, run.outputs, run.config)
                 except ValueError as err:
                     run.outputs, run.error = None, str(err)
+        for route in result.converts:
+            if route.outputs is not None:
+                try:
+                    route.outputs = check_outputs(result.ref, route.outputs, "the converted peer model")
+                except ValueError as err:
+                    route.outputs, route.error = None, str(err)
     return result
 
 
@@ -267,7 +287,26 @@ def print_result(model: ZooModel, result: Result) -> None:
     for run in result.peers:
         status = f"FAILS {run.error}" if run.error else f"calib+quant {run.seconds:.1f} s"
         print(f"  {run.tool} {run.config}: {status}")
+    for route in result.converts:
+        print_convert(model, result, route)
     sys.stdout.flush()
+
+
+def print_convert(model: ZooModel, result: Result, route: ConvertRun) -> None:
+    head = f"  converter route on {route.peer}"
+    if route.converted is not None:
+        head += f": {route.converted} converted / {route.left_float} float ops"
+    if route.error:
+        print(f"{head}: FAILS {route.error}")
+        return
+    print(f"{head}, {route.seconds:.1f} s")
+    for (op, reason), n in collections.Counter(route.float_ops).most_common():
+        print(f"    {n:3d} x {op} left float: {reason}")
+    for k, s in enumerate(route.stats):
+        print(f"    output {k}: vs {route.oracle} max {s.max:g} {s.unit}, mean {s.mean:.3f}, "
+              f"exact {100 * s.exact:.1f} %")
+    tasks = ", ".join(f"{m.label} {_metric(model, result, route.outputs, i)}" for i, m in enumerate(model.metrics))
+    print(f"    {tasks}")
 
 
 def _stages_cell(result: Result) -> str:
@@ -306,6 +345,26 @@ TABLE_HEAD = ("| model | stages | int MAC % | float ops | SQNR ours | SQNR peer 
               "| task metric: float / ours / peer |\n|---|---|---|---|---|---|---|")
 
 
+CONVERT_HEAD = ("| model | peer model | converted / float ops | max LSB vs oracle | mean LSB | exact % "
+                "| task metric |\n|---|---|---|---|---|---|---|")
+
+
+def convert_rows(model: ZooModel, result: Result) -> list[str]:
+    """The second table's rows: the converter route on each peer model of ``result``."""
+    rows = []
+    for route in result.converts:
+        ops = "-" if route.converted is None else f"{route.converted} / {route.left_float}"
+        pooled = route.pooled()
+        if route.error or pooled is None:
+            rows.append(f"| {model.name} | {route.peer} | {ops} | fails: {route.error[:80]} | - | - | - |")
+            continue
+        unit = "" if pooled.unit == "LSB" else " (abs)"
+        task = f"{model.metrics[0].label}: {_metric(model, result, route.outputs)}" if model.metrics else "-"
+        rows.append(f"| {model.name} | {route.peer} | {ops} | {pooled.max:g}{unit} vs {route.oracle} "
+                    f"| {pooled.mean:.3f} | {100 * pooled.exact:.1f} | {task} |")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {', '.join(MODELS)}")
@@ -315,6 +374,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="stages only: 4 calibration / 4 evaluation inputs, "
                         "no peers")
     parser.add_argument("--no-peers", action="store_true", help="skip onnxruntime / ai-edge-quantizer")
+    parser.add_argument("--no-convert", action="store_true", help="skip the converter route on the peers' "
+                        "quantized models (it needs the peers)")
     parser.add_argument("--offload", action="store_true", help="build the int8 program with the offloaded C++ kernels")
     parser.add_argument("--json", type=pathlib.Path, help="also write the table's numbers here")
     args = parser.parse_args()
@@ -327,21 +388,27 @@ def main() -> None:
     logging.getLogger("tvm_sima").setLevel(logging.ERROR)
     import tvm_sima  # noqa: F401  (sets the thread count before TVM's runtime starts)
 
-    start, rows, records = time.perf_counter(), [], []
+    start, rows, records, converts = time.perf_counter(), [], [], []
     for name in names:
         model = MODELS[name]
         n_eval = args.eval or (4 if args.quick else model.n_eval or N_EVAL)
-        result = bench_model(model, n_calib, n_eval, peers=not (args.quick or args.no_peers), offload=args.offload)
+        result = bench_model(model, n_calib, n_eval, peers=not (args.quick or args.no_peers), offload=args.offload,
+                             convert=not args.no_convert)
         print_result(model, result)
         rows.append(table_row(model, result))
+        converts += convert_rows(model, result)
         records.append({"model": name, "calib": n_calib, "eval": n_eval, "row": rows[-1], "stages": result.stages,
-                        "macs": result.macs})
+                        "macs": result.macs, "convert_rows": convert_rows(model, result)})
     seconds = time.perf_counter() - start
     counts = sorted({r["eval"] for r in records})
     print(f"\n{n_calib} calibration / {', '.join(map(str, counts))} evaluation inputs per model, "
           f"{seconds:.0f} s in all\n")
     print(TABLE_HEAD)
     print("\n".join(rows))
+    if converts:
+        print("\nconverter route on the peer's quantized model (load_model -> convert -> build, offload=False):\n")
+        print(CONVERT_HEAD)
+        print("\n".join(converts))
     if args.json:
         args.json.write_text(json.dumps({"seconds": seconds, "models": records}, indent=2))
 

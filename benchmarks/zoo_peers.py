@@ -26,7 +26,7 @@ import logging
 import pathlib
 import time
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -43,6 +43,7 @@ class PeerRun:
     outputs: Optional[Outputs] = None
     error: str = ""
     seconds: float = 0.0  # calibration + quantization
+    model: Union[str, bytes, None] = None  # the quantized model: a path (ONNX) or the flatbuffer (TFLite)
 
 
 def one_line(err: BaseException) -> str:
@@ -127,7 +128,7 @@ def ort_quantize_static(model: str, calib: Sequence[np.ndarray], evals: Sequence
             continue
         seconds = time.perf_counter() - start
         for mode in sessions:
-            run = PeerRun("onnxruntime", f"QDQ {method}, {mode}", seconds=seconds)
+            run = PeerRun("onnxruntime", f"QDQ {method}, {mode}", seconds=seconds, model=str(out_path))
             try:
                 run.outputs = ort_run(ort_session(str(out_path), disable_all=mode == "ORT_DISABLE_ALL"), evals)
             except Exception as err:  # noqa: BLE001
@@ -234,7 +235,7 @@ def aeq_static(model_path: str, calib: Sequence[np.ndarray], evals: Sequence[np.
     seconds = time.perf_counter() - start
     runs = []
     for kernels, reference in (("LiteRT default kernels", False), ("LiteRT BUILTIN_REF", True)):
-        run = PeerRun("ai-edge-quantizer", f"static_wi8_ai8, {kernels}", seconds=seconds)
+        run = PeerRun("ai-edge-quantizer", f"static_wi8_ai8, {kernels}", seconds=seconds, model=quantized)
         try:
             run.outputs = litert_run(quantized, evals, reference_kernels=reference)
         except Exception as err:  # noqa: BLE001

@@ -225,3 +225,101 @@ def test_a_missing_model_is_reported_with_the_command_that_fetches_it(tmp_path):
     result = bench_zoo.bench_model(model, 2, 2, peers=True, offload=False)
     ok, _seconds, error = result.stages["import"]
     assert not ok and "tools/fetch_zoo.py" in error
+
+
+def test_lsb_stats_divides_by_the_output_scale_and_counts_exact_elements():
+    from zoo_convert import ConvertRun, lsb_stats
+
+    scale = 0.1  # float outputs dequantized with 0.1: differences of whole LSB up to float rounding
+    ref = [[np.float32([0.0, 0.3, 0.5]), np.int8([3, -4])], [np.float32([1.0, 1.0, 1.0]), np.int8([0, 0])]]
+    got = [[np.float32([0.1, 0.3, 0.5]), np.int8([3, -4])], [np.float32([1.0, 0.8, 1.0]), np.int8([2, 0])]]
+    floats, codes = lsb_stats(got, ref, [scale, None])
+    assert (floats.max, floats.unit, floats.count) == (2.0, "LSB", 6)
+    assert floats.mean == pytest.approx(0.5) and floats.exact == pytest.approx(4 / 6)
+    assert (codes.max, codes.mean, codes.exact, codes.unit) == (2.0, 0.5, 0.75, "LSB")  # int8 codes: LSB as they are
+    (plain,) = lsb_stats([[np.float32([0.25])]], [[np.float32([0.0])]], [None])
+    assert (plain.max, plain.unit) == (0.25, "abs")  # a float output without a scale is not in LSB
+    pooled = ConvertRun("p", "o", stats=[floats, codes]).pooled()
+    assert (pooled.max, pooled.count) == (2.0, 10) and pooled.exact == pytest.approx(7 / 10)
+    with pytest.raises(ValueError, match="same inputs"):
+        lsb_stats(got[:1], ref, [scale, None])
+
+
+def test_the_converter_route_on_an_onnxruntime_qdq_model_matches_ort_disable_all(tmp_path):
+    """The digits CNN quantized by the ORT peer: every op converted, within 1 output LSB of ORT_DISABLE_ALL."""
+    from zoo_convert import convert_onnx, onnx_output_scales
+    from zoo_peers import ort_quantize_static
+
+    data = np.load(ROOT / "tests" / "fixtures" / "digits_calib_nchw.npy")
+    calib, evals = [x[None] for x in data[:8]], [x[None] for x in data[8:24]]
+    peer = ort_quantize_static(str(ROOT / "tests" / "fixtures" / "digits_cnn_float.onnx"), calib, evals,
+                               tmp_path, methods=("Percentile",), sessions=("ORT_DISABLE_ALL",))[0]
+    assert peer.error == "" and peer.model is not None, peer.error
+    (scale,) = onnx_output_scales(peer.model)
+    assert scale is not None and scale > 0  # the logits leave through a DequantizeLinear
+    run = convert_onnx(peer.model, "onnxruntime QDQ Percentile", evals)
+    assert run.error == "", run.error
+    assert run.converted and run.left_float == 0
+    (stats,) = run.stats
+    assert stats.unit == "LSB" and stats.count == 16 * 10 and stats.max <= 1.0 and stats.exact > 0.8
+    np.testing.assert_allclose(run.outputs[0][0], peer.outputs[0][0], atol=1.01 * scale)
+    broken = convert_onnx(str(tmp_path / "missing.onnx"), "x", evals)
+    assert broken.error and broken.stats == []  # reported in one line, not raised
+
+
+def test_the_converter_route_on_an_int8_tflite_model_is_bit_exact_with_builtin_ref(tmp_path):
+    from zoo_convert import convert_tflite
+    from zoo_peers import litert_run
+
+    model = (ROOT / "tests" / "fixtures" / "digits_int8.tflite").read_bytes()
+    evals = list(np.load(ROOT / "tests" / "fixtures" / "digits_int8_inputs.npz")["images_float"][:12, None])
+    run = convert_tflite(model, "digits int8", evals, tmp_path)
+    assert run.error == "", run.error
+    assert run.converted and run.left_float == 0
+    (stats,) = run.stats
+    assert (stats.max, stats.exact, stats.count) == (0.0, 1.0, 12 * 10)
+    ref = litert_run(model, evals, reference_kernels=True)  # dequantized: the task metric's inputs
+    for got, want in zip(run.outputs, ref, strict=True):
+        np.testing.assert_array_equal(got[0], want[0])
+
+
+def test_the_second_table_names_the_peer_model_and_a_failure_in_one_line(tmp_path, capsys):
+    import bench_zoo
+    from zoo_convert import ConvertRun, LsbStats
+    from zoo_data import Metric, ZooModel
+
+    model = ZooModel("toy", tmp_path / "toy.onnx", lambda split, n: ([], None),
+                     (Metric("top-1 agreement", lambda r, o, _l: zm.label_agreement(r, o, 0)),), 0, "toy data")
+    ref = _outs([1.0, 0.0], [0.0, 1.0])
+    good = ConvertRun("onnxruntime QDQ Percentile", "onnxruntime ORT_DISABLE_ALL", 61, 2,
+                      [("relax.nn.conv2d_transpose", "no rule"), ("relax.nn.conv2d_transpose", "no rule")],
+                      [LsbStats(5.0, 0.625, 0.5, 8)], _outs([1.0, 0.0], [1.0, 0.0]))
+    bad = ConvertRun("ai-edge-quantizer static_wi8_ai8", "LiteRT BUILTIN_REF", error="ValueError: no rule")
+    result = bench_zoo.Result("toy", ref=ref, converts=[good, bad])
+    rows = [[c.strip() for c in row.strip("|").split("|")] for row in bench_zoo.convert_rows(model, result)]
+    assert rows[0] == ["toy", "onnxruntime QDQ Percentile", "61 / 2", "5 vs onnxruntime ORT_DISABLE_ALL", "0.625",
+                       "50.0", "top-1 agreement: 0.500"]
+    assert rows[1] == ["toy", "ai-edge-quantizer static_wi8_ai8", "-", "fails: ValueError: no rule", "-", "-", "-"]
+    bench_zoo.print_convert(model, result, good)
+    bench_zoo.print_convert(model, result, bad)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("  converter route on onnxruntime QDQ Percentile: 61 converted / 2 float ops")
+    assert lines[1] == "      2 x relax.nn.conv2d_transpose left float: no rule"
+    assert lines[2] == "    output 0: vs onnxruntime ORT_DISABLE_ALL max 5 LSB, mean 0.625, exact 50.0 %"
+    assert lines[4] == "  converter route on ai-edge-quantizer static_wi8_ai8: FAILS ValueError: no rule"
+
+
+def test_the_converter_route_takes_the_percentile_qdq_model_and_says_when_the_peer_failed(tmp_path):
+    import bench_zoo
+    from zoo_data import ZooModel
+    from zoo_peers import PeerRun
+
+    model = ZooModel("toy", tmp_path / "toy.onnx", lambda split, n: ([], None), (), 0, "toy data")
+    result = bench_zoo.Result("toy", peers=[PeerRun("onnxruntime", "QDQ MinMax, ORT_DISABLE_ALL", model="a.onnx"),
+                                            PeerRun("onnxruntime", "QDQ Percentile", error="ValueError: bins")])
+    (route,) = bench_zoo.converter_route(model, result, [], tmp_path)
+    assert route.error == "no peer model: ValueError: bins"
+    result.peers.append(PeerRun("onnxruntime", "QDQ Percentile, ORT_DISABLE_ALL", model=str(tmp_path / "gone.onnx")))
+    (route,) = bench_zoo.converter_route(model, result, [np.zeros((1, 2), np.float32)], tmp_path)
+    assert route.peer == "onnxruntime QDQ Percentile" and route.oracle == "onnxruntime ORT_DISABLE_ALL"
+    assert route.error and "gone.onnx" in route.error  # the chosen file, which does not exist
