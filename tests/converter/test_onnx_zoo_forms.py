@@ -61,6 +61,46 @@ def test_gemm_with_transposed_per_channel_weight_is_a_dense(tmp_path, offload):
     assert lsb <= 1
 
 
+def test_a_matmul_of_three_dimensional_data_is_a_dense_on_the_flattened_rows(tmp_path):
+    # PP-OCRv4 rec's head: MatMul of [1, T, C] activations by a constant [C, K] weight. sima.dense
+    # takes 2-D data; the converter emitted it on the 3-D tensor ("data must have rank 2").
+    #   image -> Conv -> Relu -> Reshape [1, 8, 64] -> Transpose [1, 64, 8] -> MatMul [8, 10] -> logits
+    rng = np.random.default_rng(9)
+    nodes = [helper.make_node("Reshape", ["r0", "rows"], ["rs"], name="rows"),
+             helper.make_node("Transpose", ["rs"], ["t"], name="time_major", perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["t", "head.w"], ["logits"], name="head")]
+    inits = {"rows": np.asarray([1, 8, 64], np.int64),
+             "head.w": (rng.standard_normal((8, 10)) * 0.5).astype(np.float32)}
+    path = quantize_with_onnxruntime(digits_then(tmp_path / "f.onnx", nodes, inits, [1, 64, 10]), tmp_path / "q.onnx",
+                                     per_channel=True)
+    report, lsb = _converted_lsb(path, offload=False)
+    assert collections.Counter(c["op"] for c in report.converted)["sima.dense"] == 1, report.summary()
+    assert lsb <= 1
+
+
+def test_a_shape_computed_reshape_of_a_quantized_model_is_folded(tmp_path):
+    # PP-OCRv4 rec quantized by onnxruntime: its reshapes take their shape from Shape -> Slice ->
+    # Concat, which TVM's importer cannot read as a shape; the folding for fixed input shapes ran
+    # for float models only ("Reshape requires the input new shape to be Shape").
+    #   image -> Conv -> Relu -> r0; Shape(r0) -> Cast -> [:1] -> Cast ++ [-1] -> Reshape(r0) [1, 512] -> MatMul
+    rng = np.random.default_rng(4)
+    nodes = [helper.make_node("Shape", ["r0"], ["s"], name="shape"),
+             helper.make_node("Cast", ["s"], ["s32"], name="to_int32", to=onnx.TensorProto.INT32),
+             helper.make_node("Slice", ["s32", "zero", "one"], ["batch"], name="batch"),
+             helper.make_node("Cast", ["batch"], ["batch64"], name="to_int64", to=onnx.TensorProto.INT64),
+             helper.make_node("Concat", ["batch64", "minus_one"], ["target"], name="target", axis=0),
+             helper.make_node("Reshape", ["r0", "target"], ["flat"], name="flatten"),
+             helper.make_node("MatMul", ["flat", "fc.w"], ["logits"], name="fc")]
+    inits = {"zero": np.asarray([0], np.int32), "one": np.asarray([1], np.int32),
+             "minus_one": np.asarray([-1], np.int64),
+             "fc.w": (rng.standard_normal((512, 10)) * 0.1).astype(np.float32)}
+    path = quantize_with_onnxruntime(digits_then(tmp_path / "f.onnx", nodes, inits, [1, 10]), tmp_path / "q.onnx",
+                                     per_channel=True)
+    report, lsb = _converted_lsb(path, offload=False)
+    assert collections.Counter(c["op"] for c in report.converted)["sima.dense"] == 1, report.summary()
+    assert lsb <= 1
+
+
 def _conv(name, x, y, channels_in, channels_out, rng, kernel=3):
     """A Conv node (no activation: its output is signed) and its weights."""
     w = (rng.standard_normal((channels_out, channels_in, kernel, kernel)) * 0.3).astype(np.float32)

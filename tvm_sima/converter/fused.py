@@ -107,6 +107,8 @@ def match_fused(index: GraphIndex, var: relax.Var, numerics: lowering.Numerics,
     bad = rules.check_tensors([str(x[1].dtype)], str(weight.dtype))
     if bad:
         return bad
+    if op_name(call) == "relax.matmul" and (static_shape(call.args[0]) is None or static_shape(var) is None):
+        return "matmul without static shapes (sima.dense flattens its data to 2-D)"
     chain = _Chain(var, call, x[0], x[1], weight, w_q)
     bad = _transpose_conv(chain, limits) if op_name(call) == "relax.nn.conv2d_transpose" else None
     if bad:
@@ -165,8 +167,9 @@ def _emit(bb: relax.BlockBuilder, chain: _Chain, consts: lowering.FusedConstants
     call = chain.call
     assert chain.tail.out_q is not None
     zp_x, codes, out_dtype = per_tensor(chain.x_q)[1], chain.tail.codes(), str(chain.tail.out_q.dtype)
-    if op_name(call) == "relax.matmul":
-        return lowering.emit_dense(bb, new_x, consts, zp_x, codes, out_dtype)
+    if op_name(call) == "relax.matmul":  # sima.dense takes 2-D data: other ranks are flattened around it
+        return lowering.emit_dense(bb, new_x, consts, zp_x, codes, out_dtype, static_shape(call.args[0]),
+                                   static_shape(chain.root))
     if chain.transpose is not None:
         shape = static_shape(call.args[0])
         assert shape is not None  # checked by _transpose_conv

@@ -249,10 +249,9 @@ def _load_onnx(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
     if missing:
         raise UnsupportedOpsError(str(path), missing)
     shapes = _input_shapes(path, _onnx_declared(model), input_shapes)
-    if not quantized:  # Shape -> ... -> Reshape chains become constants for the fixed shapes
-        from .onnx_fold import fold_shape_computations
+    from .onnx_fold import fold_shape_computations
 
-        model = fold_shape_computations(model, shapes)
+    model = fold_shape_computations(model, shapes)  # Shape -> ... -> Reshape chains: constants for the fixed shapes
     from .source_importers import import_onnx  # TVM's importer, keeping the node names
 
     if quantized:  # weights stay constants: the converter reads them

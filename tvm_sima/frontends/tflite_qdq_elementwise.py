@@ -49,24 +49,16 @@ def _op_average_pool_2d(im: Importer, op: TFLiteOp) -> relax.Expr:
     return finish(im.bb, op, im.tensor(op.outputs[0]), y)
 
 
-def _binary(im: Importer, op: TFLiteOp, fn: Callable[[relax.Expr, relax.Expr], relax.Expr]) -> relax.Expr:
-    y = im.bb.emit(fn(im.dequantize(op.inputs[0]), im.dequantize(op.inputs[1])))
+#: two-operand ops: ``quantize(f(dequantize(a), dequantize(b)))``
+_BINARY: dict[str, Callable[[relax.Expr, relax.Expr], relax.Expr]] = {
+    "ADD": relax.op.add, "SUB": relax.op.subtract, "MUL": relax.op.multiply, "MAXIMUM": relax.op.maximum,
+    "MINIMUM": relax.op.minimum}
+
+
+@register(*_BINARY)
+def _op_binary(im: Importer, op: TFLiteOp) -> relax.Expr:
+    y = im.bb.emit(_BINARY[op.name](im.dequantize(op.inputs[0]), im.dequantize(op.inputs[1])))
     return finish(im.bb, op, im.tensor(op.outputs[0]), y)
-
-
-@register("ADD")
-def _op_add(im: Importer, op: TFLiteOp) -> relax.Expr:
-    return _binary(im, op, relax.op.add)
-
-
-@register("SUB")
-def _op_sub(im: Importer, op: TFLiteOp) -> relax.Expr:
-    return _binary(im, op, relax.op.subtract)
-
-
-@register("MUL")
-def _op_mul(im: Importer, op: TFLiteOp) -> relax.Expr:
-    return _binary(im, op, relax.op.multiply)
 
 
 @register("HARD_SWISH")
@@ -78,16 +70,6 @@ def _op_hard_swish(im: Importer, op: TFLiteOp) -> relax.Expr:
     relu6 = im.bb.emit(relax.op.clip(im.bb.emit(relax.op.add(x, three)), 0, 6))
     y = im.bb.emit(relax.op.divide(im.bb.emit(relax.op.multiply(x, relu6)), six))
     return finish(im.bb, op, im.tensor(op.outputs[0]), y)
-
-
-@register("MAXIMUM")
-def _op_maximum(im: Importer, op: TFLiteOp) -> relax.Expr:
-    return _binary(im, op, relax.op.maximum)
-
-
-@register("MINIMUM")
-def _op_minimum(im: Importer, op: TFLiteOp) -> relax.Expr:
-    return _binary(im, op, relax.op.minimum)
 
 
 @register("MEAN")
