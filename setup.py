@@ -19,6 +19,7 @@ EXTRAS_REQUIRE = {
         "hypothesis==6.170.15",
         "onnxruntime==1.31.1",
         "ai-edge-litert==2.3.0",
+        "ai-edge-quantizer==0.10.0",  # tests/converter: int8 TFLite models as Google's quantizer writes them
         "ruff==0.17.6",
         "mypy==2.4.1",
     ],
