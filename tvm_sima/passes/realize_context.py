@@ -65,10 +65,6 @@ def _zp(qp: sm.QParams) -> int:
     return int(np.atleast_1d(qp.zero_point)[0])
 
 
-def _scale(qp: sm.QParams) -> float:
-    return float(np.atleast_1d(qp.scale)[0])
-
-
 class RealizeContext:
     """State of one realize run; realize functions read and extend it."""
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ..calibration import Observer
     from ..config import LayerInfo, QConfig
     from ..converter import ConversionReport, HardwareLimits
-    from .realize import RealizeReport
+    from .realize_report import RealizeReport
 
 __all__ = ["Annotate", "Convert", "Realize"]
 
