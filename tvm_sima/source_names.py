@@ -31,7 +31,7 @@ from tvm import relax
 
 from .graph import GraphIndex
 
-__all__ = ["ATTR", "TENSOR_SOURCES", "SourceNames", "attach", "bindings_named", "tensor_sources"]
+__all__ = ["ATTR", "TENSOR_SOURCES", "SourceNames", "attach", "bindings_named", "name_aliases", "tensor_sources"]
 
 #: Function attribute of ``main``: ``{Relax var name: the model's name for the node producing it}``.
 ATTR = "sima.source_names"
@@ -70,6 +70,19 @@ def bindings_named(func: relax.Function, named: Mapping[relax.Var, str],
     if last is not None:  # the output gathering (gv = lv) after the last node
         out.update({p: last for p in pending})
     return out
+
+
+def name_aliases(mod: tvm.IRModule) -> tvm.IRModule:
+    """``mod`` with every unnamed alias binding (``gv1 = gv``, as a rebuild of ``main`` writes the
+    output) named as the var it aliases: canonicalize folds the alias away and binds the aliased
+    node's value to the outer var, which would otherwise take the name of the node's input."""
+    names = dict(SourceNames(mod["main"]).names)
+    added = {}
+    for binding in _bindings(mod["main"]):
+        value = getattr(binding, "value", None)
+        if isinstance(value, relax.Var) and binding.var.name not in names and value.name in names:
+            added[binding.var.name] = names[binding.var.name] = names[value.name]
+    return attach(mod, added) if added else mod
 
 
 def attach(mod: tvm.IRModule, names: Mapping[str, str]) -> tvm.IRModule:

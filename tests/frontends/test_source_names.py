@@ -63,6 +63,26 @@ def test_inspect_names_the_onnx_nodes_and_what_stays_float(tmp_path, capsys):
     assert not re.search(r"\blv\d*\b", out), out
 
 
+def test_the_output_after_a_rewritten_pad_keeps_its_own_name(tmp_path):
+    # TVM writes ONNX Pad as a TE call that the loader rewrites (a rebuild of main, which binds the
+    # output to a new var, gv1 = gv); canonicalize then binds Relu to gv1, which took Pad's name
+    #   x -> conv/Conv -> pad/Pad -> act/Relu -> y
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype("float32"), "w"),
+             numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv/Conv"),
+             helper.make_node("Pad", ["c", "pads"], ["p"], name="pad/Pad"),
+             helper.make_node("Relu", ["p"], ["y"], name="act/Relu")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
+              str(tmp_path / "pad.onnx"))
+    mod, params = tvm_sima.load_model(tmp_path / "pad.onnx")
+    _, report = tvm_sima.quantize_plan(mod, params)
+    assert report.sources["relu@0.output"] == "act/Relu", report.sources
+    assert report.sources["pad@0.output"] == "pad/Pad", report.sources
+
+
 def test_an_unnamed_node_is_named_after_its_output(tmp_path, capsys):
     assert main(["inspect", str(_named_model(tmp_path / "m.onnx", unnamed="out/Div"))]) == 0
     assert "relax.divide -> y (" in capsys.readouterr().out

@@ -268,10 +268,11 @@ def _load_onnx(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
 def _onnx_rewrites(mod: Any) -> Any:
     """What TVM's ONNX importer writes in a form the passes cannot read, rewritten: its TE ``pad`` as
     ``relax.nn.pad``, its stacked Max / Min as pairwise ``maximum`` / ``minimum``."""
+    from ..source_names import name_aliases
     from .onnx_extrema import pairwise_extrema
     from .onnx_pad import pad_from_te
 
-    return pairwise_extrema(pad_from_te(mod))
+    return name_aliases(pairwise_extrema(pad_from_te(mod)))
 
 
 def _load_tflite(path: pathlib.Path, input_shapes: Shapes) -> tuple[Any, dict]:
