@@ -13,92 +13,30 @@ import pathlib
 
 import numpy as np
 
-
-def _tensor(schema, name: str, shape: list[int], buffer: int = 0):
-    t = schema.TensorT()
-    t.name, t.shape, t.type, t.buffer = name, shape, schema.TensorType.FLOAT32, buffer
-    return t
-
-
-def _op(schema, code: int, inputs: list[int], outputs: list[int], options=None, options_type: int = 0):
-    op = schema.OperatorT()
-    op.opcodeIndex, op.inputs, op.outputs = code, inputs, outputs
-    if options is not None:
-        op.builtinOptionsType, op.builtinOptions = options_type, options
-    return op
+from helpers.tflite_writer import Op, Tensor, write_tflite
 
 
 def pad_relu_concat(path: pathlib.Path) -> pathlib.Path:
     """The float model of the module docstring, with a ``serving_default`` SignatureDef."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    paddings = schema.BufferT()
-    paddings.data = np.frombuffer(np.asarray([[0, 0], [0, 0], [0, 0], [0, 2]], np.int32).tobytes(), np.uint8)
-    ops = [schema.BuiltinOperator.PAD, schema.BuiltinOperator.RELU, schema.BuiltinOperator.CONCATENATION]
-    model = _model(schema, ops, [schema.BufferT(), paddings])
-    sg = model.subgraphs[0]
-    pad_t = _tensor(schema, "paddings", [4, 2], buffer=1)
-    pad_t.type = schema.TensorType.INT32
-    sg.tensors = [_tensor(schema, "x", [1, 8, 8, 2]), pad_t, _tensor(schema, "padded", [1, 8, 8, 4]),
-                  _tensor(schema, "relu", [1, 8, 8, 4]), _tensor(schema, "y", [1, 8, 8, 8])]
-    concat = schema.ConcatenationOptionsT()
-    concat.axis = 3
-    sg.operators = [_op(schema, 0, [0, 1], [2], schema.PadOptionsT(), schema.BuiltinOptions.PadOptions),
-                    _op(schema, 1, [2], [3]),
-                    _op(schema, 2, [3, 2], [4], concat, schema.BuiltinOptions.ConcatenationOptions)]
-    return _save(schema, model, path, 0, 4)
+    paddings = np.asarray([[0, 0], [0, 0], [0, 0], [0, 2]], np.int32)
+    tensors = [Tensor("x", [1, 8, 8, 2]), Tensor("paddings", [4, 2], "int32", paddings),
+               Tensor("padded", [1, 8, 8, 4]), Tensor("relu", [1, 8, 8, 4]), Tensor("y", [1, 8, 8, 8])]
+    ops = [Op("PAD", [0, 1], [2]), Op("RELU", [2], [3]),
+           Op("CONCATENATION", [3, 2], [4], ("ConcatenationOptions", {"Axis": 3}))]
+    return write_tflite(path, tensors, ops, [0], [4], signature="serving_default")
 
 
 def logistic(path: pathlib.Path) -> pathlib.Path:
     """``x [1, 16, 16, 1] -> LOGISTIC -> y``, with a ``serving_default`` SignatureDef."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = _model(schema, [schema.BuiltinOperator.LOGISTIC], [schema.BufferT()])
-    sg = model.subgraphs[0]
-    sg.tensors = [_tensor(schema, "x", [1, 16, 16, 1]), _tensor(schema, "y", [1, 16, 16, 1])]
-    sg.operators = [_op(schema, 0, [0], [1])]
-    return _save(schema, model, path, 0, 1)
+    return write_tflite(path, [Tensor("x", [1, 16, 16, 1]), Tensor("y", [1, 16, 16, 1])], [Op("LOGISTIC", [0], [1])],
+                        [0], [1], signature="serving_default")
 
 
 def prelu(path: pathlib.Path) -> pathlib.Path:
     """``x [1, 8, 8, 4] -> PRELU (slope [1, 1, 4], one per channel) -> y``, with a ``serving_default`` SignatureDef."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    slope = schema.BufferT()
-    slope.data = np.frombuffer(np.asarray([[[0.25, -0.5, 1.5, 0.0]]], np.float32).tobytes(), np.uint8)
-    model = _model(schema, [schema.BuiltinOperator.PRELU], [schema.BufferT(), slope])
-    sg = model.subgraphs[0]
-    sg.tensors = [_tensor(schema, "x", [1, 8, 8, 4]), _tensor(schema, "alpha", [1, 1, 4], buffer=1),
-                  _tensor(schema, "y", [1, 8, 8, 4])]
-    sg.operators = [_op(schema, 0, [0, 1], [2])]
-    return _save(schema, model, path, 0, 2)
-
-
-def _model(schema, codes: list[int], buffers: list):
-    model = schema.ModelT()
-    model.version, model.buffers, model.operatorCodes = 3, buffers, []
-    for code in codes:
-        c = schema.OperatorCodeT()
-        c.builtinCode, c.deprecatedBuiltinCode, c.version = code, code, 1
-        model.operatorCodes.append(c)
-    model.subgraphs = [schema.SubGraphT()]
-    return model
-
-
-def _save(schema, model, path: pathlib.Path, x: int, y: int) -> pathlib.Path:
-    """Write ``model`` with input tensor ``x``, output ``y`` and a ``serving_default`` SignatureDef."""
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    sg = model.subgraphs[0]
-    sg.inputs, sg.outputs = [x], [y]
-    signature = schema.SignatureDefT()
-    signature.signatureKey, signature.subgraphIndex = "serving_default", 0
-    signature.inputs, signature.outputs = [schema.TensorMapT()], [schema.TensorMapT()]
-    signature.inputs[0].name, signature.inputs[0].tensorIndex = "x", x
-    signature.outputs[0].name, signature.outputs[0].tensorIndex = "y", y
-    model.signatureDefs = [signature]
-    flatbuffer_utils.write_model(model, str(path))
-    return path
+    slope = np.asarray([[[0.25, -0.5, 1.5, 0.0]]], np.float32)
+    tensors = [Tensor("x", [1, 8, 8, 4]), Tensor("alpha", [1, 1, 4], data=slope), Tensor("y", [1, 8, 8, 4])]
+    return write_tflite(path, tensors, [Op("PRELU", [0, 1], [2])], [0], [2], signature="serving_default")
 
 
 def quantize_with_ai_edge_quantizer(float_path: pathlib.Path, out_path: pathlib.Path,
@@ -129,7 +67,9 @@ def with_requantized_output(int8_path: pathlib.Path, out_path: pathlib.Path, sca
     new.quantization = schema.QuantizationParametersT()
     new.quantization.scale, new.quantization.zeroPoint = [scale], [zero_point]
     sg.tensors.append(new)
-    sg.operators.append(_op(schema, len(model.operatorCodes) - 1, [sg.outputs[0]], [len(sg.tensors) - 1]))
+    op = schema.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = len(model.operatorCodes) - 1, [sg.outputs[0]], [len(sg.tensors) - 1]
+    sg.operators.append(op)
     sg.outputs = [len(sg.tensors) - 1]
     model.signatureDefs = []
     flatbuffer_utils.write_model(model, str(out_path))

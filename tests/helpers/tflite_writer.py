@@ -133,9 +133,34 @@ def _code(b: flatbuffers.Builder, code: str, version: int) -> int:
     return tflite.OperatorCodeEnd(b)
 
 
+def _tensor_maps(b: flatbuffers.Builder, start: Any, tensors: list[Tensor], indices: list[int]) -> int:
+    maps = []
+    for i in indices:
+        name = b.CreateString(tensors[i].name)
+        tflite.TensorMapStart(b)
+        tflite.TensorMapAddName(b, name)
+        tflite.TensorMapAddTensorIndex(b, i)
+        maps.append(tflite.TensorMapEnd(b))
+    return _vector(b, start, maps, "PrependUOffsetTRelative")
+
+
+def _signature(b: flatbuffers.Builder, key: str, tensors: list[Tensor], inputs: list[int], outputs: list[int]) -> int:
+    """The SignatureDef ``key`` of subgraph 0, its inputs and outputs named as their tensors."""
+    ins = _tensor_maps(b, tflite.SignatureDefStartInputsVector, tensors, inputs)
+    outs = _tensor_maps(b, tflite.SignatureDefStartOutputsVector, tensors, outputs)
+    name = b.CreateString(key)
+    tflite.SignatureDefStart(b)
+    tflite.SignatureDefAddInputs(b, ins)
+    tflite.SignatureDefAddOutputs(b, outs)
+    tflite.SignatureDefAddSignatureKey(b, name)
+    tflite.SignatureDefAddSubgraphIndex(b, 0)
+    return tflite.SignatureDefEnd(b)
+
+
 def write_tflite(path: pathlib.Path, tensors: list[Tensor], ops: list[Op], inputs: list[int],
-                 outputs: list[int]) -> pathlib.Path:
-    """Write the one-subgraph model and return ``path``."""
+                 outputs: list[int], signature: Optional[str] = None) -> pathlib.Path:
+    """Write the one-subgraph model and return ``path``; ``signature``: the key of a SignatureDef
+    (ai-edge-quantizer calibrates through one) whose inputs and outputs are named as their tensors."""
     b = flatbuffers.Builder(1024)
     buffers = [None] + [t.data for t in tensors if t.data is not None]  # buffer 0: empty, as TFLite writes
     buffer_of, k = [], 1
@@ -172,11 +197,16 @@ def write_tflite(path: pathlib.Path, tensors: list[Tensor], ops: list[Op], input
     model_codes = _vector(b, tflite.ModelStartOperatorCodesVector, code_tables, "PrependUOffsetTRelative")
     model_subgraphs = _vector(b, tflite.ModelStartSubgraphsVector, [subgraph], "PrependUOffsetTRelative")
     model_buffers = _vector(b, tflite.ModelStartBuffersVector, buffer_tables, "PrependUOffsetTRelative")
+    signatures = None if signature is None else _vector(
+        b, tflite.ModelStartSignatureDefsVector, [_signature(b, signature, tensors, inputs, outputs)],
+        "PrependUOffsetTRelative")
     tflite.ModelStart(b)
     tflite.ModelAddVersion(b, 3)
     tflite.ModelAddOperatorCodes(b, model_codes)
     tflite.ModelAddSubgraphs(b, model_subgraphs)
     tflite.ModelAddBuffers(b, model_buffers)
+    if signatures is not None:
+        tflite.ModelAddSignatureDefs(b, signatures)
     b.Finish(tflite.ModelEnd(b), file_identifier=b"TFL3")
     path.write_bytes(bytes(b.Output()))
     return path
