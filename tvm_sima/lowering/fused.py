@@ -61,7 +61,8 @@ class WeightSpec:
     power2_scale: bool
 
 
-def _per_tensor(qp: sm.QParams) -> sm.Quantization:
+def as_quantization(qp: sm.QParams) -> sm.Quantization:
+    """``qp``'s per-tensor scale and zero point, width and sign, as the fused-op folds take them."""
     return sm.Quantization(float(np.atleast_1d(qp.scale)[0]), int(np.atleast_1d(qp.zero_point)[0]), qp.dtype.bits,
                            qp.dtype.signed)
 
@@ -80,7 +81,7 @@ def from_integer_weights(weight: np.ndarray, bias: Optional[np.ndarray], x_q: sm
     zp_x = int(np.atleast_1d(x_q.zero_point)[0])
     product = sm.tflite_product_quantization(float(np.atleast_1d(x_q.scale)[0]), np.atleast_1d(w_q.scale))
     product_q = product[0] if len(product) == 1 else product
-    output = _per_tensor(y_q)
+    output = as_quantization(y_q)
     if numerics.fused is sm.RequantMode.MULTIPLIER_SHIFT:
         rounding = numerics.dense_rounding if is_dense else sm.RoundingMode.TFLITE
         consts = from_product(weight, bias, zp_x, product_q, output, is_dense, rounding)
@@ -111,7 +112,7 @@ def _multiplier_from_float(weight: np.ndarray, bias: np.ndarray, x_q: sm.QParams
     bias_int = np.clip(sm.round_real(bias / (np.float32(s_x) * scales.astype(np.float32).astype(np.float64)),
                                      sm.RoundingMode.HALF_AWAY_FROM_ZERO), -(2**31), 2**31 - 1).astype(np.int64)
     consts = from_product(w_int, bias_int, int(np.atleast_1d(x_q.zero_point)[0]),
-                          product if spec.per_channel else product[0], _per_tensor(y_q), is_dense,
+                          product if spec.per_channel else product[0], as_quantization(y_q), is_dense,
                           sm.RoundingMode.TFLITE)
     return consts, w_view * scales[:, None]
 
@@ -124,8 +125,8 @@ def from_float_weights(weight: np.ndarray, bias: np.ndarray, x_q: sm.QParams, y_
     """
     if mode is sm.RequantMode.SHIFT:
         try:
-            w, b, shift = sm.fold_float_weights_shift(weight, bias, _per_tensor(x_q), _per_tensor(y_q), is_dense,
-                                                      per_channel=spec.per_channel, weight_bits=spec.bits,
+            w, b, shift = sm.fold_float_weights_shift(weight, bias, as_quantization(x_q), as_quantization(y_q),
+                                                      is_dense, per_channel=spec.per_channel, weight_bits=spec.bits,
                                                       bias_bits=spec.bias_bits)
             w_rows = sm.per_channel_weight_view(w, is_dense)
             shifts = np.broadcast_to(np.asarray(shift, dtype=np.float64), (w_rows.shape[0],))

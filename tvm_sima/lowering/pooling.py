@@ -17,7 +17,7 @@ from tvm import relax
 from .. import math as sm
 from ..ops import LAYOUTS
 from .base import Codes, Lowered, centered, clip_to, per_tensor, rescale, same_qparams
-from .fused import emit_conv2d, from_product
+from .fused import as_quantization, emit_conv2d, from_product
 from .numerics import Numerics, PoolMethod
 
 __all__ = ["avg_pool2d_refusal", "lower_avg_pool2d", "lower_mean", "reduced_axes"]
@@ -83,10 +83,10 @@ def _npu_avg_pool(attrs: Any, in_shape: Sequence[int], x_q: sm.QParams, y_q: sm.
     layout = str(attrs["layout"])
     kh, kw = (int(k) for k in attrs["pool_size"])
     channels = int(in_shape[layout.index("C")])
-    (s_x, zp_x), (s_y, zp_y) = per_tensor(x_q), per_tensor(y_q)
+    s_x, zp_x = per_tensor(x_q)
     ones = np.ones((kh, kw, 1, channels, 1), dtype=np.int8)  # HWIGO, depthwise
     consts = from_product(ones, None, zp_x, sm.Quantization(s_x / (kh * kw), 0, 32),
-                          sm.Quantization(s_y, zp_y, y_q.dtype.bits), False, sm.RoundingMode.TFLITE)
+                          as_quantization(y_q), False, sm.RoundingMode.TFLITE)
 
     def emit(bb: relax.BlockBuilder, xs: Sequence[relax.Expr]) -> relax.Expr:
         return emit_conv2d(xs[0], consts, zp_x, None, out_dtype, strides=[int(v) for v in attrs["strides"]],
