@@ -126,3 +126,17 @@ def test_artifact_directories_are_named_by_region_index_not_by_symbol():
     assert region_directory(0, 1) == "region_000" and region_directory(0, 0) == "region_000"
     names = [region_directory(k, 1200) for k in range(1200)]
     assert names[0] == "region_0000" and names == sorted(names)  # zero-padded: sorted order is region order
+
+
+def test_wide_weights_and_wide_accumulators_stay_in_tir(tmp_path):
+    # The C++ kernels store int8 weights and an int32 bias. 16-bit weights (on 8-bit activations) and a
+    # 48-bit accumulator (16-bit activations) are TIR's: offloading them would truncate the weights.
+    mod, params = tvm_sima.load_model(onnx_model(tmp_path / "m.onnx"))
+    for name, settings in (("w16", dict(weight_bits=16)), ("a16", dict(activation_bits=16, bias_bits=48))):
+        with tvm_sima.qconfig(**settings):
+            qmod = tvm_sima.quantize(mod, params, batches((1, 3, 8, 8), 16, 1), work_dir=tmp_path / name)
+        assert offloaded_functions(partition_for_sima(qmod)) == {}
+        inputs = batches((1, 3, 8, 8), 3, 3)
+        for a, b in zip(run(tvm_sima.build(qmod), inputs), run(tvm_sima.build(qmod, offload=False), inputs),
+                        strict=True):
+            np.testing.assert_array_equal(a, b)

@@ -145,3 +145,31 @@ def test_simulated_quantize_stochastic_is_unbiased_and_reproducible():
     steps = a / scale
     assert set(np.unique(steps[0::2])) == {0.0, 1.0} and set(np.unique(steps[1::2])) == {-2.0, -1.0}
     assert abs(steps[0::2].mean() - 0.3) < 0.02 and abs(steps[1::2].mean() + 1.7) < 0.02
+
+
+@pytest.mark.parametrize("is_dense", [False, True], ids=["conv2d", "dense"])
+def test_16_bit_data_accumulates_past_int32(is_dense):
+    # 16-bit codes near the top of their range times int8 weights near 127, summed over 4096 products:
+    # about 1.7e10, far past int32. The op accumulates in int64 (the NPU's 48-bit accumulator) for
+    # 16-bit data / an int64 bias, and matches the exact NumPy sum bit for bit; it is not offloaded
+    # (the C++ kernels are int8 with an int32 bias), so `run` (offload on) checks the TIR route.
+    rng = np.random.default_rng(3)
+    x = rng.integers(30000, 32767, size=(1, 4096) if is_dense else (1, 1024, 2, 2), dtype=np.int16)
+    w = rng.integers(120, 127, size=(3, 4096) if is_dense else (3, 1024, 2, 2), dtype=np.int8)
+    bias = np.array([2**40, -(2**40), 7], dtype=np.int64)
+    shift = 30
+    acc = (sm.dense_accumulate(x, w) if is_dense else
+           sm.dense_accumulate(x.reshape(1, -1), w.reshape(3, -1)).reshape(1, 3, 1, 1))
+    assert np.abs(acc).max() > 2**31  # int32 accumulation would wrap
+    expected = sm.requantize(acc + bias.reshape((1, 3) if is_dense else (1, 3, 1, 1)), 1, shift,
+                             sm.RoundingMode.HALF_UP, 0, -(2**15), 2**15 - 1)
+    common = dict(shift=shift, multiplier=None, input_zero_point=0, output_zero_point=0, out_dtype="int16")
+
+    def body(bb, v):
+        if is_dense:
+            return so.dense(v, relax.const(w), relax.const(bias, "int64"), **common)
+        return so.conv2d(v, relax.const(w), relax.const(bias, "int64"), strides=(1, 1), padding=(0, 0, 0, 0), groups=1,
+                         data_layout="NCHW", **common)
+
+    out = run(one_input_module(x.shape, "int16", body), x)
+    np.testing.assert_array_equal(out.astype(np.int64), expected)

@@ -7,6 +7,7 @@ bit for bit with a NumPy model of the integer op where the op is exact on intege
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 
@@ -18,6 +19,7 @@ from helpers.relax import op_counts
 from tvm import relax
 
 import tvm_sima
+from tvm_sima import lowering
 from tvm_sima import math as sm
 
 
@@ -275,8 +277,10 @@ def test_quantize_info_on_every_quantized_tensor(tmp_path):
 
 
 def test_16_bit_activations_and_the_accumulator_guard(tmp_path):
-    #   x -> conv2d 3x3 (36 products) -> y          16-bit activations: fused, int32 accumulator safe
-    #   x -> matmul (4096 products) -> y            16-bit: could overflow int32, so it stays float
+    #   x -> conv2d 3x3 (36 products) -> y          16-bit activations: fused
+    #   x -> matmul (4096 products) -> y            16-bit: past int32, fused with a 48-bit accumulator (int64 bias)
+    #   x -> matmul (4096 products), 16-bit weights, 8-bit x, 32-bit bias: the int32 accumulator could
+    #        overflow, so it stays float with the reason
     shape = (1, 4, 10, 10)
     conv = graph(shape, lambda bb, x: relax.op.nn.conv2d(x, const((8, 4, 3, 3))))
     qmod, report, ref, out = quantize_and_compare(conv, shape, tmp_path / "conv", activation_bits=16,
@@ -287,6 +291,25 @@ def test_16_bit_activations_and_the_accumulator_guard(tmp_path):
     wide = graph((1, 4096), lambda bb, x: relax.op.matmul(x, const((4096, 4))))
     qmod, report, ref, out = quantize_and_compare(wide, (1, 4096), tmp_path / "dense", activation_bits=16,
                                                   input_bits=16, bias_bits=48)
-    assert [f["op"] for f in report["float_ops"]] == ["relax.matmul"]
-    assert "int32 accumulator could overflow with 16-bit inputs" in report["float_ops"][0]["reason"]
-    assert total_sqnr(ref, out) > 35
+    assert report["float_ops"] == [] and op_counts(qmod)["sima.dense"] == 1
+    dense = [b.value for b in qmod["main"].body.blocks[0].bindings if getattr(b.value, "op", None) is not None
+             and getattr(b.value.op, "name", "") == "sima.dense"][0]
+    assert str(dense.args[2].ty.dtype) == "int64"
+    assert total_sqnr(ref, out) > 35  # the int8 weights bound it
+
+
+def test_the_accumulator_guard_knows_its_width():
+    # One row of 4096 weights at 127: with 8-bit inputs (|x| <= 128) the worst sum is 6.7e7, inside int32;
+    # with 16-bit inputs it is 1.7e10, past int32 but inside the 48-bit accumulator 16-bit data get.
+    # 16-bit weights at 32767 on 8-bit inputs with a 32-bit bias: 1.7e10 in an int32 accumulator, refused.
+    ones = np.full((1, 4096), 127, np.int8)
+    x8, x16 = (sm.choose_qparams(-1.0, 1.0, sm.QScheme.ASYMMETRIC, b) for b in (8, 16))
+    ok8 = lowering.FusedConstants(ones, np.zeros(1, np.int64), 0, accumulator_bits=lowering.accumulator_bits(x8))
+    ok16 = lowering.FusedConstants(ones, np.zeros(1, np.int64), 0, accumulator_bits=lowering.accumulator_bits(x16))
+    assert ok8.accumulator_bits == 32 and ok16.accumulator_bits == 48
+    assert lowering.accumulator_overflow(ok8, x8, True) is None
+    assert lowering.accumulator_overflow(ok16, x16, True) is None
+    assert "32-bit accumulator could overflow" in lowering.accumulator_overflow(
+        dataclasses.replace(ok16, accumulator_bits=32), x16, True)
+    wide_w = lowering.FusedConstants(np.full((1, 4096), 32767, np.int16), np.zeros(1, np.int64), 0)
+    assert "32-bit accumulator could overflow with 8-bit inputs" in lowering.accumulator_overflow(wide_w, x8, True)

@@ -68,7 +68,9 @@ def refusal(call: relax.Call, limits: HardwareLimits = DEFAULT_LIMITS) -> Option
         if str(a["out_dtype"]) not in ("int8", "uint8", "int32"):
             return f"codegen rule 'requantize-out-dtype': out_dtype {a['out_dtype']} is not int8, uint8 or int32"
         return check_requant(limits, list(a["shift"]), list(a["multiplier"]))
-    reason = check_tensors(dtypes)
+    reason = check_tensors(dtypes, str(call.args[1].ty.dtype))
+    if reason is None and len(call.args) > 2 and str(call.args[2].ty.dtype) != "int32":
+        reason = "codegen rule 'bias-int32': the C++ kernels take an int32 bias (a 48-bit accumulator stays in TIR)"
     if reason is None:
         mult = [int(m) for m in a["multiplier"]]
         reason = check_requant(limits, [int(s) for s in a["shift"]], None if mult == [1] else mult)

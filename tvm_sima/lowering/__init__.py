@@ -24,6 +24,7 @@ from .families import CLIPS, FAMILIES, Family, Request, register
 from .fused import (
     FusedConstants,
     WeightSpec,
+    accumulator_bits,
     accumulator_overflow,
     corrected_float_weights,
     emit_conv2d,
@@ -41,7 +42,8 @@ __all__ = [
     "AddMethod", "CLIPS", "Chain", "ELEMENTWISE", "FAMILIES", "Family", "FusedConstants", "LUT_FUNCTIONS", "Lowered",
     "MOVES", "MultiplyMethod", "Numerics", "PoolMethod", "Request", "ResizeMethod", "SOFTMAX_EXP_BITS", "TableRounding",
     "TransposeConv", "WeightSpec",
-    "accumulator_overflow", "binary_with_constant", "corrected_float_weights", "emit_conv2d", "emit_conv2d_transpose",
+    "accumulator_bits", "accumulator_overflow", "binary_with_constant", "corrected_float_weights", "emit_conv2d",
+    "emit_conv2d_transpose",
     "emit_dense", "emit_table", "find_chains", "from_float_weights", "from_integer_weights", "from_product",
     "lower_by_constant", "lower_chain", "register", "table", "transpose_conv",
 ]

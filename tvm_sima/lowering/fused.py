@@ -15,6 +15,7 @@ Constants come from one of three entrances, all returning :class:`FusedConstants
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -27,8 +28,8 @@ from ..ops import dense as sima_dense
 from .base import Codes
 from .numerics import Numerics
 
-__all__ = ["FusedConstants", "WeightSpec", "accumulator_overflow", "corrected_float_weights", "emit_conv2d",
-           "emit_dense", "from_float_weights", "from_integer_weights", "from_product"]
+__all__ = ["FusedConstants", "WeightSpec", "accumulator_bits", "accumulator_overflow", "corrected_float_weights",
+           "emit_conv2d", "emit_dense", "from_float_weights", "from_integer_weights", "from_product"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,6 +37,8 @@ class FusedConstants:
     """What a fused op stores: integer weight (HWIGO or OI), bias codes and its requantization.
 
     ``multiplier is None``: shift-only (the output scale is folded into the weights, no zero point).
+    ``accumulator_bits``: 32, or 48 for 16-bit inputs or a 48-bit bias (the op then gets an int64 bias
+    and accumulates in int64; the guard, :func:`accumulator_overflow`, holds it to 48 bits).
     """
 
     weight: np.ndarray
@@ -44,6 +47,7 @@ class FusedConstants:
     multiplier: Any = None
     rounding: Optional[sm.RoundingMode] = None
     output_zero_point: int = 0
+    accumulator_bits: int = 32
 
     def requant_args(self) -> dict[str, Any]:
         return {"shift": self.shift, "multiplier": self.multiplier, "rounding": self.rounding,
@@ -59,6 +63,11 @@ class WeightSpec:
     bits: int
     bias_bits: int
     power2_scale: bool
+
+
+def accumulator_bits(x_q: sm.QParams, bias_bits: int = 32) -> int:
+    """The fused op's accumulator: 48 bits for inputs wider than 8 bits or a 48-bit bias, else 32."""
+    return 48 if x_q.dtype.bits > 8 or bias_bits == 48 else 32
 
 
 def as_quantization(qp: sm.QParams) -> sm.Quantization:
@@ -86,11 +95,11 @@ def from_integer_weights(weight: np.ndarray, bias: Optional[np.ndarray], x_q: sm
         rounding = numerics.dense_rounding if is_dense else sm.RoundingMode.TFLITE
         consts = from_product(weight, bias, zp_x, product_q, output, is_dense, rounding)
         return FusedConstants(np.asarray(weight).astype("int8"), consts.bias.astype(np.int64), consts.shift,
-                              consts.multiplier, consts.rounding, consts.output_zero_point)
+                              consts.multiplier, consts.rounding, consts.output_zero_point, accumulator_bits(x_q))
     w_int, b, folded_shift = sm.requantize_qnn_convolution_dense(weight, bias, zp_x, product_q, output, is_dense)
     total = np.asarray(folded_shift)
     return FusedConstants(np.asarray(w_int).astype("int8"), np.asarray(b, dtype=np.int64),
-                          total.tolist() if total.ndim else int(total))
+                          total.tolist() if total.ndim else int(total), accumulator_bits=accumulator_bits(x_q))
 
 
 def _multiplier_from_float(weight: np.ndarray, bias: np.ndarray, x_q: sm.QParams, y_q: sm.QParams, is_dense: bool,
@@ -114,7 +123,7 @@ def _multiplier_from_float(weight: np.ndarray, bias: np.ndarray, x_q: sm.QParams
     consts = from_product(w_int, bias_int, int(np.atleast_1d(x_q.zero_point)[0]),
                           product if spec.per_channel else product[0], as_quantization(y_q), is_dense,
                           sm.RoundingMode.TFLITE)
-    return consts, w_view * scales[:, None]
+    return dataclasses.replace(consts, accumulator_bits=accumulator_bits(x_q, spec.bias_bits)), w_view * scales[:, None]
 
 
 def from_float_weights(weight: np.ndarray, bias: np.ndarray, x_q: sm.QParams, y_q: sm.QParams, is_dense: bool,
@@ -132,7 +141,7 @@ def from_float_weights(weight: np.ndarray, bias: np.ndarray, x_q: sm.QParams, y_
             shifts = np.broadcast_to(np.asarray(shift, dtype=np.float64), (w_rows.shape[0],))
             ratio = float(np.atleast_1d(y_q.scale)[0]) / float(np.atleast_1d(x_q.scale)[0])
             effective = w_rows * ratio / np.exp2(shifts)[:, None]
-            return FusedConstants(w, b, shift), effective, None
+            return FusedConstants(w, b, shift, accumulator_bits=accumulator_bits(x_q, spec.bias_bits)), effective, None
         except ValueError as err:
             note = f"shift-only fold impossible ({err}); used multiplier_shift"
             consts, effective = _multiplier_from_float(weight, bias, x_q, y_q, is_dense, spec)
@@ -173,14 +182,21 @@ def corrected_float_weights(weight: np.ndarray, bias: np.ndarray, x_q: sm.QParam
 
 
 def accumulator_overflow(consts: FusedConstants, x_q: sm.QParams, is_dense: bool) -> Optional[str]:
-    """Why the int32 accumulator of the fused op could overflow for some input, else None."""
+    """Why the fused op's accumulator (``consts.accumulator_bits``) could overflow for some input, else None."""
     rows = sm.per_channel_weight_view(consts.weight, is_dense).astype(np.int64)
     worst = np.abs(rows).sum(axis=1).max(initial=0) * max(abs(x_q.qmin), abs(x_q.qmax)) + \
         np.abs(np.asarray(consts.bias, dtype=np.int64)).max(initial=0)
-    if worst > 2**31 - 1:
-        return (f"the int32 accumulator could overflow with {x_q.dtype.bits}-bit inputs (worst case {worst:.3g}); "
-                "use 8-bit activations for this layer")
+    bits = consts.accumulator_bits
+    if worst > 2 ** (bits - 1) - 1:
+        return (f"the {bits}-bit accumulator could overflow with {x_q.dtype.bits}-bit inputs (worst case "
+                f"{worst:.3g}); use 8-bit activations for this layer")
     return None
+
+
+def _bias_const(consts: FusedConstants) -> relax.Constant:
+    """The bias as the op takes it: int32, or int64 with a 48-bit accumulator (which the op then uses)."""
+    dtype = "int64" if consts.accumulator_bits > 32 else "int32"
+    return relax.const(np.asarray(consts.bias).astype(dtype), dtype)  # without dtype, relax.const makes int64 int32
 
 
 def _common(consts: FusedConstants, zp_x: int, codes: Codes, out_dtype: str) -> dict[str, Any]:
@@ -194,8 +210,7 @@ def emit_conv2d(x: relax.Expr, consts: FusedConstants, zp_x: int, codes: Codes, 
     """``sima.conv2d`` of ``x`` (NCHW or NHWC) with the HWIGO constants (transposed to the layout's kernel)."""
     w = consts.weight
     kernel = sm.hwigo_to_oihw(w) if layout == "NCHW" else w.reshape(*w.shape[:3], -1)
-    bias = relax.const(np.asarray(consts.bias).astype("int32"))
-    return sima_conv2d(x, relax.const(np.ascontiguousarray(kernel)), bias,
+    return sima_conv2d(x, relax.const(np.ascontiguousarray(kernel)), _bias_const(consts),
                      strides=list(strides), padding=list(padding), dilation=list(dilation), groups=groups,
                      data_layout=layout, **_common(consts, zp_x, codes, out_dtype))
 
@@ -210,7 +225,7 @@ def emit_dense(bb: relax.BlockBuilder, x: relax.Expr, consts: FusedConstants, zp
         assert in_shape is not None and out_shape is not None
         x = bb.emit(relax.op.reshape(x, (-1, in_shape[-1])))
     fused: relax.Expr = sima_dense(x, relax.const(np.ascontiguousarray(consts.weight)),
-                                 relax.const(np.asarray(consts.bias).astype("int32")),
+                                 _bias_const(consts),
                                  **_common(consts, zp_x, codes, out_dtype))
     if flatten:
         assert out_shape is not None

@@ -2,7 +2,7 @@
 
 On the raw integer input ``x`` (padding uses ``input_zero_point``)::
 
-    acc = sum(x * w) + bias                                   (int32)
+    acc = sum(x * w) + bias                                   (int32; int64 for 16-bit x or an int64 bias)
     y   = clip(round(acc * M / 2**N) + output_zero_point, qmin, qmax)
 
 Shift-only form (``multiplier=None``, SiMa's ``requantize_qnn_convolution_dense``): ``M = 1``,

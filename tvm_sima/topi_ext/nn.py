@@ -1,21 +1,23 @@
 """TE computes of ``sima.conv2d`` and ``sima.dense``: int32 accumulation, integer requantization.
 
 Three stages per op: padding with the input zero point (conv only), the int32 reduction
-``sum(x * w)``, and the epilogue ``clip(round((acc + bias) * M / 2**N) + zp_out)`` in int64,
-cast to the output type. The epilogue block carries the op's attributes (``sima.*``).
+``sum(x * w)`` (int64 for 16-bit data or an int64 bias: :func:`accumulator_dtype`), and the
+epilogue ``clip(round((acc + bias) * M / 2**N) + zp_out)`` in int64, cast to the output type.
+The epilogue block carries the op's attributes (``sima.*``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
+import tvm
 from tvm import relax, te, tirx
 
 from ..math import RoundingMode
 from .quant import Channel, block_attrs, clip_expr
 from .rounding import i64, requantize_expr
 
-__all__ = ["legalize_conv2d", "legalize_dense"]
+__all__ = ["accumulator_dtype", "legalize_conv2d", "legalize_dense"]
 
 
 def _epilogue(acc: te.Tensor, bias: Any, a: Any, chans: list[Channel], consts: tuple, channel_axis: int,
@@ -38,6 +40,12 @@ def _epilogue(acc: te.Tensor, bias: Any, a: Any, chans: list[Channel], consts: t
 
 def _requant_channels(a: Any, channel_axis: int) -> list[Channel]:
     return [Channel(a["multiplier"], "int64", channel_axis), Channel(a["shift"], "int64", channel_axis)]
+
+
+def accumulator_dtype(data: te.Tensor, bias: Optional[te.Tensor]) -> str:
+    """int64 for data wider than 8 bits or an int64 bias (the NPU's 48-bit accumulator), else int32."""
+    wide = tvm.DataType(str(data.dtype)).bits > 8 or (bias is not None and str(bias.dtype) == "int64")
+    return "int64" if wide else "int32"
 
 
 def legalize_conv2d(bb: Any, call: relax.Call) -> relax.Expr:
@@ -73,6 +81,7 @@ def legalize_conv2d(bb: Any, call: relax.Call) -> relax.Expr:
         oh = (ph - dh * (kh - 1) - 1) // sh + 1
         ow = (pw - dw * (kw - 1) - 1) // sw + 1
         ric = te.reduce_axis((0, ipg), name="ric")
+        acc_dtype = accumulator_dtype(data, bias)
         rkh = te.reduce_axis((0, kh), name="rkh")
         rkw = te.reduce_axis((0, kw), name="rkw")
 
@@ -83,7 +92,7 @@ def legalize_conv2d(bb: Any, call: relax.Call) -> relax.Expr:
             iy, ix = y * sh + rkh * dh, x * sw + rkw * dw
             xv = pad[idx[0], ci, iy, ix] if nchw else pad[idx[0], iy, ix, ci]
             wv = weight[o, ric, rkh, rkw] if nchw else weight[rkh, rkw, ric, o]
-            return te.sum(xv.astype("int32") * wv.astype("int32"), axis=[ric, rkh, rkw])
+            return te.sum(xv.astype(acc_dtype) * wv.astype(acc_dtype), axis=[ric, rkh, rkw])
 
         acc_shape = (n, cout, oh, ow) if nchw else (n, oh, ow, cout)
         acc = te.compute(acc_shape, mac, name="sima_conv2d_acc")
@@ -101,9 +110,10 @@ def legalize_dense(bb: Any, call: relax.Call) -> relax.Expr:
     def compute(data: te.Tensor, weight: te.Tensor, *rest: te.Tensor) -> te.Tensor:
         bias, consts = (rest[0], rest[1:]) if has_bias else (None, rest)
         k = te.reduce_axis((0, weight.shape[1]), name="k")
+        acc_dtype = accumulator_dtype(data, bias)
         acc = te.compute(
             (data.shape[0], weight.shape[0]),
-            lambda i, o: te.sum(data[i, k].astype("int32") * weight[o, k].astype("int32"), axis=k),
+            lambda i, o: te.sum(data[i, k].astype(acc_dtype) * weight[o, k].astype(acc_dtype), axis=k),
             name="sima_dense_acc",
         )
         return _epilogue(acc, bias, a, chans, consts, 1, "sima.dense")
