@@ -1,0 +1,97 @@
+"""16-bit codes in the shared lowering: products and sums past int32, bit for bit with their NumPy model.
+
+The 8-bit forms keep their int32 accumulators and 31-bit multipliers (checked here too: the
+constants of an 8-bit op are the ones it had before wide accumulators existed).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+import tvm_sima
+from tvm_sima import lowering
+from tvm_sima import math as sm
+from tvm_sima.lowering.arithmetic import fine_grid_bits, lower_add, lower_multiply
+from tvm_sima.lowering.pooling import lower_mean
+
+RNG = np.random.default_rng(1616)
+FLOAT_ROUTE = lowering.Numerics.for_config(tvm_sima.QConfig())
+
+
+def run_lowered(lowered: lowering.Lowered, *codes: np.ndarray) -> np.ndarray:
+    """Build ``main(inputs) = lowered.emit(...)`` on inputs of the codes' types and run it."""
+    bb = relax.BlockBuilder()
+    params = [relax.Var(f"x{i}", relax.TensorType(c.shape, str(c.dtype))) for i, c in enumerate(codes)]
+    with bb.function("main", params):
+        with bb.dataflow():
+            out = bb.emit_output(bb.emit(lowered.emit(bb, params)))
+        bb.emit_func_output(out)
+    vm = relax.VirtualMachine(tvm_sima.build(bb.get(), offload=False), tvm.cpu())
+    return vm["main"](*[tvm.runtime.tensor(c) for c in codes]).numpy()
+
+
+def q16(scale: float, zp: int) -> sm.QParams:
+    return sm.QParams(scale, zp, "int16")
+
+
+def test_the_multiplier_leaves_room_for_the_accumulator():
+    assert sm.multiplier_bits_for(255 * 255) == 31  # 8-bit products: every bit
+    assert sm.multiplier_bits_for(65535 * 65535) == 30  # 32-bit product + 30-bit multiplier < 2**62
+    assert sm.multiplier_bits_for(2**40, 15) == 15
+    with pytest.raises(ValueError, match="no multiplier bits"):
+        sm.multiplier_bits_for(2**62)
+
+
+@pytest.mark.parametrize("numerics", [FLOAT_ROUTE, lowering.Numerics.tflite()], ids=["float-route", "tflite"])
+def test_a_product_of_two_16_bit_tensors_is_int64(numerics):
+    # [0, max] grids: zp = qmin, so (a - zp_a)(b - zp_b) reaches 65535**2, past int32 (and int64 with
+    # a 31-bit multiplier)
+    a_q, b_q, y_q = q16(0.001, -32768), q16(0.0007, -32768), q16(0.02, -32768)
+    a = np.full((4, 8), 32767, np.int16)
+    a[1] = RNG.integers(-32768, 32768, size=8)
+    b = np.full((4, 8), 32767, np.int16)
+    b[2] = RNG.integers(-32768, 32768, size=8)
+    lowered = lower_multiply(a_q, b_q, y_q, (y_q.qmin, y_q.qmax), "int16", numerics)
+    assert lowered.multipliers[0] < 2**30  # 30 bits: 2**32 * 2**30 stays below 2**62
+    fpm = sm.FixedPointMultiplier(lowered.multipliers[0], lowered.shifts[0],
+                                  "half_up" if numerics is FLOAT_ROUTE else "half_away_from_zero")
+    product = (a.astype(np.int64) + 32768) * (b.astype(np.int64) + 32768)
+    expected = fpm.apply(product, -32768, -32768, 32767)
+    got = run_lowered(lowered, a, b)
+    np.testing.assert_array_equal(got, expected)
+    exact = np.clip(np.round(0.001 * 0.0007 / 0.02 * product) - 32768, -32768, 32767)
+    assert np.abs(got.astype(np.int64) - exact).max() <= 1  # within one code of the real product
+
+
+def test_the_8_bit_multiply_and_add_keep_their_constants():
+    a_q, b_q, y_q = sm.QParams(0.013, 4, "int8"), sm.QParams(0.21, -9, "int8"), sm.QParams(0.05, 1, "int8")
+    multiply = lower_multiply(a_q, b_q, y_q, None, "int8", FLOAT_ROUTE)
+    assert (multiply.multipliers, multiply.shifts) == ([FLOAT_ROUTE.multiplier(0.013 * 0.21 / 0.05).multiplier],
+                                                       [FLOAT_ROUTE.multiplier(0.013 * 0.21 / 0.05).right_shift])
+    assert lower_add(a_q, b_q, y_q, None, "int8", FLOAT_ROUTE).shifts[-1] == 8
+    assert fine_grid_bits(a_q, b_q, y_q) == 8
+
+
+def test_a_16_bit_mean_of_many_codes_sums_in_int64():
+    # 2 x 65536 codes, most at qmin: the int32 sum (and zp * count) wrap
+    x_q, y_q = q16(0.0001, -32768), q16(0.00002, -32768)
+    x = np.full((1, 2, 256, 256), -32768, np.int16)
+    x[0, 1, :16] = RNG.integers(-32768, 32768, size=(16, 256))
+    lowered = lower_mean(list(x.shape), [2, 3], True, x_q, y_q, (y_q.qmin, y_q.qmax), "int16", FLOAT_ROUTE)
+    fpm = sm.FixedPointMultiplier(lowered.multipliers[0], lowered.shifts[0])
+    total = x.astype(np.int64).sum(axis=(2, 3), keepdims=True) + 32768 * 65536
+    np.testing.assert_array_equal(run_lowered(lowered, x), fpm.apply(total, -32768, -32768, 32767))
+
+
+def test_a_16_bit_subtract_of_nearly_equal_tensors_takes_a_coarser_fine_grid():
+    # s_a / s_y = 500: on a grid 256x finer than the output, a's codes reach 2**32; 64x finer, the sum
+    # of both stays below 2**31
+    a_q, b_q, y_q = q16(0.5, 0), q16(0.5, 0), q16(0.001, 0)
+    assert fine_grid_bits(a_q, b_q, y_q) == 6
+    a = RNG.integers(-32768, 32768, size=(64,)).astype(np.int16)
+    b = np.clip(a.astype(np.int64) + RNG.integers(-60, 61, size=64), -32768, 32767).astype(np.int16)
+    got = run_lowered(lower_add(a_q, b_q, y_q, None, "int16", FLOAT_ROUTE, subtract=True), a, b)
+    np.testing.assert_array_equal(got, np.clip((a.astype(np.int64) - b) * 500, -32768, 32767))
