@@ -4,7 +4,8 @@
 code of ``x`` for each value of ``c``, so each distinct value gets a table
 ``quantize(f(dequantize(code), c))`` (exact up to the output's own rounding) and every element
 indexes the table of its constant: ``tables[k(i) * 2**bits + code - qmin]``. A scalar constant is
-one table. The constant may have any shape that broadcasts with the tensor.
+one table. The constant may have any shape that broadcasts with the tensor. The tables hold at
+most :data:`MAX_TABLE_ENTRIES` entries in all: 4096 tables of 8-bit codes, 16 of 16-bit codes.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from ..graph import constant_value, op_name
 from .base import Codes, Lowered
 from .tables import emit_table, table
 
-__all__ = ["MAX_TABLES", "binary_with_constant", "lower_by_constant"]
+__all__ = ["MAX_TABLE_ENTRIES", "binary_with_constant", "lower_by_constant"]
 
-#: Most distinct constant values given tables (each 2**bits entries) before the op stays float.
-MAX_TABLES = 4096
+#: Most entries of one op's tables (one table of ``2**bits`` entries per distinct constant value) before
+#: the op stays float: 4096 tables of 8-bit codes (1 MiB of int8), 16 of 16-bit codes (2 MiB of int16).
+MAX_TABLE_ENTRIES = 4096 * 256
 
 #: ``f(x, c)``: the op, on real values.
 ConstantFunction = Callable[[np.ndarray, float], np.ndarray]
@@ -50,12 +52,12 @@ def binary_with_constant(call: relax.Call) -> Optional[tuple[int, np.ndarray, Co
 
 def lower_by_constant(x_q: sm.QParams, y_q: sm.QParams, rounding: Union[sm.RoundingMode, str], codes: Codes,
                       constant: np.ndarray, fn: ConstantFunction, label: str, tally: str) -> Union[Lowered, str]:
-    """``f(x, constant)`` of 8-bit codes as tables (module docstring), or why it stays float."""
-    if x_q.dtype.bits > 8:
-        return "lookup tables need 8-bit inputs"
+    """``f(x, constant)`` as tables (module docstring), or why it stays float."""
     values, which = np.unique(constant, return_inverse=True)
-    if values.size > MAX_TABLES:
-        return f"{values.size} distinct constant values (at most {MAX_TABLES} tables)"
+    entries = x_q.qmax - x_q.qmin + 1
+    if values.size * entries > MAX_TABLE_ENTRIES:
+        return (f"{values.size} distinct constant values: {values.size} tables of {entries} entries "
+                f"(at most {MAX_TABLE_ENTRIES} entries in all)")
     bounds = codes if codes is not None else (y_q.qmin, y_q.qmax)
 
     def unary(c: float) -> Callable[[np.ndarray], np.ndarray]:
