@@ -194,3 +194,14 @@ def test_one_16_bit_and_one_8_bit_operand(op, output_bits, tmp_path):
     # steps the lowest), 16-bit outputs 48-55 dB (b's 8-bit grid), over four weight draws.
     bound = 33 if output_bits == 8 else 44
     assert total_sqnr(ref, out) > bound, total_sqnr(ref, out)
+
+
+def test_16_bit_weights_and_activations_stay_float_with_the_reason(tmp_path):
+    #   x -> conv2d 3x3 -> y      16-bit weights on 16-bit codes: the zero point's fold leaves the int32 bias
+    #                             (and the accumulator could overflow): float, said, not an exception
+    shape = NCHW
+    mod = _module(shape, lambda bb, x: relax.op.nn.conv2d(bb.emit(relax.op.nn.relu(x)), _grid_weights((8, 4, 3, 3))))
+    _, report, ref, out = quantize_16(mod, shape, tmp_path, weight_bits=16)
+    assert [f["op"] for f in report["float_ops"]] == ["relax.nn.conv2d"]
+    assert "16-bit inputs and 16-bit weights" in report["float_ops"][0]["reason"]
+    assert total_sqnr(ref, out) > 60
