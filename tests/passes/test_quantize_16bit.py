@@ -110,6 +110,9 @@ CASES = {
     "global_avg_pool": (NCHW, lambda bb, x: relax.op.nn.adaptive_avg_pool2d(x, (1, 1)), 60),
     "avg_pool2d": (NCHW, lambda bb, x: relax.op.nn.avg_pool2d(x, (3, 3), (2, 2), (1, 1, 1, 1),
                                                               count_include_pad=True), 60),
+    # MediaPipe's global pools: avg_pool2d over the whole 64x64 map (4096 codes per window sum)
+    "avg_pool2d_global_window": ((1, 64, 64, 4), lambda bb, x: relax.op.nn.avg_pool2d(
+        bb.emit(relax.op.nn.relu(x)), (64, 64), (64, 64), layout="NHWC"), 60),
     "softmax": ((4, 16), lambda bb, x: relax.op.nn.softmax(x), 60),
     "resize_bilinear": (NCHW, lambda bb, x: relax.op.image.resize2d(x, (16, 16), method="linear",
                                                                     coordinate_transformation_mode="half_pixel"), 60),
