@@ -16,6 +16,7 @@ from tvm_sima import lowering
 from tvm_sima import math as sm
 from tvm_sima.lowering.arithmetic import fine_grid_bits, lower_add, lower_multiply
 from tvm_sima.lowering.pooling import lower_mean
+from tvm_sima.lowering.resize import lower_resize
 
 RNG = np.random.default_rng(1616)
 FLOAT_ROUTE = lowering.Numerics.for_config(tvm_sima.QConfig())
@@ -95,3 +96,20 @@ def test_a_16_bit_subtract_of_nearly_equal_tensors_takes_a_coarser_fine_grid():
     b = np.clip(a.astype(np.int64) + RNG.integers(-60, 61, size=64), -32768, 32767).astype(np.int16)
     got = run_lowered(lower_add(a_q, b_q, y_q, None, "int16", FLOAT_ROUTE, subtract=True), a, b)
     np.testing.assert_array_equal(got, np.clip((a.astype(np.int64) - b) * 500, -32768, 32767))
+
+
+@pytest.mark.parametrize("rescaled", [False, True], ids=["same-grid", "rescaled"])
+def test_a_16_bit_bilinear_resize_takes_14_bit_taps_in_int64(rescaled):
+    x = relax.Var("x", relax.TensorType((1, 2, 5, 7), "float32"))
+    call = relax.BlockBuilder().normalize(relax.op.image.resize2d(x, (11, 13), None, "NCHW", "linear", "half_pixel",
+                                                                  ""))
+    x_q = q16(0.001, -32768)  # [0, max]: |code - zp| up to 65535, times 2**28 of the weights
+    y_q = q16(0.0013, -30000) if rescaled else x_q
+    lowered = lower_resize(lowering.Request(call, [x_q], y_q, FLOAT_ROUTE))
+    assert not isinstance(lowered, str), lowered
+    taps = [sm.linear_taps(n, m, "half_pixel", tflite=False, fraction_bits=14) for n, m in ((5, 11), (7, 13))]
+    base = FLOAT_ROUTE.multiplier(0.001 / 0.0013, 65535 << 28) if rescaled else sm.FixedPointMultiplier(1, 0)
+    fpm = sm.FixedPointMultiplier(base.multiplier, base.right_shift + 28)
+    q = RNG.integers(-32768, 32768, size=(1, 2, 5, 7)).astype(np.int16)
+    want = sm.resize_bilinear(q, taps, (2, 3), -32768, fpm, int(y_q.zero_point), -32768, 32767)
+    np.testing.assert_array_equal(run_lowered(lowered, q), want)

@@ -70,6 +70,7 @@ from .requant import (
 from .resize import (
     LINEAR_COORDINATE_MODES,
     RESIZE_FRACTION_BITS,
+    WIDE_RESIZE_FRACTION_BITS,
     LinearTaps,
     linear_taps,
     resize_accumulate,
@@ -152,6 +153,7 @@ __all__ = [
     "round_real",
     "LINEAR_COORDINATE_MODES",
     "RESIZE_FRACTION_BITS",
+    "WIDE_RESIZE_FRACTION_BITS",
     "LinearTaps",
     "linear_taps",
     "resize_accumulate",
