@@ -16,10 +16,12 @@ from tvm_sima import lowering
 from tvm_sima import math as sm
 from tvm_sima.lowering.arithmetic import fine_grid_bits, lower_add, lower_multiply
 from tvm_sima.lowering.pooling import lower_mean
+from tvm_sima.lowering.prelu import lower_prelu
 from tvm_sima.lowering.resize import lower_resize
 
 RNG = np.random.default_rng(1616)
 FLOAT_ROUTE = lowering.Numerics.for_config(tvm_sima.QConfig())
+INT32 = (sm.INT32_MIN, sm.INT32_MAX)
 
 
 def run_lowered(lowered: lowering.Lowered, *codes: np.ndarray) -> np.ndarray:
@@ -113,3 +115,26 @@ def test_a_16_bit_bilinear_resize_takes_14_bit_taps_in_int64(rescaled):
     q = RNG.integers(-32768, 32768, size=(1, 2, 5, 7)).astype(np.int16)
     want = sm.resize_bilinear(q, taps, (2, 3), -32768, fpm, int(y_q.zero_point), -32768, 32767)
     np.testing.assert_array_equal(run_lowered(lowered, q), want)
+
+
+def test_a_16_bit_prelu_is_two_requantizations_not_a_table_per_channel():
+    slopes = np.array([0.25, -0.1, 0.0, 1.5, -2.0], dtype="float32")
+    x = relax.Var("x", relax.TensorType((1, 5, 3, 4), "float32"))
+    call = relax.BlockBuilder().normalize(relax.op.nn.prelu(x, relax.const(slopes), axis=1))
+    x_q, y_q = q16(0.0003, -1000), q16(0.0005, 2000)
+    lowered = lower_prelu(lowering.Request(call, [x_q], y_q, FLOAT_ROUTE))
+    assert not isinstance(lowered, str) and lowered.label == "integer prelu", lowered
+    q = RNG.integers(-32768, 32768, size=(1, 5, 3, 4)).astype(np.int16)
+    c = q.astype(np.int64) + 1000
+    positive = FLOAT_ROUTE.multiplier(0.0003 / 0.0005, 33767)
+    per_channel = [FLOAT_ROUTE.multiplier(abs(float(a)) * 0.0003 / 0.0005, 33767) for a in slopes]
+    fpm = sm.FixedPointMultiplier(np.array([f.multiplier for f in per_channel]),
+                                  np.array([f.right_shift for f in per_channel]))
+    negative = np.minimum(c, 0) * np.where(slopes < 0, -1, 1).reshape(1, 5, 1, 1)
+    want = np.clip(positive.apply(np.maximum(c, 0), 0, *INT32) + fpm.apply(negative, 0, *INT32, axis=1) + 2000,
+                   -32768, 32767)
+    got = run_lowered(lowered, q)
+    np.testing.assert_array_equal(got, want)
+    real = np.where(c >= 0, c, slopes.reshape(1, 5, 1, 1).astype(np.float64) * c) * 0.0003
+    assert np.abs(sm.dequantize(got, y_q) - np.clip(real, *sm.dequantize(np.array([-32768, 32767]), y_q))).max() \
+        <= 0.0005 / 2 * 1.001  # within half a code of the real prelu

@@ -122,7 +122,13 @@ CASES = {
     "resize_bilinear_odd": (NCHW, lambda bb, x: relax.op.image.resize2d(
         x, (13, 13), method="linear", coordinate_transformation_mode="half_pixel"), 60),
     "resize_nearest": (NCHW, lambda bb, x: relax.op.image.resize2d(x, (16, 16), method="nearest_neighbor"), 60),
-    "prelu": (NCHW, lambda bb, x: relax.op.nn.prelu(x, _c([0.25, -0.1, 0.25, 1.5]), axis=1), 60),
+    "prelu": (NCHW, lambda bb, x: relax.op.nn.prelu(x, _c([0.25, -0.1, 0.25, 0.0]), axis=1), 60),
+    # 32 slopes (MediaPipe's PReLU layers have one per channel): 32 tables of 65536 codes would be 4 MiB
+    "prelu_32_channels": ((1, 32, 4, 4), lambda bb, x: relax.op.nn.prelu(
+        x, _c(np.linspace(-0.5, 1.5, 32)), axis=1), 60),
+    # as TVM's TFLite importer writes PRELU: a 1-D tensor, one slope per element
+    "prelu_flattened": ((64,), lambda bb, x: relax.op.nn.prelu(x, _c(np.tile([0.25, -0.1, 0.5, 0.0], 16)), axis=0),
+                        60),
     "hard_swish_chain": (NCHW, lambda bb, x: relax.op.multiply(x, bb.emit(relax.op.divide(bb.emit(relax.op.clip(
         bb.emit(relax.op.add(x, _c(3.0))), 0, 6)), _c(6.0)))), 60),
     "swish_chain": (NCHW, lambda bb, x: relax.op.multiply(x, bb.emit(relax.op.sigmoid(x))), 60),
