@@ -138,3 +138,22 @@ def test_a_16_bit_prelu_is_two_requantizations_not_a_table_per_channel():
     real = np.where(c >= 0, c, slopes.reshape(1, 5, 1, 1).astype(np.float64) * c) * 0.0003
     assert np.abs(sm.dequantize(got, y_q) - np.clip(real, *sm.dequantize(np.array([-32768, 32767]), y_q))).max() \
         <= 0.0005 / 2 * 1.001  # within half a code of the real prelu
+
+
+@pytest.mark.parametrize("op", ["add", "subtract_from", "multiply", "divide"])
+def test_a_16_bit_op_with_a_constant_tensor_is_one_rounding_of_an_int64_affine_form(op):
+    c = np.linspace(-1.5, 2.5, 64).astype("float32").reshape(1, 64, 1, 1)
+    build = {"add": relax.op.add, "multiply": relax.op.multiply, "divide": relax.op.divide,
+             "subtract_from": lambda x, k: relax.op.subtract(k, x)}[op]
+    x = relax.Var("x", relax.TensorType((1, 64, 2, 3), "float32"))
+    call = relax.BlockBuilder().normalize(build(x, relax.const(c)))
+    x_q, y_q = q16(0.0002, 300), q16(0.0003, -700)
+    k, constant, fn = lowering.binary_with_constant(call)
+    lowered = lowering.lower_by_constant(x_q, y_q, "half_up", None, constant, fn, "t", "t",
+                                         affine=lowering.affine_with_constant(call))
+    assert not isinstance(lowered, str) and lowered.label == "integer affine op with a constant"
+    q = RNG.integers(-32768, 32768, size=(1, 64, 2, 3)).astype(np.int16)
+    got = run_lowered(lowered, q)
+    exact = sm.quantize(fn(sm.dequantize(q, x_q), constant.astype(np.float64)), y_q, "half_up")
+    assert np.abs(got.astype(np.int64) - exact).max() <= 1  # the int64 constants' rounding: within one code
+    assert np.mean(got == exact) > 0.99

@@ -101,6 +101,10 @@ CASES = {
     "add_constant": (NCHW, lambda bb, x: relax.op.add(x, _c(0.75)), 60),
     "multiply_constant_tensor": (NCHW, lambda bb, x: relax.op.multiply(x, _c([[[[0.5]], [[-1.25]], [[2.0]], [[0.5]]]])),
                                  60),
+    # 64 per-channel values (a folded batch norm): 64 tables of 65536 codes would be 8 MiB
+    "multiply_add_64_channel_constants": ((1, 64, 4, 4), lambda bb, x: relax.op.add(bb.emit(relax.op.multiply(
+        x, _c(np.linspace(-2.0, 3.0, 64).reshape(1, 64, 1, 1)))), _c(np.linspace(-1.0, 1.0, 64).reshape(1, 64, 1, 1))),
+        60),
     "divide_constant": (NCHW, lambda bb, x: relax.op.divide(x, _c(3.0)), 60),
     "subtract_from_constant": (NCHW, lambda bb, x: relax.op.subtract(_c(1.0), x), 60),
     "mean": (NCHW, lambda bb, x: relax.op.mean(x, axis=[2, 3], keepdims=True), 60),
