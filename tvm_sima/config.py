@@ -171,7 +171,7 @@ class QConfig:
     activation; ``bias_correction`` subtracts the mean error of rounded weights from each fused
     op's bias (calibration keeps per-channel input means); ``round_for_shift`` must stay True (the
     ops round their shifts); ``lut_items_in_bits`` is reserved for interpolated tables of 16-bit
-    inputs (8-bit inputs get exact 256-entry tables; 16-bit table ops stay float for now).
+    inputs (every table is exact today: 256 entries for 8-bit inputs, 65536 for 16-bit ones).
 
     Relay names are accepted by :func:`qconfig` and readable as properties: ``nbit_input``,
     ``nbit_weight``, ``nbit_activation``, ``dtype_input``, ``dtype_weight``, ``dtype_activation``,

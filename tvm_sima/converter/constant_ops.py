@@ -77,7 +77,8 @@ def match_with_constant(index: GraphIndex, var: relax.Var, numerics: lowering.Nu
     request = lowering.Request(call, [x_q], tail.out_q, numerics, tail.lo, tail.hi, rounding)
     short = (op_name(call) or "").rsplit(".", 1)[-1]
     lowered = lowering.lower_by_constant(x_q, tail.out_q, request.table_rounding, request.codes(), constant, fn,
-                                         f"lookup table ({short} by a constant)", f"lut({short})")
+                                         f"lookup table ({short} by a constant)", f"lut({short})",
+                                         affine=lowering.affine_with_constant(call))
     if isinstance(lowered, str):
         return lowered
     return Match(var, tail, lowered.label, lambda bb, m: lowered.emit(bb, [remap(x, m)]))

@@ -10,7 +10,8 @@ the integer ops of every op come from here, so the same op cannot drift between 
 * :mod:`.pooling` — mean, global and windowed average pooling;
 * :mod:`.tables` — unary functions as lookup tables, integer softmax;
 * :mod:`.chains` — an element-wise chain of one input (hard-swish, HardSigmoid, ...): one table;
-* :mod:`.constant_tables` — an op of a tensor and a constant: a table per constant value (PReLU: :mod:`.prelu`);
+* :mod:`.constant_tables` — an op of a tensor and a constant: a table per constant value (16-bit codes of
+  add / subtract / multiply / divide: one rounding of an int64 affine form; PReLU: :mod:`.prelu`);
 * :mod:`.moves` — value-moving ops, clips, concat;
 * :mod:`.resize` — ``resize2d``: nearest on the codes, bilinear with fixed-point taps;
 * :mod:`.numerics` — :class:`Numerics`, each route's choice of algorithm per family;
@@ -19,7 +20,7 @@ the integer ops of every op come from here, so the same op cannot drift between 
 
 from .base import Lowered
 from .chains import ELEMENTWISE, Chain, find_chains, lower_chain
-from .constant_tables import binary_with_constant, lower_by_constant
+from .constant_tables import affine_with_constant, binary_with_constant, lower_by_constant
 from .families import CLIPS, FAMILIES, Family, Request, register
 from .fused import (
     FusedConstants,
@@ -42,7 +43,8 @@ __all__ = [
     "AddMethod", "CLIPS", "Chain", "ELEMENTWISE", "FAMILIES", "Family", "FusedConstants", "LUT_FUNCTIONS", "Lowered",
     "MOVES", "MultiplyMethod", "Numerics", "PoolMethod", "Request", "ResizeMethod", "SOFTMAX_EXP_BITS", "TableRounding",
     "TransposeConv", "WeightSpec",
-    "accumulator_bits", "accumulator_overflow", "binary_with_constant", "corrected_float_weights", "emit_conv2d",
+    "accumulator_bits", "accumulator_overflow", "affine_with_constant", "binary_with_constant",
+    "corrected_float_weights", "emit_conv2d",
     "emit_conv2d_transpose",
     "emit_dense", "emit_table", "find_chains", "from_float_weights", "from_integer_weights", "from_product",
     "lower_by_constant", "lower_chain", "register", "table", "transpose_conv",

@@ -9,30 +9,36 @@ from tvm import relax
 
 from .. import math as sm
 from ..ops import requantize as sima_requantize
-from .base import Codes, Lowered, centered, per_tensor, rescale
+from .base import Codes, Lowered, accumulator_dtype, centered, centered_bound, per_tensor, rescale
 from .numerics import AddMethod, MultiplyMethod, Numerics
 
-__all__ = ["lower_add", "lower_multiply"]
+__all__ = ["FINE_GRID_BITS", "fine_grid_bits", "lower_add", "lower_multiply"]
 
 _INT32 = (-(2**31), 2**31 - 1)
 
 
 def lower_multiply(a_q: sm.QParams, b_q: sm.QParams, y_q: sm.QParams, codes: Codes, out_dtype: str,
                    numerics: Numerics) -> Lowered:
-    """``(a - zp_a)(b - zp_b)`` in int32, requantized by ``s_a s_b / s_y``."""
+    """``(a - zp_a)(b - zp_b)`` requantized by ``s_a s_b / s_y``.
+
+    The product is int32 where it fits (8-bit operands: ``255**2``), else int64 (two 16-bit operands
+    reach ``65535**2 > 2**31``), and the multiplier is as wide as ``product * M`` allows in int64.
+    """
     (s_a, zp_a), (s_b, zp_b), (s_y, zp_y) = per_tensor(a_q), per_tensor(b_q), per_tensor(y_q)
+    bound = centered_bound(a_q) * centered_bound(b_q)
+    acc = accumulator_dtype(bound)
     if numerics.multiply is MultiplyMethod.SHIFT15:  # a left shift (n < 0) is left to the hardware rules
         m, n = sm.quantize_multiplier(s_a * s_b / s_y, sm.HW15_MULTIPLIER_BITS)
         shifts, mults = [int(n)], [int(m)]
     else:
-        if numerics.multiply is MultiplyMethod.TFLITE:  # TFLite's MUL computes the real multiplier in float32
+        if numerics.multiply is MultiplyMethod.TFLITE and acc == "int32":  # TFLite's MUL: the factor in float32
             fpm = sm.FixedPointMultiplier.tflite(float(np.float32(s_a) * np.float32(s_b) / np.float32(s_y)))
         else:
-            fpm = numerics.multiplier(s_a * s_b / s_y)
+            fpm = numerics.multiplier(s_a * s_b / s_y, bound)
         shifts, mults = [int(fpm.right_shift)], [int(fpm.multiplier)]
 
     def emit(bb: relax.BlockBuilder, xs: Sequence[relax.Expr]) -> relax.Expr:
-        product = bb.emit(relax.op.multiply(centered(bb, xs[0], zp_a), centered(bb, xs[1], zp_b)))
+        product = bb.emit(relax.op.multiply(centered(bb, xs[0], zp_a, acc), centered(bb, xs[1], zp_b, acc)))
         final = sm.FixedPointMultiplier(mults[0], shifts[0], sm.RoundingMode.HALF_UP) \
             if numerics.multiply is MultiplyMethod.SHIFT15 else fpm
         return rescale(bb, product, 0, final, zp_y, codes, out_dtype)
@@ -51,20 +57,41 @@ def lower_add(a_q: sm.QParams, b_q: sm.QParams, y_q: sm.QParams, codes: Codes, o
     return _shift15_add(a_q, b_q, y_q, codes, out_dtype, subtract, label)
 
 
+#: The float route's add rescales both inputs to a grid this many bits finer than the output's.
+FINE_GRID_BITS = 8
+
+
+def fine_grid_bits(a_q: sm.QParams, b_q: sm.QParams, y_q: sm.QParams) -> int:
+    """:data:`FINE_GRID_BITS`, or fewer where the two inputs on that grid could leave int32.
+
+    An input reaches ``|code - zp| * s / s_y`` output codes; on a grid ``2**k`` finer both must sum
+    below ``2**31``. 8-bit inputs keep 8 bits unless one is ``2**15`` times coarser than the output;
+    16-bit inputs lose bits as soon as one is ``2**7`` times coarser (``a - b`` of nearly equal tensors).
+    """
+    s_y = per_tensor(y_q)[0]
+    reach = sum(centered_bound(q) * per_tensor(q)[0] / s_y for q in (a_q, b_q))
+    bits = FINE_GRID_BITS
+    while bits > 0 and reach * 2.0**bits > sm.INT32_MAX:
+        bits -= 1
+    return bits
+
+
 def _fine_grid(a_q: sm.QParams, b_q: sm.QParams, y_q: sm.QParams, codes: Codes, out_dtype: str, numerics: Numerics,
                subtract: bool, label: str) -> Lowered:
-    """Both inputs to a common scale 256x finer than the output's, add in int32, round once more."""
+    """Both inputs to a common scale ``2**k`` finer than the output's (:func:`fine_grid_bits`), add in int32,
+    round once more."""
     s_y, zp_y = per_tensor(y_q)
-    fine = s_y / 256.0
+    k = fine_grid_bits(a_q, b_q, y_q)
+    fine = s_y / 2.0**k
     parts = [(per_tensor(q)[1], numerics.multiplier(per_tensor(q)[0] / fine)) for q in (a_q, b_q)]
     combine = relax.op.subtract if subtract else relax.op.add
 
     def emit(bb: relax.BlockBuilder, xs: Sequence[relax.Expr]) -> relax.Expr:
         a32, b32 = (bb.emit(rescale(bb, x, zp, fpm, 0, None, "int32")) for x, (zp, fpm) in zip(xs, parts, strict=True))
         total = bb.emit(combine(a32, b32))
-        return rescale(bb, total, 0, sm.FixedPointMultiplier(1, 8, sm.RoundingMode.HALF_UP), zp_y, codes, out_dtype)
+        return rescale(bb, total, 0, sm.FixedPointMultiplier(1, k, sm.RoundingMode.HALF_UP), zp_y, codes, out_dtype)
 
-    return Lowered(label, emit, [int(f.right_shift) for _, f in parts] + [8],
+    return Lowered(label, emit, [int(f.right_shift) for _, f in parts] + [k],
                    [int(f.multiplier) for _, f in parts] + [1], requantizes=3)
 
 

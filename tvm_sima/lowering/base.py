@@ -14,7 +14,8 @@ from ..graph import static_shape
 from ..ops import requantize as sima_requantize
 from .numerics import Numerics, TableRounding
 
-__all__ = ["Codes", "Emit", "Lowered", "Request", "centered", "clip_to", "per_tensor", "rescale", "same_qparams"]
+__all__ = ["Codes", "Emit", "Lowered", "Request", "accumulator_dtype", "centered", "centered_bound", "clip_to",
+           "per_tensor", "rescale", "same_qparams"]
 
 #: Output clip range in codes; None leaves the op's default (the whole output container type).
 Codes = Optional[tuple[int, int]]
@@ -45,6 +46,17 @@ def per_tensor(qp: sm.QParams) -> tuple[float, int]:
     return float(np.atleast_1d(qp.scale)[0]), int(np.atleast_1d(qp.zero_point)[0])
 
 
+def centered_bound(qp: sm.QParams) -> int:
+    """The largest ``|code - zp|`` of ``qp``'s codes (per-tensor): 255 for an unsigned-range 8-bit grid."""
+    zp = per_tensor(qp)[1]
+    return max(qp.qmax - zp, zp - qp.qmin)
+
+
+def accumulator_dtype(bound: int) -> str:
+    """``int32`` for integers ``|v| <= bound`` that fit it (every 8-bit case), else ``int64``."""
+    return "int32" if bound <= sm.INT32_MAX else "int64"
+
+
 def centered(bb: relax.BlockBuilder, x: relax.Expr, zp: int, dtype: str = "int32") -> relax.Expr:
     """``x - zp`` in ``dtype`` (no subtraction for a zero point of 0)."""
     y = bb.emit(relax.op.astype(x, dtype))
@@ -52,10 +64,10 @@ def centered(bb: relax.BlockBuilder, x: relax.Expr, zp: int, dtype: str = "int32
 
 
 def rescale(bb: relax.BlockBuilder, x: relax.Expr, zp_in: int, fpm: sm.FixedPointMultiplier, zp_out: int,
-            codes: Codes, out_dtype: str) -> relax.Call:
-    """``clip(fpm(x - zp_in) + zp_out, *codes)``: one ``sima.requantize`` (the subtraction in int32 first)."""
+            codes: Codes, out_dtype: str, acc_dtype: str = "int32") -> relax.Call:
+    """``clip(fpm(x - zp_in) + zp_out, *codes)``: one ``sima.requantize`` (the subtraction in ``acc_dtype`` first)."""
     if zp_in:
-        x = bb.emit(relax.op.subtract(relax.op.astype(x, "int32"), relax.const(zp_in, "int32")))
+        x = bb.emit(relax.op.subtract(relax.op.astype(x, acc_dtype), relax.const(zp_in, acc_dtype)))
     lo, hi = codes if codes is not None else (None, None)
     return sima_requantize(x, **fpm.op_args(), zp_out=zp_out, qmin=lo, qmax=hi, out_dtype=out_dtype)
 

@@ -197,8 +197,6 @@ def _table_values(chain: Chain, r: Request) -> tuple[np.ndarray, str]:
 def lower_chain(chain: Chain, r: Request) -> Union[Lowered, str]:
     """The chain as one table on the codes of its input (``r.inputs[0]``), or why it stays float."""
     x_q = r.inputs[0]
-    if x_q.dtype.bits > 8:
-        return "lookup tables need 8-bit inputs"
     values, label = _table_values(chain, r)
 
     def emit(bb: relax.BlockBuilder, xs: Sequence[relax.Expr]) -> relax.Expr:

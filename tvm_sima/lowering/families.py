@@ -158,8 +158,6 @@ def _avg_pool(r: Request) -> Union[Lowered, str]:
 
 def _table(r: Request) -> Union[Lowered, str]:
     x_q, call = r.inputs[0], r.call
-    if x_q.dtype.bits > 8:
-        return "lookup tables need 8-bit inputs"
     op = str(call.op.name)  # type: ignore[attr-defined]
     values = table(lambda x: LUT_FUNCTIONS[op](x, call), x_q, r.output, r.table_rounding, r.codes())
     short = op.rsplit(".", 1)[-1]
@@ -170,8 +168,6 @@ def _softmax(r: Request) -> Union[Lowered, str]:
     if not r.numerics.integer_softmax:
         return "no integer softmax equal to LiteRT's yet"
     x_q = r.inputs[0]
-    if x_q.dtype.bits > 8:
-        return "softmax tables need 8-bit inputs"
     axis = int(r.call.attrs["axis"])
     return Lowered("integer softmax", lambda bb, xs: emit_softmax(bb, xs[0], x_q, r.output, axis),
                    tally="softmax(lut)")

@@ -100,12 +100,21 @@ class Numerics:
                    PoolMethod.TFLITE, TableRounding.OF_THE_MODEL, tflite_requantizer=True, tflite_clip=True,
                    resize=ResizeMethod.OF_THE_MODEL)
 
-    def multiplier(self, real: float) -> sm.FixedPointMultiplier:
-        """The fixed-point form of a per-tensor rescale ``real`` (rounded half up, or TFLite's double rounding)."""
-        if self.tflite_requantizer:
+    def multiplier(self, real: float, acc_bound: int = 0) -> sm.FixedPointMultiplier:
+        """The fixed-point form of a per-tensor rescale ``real`` of accumulators ``|acc| <= acc_bound``.
+
+        Rounded half up, or TFLite's double rounding. The multiplier keeps ``acc * M`` in int64
+        (:func:`~tvm_sima.math.multiplier_bits_for`: every bit for 8-bit operands); an accumulator
+        beyond int32, which TFLite's double rounding cannot take (16-bit operands' products and sums),
+        gets a single rounding half away from zero, TFLite's rounding of its final shift.
+        """
+        if self.tflite_requantizer and acc_bound <= sm.INT32_MAX:
             return sm.FixedPointMultiplier.tflite(real)
-        m, n = sm.quantize_multiplier(real, self.multiplier_bits, force_shift_positive=self.force_shift_positive)
-        return sm.FixedPointMultiplier(int(m), int(n), sm.RoundingMode.HALF_UP)
+        width = sm.TFLITE_MULTIPLIER_BITS if self.tflite_requantizer else self.multiplier_bits
+        bits = sm.multiplier_bits_for(acc_bound, width)
+        m, n = sm.quantize_multiplier(real, bits, force_shift_positive=self.force_shift_positive)
+        rounding = sm.RoundingMode.HALF_AWAY_FROM_ZERO if self.tflite_requantizer else sm.RoundingMode.HALF_UP
+        return sm.FixedPointMultiplier(int(m), int(n), rounding)
 
     def clip_codes(self, qp: sm.QParams, lo: float, hi: float) -> tuple[int, int]:
         """The integer bounds equal to quantizing ``clip(x, lo, hi)`` (infinite: unbounded)."""

@@ -16,7 +16,17 @@ from tvm import relax
 
 from .. import math as sm
 from ..ops import LAYOUTS
-from .base import Codes, Lowered, centered, clip_to, per_tensor, rescale, same_qparams
+from .base import (
+    Codes,
+    Lowered,
+    accumulator_dtype,
+    centered,
+    centered_bound,
+    clip_to,
+    per_tensor,
+    rescale,
+    same_qparams,
+)
 from .fused import as_quantization, emit_conv2d, from_product
 from .numerics import Numerics, PoolMethod
 
@@ -30,19 +40,25 @@ def reduced_axes(axis: Any, rank: int) -> list[int]:
 
 def lower_mean(in_shape: Sequence[int], axes: Sequence[int], keepdims: bool, x_q: sm.QParams, y_q: sm.QParams,
                codes: Codes, out_dtype: str, numerics: Numerics) -> Lowered:
-    """``mean(x, axes)`` of int8 codes: an int32 sum, then one requantization."""
+    """``mean(x, axes)``: the sum of the codes, then one requantization.
+
+    The sum is int32 where every sum of ``count`` codes and its zero-point fold fit (8-bit codes up
+    to 2**23 of them), else int64 (65536 16-bit codes of one sign already wrap int32).
+    """
     count = int(np.prod([in_shape[a] for a in axes])) if axes else int(np.prod(in_shape))
     (s_x, zp_x), (s_y, zp_y) = per_tensor(x_q), per_tensor(y_q)
-    if numerics.pool is PoolMethod.TFLITE:
+    acc = accumulator_dtype(count * (max(abs(x_q.qmin), abs(x_q.qmax)) + abs(zp_x)))
+    centered_sum = count * centered_bound(x_q)
+    if numerics.pool is PoolMethod.TFLITE and acc == "int32":
         # TFLite's int8 MEAN (reference_ops::QuantizedMeanOrSum): QuantizeMultiplier(s_in / s_out), the
         # count folded into the multiplier, then MultiplyByQuantizedMultiplier(sum - zp_in * count) + zp_out.
         fpm = sm.FixedPointMultiplier.tflite(s_x / s_y).fold_divisor(count)
     else:
-        fpm = numerics.multiplier(s_x / (count * s_y))
+        fpm = numerics.multiplier(s_x / (count * s_y), centered_sum)
 
     def emit(bb: relax.BlockBuilder, xs: Sequence[relax.Expr]) -> relax.Expr:
-        total = bb.emit(relax.op.sum(bb.emit(relax.op.astype(xs[0], "int32")), list(axes), keepdims))
-        return rescale(bb, total, zp_x * count, fpm, zp_y, codes, out_dtype)
+        total = bb.emit(relax.op.sum(bb.emit(relax.op.astype(xs[0], acc)), list(axes), keepdims))
+        return rescale(bb, total, zp_x * count, fpm, zp_y, codes, out_dtype, acc)
 
     return Lowered("integer mean", emit, [int(fpm.right_shift)], [int(fpm.multiplier)], requantizes=1)
 
@@ -74,6 +90,9 @@ def lower_avg_pool2d(attrs: Any, in_shape: Sequence[int], x_q: sm.QParams, y_q: 
     refusal = avg_pool2d_refusal(attrs, numerics)
     if refusal:
         return refusal
+    window = int(np.prod([int(k) for k in attrs["pool_size"]]))
+    if accumulator_dtype(window * centered_bound(x_q)) != "int32":
+        return f"a {window}-value window of {x_q.dtype.bits}-bit codes could overflow the int32 window sum"
     if numerics.pool is PoolMethod.NPU:
         return _npu_avg_pool(attrs, in_shape, x_q, y_q, out_dtype)
     return _tflite_avg_pool(attrs, in_shape, x_q, y_q, codes, out_dtype)

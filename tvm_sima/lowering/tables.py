@@ -1,7 +1,9 @@
-"""Lookup tables: a unary function of one 8-bit tensor as ``table[code - qmin]``, and integer softmax.
+"""Lookup tables: a unary function of one tensor as ``table[code - qmin]``, and integer softmax.
 
 A table holds ``quantize(f(dequantize(code)))`` for every input code, so the op is exact up to the
 output's own rounding, whatever ``f`` is (sigmoid, tanh, gelu, silu, ..., ``x + c``, ``x * c``).
+Tables of 8-bit codes have 256 entries, of 16-bit codes 65536 (128 KiB of int16: the exact table,
+rather than the interpolated ``2**lut_items_in_bits`` one the spec allows, which no op builds yet).
 """
 
 from __future__ import annotations

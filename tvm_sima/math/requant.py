@@ -28,6 +28,8 @@ __all__ = [
     "HW15_MULTIPLIER_BITS",
     "HW15_MAX_MULTIPLIER",
     "HW_MAX_RIGHT_SHIFT",
+    "PRODUCT_BITS",
+    "multiplier_bits_for",
     "quantize_multiplier",
     "tflite_quantize_multiplier",
     "saturating_rounding_doubling_high_mul",
@@ -44,6 +46,10 @@ HW15_MULTIPLIER_BITS: int = 15
 HW15_MAX_MULTIPLIER: int = 2**HW15_MULTIPLIER_BITS - 1
 #: A right shift of a 32-bit accumulator is a 5-bit field: at most 31.
 HW_MAX_RIGHT_SHIFT: int = 31
+
+#: ``acc * M`` is formed in int64 (``sima.requantize``, the fused ops, :func:`requantize`): it must stay
+#: below ``2**62`` in magnitude, leaving a bit for the rounding's addend.
+PRODUCT_BITS: int = 62
 
 IntOrArray = Union[int, np.ndarray]
 
@@ -162,6 +168,28 @@ def quantize_multiplier(
             )
     n = np.where(m == 0, 0, n)
     return _scalar_or_array(m.astype(np.int64), r), _scalar_or_array(n.astype(np.int64), r)
+
+
+def multiplier_bits_for(acc_bound: int, bits: int = TFLITE_MULTIPLIER_BITS) -> int:
+    """The widest multiplier, at most ``bits`` bits, whose product with any ``|acc| <= acc_bound`` fits.
+
+    ``|acc| < 2**L`` (``L = acc_bound.bit_length()``) and ``M < 2**b`` give ``|acc * M| < 2**(L + b)``,
+    so ``b = min(bits, PRODUCT_BITS - L)``: 8-bit operands keep every bit (``255 * 255`` needs 16),
+    the product of two 16-bit operands (``65535**2``, 32 bits) takes a 30-bit multiplier.
+
+    Raises
+    ------
+    ValueError
+        If ``acc_bound`` is negative, or so large that no multiplier of at least 1 bit fits.
+    """
+    bound = int(acc_bound)
+    if bound < 0:
+        raise ValueError(f"acc_bound={acc_bound!r} must be >= 0 (a bound on |acc|)")
+    fit = PRODUCT_BITS - bound.bit_length()
+    if fit < 1:
+        raise ValueError(f"an accumulator of {bound.bit_length()} bits leaves no multiplier bits below "
+                         f"2**{PRODUCT_BITS}; split the reduction or narrow its operands")
+    return min(int(bits), fit)
 
 
 def tflite_quantize_multiplier(real: npt.ArrayLike) -> tuple[IntOrArray, IntOrArray]:

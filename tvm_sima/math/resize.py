@@ -21,7 +21,8 @@ Two ways to place the taps (:func:`linear_taps`):
   (half_pixel, pytorch_half_pixel, align_corners, asymmetric), computed in float64, clamped to
   ``[0, in - 1]``, its fraction rounded half up to 10 bits. Each weight is then within ``2**-11`` of
   the real one, so the result is within ``2**-10 * (|q_hi - q_lo|)`` of the float interpolation
-  before the final rounding (a quarter of a code for 8-bit codes).
+  before the final rounding (a quarter of a code for 8-bit codes). 16-bit codes take
+  ``fraction_bits=WIDE_RESIZE_FRACTION_BITS`` (14): 10 bits would leave up to 64 codes of error.
 """
 
 from __future__ import annotations
@@ -35,11 +36,14 @@ import numpy.typing as npt
 from .fixed_point import FixedPointMultiplier
 from .rounding import RoundingMode
 
-__all__ = ["LINEAR_COORDINATE_MODES", "LinearTaps", "RESIZE_FRACTION_BITS", "linear_taps", "resize_accumulate",
+__all__ = ["LINEAR_COORDINATE_MODES", "LinearTaps", "RESIZE_FRACTION_BITS", "WIDE_RESIZE_FRACTION_BITS", "linear_taps",
+           "resize_accumulate",
            "resize_bilinear", "tflite_nearest_indices", "tflite_resize_bilinear"]
 
 #: Fraction bits of each axis' interpolation weights (LiteRT's int8 kernel uses 10).
 RESIZE_FRACTION_BITS = 10
+#: Fraction bits of the exact taps for 16-bit codes: ``65535 * 2**28`` leaves a 17-bit multiplier below ``2**62``.
+WIDE_RESIZE_FRACTION_BITS = 14
 #: ``coordinate_transformation_mode`` values :func:`linear_taps` places exactly.
 LINEAR_COORDINATE_MODES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric")
 _ONE = 1 << RESIZE_FRACTION_BITS
@@ -47,12 +51,13 @@ _ONE = 1 << RESIZE_FRACTION_BITS
 
 @dataclass(frozen=True)
 class LinearTaps:
-    """The two source indices and weights of each output index along one axis (``w_lo + w_hi = 2**10``)."""
+    """The two source indices and weights of each output index along one axis (``w_lo + w_hi = 2**fraction_bits``)."""
 
     lo: np.ndarray
     hi: np.ndarray
     w_lo: np.ndarray
     w_hi: np.ndarray
+    fraction_bits: int = RESIZE_FRACTION_BITS
 
 
 def _tflite_taps(in_size: int, out_size: int, mode: str) -> LinearTaps:
@@ -71,7 +76,7 @@ def _tflite_taps(in_size: int, out_size: int, mode: str) -> LinearTaps:
     return LinearTaps(lo, hi, _ONE - w_hi, w_hi)
 
 
-def _exact_taps(in_size: int, out_size: int, mode: str) -> LinearTaps:
+def _exact_taps(in_size: int, out_size: int, mode: str, bits: int) -> LinearTaps:
     o = np.arange(out_size, dtype=np.float64)
     ratio = in_size / out_size
     if mode == "half_pixel" or (mode == "pytorch_half_pixel" and out_size > 1):
@@ -85,12 +90,16 @@ def _exact_taps(in_size: int, out_size: int, mode: str) -> LinearTaps:
     x = np.clip(x, 0.0, in_size - 1)
     lo = np.floor(x).astype(np.int64)
     hi = np.minimum(lo + 1, in_size - 1)
-    w_hi = np.floor((x - lo) * _ONE + 0.5).astype(np.int64)
-    return LinearTaps(lo, hi, _ONE - w_hi, w_hi)
+    one = 1 << bits
+    w_hi = np.floor((x - lo) * one + 0.5).astype(np.int64)
+    return LinearTaps(lo, hi, one - w_hi, w_hi, bits)
 
 
-def linear_taps(in_size: int, out_size: int, mode: str, *, tflite: bool) -> LinearTaps:
+def linear_taps(in_size: int, out_size: int, mode: str, *, tflite: bool,
+                fraction_bits: int = RESIZE_FRACTION_BITS) -> LinearTaps:
     """The taps of a linear resize from ``in_size`` to ``out_size`` along one axis (module docstring).
+
+    ``fraction_bits``: of the exact taps' weights (LiteRT's are 10 bits).
 
     Raises
     ------
@@ -100,11 +109,14 @@ def linear_taps(in_size: int, out_size: int, mode: str, *, tflite: bool) -> Line
     """
     if in_size < 1 or out_size < 1:
         raise ValueError(f"linear resize from {in_size} to {out_size} elements: sizes must be at least 1")
+    if not 1 <= fraction_bits <= 20 or (tflite and fraction_bits != RESIZE_FRACTION_BITS):
+        raise ValueError(f"linear resize: fraction_bits={fraction_bits} (1..20; LiteRT's taps have "
+                         f"{RESIZE_FRACTION_BITS})")
     allowed = ("half_pixel", "align_corners", "asymmetric") if tflite else LINEAR_COORDINATE_MODES
     if mode not in allowed:
         raise ValueError(f"linear resize: coordinate_transformation_mode {mode!r} has no integer taps; "
                          f"use one of {allowed}")
-    return _tflite_taps(in_size, out_size, mode) if tflite else _exact_taps(in_size, out_size, mode)
+    return _tflite_taps(in_size, out_size, mode) if tflite else _exact_taps(in_size, out_size, mode, fraction_bits)
 
 
 def _along(x: np.ndarray, taps: LinearTaps, axis: int) -> np.ndarray:
@@ -124,7 +136,8 @@ def resize_accumulate(codes: npt.ArrayLike, taps: Sequence[LinearTaps], axes: Se
 
 def resize_bilinear(codes: npt.ArrayLike, taps: Sequence[LinearTaps], axes: Sequence[int], zp_in: int,
                     fpm: FixedPointMultiplier, zp_out: int, qmin: int, qmax: int) -> np.ndarray:
-    """``clip(fpm(acc(codes - zp_in)) + zp_out, qmin, qmax)``; ``fpm`` includes the ``2**-20`` of the weights."""
+    """``clip(fpm(acc(codes - zp_in)) + zp_out, qmin, qmax)``; ``fpm`` includes the weights' ``2**-(2 * bits)``
+    (``bits``: the taps' ``fraction_bits``)."""
     acc = resize_accumulate(np.asarray(codes).astype(np.int64) - zp_in, taps, axes)
     return fpm.apply(acc, zp_out, qmin, qmax)
 

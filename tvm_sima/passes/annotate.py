@@ -194,8 +194,8 @@ class _Annotator:
                 internal.update(chain.internal)
                 fused.update([chain.root, *chain.vars])
                 chain_owner[chain.output] = var
-        if self.config.activation_bits <= 8:  # an element-wise chain of one input is one table
-            internal.update(m for c in find_chains(index, exclude=fused) for m in c.members[:-1])
+        # an element-wise chain of one input is one table
+        internal.update(m for c in find_chains(index, exclude=fused) for m in c.members[:-1])
         producer_names: dict[relax.Var, str] = {p: f"{p.name}.input" for p in func.params}
         layer_of: dict[relax.Var, str] = {}
 

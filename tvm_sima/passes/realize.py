@@ -107,7 +107,8 @@ def _realize_with_constant(ctx: RealizeContext, var: relax.Var, call: relax.Call
     yq, name = out
     short = (op_name(call) or "").rsplit(".", 1)[-1]
     lowered = lowering.lower_by_constant(xq.qparams, yq, sm.RoundingMode.HALF_UP, (yq.qmin, yq.qmax), constant, fn,
-                                         f"lookup table ({short})", f"lut({short})")
+                                         f"lookup table ({short})", f"lut({short})",
+                                         affine=lowering.affine_with_constant(call))
     if isinstance(lowered, str):
         return lowered
     ctx.set_q(var, lowered.emit(ctx.bb, [xq.expr]), yq, name)

@@ -47,15 +47,19 @@ def _fused_io(ctx: RealizeContext, var: relax.Var,
 def _fused_constants(ctx: RealizeContext, layer: str, config: QConfig, weight: np.ndarray, bias: np.ndarray,
                      xq: QValue, yq: sm.QParams, is_dense: bool, mean_of: relax.Expr,
                      groups: int = 1, mean_scale: float = 1.0) -> Union[str, lowering.FusedConstants]:
-    """The layer's constants (bias-corrected when configured), or why the accumulator could overflow.
+    """The layer's constants (bias-corrected when configured), or why the accumulator or the bias could overflow.
 
     ``mean_scale``: the fraction of the fused op's input positions that hold ``mean_of``'s values
     (the rest are inserted zeros: a transposed convolution's stride).
     """
     mean = ctx.input_mean(mean_of) if config.bias_correction else None
-    consts, notes = lowering.corrected_float_weights(
-        weight, bias, xq.qparams, yq, is_dense, _weight_spec(config), config.requant,
-        None if mean is None else mean * mean_scale, groups)
+    try:
+        consts, notes = lowering.corrected_float_weights(
+            weight, bias, xq.qparams, yq, is_dense, _weight_spec(config), config.requant,
+            None if mean is None else mean * mean_scale, groups)
+    except ValueError as err:  # the int32 bias cannot hold the input zero point's fold (16-bit data and weights)
+        return (f"no int32 bias for {xq.qparams.dtype.bits}-bit inputs and {config.weight_bits}-bit weights ({err}); "
+                "use 8-bit activations or weights for this layer")
     ctx.report.notes.extend(f"{layer}: {note}" for note in notes)
     return lowering.accumulator_overflow(consts, xq.qparams, is_dense) or consts
 
