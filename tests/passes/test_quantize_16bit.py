@@ -209,12 +209,14 @@ def test_one_16_bit_and_one_8_bit_operand(op, output_bits, tmp_path):
     assert total_sqnr(ref, out) > bound, total_sqnr(ref, out)
 
 
-def test_16_bit_weights_and_activations_stay_float_with_the_reason(tmp_path):
-    #   x -> conv2d 3x3 -> y      16-bit weights on 16-bit codes: the zero point's fold leaves the int32 bias
-    #                             (and the accumulator could overflow): float, said, not an exception
+def test_16_bit_weights_and_activations_fuse_with_a_48_bit_accumulator(tmp_path):
+    #   x -> conv2d 3x3 -> y      16-bit weights on 16-bit codes: the zero point's fold leaves int32, but not the
+    #                             48-bit accumulator 16-bit data get (an int64 bias, one half-up rounding)
     shape = NCHW
     mod = _module(shape, lambda bb, x: relax.op.nn.conv2d(bb.emit(relax.op.nn.relu(x)), _grid_weights((8, 4, 3, 3))))
-    _, report, ref, out = quantize_16(mod, shape, tmp_path, weight_bits=16)
-    assert [f["op"] for f in report["float_ops"]] == ["relax.nn.conv2d"]
-    assert "16-bit inputs and 16-bit weights" in report["float_ops"][0]["reason"]
+    qmod, report, ref, out = quantize_16(mod, shape, tmp_path, weight_bits=16)
+    assert report["float_ops"] == []
+    conv = [b.value for b in qmod["main"].body.blocks[0].bindings
+            if getattr(getattr(b.value, "op", None), "name", "") == "sima.conv2d"]
+    assert len(conv) == 1 and str(conv[0].args[2].ty.dtype) == "int64"
     assert total_sqnr(ref, out) > 60

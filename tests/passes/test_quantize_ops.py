@@ -288,9 +288,13 @@ def test_16_bit_activations_and_the_accumulator_guard(tmp_path):
     assert op_counts(qmod)["sima.conv2d"] == 1 and report["float_ops"] == []
     assert tvm_sima.read_quantize_info(qmod)["conv2d_0.input"].dtype == "int16"
     assert total_sqnr(ref, out) > 35
-    wide = graph((1, 4096), lambda bb, x: relax.op.matmul(x, const((4096, 4))))
+    # Own weights and extrema: a 4-value output calibrated on 64 batches is clipped by some held-out batch
+    # under percentile, whatever the accumulator (seen with the shared RNG's weights).
+    weight = relax.const((np.random.default_rng(0).standard_normal((4096, 4)) * 0.3).astype("float32"))
+    wide = graph((1, 4096), lambda bb, x: relax.op.matmul(x, weight))
     qmod, report, ref, out = quantize_and_compare(wide, (1, 4096), tmp_path / "dense", activation_bits=16,
-                                                  input_bits=16, bias_bits=48)
+                                                  input_bits=16, bias_bits=48,
+                                                  calibration_strategy_for_activation="extrema")
     assert report["float_ops"] == [] and op_counts(qmod)["sima.dense"] == 1
     dense = [b.value for b in qmod["main"].body.blocks[0].bindings if getattr(b.value, "op", None) is not None
              and getattr(b.value.op, "name", "") == "sima.dense"][0]

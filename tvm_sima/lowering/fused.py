@@ -15,7 +15,6 @@ Constants come from one of three entrances, all returning :class:`FusedConstants
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -105,25 +104,47 @@ def from_integer_weights(weight: np.ndarray, bias: Optional[np.ndarray], x_q: sm
 def _multiplier_from_float(weight: np.ndarray, bias: np.ndarray, x_q: sm.QParams, y_q: sm.QParams, is_dense: bool,
                            spec: WeightSpec) -> tuple[FusedConstants, np.ndarray]:
     s_x = float(np.atleast_1d(x_q.scale)[0])
+    acc_bits = accumulator_bits(x_q, spec.bias_bits)
     view = sm.per_channel_weight_view(weight, is_dense)
     lo, hi = (view.min(axis=1), view.max(axis=1)) if spec.per_channel else (view.min(), view.max())
     wq = sm.choose_qparams(lo, hi, spec.scheme, spec.bits, axis=0 if spec.per_channel else None)
     scales = np.broadcast_to(np.asarray(wq.scale, dtype=np.float64), (view.shape[0],))
-    # A bias must fit its int32 at the product scale (with room for the zero-point fold): channels
+    # A bias must fit its accumulator at the product scale (with room for the zero-point fold): channels
     # with tiny weights and a large bias get a coarser weight scale (onnxruntime does the same).
-    scales = np.maximum(scales, np.abs(bias) / (s_x * 2.0**30))
+    scales = np.maximum(scales, np.abs(bias) / (s_x * 2.0 ** (acc_bits - 2)))
     if spec.power2_scale:
         scales = np.exp2(np.ceil(np.log2(scales)))
     w_view = np.clip(sm.round_real(view / scales[:, None], sm.RoundingMode.HALF_AWAY_FROM_ZERO), wq.qmin, wq.qmax)
     w_int = sm.per_channel_weight_unview(w_view, weight.shape, is_dense).astype(np.int8 if spec.bits <= 8
                                                                                  else np.int16)
-    product = sm.tflite_product_quantization(s_x, scales if spec.per_channel else scales[:1])
+    top = 2 ** (acc_bits - 1)
     bias_int = np.clip(sm.round_real(bias / (np.float32(s_x) * scales.astype(np.float32).astype(np.float64)),
-                                     sm.RoundingMode.HALF_AWAY_FROM_ZERO), -(2**31), 2**31 - 1).astype(np.int64)
-    consts = from_product(w_int, bias_int, int(np.atleast_1d(x_q.zero_point)[0]),
-                          product if spec.per_channel else product[0], as_quantization(y_q), is_dense,
-                          sm.RoundingMode.TFLITE)
-    return dataclasses.replace(consts, accumulator_bits=accumulator_bits(x_q, spec.bias_bits)), w_view * scales[:, None]
+                                     sm.RoundingMode.HALF_AWAY_FROM_ZERO), -top, top - 1).astype(np.int64)
+    zp_x = int(np.atleast_1d(x_q.zero_point)[0])
+    if acc_bits > 32:
+        consts = _wide_product(w_int, bias_int, zp_x, s_x * (scales if spec.per_channel else scales[:1]), y_q,
+                               is_dense)
+    else:
+        product = sm.tflite_product_quantization(s_x, scales if spec.per_channel else scales[:1])
+        consts = from_product(w_int, bias_int, zp_x, product if spec.per_channel else product[0],
+                              as_quantization(y_q), is_dense, sm.RoundingMode.TFLITE)
+    return consts, w_view * scales[:, None]
+
+
+def _wide_product(weight: np.ndarray, bias: np.ndarray, zp_x: int, product_scales: np.ndarray, y_q: sm.QParams,
+                  is_dense: bool) -> FusedConstants:
+    """Multiplier+shift constants of a 48-bit accumulator: the input zero point folded into an int64 bias, and
+    one half-up rounding by a multiplier narrow enough that ``acc * M < 2**62`` (TFLite's double rounding
+    wraps its accumulator to int32, so it is not used here)."""
+    rows = sm.per_channel_weight_view(weight, is_dense).astype(np.int64)
+    folded = np.asarray(bias, dtype=np.int64) - zp_x * rows.sum(axis=1)
+    if np.abs(folded).max(initial=0) > 2**47 - 1:
+        raise ValueError("bias - data_zero_point * sum(weight) overflows the 48-bit accumulator")
+    real = np.asarray(product_scales, dtype=np.float64) / float(np.atleast_1d(y_q.scale)[0])
+    m, n = sm.quantize_multiplier(real if real.size > 1 else float(real[0]), sm.multiplier_bits_for(2**47))
+    args = sm.FixedPointMultiplier(m, n, sm.RoundingMode.HALF_UP).op_args()
+    return FusedConstants(weight, folded, args["shift"], args["multiplier"], args["rounding"],
+                          int(np.atleast_1d(y_q.zero_point)[0]), accumulator_bits=48)
 
 
 def from_float_weights(weight: np.ndarray, bias: np.ndarray, x_q: sm.QParams, y_q: sm.QParams, is_dense: bool,
