@@ -136,3 +136,17 @@ def test_quantize_info_records_carry_the_source_names_into_the_executable(tmp_pa
     assert in_module["add@1.output"].source == "gate/Add"
     built = tvm_sima.read_quantize_info(tvm_sima.build(qmod))
     assert {k: v.source for k, v in built.items()} == {k: v.source for k, v in in_module.items()}
+
+
+def test_convert_names_the_node_writing_each_tensor_it_converts(tmp_path):
+    """Each ``quantize_info`` of ``convert`` names, as its source, the file's QuantizeLinear writing those codes."""
+    from helpers.onnx_models import digits_cnn, quantize_with_onnxruntime
+
+    path = quantize_with_onnxruntime(digits_cnn(tmp_path / "cnn.onnx"), tmp_path / "cnn_qdq.onnx", per_channel=True)
+    quantize_nodes = [n.name for n in onnx.load(str(path)).graph.node if n.op_type == "QuantizeLinear"]
+    converted, report = tvm_sima.convert(tvm_sima.load_model(path)[0])
+    infos = tvm_sima.read_quantize_info(converted)
+    assert sorted(infos) == sorted(c["tensor"] for c in report.converted)
+    # Every QuantizeLinear but the input's (the program's float interface) writes one converted tensor.
+    assert sorted(i.source for i in infos.values()) == sorted(quantize_nodes[1:])
+    assert quantize_nodes[0] == "image_QuantizeLinear"
