@@ -14,11 +14,12 @@ compares each with the converted program's value of the same tensor, in codes:
   own parameters and the program quantizes them back: the round trip is exact
   (``|q - zp| < 2^16``, float32 / float64 arithmetic).
 
-A converted tensor's ``quantize_info`` names, as its ``source``, the model's node that writes it
-(:mod:`tvm_sima.source_names`): here the ``QuantizeLinear``, whose output is the oracle tensor.
-A ``QuantizeLinear`` output with no ``quantize_info`` (the input's quantize, a quantize after an
-op left float, the first quantize of ``Q -> DQ -> Relu -> Q`` the converter folds into one) is
-listed as unchecked.
+Each ``quantize_info`` of a converted program names, as its ``source``, the model's node that
+writes the tensor (:mod:`tvm_sima.source_names`): here the ``QuantizeLinear``, whose output is
+the oracle tensor. Every quantized activation has one: the converted chains' outputs, and the
+quantizes ``convert`` leaves (the float input's, those after an op left float: that op is checked
+as it runs, dequantize -> float op -> quantize). A ``QuantizeLinear`` output with none (the
+first quantize of ``Q -> DQ -> Relu -> Q``, which ``convert`` folds into one) is listed as unchecked.
 
 For each tensor: the op types between its inputs' ``DequantizeLinear`` and its ``QuantizeLinear``
 (``Conv``, ``Conv+Relu``), the largest input scale over its output scale (one input LSB moves the
@@ -118,7 +119,7 @@ def quantized_tensors(model: Any) -> list[_Quantized]:
         ops, in_scales = _computed_by(node.input[0], producer, constants)
         out_scale = float(np.max(constants[node.input[1]])) if node.input[1] in constants else None
         ratio = max(in_scales) / out_scale if in_scales and out_scale else None
-        found.append(_Quantized(node.name or node.output[0], node.output[0], elem, "+".join(ops) or "-", ratio))
+        found.append(_Quantized(node.name or node.output[0], node.output[0], elem, "+".join(ops) or "input", ratio))
     return found
 
 
@@ -180,8 +181,8 @@ def _match_taps(converted: Any, tensors: Sequence[_Quantized]) -> tuple[dict[str
         if info.source in by_node:
             taps[name] = by_node[info.source]
     tapped = {t.tensor for t in taps.values()}
-    unchecked = [(t.tensor, "no quantize_info in the converted program (input quantize, an op left float, "
-                  "or a quantize folded into the next one)") for t in tensors if t.tensor not in tapped]
+    unchecked = [(t.tensor, "no quantize_info in the converted program (convert folds a quantize into a later one "
+                  "with the same parameters: Q -> DQ -> Relu -> Q)") for t in tensors if t.tensor not in tapped]
     return taps, unchecked
 
 
@@ -214,7 +215,8 @@ def per_op_check(path: str, converted: Any, report: Any, inputs: Sequence[np.nda
         if d is None:
             check.unchecked.append((t.tensor, "the converted tensor's size differs from onnxruntime's"))
             continue
-        check.tensors.append(TensorLsb(t.tensor, t.op, ops.get(name, ""), int(d.max()), float(np.mean(d == 0)),
+        converted_op = ops.get(name) or ("sima.quantize" if t.op == "input" else "left float, sima.quantize")
+        check.tensors.append(TensorLsb(t.tensor, t.op, converted_op, int(d.max()), float(np.mean(d == 0)),
                                        int(d.size), t.scale_ratio))
     check.seconds = time.perf_counter() - start
     return check
