@@ -144,7 +144,7 @@ def _computed_by(tensor: str, producer: dict, constants: dict) -> tuple[list[str
             if node.input[0] not in constants and node.input[1] in constants:  # an activation, not a weight
                 scales.append(float(np.max(constants[node.input[1]])))
             continue
-        if node.op_type == "QuantizeLinear":
+        if node.op_type in ("QuantizeLinear", "Shape", "Size"):  # not the values' path (a reshape's new shape)
             continue
         ops.insert(0, node.op_type)
         frontier += [i for i in node.input if i and i not in constants]
