@@ -23,7 +23,7 @@ the oracle's codes of its inputs (``benchmarks/zoo_per_op.py``: max LSB, tensors
     .venv/bin/python benchmarks/bench_zoo.py [--models blazeface,ppocr_det] [--calib 32] [--eval 64]
     .venv/bin/python benchmarks/bench_zoo.py --quick      # stages only: 4 / 4 inputs, no peers, no converter route
     .venv/bin/python benchmarks/bench_zoo.py --no-convert # without the converter route
-    .venv/bin/python benchmarks/bench_zoo.py --per-op     # the converter route op by op (ONNX; ~0.5-3 min a model)
+    .venv/bin/python benchmarks/bench_zoo.py --per-op     # the converter route op by op (ONNX; 16-90 s a model)
 
 The int8 program is built with ``offload=False`` (the TIR route: the same integers as the
 offloaded C++ kernels, without compiling them; ``--offload`` builds them).

@@ -73,7 +73,7 @@ def test_every_converted_tensor_is_within_one_lsb_of_ort_disable_all(qdq):
     assert check.unchecked == []
     assert check.max <= 1 and check.within(1) == 7
     assert all(t.count == 8 * n for t, n in zip(check.tensors, [64, 512, 1024, 144, 144, 144, 10], strict=True))
-    assert check.tensors[0].converted == "sima.quantize" and check.tensors[0].max == 0  # both round half to even
+    assert check.tensors[0].converted == "sima.quantize" and check.tensors[0].max == 0  # float32 division, half to even
     assert {t.converted for t in check.tensors} >= {"sima.conv2d", "sima.dense"}
     assert check.within(0) >= 3  # the moves at least are exact
 
