@@ -15,12 +15,15 @@ The converter route runs on the peers' own quantized models (``benchmarks/zoo_co
 onnxruntime QDQ Percentile model through ``load_model`` -> ``convert`` -> ``build`` against
 onnxruntime ``ORT_DISABLE_ALL``, the ai-edge-quantizer int8 model through ``convert(mode="tflite")``
 against LiteRT ``BUILTIN_REF``: output LSB (max, mean, exact share), ops converted / left float,
-the task metric. It ends with two markdown tables (the zoo; the converter route)::
+the task metric; with ``--per-op``, every quantized activation of the ONNX models too, each op fed
+the oracle's codes of its inputs (``benchmarks/zoo_per_op.py``: max LSB, tensors exact / within
+1 LSB, the worst ones). It ends with two markdown tables (the zoo; the converter route)::
 
     .venv/bin/python tools/fetch_zoo.py && make models
     .venv/bin/python benchmarks/bench_zoo.py [--models blazeface,ppocr_det] [--calib 32] [--eval 64]
     .venv/bin/python benchmarks/bench_zoo.py --quick      # stages only: 4 / 4 inputs, no peers, no converter route
     .venv/bin/python benchmarks/bench_zoo.py --no-convert # without the converter route
+    .venv/bin/python benchmarks/bench_zoo.py --per-op     # the converter route op by op (ONNX; 16-90 s a model)
 
 The int8 program is built with ``offload=False`` (the TIR route: the same integers as the
 offloaded C++ kernels, without compiling them; ``--offload`` builds them).
@@ -177,8 +180,10 @@ def bench_tvm_sima(model: ZooModel, result: Result, calib: list[np.ndarray], eva
 CONVERT_PEER = {".onnx": "QDQ Percentile, ORT_DISABLE_ALL", ".tflite": "static_wi8_ai8, LiteRT BUILTIN_REF"}
 
 
-def converter_route(model: ZooModel, result: Result, evals: list[np.ndarray], work: pathlib.Path) -> list[ConvertRun]:
-    """The peer's own quantized model (``CONVERT_PEER``) through load_model -> convert -> build -> run."""
+def converter_route(model: ZooModel, result: Result, evals: list[np.ndarray], work: pathlib.Path,
+                    per_op: bool = False) -> list[ConvertRun]:
+    """The peer's own quantized model (``CONVERT_PEER``) through load_model -> convert -> build -> run
+    (with ``per_op``, an ONNX model is also checked op by op: ``zoo_per_op``)."""
     suffix = model.file.suffix
     run = next((r for r in result.peers if r.config == CONVERT_PEER[suffix] and r.model is not None), None)
     if run is None:
@@ -186,12 +191,12 @@ def converter_route(model: ZooModel, result: Result, evals: list[np.ndarray], wo
         return [ConvertRun(f"{CONVERT_PEER[suffix].split(',')[0]}", "", error=f"no peer model: {why}")]
     label = f"{run.tool} {run.config.split(',')[0]}"
     if suffix == ".onnx":
-        return [convert_onnx(str(run.model), label, evals, model.input_shapes, run.outputs)]
+        return [convert_onnx(str(run.model), label, evals, model.input_shapes, run.outputs, per_op=per_op)]
     return [convert_tflite(bytes(run.model), label, evals, work / "convert")]
 
 
 def bench_model(model: ZooModel, n_calib: int, n_eval: int, peers: bool, offload: bool,
-                convert: bool = True) -> Result:
+                convert: bool = True, per_op: bool = False) -> Result:
     result = Result(model.name)
     if not model.file.is_file():
         how = "tools/fetch_zoo.py" if "zoo" in model.file.parts else "make models"
@@ -213,7 +218,7 @@ def bench_model(model: ZooModel, n_calib: int, n_eval: int, peers: bool, offload
         elif peers:
             result.peers = aeq_static(str(model.file), calib, evals)
         if peers and convert:
-            result.converts = converter_route(model, result, evals, work)
+            result.converts = converter_route(model, result, evals, work, per_op)
     if result.ref is not None:
         for run in result.peers:
             if run.outputs is not None:
@@ -307,6 +312,12 @@ def print_convert(model: ZooModel, result: Result, route: ConvertRun) -> None:
               f"exact {100 * s.exact:.1f} %")
     tasks = ", ".join(f"{m.label} {_metric(model, result, route.outputs, i)}" for i, m in enumerate(model.metrics))
     print(f"    {tasks}")
+    if route.per_op is not None:
+        check = route.per_op
+        print(f"    per op (isolated): {check.summary()}, {len(check.unchecked)} unchecked, {check.seconds:.0f} s")
+        for t in check.worst(3):
+            ratio = "" if t.scale_ratio is None else f", input / output scale {t.scale_ratio:.2f}"
+            print(f"      {t.max} LSB ({100 * t.exact:.2f} % exact) {t.name}: {t.op} -> {t.converted}{ratio}")
 
 
 def _stages_cell(result: Result) -> str:
@@ -346,7 +357,19 @@ TABLE_HEAD = ("| model | stages | int MAC % | float ops | SQNR ours | SQNR peer 
 
 
 CONVERT_HEAD = ("| model | peer model | converted / float ops | max LSB vs oracle | mean LSB | exact % "
-                "| task metric |\n|---|---|---|---|---|---|---|")
+                "| per-op max LSB (isolated) | task metric |\n|---|---|---|---|---|---|---|---|")
+
+
+def per_op_cell(route: ConvertRun) -> str:
+    """``"1 (145 tensors: 70 exact, 145 <= 1; worst Conv 3 LSB)"``, or "-" when not checked."""
+    check = route.per_op
+    if check is None:
+        return "-"
+    cell = f"{check.max} ({len(check.tensors)} tensors: {check.within(0)} exact, {check.within(1)} <= 1"
+    over = [t for t in check.worst(2) if t.max > 1]
+    if over:
+        cell += "; " + ", ".join(f"{t.op} {t.max}" for t in over)
+    return cell + ")"
 
 
 def convert_rows(model: ZooModel, result: Result) -> list[str]:
@@ -356,12 +379,12 @@ def convert_rows(model: ZooModel, result: Result) -> list[str]:
         ops = "-" if route.converted is None else f"{route.converted} / {route.left_float}"
         pooled = route.pooled()
         if route.error or pooled is None:
-            rows.append(f"| {model.name} | {route.peer} | {ops} | fails: {route.error[:80]} | - | - | - |")
+            rows.append(f"| {model.name} | {route.peer} | {ops} | fails: {route.error[:80]} | - | - | - | - |")
             continue
         unit = "" if pooled.unit == "LSB" else " (abs)"
         task = f"{model.metrics[0].label}: {_metric(model, result, route.outputs)}" if model.metrics else "-"
         rows.append(f"| {model.name} | {route.peer} | {ops} | {pooled.max:g}{unit} vs {route.oracle} "
-                    f"| {pooled.mean:.3f} | {100 * pooled.exact:.1f} | {task} |")
+                    f"| {pooled.mean:.3f} | {100 * pooled.exact:.1f} | {per_op_cell(route)} | {task} |")
     return rows
 
 
@@ -376,6 +399,8 @@ def main() -> None:
     parser.add_argument("--no-peers", action="store_true", help="skip onnxruntime / ai-edge-quantizer")
     parser.add_argument("--no-convert", action="store_true", help="skip the converter route on the peers' "
                         "quantized models (it needs the peers)")
+    parser.add_argument("--per-op", action="store_true", help="check the converter route op by op: every quantized "
+                        "activation of the ONNX peer model, isolated (benchmarks/zoo_per_op.py)")
     parser.add_argument("--offload", action="store_true", help="build the int8 program with the offloaded C++ kernels")
     parser.add_argument("--json", type=pathlib.Path, help="also write the table's numbers here")
     args = parser.parse_args()
@@ -393,12 +418,13 @@ def main() -> None:
         model = MODELS[name]
         n_eval = args.eval or (4 if args.quick else model.n_eval or N_EVAL)
         result = bench_model(model, n_calib, n_eval, peers=not (args.quick or args.no_peers), offload=args.offload,
-                             convert=not args.no_convert)
+                             convert=not args.no_convert, per_op=args.per_op)
         print_result(model, result)
         rows.append(table_row(model, result))
         converts += convert_rows(model, result)
         records.append({"model": name, "calib": n_calib, "eval": n_eval, "row": rows[-1], "stages": result.stages,
-                        "macs": result.macs, "convert_rows": convert_rows(model, result)})
+                        "macs": result.macs, "convert_rows": convert_rows(model, result),
+                        "per_op": [r.per_op.to_dict() for r in result.converts if r.per_op is not None]})
     seconds = time.perf_counter() - start
     counts = sorted({r["eval"] for r in records})
     print(f"\n{n_calib} calibration / {', '.join(map(str, counts))} evaluation inputs per model, "

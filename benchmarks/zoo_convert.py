@@ -13,7 +13,10 @@ its outputs are compared with the runtime that defines the quantized model's mea
   ``BUILTIN_REF`` on the same int8 input codes; the output codes are compared (bit-exact is 0 LSB).
 
 Both report the ops converted and left float (``ConversionReport``) and the converted model's
-outputs (dequantized) for the task metric.
+outputs (dequantized) for the task metric. On request (``per_op=True``) an ONNX model is also
+checked op by op: every quantized activation in codes, each op fed the oracle's codes of its
+inputs (:mod:`zoo_per_op`), since one LSB of an output whose grid is finer than its input's can
+be many output LSB.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 from zoo_peers import Outputs, _from_io, _to_io, one_line, ort_run, ort_session
+from zoo_per_op import PerOpCheck, per_op_check
 
 
 @dataclass
@@ -49,6 +53,7 @@ class ConvertRun:
     float_ops: list[tuple[str, str]] = field(default_factory=list)  # (op, reason) of each op left float
     stats: list[LsbStats] = field(default_factory=list)  # per output
     outputs: Optional[Outputs] = None  # dequantized, for the task metric
+    per_op: Optional[PerOpCheck] = None  # every quantized activation, isolated (ONNX, on request)
     error: str = ""
     seconds: float = 0.0
 
@@ -94,14 +99,21 @@ def vm_run(executable: Any, inputs: Sequence[np.ndarray]) -> Outputs:
     return [_vm_outputs(vm["main"](tvm.runtime.tensor(x))) for x in inputs]
 
 
-def _converted(path: pathlib.Path, mode: Optional[str], input_shapes: Optional[dict], run: ConvertRun) -> Any:
-    """load_model -> convert (``mode``, or its default) -> build(offload=False); the report's counts go in ``run``."""
+def _converted(path: pathlib.Path, mode: Optional[str], input_shapes: Optional[dict], run: ConvertRun
+               ) -> tuple[Any, Any]:
+    """load_model -> convert (``mode``, or its default): the module and its report (whose counts go in ``run``)."""
     import tvm_sima
 
     mod, _params = tvm_sima.load_model(path, input_shapes=input_shapes)
     converted, report = tvm_sima.convert(mod) if mode is None else tvm_sima.convert(mod, mode)
     run.converted, run.left_float = len(report.converted), len(report.unconverted)
     run.float_ops = [(u["op"], u["reason"]) for u in report.unconverted]
+    return converted, report
+
+
+def _built(converted: Any) -> Any:
+    import tvm_sima
+
     return tvm_sima.build(converted, offload=False)
 
 
@@ -124,17 +136,20 @@ def onnx_output_scales(path: str) -> list[Optional[float]]:
 
 
 def convert_onnx(path: str, peer: str, evals: Sequence[np.ndarray], input_shapes: Optional[dict] = None,
-                 oracle: Optional[Outputs] = None) -> ConvertRun:
-    """An onnxruntime QDQ model through the converter route, against ``ORT_DISABLE_ALL`` (module docstring)."""
+                 oracle: Optional[Outputs] = None, per_op: bool = False) -> ConvertRun:
+    """An onnxruntime QDQ model through the converter route, against ``ORT_DISABLE_ALL`` (module docstring);
+    with ``per_op``, also every quantized activation, isolated (:func:`zoo_per_op.per_op_check`)."""
     run = ConvertRun(peer, "onnxruntime ORT_DISABLE_ALL")
     start = time.perf_counter()
     try:
         ref = oracle if oracle is not None else ort_run(ort_session(path, disable_all=True), evals)
-        executable = _converted(pathlib.Path(path), None, input_shapes, run)
-        got = vm_run(executable, evals)
+        converted, report = _converted(pathlib.Path(path), None, input_shapes, run)
+        got = vm_run(_built(converted), evals)
         got = [[g.reshape(r.shape) for g, r in zip(gs, rs, strict=True)] for gs, rs in zip(got, ref, strict=True)]
         run.stats = lsb_stats(got, ref, onnx_output_scales(path))
         run.outputs = got
+        if per_op:
+            run.per_op = per_op_check(path, converted, report, evals)
     except Exception as err:  # noqa: BLE001 - the benchmark reports every failure and goes on
         run.error = one_line(err)
     run.seconds = time.perf_counter() - start
@@ -160,7 +175,7 @@ def convert_tflite(model: bytes, peer: str, evals: Sequence[np.ndarray], work: p
         work.mkdir(parents=True, exist_ok=True)
         path = work / "peer_int8.tflite"
         path.write_bytes(model)
-        got = vm_run(_converted(path, "tflite", None, run), feeds)
+        got = vm_run(_built(_converted(path, "tflite", None, run)[0]), feeds)
         got = [[g.reshape(r.shape) for g, r in zip(gs, rs, strict=True)] for gs, rs in zip(got, ref, strict=True)]
         run.stats = lsb_stats(got, ref, [None] * len(outs))
         run.outputs = [[_from_io(g, d) for g, d in zip(gs, outs, strict=True)] for gs in got]

@@ -17,7 +17,9 @@ and reads it:
   reads it and has one, else of the first argument that has one;
 * annotate derives from it ``{tvm-sima tensor name: source name}`` (:data:`TENSOR_SOURCES` on the
   annotated ``main``, read with :func:`tensor_sources`), which realize's report, ``quantize_info``
-  and the report page carry.
+  and the report page carry;
+* ``convert`` gives each ``quantize_info`` it writes the source name of the chain's last quantize
+  (the file's ``QuantizeLinear`` writing those codes), so a converted tensor can be found in the file.
 
 Names are data, never parsed: a model may name nodes anything.
 """

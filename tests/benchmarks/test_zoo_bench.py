@@ -298,8 +298,10 @@ def test_the_second_table_names_the_peer_model_and_a_failure_in_one_line(tmp_pat
     result = bench_zoo.Result("toy", ref=ref, converts=[good, bad])
     rows = [[c.strip() for c in row.strip("|").split("|")] for row in bench_zoo.convert_rows(model, result)]
     assert rows[0] == ["toy", "onnxruntime QDQ Percentile", "61 / 2", "5 vs onnxruntime ORT_DISABLE_ALL", "0.625",
-                       "50.0", "top-1 agreement: 0.500"]
-    assert rows[1] == ["toy", "ai-edge-quantizer static_wi8_ai8", "-", "fails: ValueError: no rule", "-", "-", "-"]
+                       "50.0", "-", "top-1 agreement: 0.500"]
+    assert rows[1] == ["toy", "ai-edge-quantizer static_wi8_ai8", "-", "fails: ValueError: no rule", "-", "-", "-",
+                       "-"]
+    assert len(rows[0]) == len(bench_zoo.CONVERT_HEAD.splitlines()[0].strip("|").split("|"))
     bench_zoo.print_convert(model, result, good)
     bench_zoo.print_convert(model, result, bad)
     lines = capsys.readouterr().out.splitlines()
@@ -323,3 +325,21 @@ def test_the_converter_route_takes_the_percentile_qdq_model_and_says_when_the_pe
     (route,) = bench_zoo.converter_route(model, result, [np.zeros((1, 2), np.float32)], tmp_path)
     assert route.peer == "onnxruntime QDQ Percentile" and route.oracle == "onnxruntime ORT_DISABLE_ALL"
     assert route.error and "gone.onnx" in route.error  # the chosen file, which does not exist
+
+
+def test_the_per_op_cell_counts_the_tensors_and_names_the_ops_over_one_lsb():
+    import bench_zoo
+    from zoo_convert import ConvertRun
+    from zoo_per_op import PerOpCheck, TensorLsb
+
+    tensors = [TensorLsb("a", "Conv", "sima.conv2d", 0, 1.0, 4), TensorLsb("b", "Mul", "integer multiply", 1, 0.5, 4),
+               TensorLsb("c", "Sigmoid", "table", 3, 0.25, 4, 8.0)]
+    check = PerOpCheck(tensors, [("x", "input")])
+    assert (check.max, check.within(0), check.within(1), [t.name for t in check.worst(2)]) == (3, 1, 2, ["c", "b"])
+    route = ConvertRun("p", "o", per_op=check)
+    assert bench_zoo.per_op_cell(route) == "3 (3 tensors: 1 exact, 2 <= 1; Sigmoid 3)"
+    assert bench_zoo.per_op_cell(ConvertRun("p", "o")) == "-"
+    record = check.to_dict()
+    assert (record["max_lsb"], record["checked"], record["within_1_lsb"]) == (3, 3, 2)
+    assert record["unchecked"] == [["x", "input"]]
+    assert record["worst"][0]["scale_ratio"] == 8.0

@@ -217,3 +217,25 @@ def test_unsupported_quantized_onnx_ops_are_listed(tmp_path):
     with pytest.raises(ValueError, match=r"2 unsupported op\(s\): ConvInteger \(node 'conv_int'\); "
                                          r"MatMulInteger \(node 'mm_int'\)"):
         tvm_sima.load_model(path)
+
+
+def test_quantize_linear_divides_in_float32_as_onnxruntime(tmp_path):
+    """PP-OCR's input normalisation on the grid 2 / 255 (what MinMax calibrates for [-1, 1]): every pixel's
+    exact quotient is a tie, and only a float32 division rounds them as onnxruntime does."""
+    from onnx import TensorProto, helper
+
+    scale = np.float32(2 / 255)
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="x_QuantizeLinear"),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], name="x_DequantizeLinear")]
+    graph = helper.make_graph(nodes, "pixels", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256])],
+                              [numpy_helper.from_array(np.array(scale), "s"), numpy_helper.from_array(np.int8(0), "z")])
+    path = tmp_path / "pixels.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(path))
+    k = np.arange(256, dtype=np.float32)
+    x = ((k / np.float32(255) - np.float32(0.5)) / np.float32(0.5))[None]
+    want = run_ort(path, [x], name="x")
+    mod, _ = tvm_sima.load_model(path)
+    np.testing.assert_array_equal(run_tvm(mod, [x]), want)
+    exact = np.clip(np.rint(x.astype(np.float64) / np.float64(scale)), -128, 127) * np.float64(scale)
+    assert (exact.astype(np.float32) != want[0]).sum() > 10  # a float64 division would not match

@@ -185,3 +185,21 @@ def test_int8_tflite_with_a_float_interface_keeps_it_and_converts_bit_exact(fixt
     graph = read_tflite(path)
     scale = float(graph.tensors[graph.ops[-1].inputs[0]].scale[0])
     np.testing.assert_array_equal(np.round(got / scale), np.round(reference / scale))  # the same int8 codes
+
+
+def test_a_float_input_quantize_divides_in_float32_as_litert(tmp_path):
+    """QUANTIZE float32 -> int8 on values an ulp around the ties: LiteRT's reference kernel divides
+    in float32 (a float64 division rounds about 1 in 6 of these codes the other way)."""
+    from helpers.tflite_writer import Op, Tensor, int8, write_tflite
+
+    scale = float(np.float32(0.0123457))
+    rng = np.random.default_rng(0)
+    ties = np.float32(scale) * (rng.integers(-120, 120, 1024) + 0.5).astype(np.float32)
+    x = np.nextafter(ties, ties + rng.choice([-1, 0, 1], ties.size).astype(np.float32)).astype(np.float32)[None]
+    path = write_tflite(tmp_path / "quantize.tflite", [Tensor("x", [1, x.size]), int8("q", [1, x.size], (scale, 3))],
+                        [Op("QUANTIZE", [0], [1])], [0], [1])
+    want = litert(path, x)
+    vm = relax.VirtualMachine(tvm_sima.build(tvm_sima.load_model(path)[0]), tvm.cpu())
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), want)
+    double = np.clip(np.sign(x) * np.floor(np.abs(x.astype(np.float64) / scale) + 0.5) + 3, -128, 127)
+    assert (double != want).sum() > 100  # the inputs do tell the two divisions apart

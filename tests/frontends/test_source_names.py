@@ -136,3 +136,20 @@ def test_quantize_info_records_carry_the_source_names_into_the_executable(tmp_pa
     assert in_module["add@1.output"].source == "gate/Add"
     built = tvm_sima.read_quantize_info(tvm_sima.build(qmod))
     assert {k: v.source for k, v in built.items()} == {k: v.source for k, v in in_module.items()}
+
+
+def test_convert_names_the_node_writing_each_tensor_it_quantizes(tmp_path):
+    """Every quantized activation of ``convert``'s result has a ``quantize_info`` (the input's quantize
+    too, as after realize) whose source is the file's QuantizeLinear writing those codes."""
+    from helpers.onnx_models import digits_cnn, quantize_with_onnxruntime
+
+    path = quantize_with_onnxruntime(digits_cnn(tmp_path / "cnn.onnx"), tmp_path / "cnn_qdq.onnx", per_channel=True)
+    quantize_nodes = [n.name for n in onnx.load(str(path)).graph.node if n.op_type == "QuantizeLinear"]
+    converted, report = tvm_sima.convert(tvm_sima.load_model(path)[0])
+    infos = tvm_sima.read_quantize_info(converted)
+    assert sorted(i.source for i in infos.values()) == sorted(quantize_nodes)
+    # The converted chains' outputs, and the float input's quantize, which stays a sima.quantize.
+    (left,) = set(infos) - {c["tensor"] for c in report.converted}
+    assert infos[left].source == quantize_nodes[0] == "image_QuantizeLinear"
+    assert infos[left].qparams.scale == pytest.approx(float(numpy_helper.to_array(next(
+        i for i in onnx.load(str(path)).graph.initializer if i.name == "image_scale"))))

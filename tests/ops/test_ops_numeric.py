@@ -33,6 +33,29 @@ def test_quantize_dequantize(qp, rounding):
     np.testing.assert_array_equal(run(mod, q), sm.dequantize(q, qp).astype("float32"))
 
 
+def _pixels_on_a_half_lsb_grid() -> tuple[np.ndarray, sm.QParams]:
+    """Every 8-bit pixel normalised as PP-OCR does, ``(k / 255 - 0.5) / 0.5`` in float32, on the grid
+    ``2 / 255``: the exact quotients are ``k - 127.5``, ties that float32 rounding moves either way."""
+    k = np.arange(256, dtype=np.float32)
+    x = ((k / np.float32(255) - np.float32(0.5)) / np.float32(0.5)).reshape(4, 64)
+    return x, sm.QParams(float(np.float32(2 / 255)), 0, "int8")
+
+
+@pytest.mark.parametrize("rounding", ["half_even", "half_away_from_zero"])
+def test_quantize_in_float32_divides_as_onnx_and_is_bit_exact_with_math(rounding):
+    x, qp = _pixels_on_a_half_lsb_grid()
+    single = run(one_input_module(x.shape, "float32", lambda bb, v: so.quantize(v, qp, rounding, "float32")), x)
+    quotient = (x / np.float32(qp.scale)).astype(np.float64)  # float32 division, as ONNX's reference computes it
+    want = np.clip(sm.round_real(quotient, rounding), -128, 127).astype(np.int8)
+    np.testing.assert_array_equal(single, want)
+    np.testing.assert_array_equal(single, sm.quantize(x, qp, rounding, precision="float32"))
+    double = run(one_input_module(x.shape, "float32", lambda bb, v: so.quantize(v, qp, rounding)), x)
+    np.testing.assert_array_equal(double, sm.quantize(x, qp, rounding))
+    assert (double != single).sum() > 10  # the two precisions do differ on these ties
+    with pytest.raises(ValueError, match="precision"):
+        sm.quantize(x, qp, rounding, precision="float16")
+
+
 @pytest.mark.parametrize("rounding", ["half_up", "half_even", "half_away_from_zero", "tflite"])
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_requantize(rounding, per_channel):

@@ -398,7 +398,7 @@ NUMPY_OPS: dict[str, Callable[..., np.ndarray]] = {
     "sima.dense": _dense,
     "sima.requantize": _requantize,
     "sima.quantize": lambda x, a: __import__("tvm_sima.math", fromlist=["quantize"]).quantize(
-        x, _qparams(a), a["rounding"]).astype(a["out_dtype"]),
+        x, _qparams(a), a["rounding"], precision=a.get("precision", "float64")).astype(a["out_dtype"]),
     "sima.dequantize": lambda x, a: __import__("tvm_sima.math", fromlist=["dequantize"]).dequantize(
         x, _qparams(a)).astype(a["out_dtype"]),
     "relax.reshape": lambda x, shape, a: x.reshape([int(d) for d in _lit(shape)]),

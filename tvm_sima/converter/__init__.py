@@ -24,6 +24,8 @@ codes; add / sub / mul / div of a tensor and a float constant are a table per co
 int8 QUANTIZE) is one ``sima.requantize`` (:mod:`.requantize`). Each chain is checked against the
 hardware rules (:mod:`.rules`); what is not converted stays float between its dequantize and
 quantize and is listed in the report with the reason (the rule it broke, or the pattern it did not fit).
+Every quantized activation of the result is followed by a ``sima.quantize_info`` (its parameters,
+and as ``source`` the model's name for the node writing it), as after realize.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from .. import lowering
 from .. import math as sm
 from .. import ops as so
 from ..graph import GraphIndex, op_name, rebuild_main, remap
+from ..source_names import SourceNames
 from .chains import Match
 from .layout_moves import sink_dequantize
 from .rules import DEFAULT_LIMITS, HardwareLimits
@@ -105,7 +108,9 @@ def convert(mod: tvm.IRModule, mode: Union[str, sm.RequantMode] = "tflite", *,
     matches, skip, reasons = _find_matches(index, NUMERICS[requant], limits)
     report = ConversionReport(str(getattr(mode, "value", mode)))
     mapping: dict = {}
-    result_mod = relax.transform.DeadCodeElimination(["main"])(_rebuild(mod, matches, skip, report, mapping))
+    sources = SourceNames(mod["main"])
+    result_mod = relax.transform.DeadCodeElimination(["main"])(_rebuild(mod, matches, skip, report, mapping,
+                                                                        sources))
     left = set(GraphIndex(result_mod["main"]).producer)
     # Float compute that is left, under the input module's names (the rebuilt one may rename a var
     # whose name an emitted integer op took).
@@ -155,18 +160,29 @@ def _find_matches(index: GraphIndex, numerics: lowering.Numerics,
 
 
 def _rebuild(mod: tvm.IRModule, matches: dict[relax.Var, Match], skip: set, report: ConversionReport,
-             mapping: dict) -> tvm.IRModule:
-    """``mod`` with each match's chain replaced by its integer ops and a quantize_info."""
+             mapping: dict, sources: SourceNames) -> tvm.IRModule:
+    """``mod`` with each match's chain replaced by its integer ops and a quantize_info (its ``source``:
+    the model's name for the node writing the chain's codes, e.g. the ONNX ``QuantizeLinear``). A
+    quantize left as it is (of the float input, after an op left float) gets its quantize_info too,
+    so that every quantized activation's parameters are readable, as after realize."""
 
     def emit(bb: relax.BlockBuilder, var: relax.Var, value: relax.Expr, mapping: dict) -> Optional[relax.Expr]:
         found = matches.get(var)
-        if var in skip or found is None:
-            return None if var in skip else remap(value, mapping)
+        if var in skip:
+            return None
+        if found is None and op_name(value) == "sima.quantize" and isinstance(value.args[0], relax.Var):  # type: ignore
+            codes = bb.emit(remap(value, mapping), name_hint=var.name)
+            qp = so.qparams_from_attrs(value.attrs)  # type: ignore[attr-defined]
+            mapping[var] = bb.emit(so.quantize_info(codes, qp, name=var.name, source=sources.of(var)),
+                                   name_hint=f"{var.name}_qi")
+            return None
+        if found is None:
+            return remap(value, mapping)
         tail = found.tail
         assert tail.out is not None and tail.out_q is not None
         result = bb.emit(found.emit(bb, mapping), name_hint=tail.out.name)
-        mapping[tail.out] = bb.emit(so.quantize_info(result, tail.out_q, name=tail.out.name),
-                                    name_hint=f"{tail.out.name}_qi")
+        info = so.quantize_info(result, tail.out_q, name=tail.out.name, source=sources.of(tail.out))
+        mapping[tail.out] = bb.emit(info, name_hint=f"{tail.out.name}_qi")
         report.converted.append({"op": found.op, "tensor": tail.out.name, "from": op_name(value)})
         return None
 

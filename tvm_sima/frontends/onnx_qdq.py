@@ -9,7 +9,8 @@
   ``DequantizeLinear(B, x_scale * w_scale)``);
 * the QDQ graph is imported by TVM's Relax ONNX importer with the weights as constants, and its
   ``relax.quantize`` / ``relax.dequantize`` (scale and zero point as constants) become
-  ``sima.quantize`` (ONNX rounds half to even) / ``sima.dequantize`` carrying the parameters as
+  ``sima.quantize`` (ONNX rounds half to even, and divides by the scale in float32: the
+  operator's types, onnxruntime's kernel) / ``sima.dequantize`` carrying the parameters as
   attributes, which is what ``tvm_sima.convert`` matches.
 
 The interface stays the model's: an onnxruntime QDQ model takes and returns float tensors (its
@@ -221,6 +222,9 @@ def qdq_to_sima(mod: Any) -> Any:
         qp = sm.QParams(float(scale[0]), int(zp[0]), dtype) if scale.size == 1 else \
             sm.QParams(scale, np.ascontiguousarray(zp), dtype, axis=axis)
         x = remap(value.args[0], mapping)
-        return so.quantize(x, qp, sm.RoundingMode.HALF_EVEN) if name == "relax.quantize" else so.dequantize(x, qp)
+        if name == "relax.dequantize":
+            return so.dequantize(x, qp)
+        # QuantizeLinear: x / scale in float32 (the operator's types; onnxruntime's kernel), half to even
+        return so.quantize(x, qp, sm.RoundingMode.HALF_EVEN, precision="float32")
 
     return rebuild_main(mod, emit)

@@ -130,7 +130,9 @@ def _op_quantize(im: Importer, op: TFLiteOp) -> relax.Expr:
                          "only float32 -> int8 (a float model input) and int8 -> int8 are supported")
     # int8 -> int8 (a requantization, as ai-edge-quantizer writes): quantize(dequantize(x))
     xf = im.value(op.inputs[0]) if x.dtype == np.float32 else im.dequantize(op.inputs[0])
-    return im.bb.emit(so.quantize(xf, qparams(out), sm.RoundingMode.HALF_AWAY_FROM_ZERO),
+    # float32 -> int8: LiteRT's reference kernel divides by the scale in float32
+    precision = "float32" if x.dtype == np.float32 else "float64"
+    return im.bb.emit(so.quantize(xf, qparams(out), sm.RoundingMode.HALF_AWAY_FROM_ZERO, precision),
                       name_hint=im.out_name(op))
 
 

@@ -40,6 +40,7 @@ from .kernels import (
 from .lut import Lut, apply_lut, build_lut
 from .qparams import (
     MIN_SCALE,
+    QUANTIZE_PRECISIONS,
     Granularity,
     QParams,
     QScheme,
@@ -147,6 +148,7 @@ __all__ = [
     "per_channel_weight_view",
     "parse_qtype",
     "quantize",
+    "QUANTIZE_PRECISIONS",
     "quantize_multiplier",
     "requantize",
     "requantize_qnn_convolution_dense",

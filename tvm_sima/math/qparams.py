@@ -20,6 +20,7 @@ __all__ = [
     "QScheme",
     "choose_qparams",
     "quantize",
+    "QUANTIZE_PRECISIONS",
     "dequantize",
     "bias_qparams",
     "clamp_codes",
@@ -315,16 +316,25 @@ def choose_qparams(
     return QParams(scale, zp.astype(np.int64), qtype, axis=axis, narrow_range=narrow)
 
 
+#: The float types ``x / scale`` of :func:`quantize` can be computed in.
+QUANTIZE_PRECISIONS = ("float64", "float32")
+
+
 def quantize(
     x: npt.ArrayLike,
     qparams: QParams,
     rounding: RoundingMode | str = RoundingMode.HALF_EVEN,
     rng: Rng = None,
+    precision: str = "float64",
 ) -> np.ndarray:
     """Reference quantizer: ``q = clip(round(x / scale) + zero_point, qmin, qmax)``.
 
-    Computed in float64; HALF_EVEN matches ONNX ``QuantizeLinear`` and Relax
-    ``relax.quantize``, HALF_AWAY_FROM_ZERO / TFLITE match TFLite's ``QUANTIZE``.
+    ``x / scale`` is computed in ``precision``: float64 (tvm-sima's own quantizer), or float32
+    as ONNX ``QuantizeLinear`` and TFLite's ``QUANTIZE`` compute it (``x`` and ``scale`` rounded
+    to float32 first, the quotient rounded to float32 before it is rounded to an integer: an
+    input such as ``k / 127.5 - 1`` on the grid ``1 / 127.5`` lands on ties either way, 2 % of
+    codes 1 LSB apart). HALF_EVEN matches ONNX ``QuantizeLinear`` and Relax ``relax.quantize``,
+    HALF_AWAY_FROM_ZERO / TFLITE match TFLite's ``QUANTIZE``.
     NaN inputs raise; ``+-Inf`` saturate to ``qmax`` / ``qmin``.
 
     Returns
@@ -338,8 +348,14 @@ def quantize(
     qparams.check_tensor(x.shape, "x")
     scale = qparams.broadcastable(qparams.scale, x.ndim)
     zp = qparams.broadcastable(qparams.zero_point, x.ndim)
+    if precision not in QUANTIZE_PRECISIONS:
+        raise ValueError(f"quantize: precision={precision!r}; use one of {QUANTIZE_PRECISIONS}")
     with np.errstate(over="ignore"):
-        scaled = np.clip(x / scale, -(2.0**62), 2.0**62)
+        if precision == "float32":
+            quotient = x.astype(np.float32) / np.asarray(scale, np.float32)
+            scaled = np.clip(quotient.astype(np.float64), -(2.0**62), 2.0**62)
+        else:
+            scaled = np.clip(x / scale, -(2.0**62), 2.0**62)
     q = round_real(scaled, rounding, rng) + zp
     return np.clip(q, qparams.qmin, qparams.qmax).astype(qparams.dtype.container)
 

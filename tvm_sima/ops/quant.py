@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 from tvm import relax
 
-from ..math import QParams, RoundingMode, parse_qtype, quantize_multiplier
+from ..math import QUANTIZE_PRECISIONS, QParams, RoundingMode, parse_qtype, quantize_multiplier
 from ._registry import OpError, define_op, make_call, tensor_type
 
 __all__ = [
@@ -150,14 +150,19 @@ def rounding_attr(rounding: Union[RoundingMode, str], op: str, integer_kernel: b
 
 
 def quantize(x: relax.Expr, qparams: QParams,
-             rounding: Union[RoundingMode, str] = RoundingMode.HALF_EVEN) -> relax.Call:
+             rounding: Union[RoundingMode, str] = RoundingMode.HALF_EVEN, precision: str = "float64") -> relax.Call:
     """``sima.quantize``: ``clip(round(x / scale) + zero_point, qmin, qmax)``, float -> int.
 
-    Computed in float64 (as :func:`tvm_sima.math.quantize`), so results are bit-exact with it.
+    ``x / scale`` in ``precision``: float64, or float32 as a pre-quantized model's own quantize
+    (ONNX ``QuantizeLinear``, TFLite ``QUANTIZE``) computes it (the attribute ``precision``).
+    Bit-exact with :func:`tvm_sima.math.quantize` either way.
     """
+    if precision not in QUANTIZE_PRECISIONS:
+        raise OpError(f"sima.quantize: precision={precision!r}; use one of {QUANTIZE_PRECISIONS}")
     attrs = qparams_attrs(qparams)
     attrs["axis"] = _axis(qparams.axis, _ndim(x))
-    attrs.update(out_dtype=qparams.dtype.container.name, rounding=rounding_attr(rounding, "sima.quantize"))
+    attrs.update(out_dtype=qparams.dtype.container.name, rounding=rounding_attr(rounding, "sima.quantize"),
+                 precision=precision)
     return make_call("sima.quantize", [x], attrs)
 
 

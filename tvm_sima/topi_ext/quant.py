@@ -91,8 +91,12 @@ def legalize_quantize(bb: Any, call: relax.Call) -> relax.Expr:
     mode = RoundingMode.parse(str(a["rounding"]))
     chans = _affine_channels(a)
 
+    single = str(a["precision"]) == "float32"  # x / scale rounded to float32, as ONNX / TFLite compute it
+
     def body(x: PrimExpr, v: list) -> PrimExpr:
-        q = round_real_expr(x.astype("float64") / v[0], mode) + v[1].astype("float64")
+        quotient = (x.astype("float32") / v[0].astype("float32")).astype("float64") if single else \
+            x.astype("float64") / v[0]
+        q = round_real_expr(quotient, mode) + v[1].astype("float64")
         return clip_expr(q, int(a["qmin"]), int(a["qmax"]), "float64")
 
     return _elementwise(bb, call, "sima.quantize", chans, body, str(a["out_dtype"]))
