@@ -28,7 +28,7 @@ import os
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 from .math import Granularity, QScheme, RequantMode, RoundingMode
 
@@ -101,8 +101,9 @@ class LayerOverride:
 
     ``match``: ``"name:<glob>"`` (layer / tensor name), ``"source:<glob>"`` (the layer's name in the
     model file: ONNX node, TFLite output tensor), ``"id:<a>-<b>"`` or ``"id:<a>"`` (layer ids,
-    inclusive), ``"op:<op name>"`` (e.g. ``relax.nn.conv2d``). ``settings``: QConfig fields, plus
-    ``skip`` (keep the layer float).
+    inclusive), ``"op:<op name>"`` (e.g. ``relax.nn.conv2d``), ``"tensor:<glob>"`` (one activation
+    tensor, ``add@3.output``: its bits and calibration; applied after its layer's overrides).
+    ``settings``: QConfig fields, plus ``skip`` (keep the layer float; not for ``tensor:``).
     """
 
     match: str
@@ -110,11 +111,14 @@ class LayerOverride:
 
     def __post_init__(self) -> None:
         kind, _, value = self.match.partition(":")
-        _one_of("layer_overrides.match kind", kind, ("name", "source", "id", "op"))
+        _one_of("layer_overrides.match kind", kind, ("name", "source", "id", "op", "tensor"))
         if not value:
             raise ValueError(f"qconfig: layer override match {self.match!r} has nothing after '{kind}:'")
         if kind == "id":
             self.id_range()  # validates
+        if kind == "tensor" and "skip" in self.settings:
+            raise ValueError(f"qconfig: layer override {self.match!r}: 'skip' applies to layers (name:, id:, op:), "
+                             "not to one tensor")
         allowed = {f.name for f in fields(QConfig)} - {"layer_overrides", "layer_config"} | {"skip"} | set(_ALIASES)
         for key in self.settings:
             if key not in allowed:
@@ -136,6 +140,8 @@ class LayerOverride:
     def selects(self, layer: "LayerInfo") -> bool:
         """True when this override applies to ``layer``."""
         kind, _, value = self.match.partition(":")
+        if kind == "tensor":
+            return False
         if kind == "name":
             return fnmatch.fnmatchcase(layer.name, value)
         if kind == "source":
@@ -207,6 +213,9 @@ class QConfig:
     trim_infinity_before_statistic: bool = False
     bias_correction: bool = True
     rescue_collapsed_tensors: bool = True
+    mixed_precision_sqnr_db: Optional[float] = None
+    mixed_precision_max_macs: float = 1.0
+    mixed_precision_samples: int = 8
     layer_overrides: tuple[LayerOverride, ...] = ()
     layer_config: Optional[str] = None
 
@@ -243,6 +252,12 @@ class QConfig:
                  self.multiplier_bits, "an int in 1..31")
         _require(isinstance(self.rescue_collapsed_tensors, bool), "rescue_collapsed_tensors",
                  self.rescue_collapsed_tensors, "True or False")
+        _require(self.mixed_precision_sqnr_db is None or isinstance(self.mixed_precision_sqnr_db, (int, float)),
+                 "mixed_precision_sqnr_db", self.mixed_precision_sqnr_db, "None or an output SQNR in dB")
+        _require(isinstance(self.mixed_precision_max_macs, (int, float)) and 0 <= self.mixed_precision_max_macs <= 1,
+                 "mixed_precision_max_macs", self.mixed_precision_max_macs, "a fraction of the MACs in [0, 1]")
+        _require(isinstance(self.mixed_precision_samples, int) and self.mixed_precision_samples >= 1,
+                 "mixed_precision_samples", self.mixed_precision_samples, "an int >= 1 (calibration batches)")
         _require(self.layer_config is None or isinstance(self.layer_config, (str, os.PathLike)), "layer_config",
                  self.layer_config, "a path to a per-layer JSON file")
         if self.layer_config is not None:
@@ -309,6 +324,18 @@ class QConfig:
                 skip = bool(settings.pop("skip", skip))
                 config = dataclasses.replace(config, **_canonical(settings))
         return config, skip
+
+    def for_tensor(self, tensor: str, layers: Optional[Mapping[str, LayerInfo]] = None) -> "QConfig":
+        """The configuration of one activation tensor: that of the layer owning it (``<layer>.<role>``, looked up
+        in ``layers`` by name), then the ``tensor:`` overrides matching its name. Calibration, realize and the
+        simulated graph all ask this."""
+        layer = (layers or {}).get(tensor.rsplit(".", 1)[0])
+        config = self.for_layer(layer)[0] if layer is not None else self
+        for override in self.layer_overrides:
+            kind, _, pattern = override.match.partition(":")
+            if kind == "tensor" and fnmatch.fnmatchcase(tensor, pattern):
+                config = dataclasses.replace(config, **_canonical(dict(override.settings)))
+        return config
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: every field, overrides as ``{"match": ..., **settings}``."""
@@ -381,7 +408,8 @@ def write_layer_config(path: Union[str, os.PathLike], layers: Sequence[LayerInfo
     """Write the per-layer JSON template: every layer with its effective settings.
 
     Edit a layer's ``settings`` (or set ``"skip": true``) and pass the file back with
-    :func:`read_layer_config`.
+    :func:`read_layer_config`. The configuration's ``tensor:`` overrides (e.g. the tensors the
+    mixed-precision search gave 16 bits) follow under ``"tensors"`` (the pattern as written).
     """
     rows = []
     for layer in layers:
@@ -391,7 +419,9 @@ def write_layer_config(path: Union[str, os.PathLike], layers: Sequence[LayerInfo
             "quantize_method_for_activation", "calibration_strategy_for_activation", "requant_mode")}
         rows.append({"id": layer.id, "name": layer.name, "op": layer.op, "source": layer.source, "skip": skip,
                      "settings": settings})
-    payload = {"version": LAYER_CONFIG_VERSION, "layers": rows}
+    tensors = [{"tensor": o.match.partition(":")[2], "settings": dict(o.settings)}
+               for o in config.layer_overrides if o.match.startswith("tensor:")]
+    payload = {"version": LAYER_CONFIG_VERSION, "layers": rows, **({"tensors": tensors} if tensors else {})}
     with open(path, "w", encoding="utf-8") as handle:
         json.dump(payload, handle, indent=2)
         handle.write("\n")
@@ -421,9 +451,20 @@ def read_layer_config(path: Union[str, os.PathLike]) -> tuple[LayerOverride, ...
             raise ValueError(f"{path}: layers[{index}] needs a 'name' and a 'settings' object")
         settings = dict(row.get("settings", {}))
         settings["skip"] = bool(row.get("skip", False))
-        exact = "".join(f"[{c}]" if c in "*?[" else c for c in str(row["name"]))  # the name, not a glob
         try:
-            overrides.append(LayerOverride(f"name:{exact}", settings))
+            overrides.append(LayerOverride(f"name:{exact_pattern(str(row['name']))}", settings))
         except ValueError as err:
             raise ValueError(f"{path}: layers[{index}] ({row['name']}): {err}") from None
+    for index, row in enumerate(payload.get("tensors", [])):
+        if not isinstance(row, dict) or "tensor" not in row or not isinstance(row.get("settings", {}), dict):
+            raise ValueError(f"{path}: tensors[{index}] needs a 'tensor' and a 'settings' object")
+        try:
+            overrides.append(LayerOverride(f"tensor:{row['tensor']}", dict(row["settings"])))
+        except ValueError as err:
+            raise ValueError(f"{path}: tensors[{index}] ({row['tensor']}): {err}") from None
     return tuple(overrides)
+
+
+def exact_pattern(name: str) -> str:
+    """``name`` as an fnmatch pattern that matches only itself (for ``name:`` / ``tensor:`` overrides)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)

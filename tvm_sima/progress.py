@@ -27,16 +27,24 @@ class Progress:
         ``len(data)`` when ``data`` has a length.
     one_shot : bool
         ``data`` is an iterator or generator: it can be streamed only once.
+    kept : list
+        The first ``keep`` batches of the first pass (``keep=`` argument; for a later use of a few
+        batches, e.g. the mixed-precision search, when ``data`` is streamed only once).
     """
 
-    def __init__(self, data: Iterable[Any], label: str, enabled: bool) -> None:
-        self.data, self.label, self.enabled = data, label, enabled
+    def __init__(self, data: Iterable[Any], label: str, enabled: bool, keep: int = 0) -> None:
+        self.data, self.label, self.enabled, self.keep = data, label, enabled, keep
         self.total = len(data) if hasattr(data, "__len__") else None  # type: ignore[arg-type]
         self.one_shot = iter(data) is data  # a generator / iterator: can be streamed only once
+        self.kept: list[Any] = []
+        self._passes = 0
 
     def __iter__(self) -> Iterator[Any]:
         start, count = time.perf_counter(), 0
+        self._passes += 1
         for count, item in enumerate(self.data, start=1):
+            if self._passes == 1 and count <= self.keep:
+                self.kept.append(item)
             yield item
             if self.enabled:
                 of = f"/{self.total}" if self.total else ""

@@ -38,6 +38,7 @@ from .passes.annotate import annotate
 from .passes.calibrate import calibrate, placeholder_observers
 from .passes.canonicalize import canonicalize
 from .passes.grids import log_verdict, tensor_grid
+from .passes.precision import search_precision
 from .passes.realize import RealizeReport, realize
 from .progress import Progress
 
@@ -66,7 +67,7 @@ def simulate(amod: tvm.IRModule, observers: dict[str, Observer], config: QConfig
     Activations use their calibrated per-tensor parameters; weights their per-channel (or
     per-tensor) parameters. The ``do_simulation=True`` result of :func:`quantize`.
     """
-    by_layer = {layer.name: config.for_layer(layer)[0] for layer in layers or []}
+    by_name = {layer.name: layer for layer in layers or []}
     inputs = set(amod["main"].params)
 
     def emit(bb: relax.BlockBuilder, _var: relax.Var, old: relax.Expr, mapping: dict) -> relax.Expr:
@@ -74,7 +75,7 @@ def simulate(amod: tvm.IRModule, observers: dict[str, Observer], config: QConfig
         if op_name(value) == "sima.simulated_quantize":
             assert isinstance(value, relax.Call)
             name, kind = str(value.attrs["name"]), str(value.attrs["kind"])
-            cfg = by_layer.get(name.rsplit(".", 1)[0], config)
+            cfg = config.for_tensor(name, by_name)
             if kind == "weight":
                 qp = observers[name].compute_qparams(cfg.weight_scheme, cfg.weight_bits)
             else:
@@ -143,13 +144,13 @@ def quantize(
     mod = canonicalize(bind_params(mod, params) if params else mod)
     amod, layers = annotate(mod, config)
     write_layer_config(os.path.join(out_dir, "layers.json"), layers, config)
-    if statistics is not None:
-        observers = dict(statistics)
-    else:
-        assert dataset is not None
-        show = sys.stderr.isatty() if progress is None else progress
-        observers = calibrate(amod, Progress(dataset, "calibrating", show), config, layers=layers)
+    observers, kept = _observers(amod, layers, config, dataset, statistics, progress)
     save_statistics(os.path.join(out_dir, "statistics.npz"), observers)
+    precision = None
+    if config.mixed_precision_sqnr_db is not None:
+        precision, overrides = search_precision(amod, observers, config, layers, kept)
+        config = config.replace(layer_overrides=config.layer_overrides + overrides)
+        write_layer_config(os.path.join(out_dir, "layers.json"), layers, config)
     with open(os.path.join(out_dir, "qconfig.json"), "w", encoding="utf-8") as handle:
         json.dump(config.to_dict(), handle, indent=2)
     if config.do_simulation:
@@ -158,6 +159,7 @@ def quantize(
     qmod, report = realize(amod, observers, config, layers)
     skipped = [layer.name for layer in layers if config.for_layer(layer)[1]]
     payload = {**report.to_dict(), "skipped_layers": skipped, "layers": _layer_rows(layers, config),
+               "mixed_precision": precision.to_dict() if precision is not None else None,
                "work_dir": out_dir,
                "seconds": round(time.perf_counter() - start, 3)}
     with open(os.path.join(out_dir, "report.json"), "w", encoding="utf-8") as handle:
@@ -166,6 +168,20 @@ def quantize(
     main = qmod["main"].with_attr(REPORT_ATTR, json.dumps(payload))
     qmod["main"] = main
     return qmod
+
+
+def _observers(amod: tvm.IRModule, layers: list[LayerInfo], config: QConfig,
+               dataset: Optional[Iterable[Union[np.ndarray, dict]]], statistics: Optional[dict],
+               progress: Optional[bool]) -> tuple[dict[str, Observer], list]:
+    """The observers (given, or calibrated on ``dataset``) and the first batches the mixed-precision search
+    measures on (kept while calibrating: the dataset is streamed once)."""
+    if statistics is not None:
+        return dict(statistics), []
+    assert dataset is not None
+    show = sys.stderr.isatty() if progress is None else progress
+    keep = config.mixed_precision_samples if config.mixed_precision_sqnr_db is not None else 0
+    data = Progress(dataset, "calibrating", show, keep=keep)
+    return calibrate(amod, data, config, layers=layers), data.kept
 
 
 def _layer_rows(layers: list[LayerInfo], config: QConfig) -> list[dict]:

@@ -95,9 +95,9 @@ def _observer(name: str, attrs: Any, config: QConfig, weight: bool) -> Observer:
 
 
 def _tensor_configs(config: QConfig, layers: Optional[list[LayerInfo]]) -> Callable[[str], QConfig]:
-    """``config_of(tensor name)``: the configuration of the layer owning the tensor (``<layer>.<role>``)."""
-    by_layer = {layer.name: config.for_layer(layer)[0] for layer in layers or []}
-    return lambda tensor: by_layer.get(tensor.rsplit(".", 1)[0], config)
+    """``config_of(tensor name)``: :meth:`QConfig.for_tensor` (its layer's, then its own overrides)."""
+    by_name = {layer.name: layer for layer in layers or []}
+    return lambda tensor: config.for_tensor(tensor, by_name)
 
 
 def _weight_observers(weights: dict[str, tuple[np.ndarray, Any]],

@@ -106,9 +106,9 @@ class RealizeContext:
 
     # Configuration.
     def config_of(self, tensor: str) -> QConfig:
-        """The configuration of the layer that owns ``tensor`` (``<layer>.<role>``)."""
-        layer = self.layers.get(tensor.rsplit(".", 1)[0])
-        return self.config.for_layer(layer)[0] if layer is not None else self.config
+        """:meth:`QConfig.for_tensor`: the configuration of the layer owning ``tensor`` (``<layer>.<role>``), then
+        the tensor's own overrides."""
+        return self.config.for_tensor(tensor, self.layers)
 
     def qparams(self, tensor: str) -> sm.QParams:
         """The activation parameters of ``tensor`` (computed once: some observers search)."""
