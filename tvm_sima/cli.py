@@ -107,6 +107,8 @@ def _quantize(args: argparse.Namespace, mod: Any, params: dict, out: pathlib.Pat
 
     _refuse_quantized(args.model, mod)
     options, data_options = _config(args.config)
+    if getattr(args, "min_sqnr", None) is not None:
+        options["mixed_precision_sqnr_db"] = args.min_sqnr
     try:
         with tvm_sima.qconfig(**options) as config:
             if "statistics" not in extra:  # NaN / Inf in the data only when the config trims them
@@ -120,6 +122,12 @@ def _quantize(args: argparse.Namespace, mod: Any, params: dict, out: pathlib.Pat
     print(f"quantized: {len(report.get('fused', []))} fused layer(s), {len(report.get('float_ops', []))} float op(s)")
     for grid in report.get("rescued", []):  # collapsed grids nothing saved are warnings already
         print(f"re-gridded {grid['tensor']}: {grid['choice']} ({grid['problem']})")
+    found = report.get("mixed_precision")
+    if found:
+        print(f"mixed precision: {len(found['wide_tensors'])} tensor(s) at 16 bits, read by "
+              f"{100 * found['mac_fraction']:.1f} % of the MACs: output SQNR {found['sqnr_db']:.2f} dB on "
+              f"{config.mixed_precision_samples} calibration batches (target {found['target_db']:.2f} dB"
+              f"{'' if found['met'] else ', NOT met'})")
     return qmod, config
 
 
@@ -318,6 +326,10 @@ def _command(sub: Any, name: str, run: Any, help_: str, model_help: str, output_
         p.add_argument("--config", metavar="FILE",
                        help="qconfig options: .toml, .yaml or .json (e.g. calibrate_mode = 'mse'; "
                             "layer_config = 'layers.json'); a 'dataset' table holds data options")
+    if config and data:
+        p.add_argument("--min-sqnr", type=float, metavar="DB",
+                       help="mixed precision: give 16 bits to the cheapest activations that bring the output SQNR "
+                            "to DB on the first calibration batches (qconfig mixed_precision_sqnr_db)")
     if mode_help is not None:
         p.add_argument("--mode", choices=REQUANT_MODE_NAMES, default="tflite", help=mode_help)
     p.add_argument("--input-shape", action="append", metavar="NAME=SHAPE",

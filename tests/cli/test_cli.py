@@ -241,3 +241,16 @@ def test_quantize_says_which_tensor_it_re_gridded(tmp_path, capsys):
     assert "re-gridded conv2d_0.output: 16-bit over the calibrated range" in out and "zero point 127" in out
     report = json.loads((tmp_path / "q" / "report.json").read_text())
     assert [g["tensor"] for g in report["rescued"]] == ["conv2d_0.output"]
+
+
+def test_quantize_with_a_target_sqnr_searches_mixed_precision(fixtures_dir, tmp_path, capsys):
+    split = np.load(fixtures_dir / "digits_split.npz")
+    np.save(tmp_path / "calib.npy", (split["calib"][:16] / 16.0).astype(np.float32))
+    out = tmp_path / "out"
+    assert main(["quantize", str(fixtures_dir / "digits_cnn_float.tflite"), "--calib", str(tmp_path / "calib.npy"),
+                 "--output", str(out), "--min-sqnr", "60"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())["mixed_precision"]
+    assert report["target_db"] == 60.0 and report["wide_tensors"]  # 8 bits alone do not give a CNN 60 dB
+    assert f"mixed precision: {len(report['wide_tensors'])} tensor(s) at 16 bits" in printed
+    assert json.loads((out / "qconfig.json").read_text())["mixed_precision_sqnr_db"] == 60.0
