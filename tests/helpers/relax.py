@@ -49,3 +49,16 @@ def float_bindings(mod) -> list:
     tvm_ffi.structural_walk(mod["main"], [(relax.VarBinding, lambda b: found.append(b.var.name) if str(
         getattr(b.var.ty, "dtype", "")).startswith("float") and isinstance(b.value, relax.Call) else None)])
     return found
+
+
+def run_lowered(lowered, *codes: np.ndarray) -> np.ndarray:
+    """Build ``main(inputs) = lowered.emit(...)`` (a :class:`tvm_sima.lowering.Lowered`) on inputs of the
+    codes' types, without offload, and run it on ``codes``."""
+    bb = relax.BlockBuilder()
+    params = [relax.Var(f"x{i}", relax.TensorType(c.shape, str(c.dtype))) for i, c in enumerate(codes)]
+    with bb.function("main", params):
+        with bb.dataflow():
+            out = bb.emit_output(bb.emit(lowered.emit(bb, params)))
+        bb.emit_func_output(out)
+    vm = relax.VirtualMachine(tvm_sima.build(bb.get(), offload=False), tvm.cpu())
+    return vm["main"](*[tvm.runtime.tensor(c) for c in codes]).numpy()

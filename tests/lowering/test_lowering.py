@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tvm
-from helpers.relax import one_input_module
+from helpers.relax import one_input_module, run_lowered
 from tvm import relax
 
 import tvm_sima
@@ -23,18 +23,6 @@ from tvm_sima.lowering.pooling import lower_mean
 RNG = np.random.default_rng(14)
 INT32 = (-(2**31), 2**31 - 1)
 SHAPE = (2, 3, 4, 5)
-
-
-def run_lowered(lowered: lowering.Lowered, *codes: np.ndarray) -> np.ndarray:
-    """Build ``main(int8 inputs) = lowered.emit(...)`` and run it on ``codes``."""
-    bb = relax.BlockBuilder()
-    params = [relax.Var(f"x{i}", relax.TensorType(c.shape, "int8")) for i, c in enumerate(codes)]
-    with bb.function("main", params):
-        with bb.dataflow():
-            out = bb.emit_output(bb.emit(lowered.emit(bb, params)))
-        bb.emit_func_output(out)
-    vm = relax.VirtualMachine(tvm_sima.build(bb.get(), offload=False), tvm.cpu())
-    return vm["main"](*[tvm.runtime.tensor(c) for c in codes]).numpy()
 
 
 def qparams(scale: float, zp: int) -> sm.QParams:

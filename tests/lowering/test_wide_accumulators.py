@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import tvm
+from helpers.relax import run_lowered
 from tvm import relax
 
 import tvm_sima
@@ -22,18 +22,6 @@ from tvm_sima.lowering.resize import lower_resize
 RNG = np.random.default_rng(1616)
 FLOAT_ROUTE = lowering.Numerics.for_config(tvm_sima.QConfig())
 INT32 = (sm.INT32_MIN, sm.INT32_MAX)
-
-
-def run_lowered(lowered: lowering.Lowered, *codes: np.ndarray) -> np.ndarray:
-    """Build ``main(inputs) = lowered.emit(...)`` on inputs of the codes' types and run it."""
-    bb = relax.BlockBuilder()
-    params = [relax.Var(f"x{i}", relax.TensorType(c.shape, str(c.dtype))) for i, c in enumerate(codes)]
-    with bb.function("main", params):
-        with bb.dataflow():
-            out = bb.emit_output(bb.emit(lowered.emit(bb, params)))
-        bb.emit_func_output(out)
-    vm = relax.VirtualMachine(tvm_sima.build(bb.get(), offload=False), tvm.cpu())
-    return vm["main"](*[tvm.runtime.tensor(c) for c in codes]).numpy()
 
 
 def q16(scale: float, zp: int) -> sm.QParams:
