@@ -223,6 +223,7 @@ def _compare(args: argparse.Namespace, mod: Any, params: dict, qmod: Any, evalua
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    from tvm_sima import quantize_report as tvm_sima_report
     from tvm_sima.cli_output import staged_output
     from tvm_sima.cli_report import output_scores, print_report
     from tvm_sima.html_report import write_report
@@ -237,7 +238,8 @@ def cmd_report(args: argparse.Namespace) -> None:
         qmod, config = _quantize(args, mod, params, staging)
         results, outputs = _compare(args, mod, params, qmod, evaluation, config)
         scores = output_scores(metrics, outputs, evaluation.labels)
-        write_report(staging, results, model=str(args.model), eval_batches=len(evaluation), output_metrics=scores)
+        write_report(staging, results, model=str(args.model), eval_batches=len(evaluation), output_metrics=scores,
+                     precision=tvm_sima_report(qmod).get("mixed_precision"))
     print_report(results, scores, len(outputs), evaluation.labels is not None)
     out = pathlib.Path(args.output)
     print(f"wrote {out / 'per_layer.json'} and {out / 'report.html'} (open it in a browser)")

@@ -27,7 +27,7 @@ import html
 import json
 import math
 import pathlib
-from typing import Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -136,6 +136,59 @@ def histogram_svg(metrics: TensorMetrics, bins: int = 40, width: int = 360, heig
                  f'<text x="{left - 4}" y="{upper + 8}" text-anchor="end" {_FONT}>{peak}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def precision_curve_svg(found: Mapping[str, Any], width: int = 720, height: int = 260) -> str:
+    """The mixed-precision search's accuracy against cost: the predicted walk (line) and the integer program's
+    measured points (dots), x the share of MACs reading a 16-bit input, y the output SQNR; the target dashed."""
+    curve = [(float(c), float(v)) for c, v in found.get("curve", [])]
+    measured = [(float(c), float(v)) for _, c, v in found.get("measured", [])]
+    values = [v for _, v in curve + measured if math.isfinite(v)] + [float(found["target_db"])]
+    top, bottom = 5 * math.ceil(max(values) / 5 + 0.2), 5 * math.floor(min(values) / 5 - 0.2)
+    left, right, upper, lower = 48, 16, 16, 36
+    plot_w, plot_h = width - left - right, height - upper - lower
+    right_edge = max([c for c, _ in curve + measured] + [1e-3])
+
+    def x(c: float) -> float:
+        return left + plot_w * c / right_edge
+
+    def y(v: float) -> float:
+        return upper + plot_h * (top - min(max(v, bottom), top)) / (top - bottom)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}"><rect width="100%" height="100%" fill="white"/>']
+    for tick in range(bottom, top + 1, max(5, 5 * ((top - bottom) // 30))):
+        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" stroke="#ddd"/>'
+                     f'<text x="{left - 4}" y="{y(tick) + 4:.1f}" text-anchor="end" {_FONT}>{tick}</text>')
+    for k in range(5):
+        c = right_edge * k / 4
+        parts.append(f'<text x="{x(c):.1f}" y="{height - 18}" text-anchor="middle" {_FONT}>{100 * c:.1f} %</text>')
+    parts.append(f'<text x="{left + plot_w / 2:.0f}" y="{height - 4}" text-anchor="middle" {_FONT}>share of MACs '
+                 f'reading a 16-bit input</text>')
+    target = y(float(found["target_db"]))
+    parts.append(f'<line x1="{left}" x2="{width - right}" y1="{target:.1f}" y2="{target:.1f}" stroke="#d62728" '
+                 f'stroke-dasharray="5,4"/><text x="{width - right}" y="{target - 4:.1f}" text-anchor="end" '
+                 f'{_FONT}>target {float(found["target_db"]):.1f} dB</text>')
+    points = " ".join(f"{x(c):.1f},{y(v):.1f}" for c, v in curve)
+    parts.append(f'<polyline points="{points}" fill="none" stroke="#1f77b4" stroke-width="1.5"/>')
+    parts.extend(f'<circle cx="{x(c):.1f}" cy="{y(v):.1f}" r="4" fill="#ff7f0e"/>' for c, v in measured)
+    parts.append(f'<text x="{left + 8}" y="{upper + 12}" {_FONT}>line: the simulated walk; dots: the integer '
+                 'program</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _precision_section(found: Optional[Mapping[str, Any]]) -> list[str]:
+    """The mixed-precision search's choice and curve, when the run made one."""
+    if not found:
+        return []
+    met = "met" if found.get("met") else "NOT met"
+    wide = ", ".join(f"<code>{html.escape(t)}</code>" for t in found.get("wide_tensors", [])) or "none"
+    return [f"<h2>Mixed precision: output SQNR against cost</h2><p>Target {float(found['target_db']):.2f} dB "
+            f"({met}): {len(found.get('wide_tensors', []))} tensors at 16 bits, read by "
+            f"{100 * float(found.get('mac_fraction', 0.0)):.2f} % of the MACs; the integer program measures "
+            f"{float(found.get('sqnr_db', 0.0)):.2f} dB on the calibration batches it was searched on. 16 bits: "
+            f"{wide}.</p>", _img(precision_curve_svg(found), "mixed precision: SQNR against cost", "chart")]
 
 
 def _row(m: TensorMetrics) -> dict:
@@ -304,14 +357,15 @@ def _summary(modes: Mapping[str, Sequence[TensorMetrics]], output_metrics: Optio
 
 def write_html(path: Union[str, pathlib.Path], modes: Mapping[str, Sequence[TensorMetrics]], *,
                model: str = "", eval_batches: int = 0, output_metrics: Optional[Mapping[str, float]] = None,
-               worst: int = 4, warn_db: float = 30.0, worst_rows: int = 20) -> pathlib.Path:
+               worst: int = 4, warn_db: float = 30.0, worst_rows: int = 20,
+               precision: Optional[Mapping[str, Any]] = None) -> pathlib.Path:
     """Write the report page; ``modes`` maps "continuous" / "isolated" to metrics in program order.
 
     The page: a summary, the ``worst_rows`` lowest-SQNR tensors (isolated mode, else the first),
     the SQNR chart (scaled to the page width), every tensor in a table that sorts by any column
     (click its header) and filters by words (tensor, model name, op, dtype, ``int4`` for 4-bit
     weights), and histograms of the ``worst`` tensors. A link ``report.html#filter=WORDS&sort=COLUMN&desc``
-    opens that view.
+    opens that view. ``precision``: the quantize report's ``mixed_precision`` (its curve, when a search ran).
     """
     if not modes or not any(modes.values()):
         raise ValueError("write_html: no quantized tensor to report")
@@ -332,6 +386,7 @@ def write_html(path: Union[str, pathlib.Path], modes: Mapping[str, Sequence[Tens
     shown = ranked[: max(worst_rows, 0)]
     out.append(f"<h2>The {len(shown)} lowest-SQNR tensors ({html.escape(key_mode)})</h2><div class=scroll>"
                + _table("worst", shown, mode_names, by_mode, key_mode, warn_db, compact=True) + "</div>")
+    out.extend(_precision_section(precision))
     out.append("<h2>SQNR per tensor</h2>")
     out.append(_img(sqnr_chart_svg(modes), "SQNR per tensor in program order", "chart"))
     out.append(f'<h2>All {len(first)} tensors</h2><input id="filter" type="search" '
@@ -354,7 +409,8 @@ def write_html(path: Union[str, pathlib.Path], modes: Mapping[str, Sequence[Tens
 
 def write_report(out_dir: Union[str, pathlib.Path], modes: Mapping[str, Sequence[TensorMetrics]], *,
                  model: str = "", eval_batches: int = 0, output_metrics: Optional[Mapping[str, float]] = None,
-                 worst: int = 4) -> tuple[pathlib.Path, pathlib.Path]:
+                 worst: int = 4, precision: Optional[Mapping[str, Any]] = None,
+                 ) -> tuple[pathlib.Path, pathlib.Path]:
     """Write ``per_layer.json`` (strict JSON: an exact tensor's infinite SQNR is ``null``) and ``report.html``.
 
     Returns the two paths.
@@ -368,5 +424,5 @@ def write_report(out_dir: Union[str, pathlib.Path], modes: Mapping[str, Sequence
     json_path = out / "per_layer.json"
     json_path.write_text(json.dumps(payload, indent=1))
     html_path = write_html(out / "report.html", modes, model=model, eval_batches=eval_batches,
-                           output_metrics=output_metrics, worst=worst)
+                           output_metrics=output_metrics, worst=worst, precision=precision)
     return json_path, html_path

@@ -218,3 +218,18 @@ def test_the_printed_report_of_a_big_model_lists_the_worst_tensors_with_their_mo
     assert lines[0] == "the 20 lowest-SQNR of 300 tensors (all in report.html):"
     worst = min(modes["isolated"], key=lambda m: m.sqnr)
     assert lines[2].startswith(worst.name) and lines[2].endswith(worst.source) and len(lines) == 2 + 20 + 3
+
+
+def test_the_report_draws_the_mixed_precision_curve_when_a_search_ran(digits_report, tmp_path):
+    modes, _, _ = digits_report
+    found = {"target_db": 40.0, "met": True, "sqnr_db": 41.2, "mac_fraction": 0.25, "wide_tensors": ["conv2d_1.input"],
+             "curve": [[0.0, 30.0], [0.1, 35.0], [0.25, 41.0]], "measured": [[0, 0.0, 31.0], [2, 0.25, 41.2]]}
+    page = write_html(tmp_path / "report.html", modes, model="digits_cnn_float.tflite", eval_batches=12,
+                      precision=found)
+    dom = subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+                          "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    rendered = json.loads(re.search(r'data-rendered="([^"]+)"', dom.stdout).group(1).replace("&quot;", '"'))
+    assert rendered["images"] == rendered["loaded"] == 4 + 1 + 1  # 4 histograms, the SQNR chart and the curve
+    assert "Mixed precision: output SQNR against cost" in dom.stdout and "<code>conv2d_1.input</code>" in dom.stdout
+    assert "Mixed precision" not in write_html(tmp_path / "plain.html", modes).read_text()  # no search, no section
