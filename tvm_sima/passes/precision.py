@@ -21,8 +21,9 @@ How:
 4. **The integer program decides**: the simulated graph does not see the integer ops' own
    rounding (shift-mode weights on a power-of-two grid, bias codes, tables), so the shortest prefix
    of the walk whose *integer program* (realize, build, run on the same batches) reaches the target
-   is found by bisection, a few builds. When even the whole walk falls short, the shortest prefix
-   within ``KNEE_DB`` of the whole walk is kept, and a warning says by how much the target is missed.
+   is found by bisection, a few builds (then the shortest of all prefixes measured that reach it:
+   the curve is not strictly monotone). When none does, the shortest within ``KNEE_DB`` of the best
+   measured is kept, and a warning says by how much the target is missed.
 
 The output SQNR is the worst over the model's outputs, against the float graph, on the first
 ``mixed_precision_samples`` calibration batches.
@@ -306,29 +307,30 @@ def _walk(runner: _Runner, cost: list[float], result: PrecisionSearch) -> list[i
     return order
 
 
-#: When the whole walk falls short of the target, the shortest prefix within this of what the whole walk gives.
+#: When no prefix reaches the target, the shortest within this many dB of the best one measured.
 KNEE_DB = 0.25
 
 
 def _shortest(measure: "_Measure", n: int, order: list[int], target: float) -> int:
-    """The shortest prefix of ``order`` whose integer program reaches ``target`` (bisection: the measured SQNR
-    grows with the prefix). When even all of it falls short, the shortest within ``KNEE_DB`` of all of it
-    (the rest costs MACs for nothing), or none if that is no better than 8 bits."""
+    """The shortest prefix of ``order`` whose integer program reaches ``target``: bisection, as the measured SQNR
+    mostly grows with the prefix, then the shortest of every prefix measured that reaches it (the curve is not
+    strictly monotone). When none does, the shortest within ``KNEE_DB`` of the best measured (the rest costs
+    MACs for nothing), or none if that is no better than 8 bits."""
     base = measure.sqnr(order[:0])
     if base >= target or n == 0:
         return 0
     whole = measure.sqnr(order)
     goal = target if whole >= target else whole - KNEE_DB
-    if goal <= base:
-        return 0
-    lo, hi = 0, n  # sqnr(lo) < goal <= sqnr(hi)
-    while hi - lo > 1:
+    lo, hi = 0, n  # sqnr(lo) < goal <= sqnr(hi), when goal > base
+    while goal > base and hi - lo > 1:
         mid = (lo + hi) // 2
         if measure.sqnr(order[:mid]) >= goal:
             hi = mid
         else:
             lo = mid
-    return hi
+    best = max(measure.cache.values())
+    goal = target if best >= target else best - KNEE_DB
+    return min((k for k, v in measure.cache.items() if v >= goal and v > base), default=0)
 
 
 class _Measure:
