@@ -83,6 +83,20 @@ def test_layer_overrides_by_name_id_and_op():
     assert not QConfig(skip_conv_layers=(5,)).for_layer(second_conv)[1]
 
 
+def test_tensor_overrides_apply_after_the_layer_and_only_to_their_tensors():
+    cfg = QConfig(layer_overrides=[{"match": "name:head.*", "activation_bits": 16, "bias_bits": 48},
+                                   {"match": "tensor:add@*.output", "activation_bits": 16, "bias_bits": 48},
+                                   {"match": "tensor:head.fc.input", "activation_bits": 8, "bias_bits": 32}])
+    layers = {HEAD.name: HEAD, CONV.name: CONV}
+    assert cfg.for_tensor("add@3.output", layers).activation_bits == 16  # no layer: the global config, then its own
+    assert cfg.for_tensor(f"{CONV.name}.input", layers).activation_bits == 8
+    assert cfg.for_tensor(f"{HEAD.name}.output", layers).activation_bits == 16  # its layer's
+    assert cfg.for_tensor("head.fc.input", layers).activation_bits == 8  # its own, after its layer's
+    assert cfg.for_layer(HEAD)[0].activation_bits == 16  # a tensor: override never selects a layer
+    with pytest.raises(ValueError, match="'skip' applies to layers"):
+        QConfig(layer_overrides=[{"match": "tensor:x.input", "skip": True}])
+
+
 def test_layer_json_round_trip(tmp_path):
     path = tmp_path / "layers.json"
     layers = [CONV, LayerInfo(1, "block[1]*", "relax.nn.conv2d"), HEAD]
