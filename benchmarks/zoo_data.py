@@ -305,6 +305,8 @@ MODELS: dict[str, ZooModel] = {m.name: m for m in [
              (Metric("CTC sequence agreement", lambda r, o, _l: zm.ctc_agreement(r, o, 0)),), 0,
              "page()/text() line crops, 48x320", {"x": (1, 3, 48, 320)}),
     ZooModel("efficientnet_lite0", ROOT / "build" / "models" / "efficientnet_lite0.onnx", _effnet,
-             (Metric("top-1 agreement", lambda r, o, _l: zm.label_agreement(r, o, 0)),), 0,
+             (Metric("top-1 agreement", lambda r, o, _l: zm.label_agreement(r, o, 0)),
+              Metric("top-1 agreement where float is >= 30 % sure",
+                     lambda r, o, _l: zm.confident_agreement(r, o, 0, 0.3))), 0,
              "photo crops, 224x224 (x-127)/128"),
 ]}

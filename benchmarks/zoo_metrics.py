@@ -137,6 +137,21 @@ def label_agreement(ref: Outputs, out: Outputs, index: int) -> float:
     return float(np.mean([int(np.argmax(r[index])) == int(np.argmax(o[index])) for r, o in zip(ref, out, strict=True)]))
 
 
+def confident_agreement(ref: Outputs, out: Outputs, index: int, min_probability: float) -> float:
+    """:func:`label_agreement` on the inputs whose float softmax gives its top-1 class at least ``min_probability``
+    (photo crops with no object of the 1000 classes make near-ties that any rounding flips); NaN when none is."""
+    sure = [i for i, r in enumerate(ref)
+            if float(np.max(_softmax(np.asarray(r[index], np.float64)))) >= min_probability]
+    if not sure:
+        return float("nan")
+    return label_agreement([ref[i] for i in sure], [out[i] for i in sure], index)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z.ravel() - z.max())
+    return e / e.sum()
+
+
 def ctc_greedy(probs: np.ndarray, blank: int = 0) -> tuple[int, ...]:
     """Greedy CTC decoding of ``(..., T, classes)``: per-step argmax, repeats merged, blanks dropped."""
     best = np.argmax(np.asarray(probs).reshape(-1, np.shape(probs)[-1]), axis=1)

@@ -84,6 +84,14 @@ def test_mask_iou_is_pooled_and_two_empty_masks_agree():
     assert zm.mask_iou(_outs([0.0]), _outs([0.2]), 0, 0.3) == 1.0
 
 
+def test_confident_agreement_counts_only_the_inputs_float_is_sure_of():
+    sure, tie = [10.0, 0.0, 0.0], [0.1, 0.0, 0.05]  # softmax top-1: ~1.0 and ~0.35
+    ref, out = _outs(sure, tie), _outs([0.0, 10.0, 0.0], [0.0, 0.1, 0.0])  # both flipped
+    assert zm.confident_agreement(ref, out, 0, 0.3) == 0.0
+    assert zm.confident_agreement(ref, _outs(sure, [0.0, 0.1, 0.0]), 0, 0.5) == 1.0  # the flipped tie is not counted
+    assert np.isnan(zm.confident_agreement(_outs(tie), _outs(tie), 0, 0.9))
+
+
 def test_label_agreement_and_ctc_decoding():
     assert zm.label_agreement(_outs([0.2, 0.8], [0.6, 0.4]), _outs([0.3, 0.7], [0.4, 0.6]), 0) == 0.5
     steps = np.eye(4)[[1, 1, 0, 1, 2, 2, 0, 0, 3]]  # (T, classes); 0 is the blank
