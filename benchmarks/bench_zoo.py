@@ -16,14 +16,15 @@ onnxruntime QDQ Percentile model through ``load_model`` -> ``convert`` -> ``buil
 onnxruntime ``ORT_DISABLE_ALL``, the ai-edge-quantizer int8 model through ``convert(mode="tflite")``
 against LiteRT ``BUILTIN_REF``: output LSB (max, mean, exact share), ops converted / left float,
 the task metric; with ``--per-op``, every quantized activation of the ONNX models too, each op fed
-the oracle's codes of its inputs (``benchmarks/zoo_per_op.py``: max LSB, tensors exact / within
-1 LSB, the worst ones). It ends with two markdown tables (the zoo; the converter route)::
+the oracle's codes of its inputs (``benchmarks/zoo_per_op.py``, alone: ``bench_per_op.py``; max
+LSB, tensors exact / within 1 LSB, the worst ones). It ends with two markdown tables (the zoo; the converter route)::
 
     .venv/bin/python tools/fetch_zoo.py && make models
     .venv/bin/python benchmarks/bench_zoo.py [--models blazeface,ppocr_det] [--calib 32] [--eval 64]
     .venv/bin/python benchmarks/bench_zoo.py --quick      # stages only: 4 / 4 inputs, no peers, no converter route
     .venv/bin/python benchmarks/bench_zoo.py --no-convert # without the converter route
     .venv/bin/python benchmarks/bench_zoo.py --per-op     # the converter route op by op (ONNX; 16-90 s a model)
+    .venv/bin/python benchmarks/bench_zoo.py --min-sqnr 22 --no-peers  # with the mixed-precision search
 
 The int8 program is built with ``offload=False`` (the TIR route: the same integers as the
 offloaded C++ kernels, without compiling them; ``--offload`` builds them).
@@ -272,6 +273,12 @@ def print_result(model: ZooModel, result: Result) -> None:
         print(f"  {len(result.report['fused'])} fused layers, {len(result.report['float_ops'])} ops left in float")
         for (op, reason), n in _float_ops(result.report).most_common():
             print(f"    {n:3d} x {op}: {reason}")
+        found = result.report.get("mixed_precision")
+        if found:
+            met = "" if found["met"] else ", not met"
+            print(f"  mixed precision: {len(found['wide_tensors'])} tensors at 16 bits, "
+                  f"{100 * found['mac_fraction']:.2f} % of the MACs read one; {found['sqnr_db']:.2f} dB on the "
+                  f"calibration batches (target {found['target_db']:.2f} dB{met}), {found['seconds']:.0f} s")
     if result.macs is not None:
         integer, floating = result.macs
         print(f"  conv/dense MACs: {integer / 1e6:.1f} M integer, {floating / 1e6:.1f} M float")
@@ -402,6 +409,8 @@ def main() -> None:
     parser.add_argument("--per-op", action="store_true", help="check the converter route op by op: every quantized "
                         "activation of the ONNX peer model, isolated (benchmarks/zoo_per_op.py)")
     parser.add_argument("--offload", action="store_true", help="build the int8 program with the offloaded C++ kernels")
+    parser.add_argument("--min-sqnr", type=float, metavar="DB",
+                        help="quantize with the mixed-precision search: qconfig(mixed_precision_sqnr_db=DB)")
     parser.add_argument("--json", type=pathlib.Path, help="also write the table's numbers here")
     args = parser.parse_args()
     names = [n.strip() for n in args.models.split(",") if n.strip()]
@@ -411,14 +420,15 @@ def main() -> None:
     n_calib = args.calib or (4 if args.quick else N_CALIB)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("tvm_sima").setLevel(logging.ERROR)
-    import tvm_sima  # noqa: F401  (sets the thread count before TVM's runtime starts)
+    import tvm_sima  # sets the thread count before TVM's runtime starts
 
     start, rows, records, converts = time.perf_counter(), [], [], []
     for name in names:
         model = MODELS[name]
         n_eval = args.eval or (4 if args.quick else model.n_eval or N_EVAL)
-        result = bench_model(model, n_calib, n_eval, peers=not (args.quick or args.no_peers), offload=args.offload,
-                             convert=not args.no_convert, per_op=args.per_op)
+        with tvm_sima.qconfig(**({} if args.min_sqnr is None else {"mixed_precision_sqnr_db": args.min_sqnr})):
+            result = bench_model(model, n_calib, n_eval, peers=not (args.quick or args.no_peers),
+                                 offload=args.offload, convert=not args.no_convert, per_op=args.per_op)
         print_result(model, result)
         rows.append(table_row(model, result))
         converts += convert_rows(model, result)
