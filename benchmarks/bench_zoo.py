@@ -277,8 +277,9 @@ def print_result(model: ZooModel, result: Result) -> None:
         if found:
             met = "" if found["met"] else ", not met"
             print(f"  mixed precision: {len(found['wide_tensors'])} tensors at 16 bits, "
-                  f"{100 * found['mac_fraction']:.2f} % of the MACs read one; {found['sqnr_db']:.2f} dB on the "
-                  f"calibration batches (target {found['target_db']:.2f} dB{met}), {found['seconds']:.0f} s")
+                  f"{100 * found['mac_fraction']:.2f} % of the MACs have a 16-bit operand; "
+                  f"{found['sqnr_db']:.2f} dB on the calibration batches (target {found['target_db']:.2f} dB{met}), "
+                  f"{found['seconds']:.0f} s")
     if result.macs is not None:
         integer, floating = result.macs
         print(f"  conv/dense MACs: {integer / 1e6:.1f} M integer, {floating / 1e6:.1f} M float")

@@ -124,8 +124,8 @@ def _quantize(args: argparse.Namespace, mod: Any, params: dict, out: pathlib.Pat
         print(f"re-gridded {grid['tensor']}: {grid['choice']} ({grid['problem']})")
     found = report.get("mixed_precision")
     if found:
-        print(f"mixed precision: {len(found['wide_tensors'])} tensor(s) at 16 bits, read by "
-              f"{100 * found['mac_fraction']:.1f} % of the MACs: output SQNR {found['sqnr_db']:.2f} dB on "
+        print(f"mixed precision: {len(found['wide_tensors'])} tensor(s) at 16 bits, a 16-bit "
+              f"operand in {100 * found['mac_fraction']:.1f} % of the MACs: output SQNR {found['sqnr_db']:.2f} dB on "
               f"{config.mixed_precision_samples} calibration batches (target {found['target_db']:.2f} dB"
               f"{'' if found['met'] else ', NOT met'})")
     return qmod, config

@@ -140,7 +140,7 @@ def histogram_svg(metrics: TensorMetrics, bins: int = 40, width: int = 360, heig
 
 def precision_curve_svg(found: Mapping[str, Any], width: int = 720, height: int = 260) -> str:
     """The mixed-precision search's accuracy against cost: the predicted walk (line) and the integer program's
-    measured points (dots), x the share of MACs reading a 16-bit input, y the output SQNR; the target dashed."""
+    measured points (dots), x the share of MACs with a 16-bit operand, y the output SQNR; the target dashed."""
     curve = [(float(c), float(v)) for c, v in found.get("curve", [])]
     measured = [(float(c), float(v)) for _, c, v in found.get("measured", [])]
     values = [v for _, v in curve + measured if math.isfinite(v)] + [float(found["target_db"])]
@@ -164,7 +164,7 @@ def precision_curve_svg(found: Mapping[str, Any], width: int = 720, height: int 
         c = right_edge * k / 4
         parts.append(f'<text x="{x(c):.1f}" y="{height - 18}" text-anchor="middle" {_FONT}>{100 * c:.1f} %</text>')
     parts.append(f'<text x="{left + plot_w / 2:.0f}" y="{height - 4}" text-anchor="middle" {_FONT}>share of MACs '
-                 f'reading a 16-bit input</text>')
+                 f'with a 16-bit operand</text>')
     target = y(float(found["target_db"]))
     parts.append(f'<line x1="{left}" x2="{width - right}" y1="{target:.1f}" y2="{target:.1f}" stroke="#d62728" '
                  f'stroke-dasharray="5,4"/><text x="{width - right}" y="{target - 4:.1f}" text-anchor="end" '
@@ -185,7 +185,7 @@ def _precision_section(found: Optional[Mapping[str, Any]]) -> list[str]:
     met = "met" if found.get("met") else "NOT met"
     wide = ", ".join(f"<code>{html.escape(t)}</code>" for t in found.get("wide_tensors", [])) or "none"
     return [f"<h2>Mixed precision: output SQNR against cost</h2><p>Target {float(found['target_db']):.2f} dB "
-            f"({met}): {len(found.get('wide_tensors', []))} tensors at 16 bits, read by "
+            f"({met}): {len(found.get('wide_tensors', []))} tensors at 16 bits, a 16-bit operand in "
             f"{100 * float(found.get('mac_fraction', 0.0)):.2f} % of the MACs; the integer program measures "
             f"{float(found.get('sqnr_db', 0.0)):.2f} dB on the calibration batches it was searched on. 16 bits: "
             f"{wide}.</p>", _img(precision_curve_svg(found), "mixed precision: SQNR against cost", "chart")]

@@ -89,3 +89,17 @@ def test_mixed_precision_needs_a_dataset():
     with pytest.raises(ValueError, match="mixed_precision_max_macs"):
         with tvm_sima.qconfig(mixed_precision_max_macs=1.5):
             pass
+
+
+def test_weights_are_in_the_search_when_activations_alone_cannot_reach_the_target(tmp_path):
+    # every activation at 16 bits stops near 40 dB here (the int8 weights); 45 dB needs 16-bit weights too
+    qmod = _quantize(tmp_path / "w", mixed_precision_sqnr_db=45.0)
+    found = tvm_sima.quantize_report(qmod)["mixed_precision"]
+    assert found["met"] and any(t.endswith(".weight") for t in found["wide_tensors"])
+    layers = {row["name"]: row for row in tvm_sima.quantize_report(qmod)["layers"]}
+    for tensor in found["wide_tensors"]:
+        if tensor.endswith(".weight"):
+            assert layers[tensor.rsplit(".", 1)[0]]["weight_bits"] == 16
+    assert found["mac_fraction"] <= 1.0  # a layer with two 16-bit operands counts once
+    kept = _calibration()[:6]
+    assert total_sqnr(run(_model(), kept), run(qmod, kept)) >= 45.0 - 1e-6

@@ -1,21 +1,23 @@
-"""Automatic mixed precision: which activations get 16 bits, so that the output keeps a target SQNR.
+"""Automatic mixed precision: which tensors get 16 bits, so that the output keeps a target SQNR.
 
 ``qconfig(mixed_precision_sqnr_db=30)`` asks :func:`tvm_sima.quantize` for the cheapest set of
-activation tensors at 16 bits (16-bit codes, 48-bit bias in the layers reading them) whose
-simulated output SQNR against float reaches 30 dB on the calibration batches, within
-``mixed_precision_max_macs`` (the fraction of conv / dense multiply-accumulates whose input may be
-16-bit). It runs after calibration and needs no new statistics: a tensor's 8- and 16-bit grids
-both come from its observer (:func:`~tvm_sima.passes.grids.tensor_grid`).
+tensors at 16 bits -- activations (16-bit codes) and weights (a layer's ``weight_bits=16``), the
+layers with a 16-bit operand getting a 48-bit accumulator -- whose integer program's output SQNR
+against float reaches 30 dB on the first calibration batches, within ``mixed_precision_max_macs``
+(the fraction of conv / dense multiply-accumulates that may have a 16-bit operand). It runs after
+calibration and needs no new statistics: a tensor's 8- and 16-bit grids both come from its
+observer (:func:`~tvm_sima.passes.grids.tensor_grid`, per-channel extrema for weights).
 
 How:
 
 1. **One switchable program** (one build, then only runs): the fake-quantized float graph, in
-   which every activation is ``x + a_t (q8(x) - x) + b_t (q16(x) - x)``, ``(a_t, b_t)`` read from
-   an extra input ``sima_mix`` (``(1, 0)`` 8-bit, ``(0, 1)`` 16-bit, ``(0, 0)`` float).
+   which every quantized tensor is ``x + a_t (q(x) - x) + b_t (q16(x) - x)``, ``(a_t, b_t)`` read
+   from an extra input ``sima_mix`` (``(1, 0)`` its own bits, ``(0, 1)`` 16 bits, ``(0, 0)`` float).
 2. **Sensitivity**: all at 8 bits, then each tensor alone at 16 bits, on the first
    ``SENSITIVITY_BATCHES`` batches: the output noise it removes.
 3. **Greedy Pareto walk**: tensors by SQNR gain per cost (cost: the MACs of the conv / dense
-   layers reading the tensor; a tensor none reads costs nothing), the noise of a set predicted as
+   layers reading the activation, or of the weight's own layer, each layer counted once however many
+   of its operands are 16-bit; a tensor none reads costs nothing), the noise of a set predicted as
    the sum of its members' (independent rounding noises add), every tensor that helps within the
    budget. Each step is a point of the predicted curve.
 4. **The integer program decides**: the simulated graph does not see the integer ops' own
@@ -65,10 +67,10 @@ class PrecisionSearch:
 
     target_db: float
     max_macs: float
-    sqnr_8bit_db: float = 0.0  # every activation at 8 bits (simulated)
-    sqnr_16bit_db: float = 0.0  # every activation at 16 bits: the best the search can reach
+    sqnr_8bit_db: float = 0.0  # every tensor at its own bits (simulated)
+    sqnr_16bit_db: float = 0.0  # every activation and weight at 16 bits (simulated): the search's ceiling
     sqnr_db: float = 0.0  # the chosen mix, measured on the integer program
-    mac_fraction: float = 0.0  # of conv / dense MACs, reading a 16-bit input
+    mac_fraction: float = 0.0  # of conv / dense MACs, with a 16-bit operand
     wide: list[str] = field(default_factory=list)  # the tensors given 16 bits, in the order chosen
     curve: list[tuple[float, float]] = field(default_factory=list)  # simulated: (MAC fraction, SQNR dB) per step
     measured: list[tuple[int, float, float]] = field(default_factory=list)  # integer program: (tensors, MACs, dB)
@@ -95,15 +97,17 @@ def _sq_name(index: GraphIndex, expr: Any) -> Optional[str]:
     return str(value.attrs["name"]) if op_name(value) == "sima.simulated_quantize" else None  # type: ignore[union-attr]
 
 
-def _activations(index: GraphIndex) -> list[str]:
-    """The activation tensors' names, in program order."""
-    return [str(v.attrs["name"]) for v in (index.producer[var] for var in index.order)
-            if op_name(v) == "sima.simulated_quantize" and str(v.attrs["kind"]) != "weight"]
+def _tensors(index: GraphIndex) -> list[str]:
+    """The quantized tensors' names: the activations in program order, then the weights in program order."""
+    marks = [v for v in (index.producer[var] for var in index.order) if op_name(v) == "sima.simulated_quantize"]
+    kinds = [(str(v.attrs["name"]), str(v.attrs["kind"]) == "weight") for v in marks]  # type: ignore[attr-defined]
+    return [n for n, weight in kinds if not weight] + [n for n, weight in kinds if weight]
 
 
 def mac_readers(amod: tvm.IRModule) -> tuple[dict[str, list[tuple[str, int]]], int]:
-    """``{activation: [(layer, MACs), ...]}`` for the conv / dense layers reading each activation, and the total
-    MACs of those layers (the cost model: a layer whose input is 16-bit costs its MACs)."""
+    """``{tensor: [(layer, MACs), ...]}``: the conv / dense layers reading each activation (and each weight's
+    own layer), and the total MACs of those layers (the cost model: a layer with a 16-bit operand costs its
+    MACs)."""
     index = GraphIndex(amod["main"])
     readers: dict[str, list[tuple[str, int]]] = {}
     total = 0
@@ -117,6 +121,7 @@ def mac_readers(amod: tvm.IRModule) -> tuple[dict[str, list[tuple[str, int]]], i
         total += macs
         if data is not None and weight is not None:
             readers.setdefault(data, []).append((weight.rsplit(".", 1)[0], macs))
+            readers[weight] = [(weight.rsplit(".", 1)[0], macs)]  # 16-bit weights: that layer's MACs, 16-bit
     return readers, total
 
 
@@ -136,14 +141,14 @@ def _macs(call: relax.Call, var: relax.Var) -> int:
 
 def mixed_graph(amod: tvm.IRModule, observers: dict[str, Observer], config: QConfig,
                 layers: Sequence[LayerInfo]) -> tuple[tvm.IRModule, list[str], int]:
-    """The switchable fake-quantized graph (module docstring, step 1), its activations (the first rows of
-    ``sima_mix``, in program order) and its row count: one more row per weight, ``(1, 0)`` quantized,
-    ``(0, 0)`` float (so that all zeros is the float model)."""
+    """The switchable fake-quantized graph (module docstring, step 1), its tensors (the rows of ``sima_mix``:
+    the activations, then the weights; :func:`_tensors`) and their count. A row is ``(1, 0)`` for the
+    tensor's own bits, ``(0, 1)`` for 16 bits, ``(0, 0)`` for float (all zeros: the float model)."""
     by_name = {layer.name: layer for layer in layers}
     main = amod["main"]
-    names = _activations(GraphIndex(main))
+    names = _tensors(GraphIndex(main))
     row = {name: i for i, name in enumerate(names)}
-    mix = relax.Var("sima_mix", relax.TensorType((len(names) + _weight_count(main), 2), "float32"))
+    mix = relax.Var("sima_mix", relax.TensorType((max(len(names), 1), 2), "float32"))
     inputs = set(main.params)
 
     def emit(bb: relax.BlockBuilder, _var: relax.Var, old: relax.Expr, mapping: dict) -> relax.Expr:
@@ -153,14 +158,14 @@ def mixed_graph(amod: tvm.IRModule, observers: dict[str, Observer], config: QCon
         assert isinstance(value, relax.Call)
         name, x = str(value.attrs["name"]), value.args[0]
         cfg = config.for_tensor(name, by_name)
-        a, b = (_mix_entry(bb, mix, row.setdefault(name, len(row)), k, str(x.ty.dtype)) for k in (0, 1))
+        a, b = (_mix_entry(bb, mix, row[name], k, str(x.ty.dtype)) for k in (0, 1))
         if str(value.attrs["kind"]) == "weight":
-            qp = observers[name].compute_qparams(cfg.weight_scheme, cfg.weight_bits)
-            qw = bb.emit(so.dequantize(bb.emit(so.quantize(x, qp, cfg.rounding_mode)), qp))
-            return relax.op.add(x, bb.emit(relax.op.multiply(a, bb.emit(relax.op.subtract(qw, x)))))
-        model_input = old.args[0] in inputs  # type: ignore[attr-defined]
-        q8 = _fake(bb, x, tensor_grid(observers[name], cfg, model_input)[0])
-        q16 = _fake(bb, x, tensor_grid(observers[name], cfg.replace(**WIDE), model_input)[0])
+            q8, q16 = (bb.emit(so.dequantize(bb.emit(so.quantize(x, qp, cfg.rounding_mode)), qp)) for qp in
+                       (observers[name].compute_qparams(cfg.weight_scheme, bits) for bits in (cfg.weight_bits, 16)))
+        else:
+            model_input = old.args[0] in inputs  # type: ignore[attr-defined]
+            q8 = _fake(bb, x, tensor_grid(observers[name], cfg, model_input)[0])
+            q16 = _fake(bb, x, tensor_grid(observers[name], cfg.replace(**WIDE), model_input)[0])
         d8 = bb.emit(relax.op.multiply(a, bb.emit(relax.op.subtract(q8, x))))
         d16 = bb.emit(relax.op.multiply(b, bb.emit(relax.op.subtract(q16, x))))
         return relax.op.add(x, bb.emit(relax.op.add(d8, d16)))
@@ -168,12 +173,6 @@ def mixed_graph(amod: tvm.IRModule, observers: dict[str, Observer], config: QCon
     attrs = {k: v for k, v in main.attrs.items()} if main.attrs else {}
     attrs.pop("num_input", None)
     return rebuild_main(amod, emit, params=[*main.params, mix], attrs=attrs), names, int(mix.ty.shape[0])
-
-
-def _weight_count(main: relax.Function) -> int:
-    index = GraphIndex(main)
-    return sum(1 for var in index.order if op_name(index.producer[var]) == "sima.simulated_quantize"
-               and str(index.producer[var].attrs["kind"]) == "weight")  # type: ignore[attr-defined]
 
 
 def _mix_entry(bb: relax.BlockBuilder, mix: relax.Var, row: int, column: int, dtype: str) -> relax.Expr:
@@ -218,8 +217,8 @@ class _Runner:
         return [_flatten(self.vm["main"](*args, mix_t)) for args in self.inputs[:first]]
 
     def powers(self, wide: set[int], first: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
-        """Signal and noise power of each output (summed over the first ``first`` batches) with the activations
-        ``wide`` at 16 bits, the other activations at 8 and every weight at its bits."""
+        """Signal and noise power of each output (summed over the first ``first`` batches) with the tensors
+        ``wide`` at 16 bits and the others at their own bits."""
         first = len(self.inputs) if first is None else first
         mix = np.zeros((self.rows, 2), np.float32)
         mix[:, 0] = 1.0
@@ -251,24 +250,24 @@ def search_precision(amod: tvm.IRModule, observers: dict[str, Observer], config:
     runner = _Runner(mod, samples, len(names), rows, build)
     result = PrecisionSearch(float(config.mixed_precision_sqnr_db), float(config.mixed_precision_max_macs))
     result.sqnr_8bit_db = _worst_db(*runner.powers(set()))
-    result.sqnr_16bit_db = _worst_db(*runner.powers(set(range(len(names)))))
+    result.sqnr_16bit_db = _worst_db(*runner.powers(set(range(len(names)))))  # activations and weights
     readers, total = mac_readers(amod)
-    cost = [sum(m for _, m in readers.get(name, ())) / max(total, 1) for name in names]
-    LOG.info("mixed precision: %d activations, simulated output SQNR %.2f dB at 8 bits, %.2f dB at 16; target "
+    cost = _Cost(names, readers, total)
+    LOG.info("mixed precision: %d tensors, simulated output SQNR %.2f dB at their bits, %.2f dB at 16; target "
              "%.2f dB", len(names), result.sqnr_8bit_db, result.sqnr_16bit_db, result.target_db)
     order = _walk(runner, cost, result)
     measure = _Measure(amod, observers, config, layers, samples, runner.reference, build, names, readers)
     length = _shortest(measure, len(order), order, result.target_db)
     wide = order[:length]
     result.wide = [names[i] for i in wide]
-    result.mac_fraction = sum(cost[i] for i in wide)
+    result.mac_fraction = cost.of(wide)
     result.sqnr_db = measure.sqnr(wide)
-    result.measured = sorted((k, round(sum(cost[i] for i in order[:k]), 5), round(v, 3))
+    result.measured = sorted((k, round(cost.of(order[:k]), 5), round(v, 3))
                              for k, v in measure.cache.items())
     result.runs, result.builds, result.seconds = runner.runs, len(measure.cache), time.perf_counter() - start
     LOG.log(logging.INFO if result.met else logging.WARNING,
-            "mixed precision: %d tensors at 16 bits (%.1f %% of MACs read one): the integer program measures "
-            "%.2f dB (target %.2f dB%s); %d simulated runs, %d integer builds, %.1f s", len(wide),
+            "mixed precision: %d tensors at 16 bits (a 16-bit operand in %.1f %% of the MACs): the integer program "
+            "measures %.2f dB (target %.2f dB%s); %d simulated runs, %d integer builds, %.1f s", len(wide),
             100 * result.mac_fraction, result.sqnr_db, result.target_db, "" if result.met else ", NOT met",
             result.runs, result.builds, result.seconds)
     return result, wide_overrides(result.wide, readers)
@@ -278,7 +277,25 @@ def search_precision(amod: tvm.IRModule, observers: dict[str, Observer], config:
 SENSITIVITY_BATCHES = 4
 
 
-def _walk(runner: _Runner, cost: list[float], result: PrecisionSearch) -> list[int]:
+class _Cost:
+    """The share of conv / dense MACs with a 16-bit operand, for a set of 16-bit tensors (a layer counts once)."""
+
+    def __init__(self, names: list[str], readers: dict[str, list[tuple[str, int]]], total: int) -> None:
+        self.layers = [dict(readers.get(name, ())) for name in names]
+        self.total = max(total, 1)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def alone(self, i: int) -> float:
+        return sum(self.layers[i].values()) / self.total
+
+    def of(self, wide: Sequence[int]) -> float:
+        merged = {layer: macs for i in wide for layer, macs in self.layers[i].items()}
+        return sum(merged.values()) / self.total
+
+
+def _walk(runner: _Runner, cost: _Cost, result: PrecisionSearch) -> list[int]:
     """Steps 2 and 3 on the simulated graph: every tensor that helps, in the order they are added, within the MAC
     budget; ``result.curve`` gets each step.
 
@@ -292,16 +309,16 @@ def _walk(runner: _Runner, cost: list[float], result: PrecisionSearch) -> list[i
     removed = [np.clip(base - runner.powers({i}, first)[1], 0.0, None) for i in range(len(cost))]
     current = _worst_db(signal, base)
     gains = [_worst_db(signal, np.maximum(base - r, 1e-300)) - current for r in removed]
-    ranked = sorted((i for i, g in enumerate(gains) if g > 0), key=lambda i: (-gains[i] / (cost[i] + 1e-3), i))
+    ranked = sorted((i for i, g in enumerate(gains) if g > 0), key=lambda i: (-gains[i] / (cost.alone(i) + 1e-3), i))
     result.curve = [(0.0, result.sqnr_8bit_db)]
     offset = result.sqnr_8bit_db - current  # the curve is shown on all the kept batches' scale
     order: list[int] = []
     noise, spent = base.copy(), 0.0
     for i in ranked:
-        if spent + cost[i] > result.max_macs + 1e-12:
+        if cost.of([*order, i]) > result.max_macs + 1e-12:
             continue
         order.append(i)
-        spent += cost[i]
+        spent = cost.of(order)
         noise = np.maximum(noise - removed[i], floor)
         result.curve.append((spent, _worst_db(signal, noise) + offset))
     return order
@@ -380,7 +397,11 @@ def _worst_db(signal: np.ndarray, noise: np.ndarray) -> float:
 
 
 def wide_overrides(tensors: Sequence[str], readers: dict[str, list[tuple[str, int]]]) -> tuple[LayerOverride, ...]:
-    """``tensor:`` overrides giving ``tensors`` 16 bits, and a 48-bit bias to the conv / dense layers reading them."""
-    out = [LayerOverride(f"tensor:{exact_pattern(t)}", dict(WIDE)) for t in tensors]
+    """Overrides giving ``tensors`` 16 bits: ``tensor:`` ones for activations, ``name:`` ones (16-bit weights) for
+    a layer's ``.weight``, and a 48-bit bias to every conv / dense layer with a 16-bit operand."""
+    weights = [t for t in tensors if t.endswith(".weight")]
+    out = [LayerOverride(f"tensor:{exact_pattern(t)}", dict(WIDE)) for t in tensors if t not in weights]
+    wide_weights = {t.rsplit(".", 1)[0] for t in weights}
     layers = dict.fromkeys(layer for t in tensors for layer, _ in readers.get(t, ()))
-    return tuple(out + [LayerOverride(f"name:{exact_pattern(layer)}", {"bias_bits": 48}) for layer in layers])
+    return tuple(out + [LayerOverride(f"name:{exact_pattern(layer)}", {"bias_bits": 48, **(
+        {"weight_bits": 16} if layer in wide_weights else {})}) for layer in layers])
