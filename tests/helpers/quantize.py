@@ -42,3 +42,11 @@ def run(mod, xs):
 
 def total_sqnr(ref, out):
     return sqnr_db(np.concatenate([r.ravel() for r in ref]), np.concatenate([o.ravel() for o in out]))
+
+
+def quantize_uniform(mod, shape, low, high, rng, work_dir):
+    """``tvm_sima.quantize(mod)`` calibrated on 8 batches drawn uniformly in ``[low, high)`` from ``rng``
+    (the test module's generator, so its later draws stay the same); ``(qmod, report, quantize infos)``."""
+    calib = [rng.uniform(low, high, size=shape).astype("float32") for _ in range(8)]
+    qmod = tvm_sima.quantize(mod, None, calib, work_dir=work_dir)
+    return qmod, tvm_sima.quantize_report(qmod), tvm_sima.read_quantize_info(qmod)

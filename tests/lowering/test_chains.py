@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tvm
+from helpers.quantize import quantize_uniform
 from helpers.relax import one_input_module, op_counts
 from tvm import relax
 
@@ -95,12 +96,9 @@ def test_no_chain_through_a_tensor_used_outside_or_of_two_inputs():
 def test_the_float_route_makes_one_table_of_the_chain(name, tmp_path):
     body, fn, _ = CHAINS[name]
     mod = one_input_module(SHAPE, "float32", body)
-    calib = [RNG.uniform(-5, 5, size=SHAPE).astype("float32") for _ in range(8)]
-    qmod = tvm_sima.quantize(mod, None, calib, work_dir=tmp_path)
-    report = tvm_sima.quantize_report(qmod)
+    qmod, report, infos = quantize_uniform(mod, SHAPE, -5, 5, RNG, tmp_path)
     assert report["float_ops"] == [] and report["integer_ops"]["lut(chain)"] == 1
     assert op_counts(qmod)["relax.take"] == 1
-    infos = tvm_sima.read_quantize_info(qmod)
     assert len(infos) == 2  # the input and the output: the chain's inside has no parameters
     x_q, y_q = (next(i.qparams for n, i in infos.items() if n.endswith(s)) for s in (".input", ".output"))
     x = RNG.uniform(-4.9, 4.9, size=SHAPE).astype("float32")
@@ -153,11 +151,8 @@ def _max_min(op):
 @pytest.mark.parametrize("op", [relax.op.maximum, relax.op.minimum])
 def test_maximum_minimum_of_two_tensors_in_the_float_route(op, tmp_path):
     mod = one_input_module(SHAPE, "float32", _max_min(op))
-    calib = [RNG.uniform(-3, 3, size=SHAPE).astype("float32") for _ in range(8)]
-    qmod = tvm_sima.quantize(mod, None, calib, work_dir=tmp_path)
-    report = tvm_sima.quantize_report(qmod)
+    qmod, report, infos = quantize_uniform(mod, SHAPE, -3, 3, RNG, tmp_path)
     assert report["float_ops"] == [] and report["integer_ops"][f"relax.{op.__name__}"] == 1
-    infos = tvm_sima.read_quantize_info(qmod)
     q = {n.split("@")[0].split(".")[0]: i.qparams for n, i in infos.items()}
     x = RNG.uniform(-2.9, 2.9, size=SHAPE).astype("float32")
     codes = sm.quantize(x, q["x"], "half_up")

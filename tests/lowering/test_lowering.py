@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tvm
+from helpers.quantize import quantize_uniform
 from helpers.relax import one_input_module, run_lowered
 from tvm import relax
 
@@ -174,12 +175,9 @@ def test_prelu_is_one_table_per_slope(layout, tmp_path):
     else:
         shape, alpha, axis = (60,), relax.const(np.tile(slopes, 15)), 0
     mod = one_input_module(shape, "float32", lambda bb, x: relax.op.nn.prelu(x, alpha, axis=axis))
-    calib = [RNG.uniform(-3, 3, size=shape).astype("float32") for _ in range(8)]
-    qmod = tvm_sima.quantize(mod, None, calib, work_dir=tmp_path)
-    report = tvm_sima.quantize_report(qmod)
+    qmod, report, infos = quantize_uniform(mod, shape, -3, 3, RNG, tmp_path)
     assert report["float_ops"] == [] and report["integer_ops"]["lut(prelu)"] == 1
     x = RNG.uniform(-2.9, 2.9, size=shape).astype("float32")
-    infos = tvm_sima.read_quantize_info(qmod)
     x_q, y_q = (next(i.qparams for n, i in infos.items() if n.endswith(suffix))
                 for suffix in (".input", "prelu@0.output"))
     codes_in = sm.quantize(x, x_q, "half_up")

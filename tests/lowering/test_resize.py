@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tvm
+from helpers.quantize import quantize_uniform
 from helpers.relax import one_input_module
 from lowering.test_lowering import run_lowered
 from tvm import relax
@@ -88,12 +89,9 @@ def test_the_float_route_quantizes_a_bilinear_resize_to_integers(tmp_path):
     shape = (1, 6, 6, 4)
     mod = one_input_module(shape, "float32", lambda bb, x: relax.op.image.resize2d(
         x, (12, 12), None, "NHWC", "linear", "half_pixel", ""))
-    calib = [RNG.uniform(-1, 3, size=shape).astype("float32") for _ in range(8)]
-    qmod = tvm_sima.quantize(mod, None, calib, work_dir=tmp_path)
-    report = tvm_sima.quantize_report(qmod)
+    qmod, report, infos = quantize_uniform(mod, shape, -1, 3, RNG, tmp_path)
     assert report["float_ops"] == [] and report["integer_ops"]["resize2d(linear)"] == 1
     x = RNG.uniform(-1, 3, size=shape).astype("float32")
-    infos = tvm_sima.read_quantize_info(qmod)
     x_q = next(i.qparams for n, i in infos.items() if n.endswith(".input"))
     taps = [sm.linear_taps(6, 12, "half_pixel", tflite=False)] * 2
     want = sm.resize_bilinear(sm.quantize(x, x_q, "half_up"), taps, (1, 2), x_q.zero_point,
