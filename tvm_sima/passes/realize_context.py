@@ -22,6 +22,7 @@ from ..calibration import Observer
 from ..calibration.grid_check import GridVerdict
 from ..config import LayerInfo, QConfig
 from ..graph import GraphIndex, constant_value, op_name
+from ..lowering.base import same_qparams
 from ..source_names import SourceNames, tensor_sources
 from .annotate import is_float_tensor
 from .grids import tensor_grid
@@ -54,11 +55,6 @@ class QValue:
     expr: relax.Expr
     qparams: sm.QParams
 
-
-
-def _same(a: sm.QParams, b: sm.QParams) -> bool:
-    return (a.dtype == b.dtype and np.array_equal(np.asarray(a.scale), np.asarray(b.scale))
-            and np.array_equal(np.asarray(a.zero_point), np.asarray(b.zero_point)))
 
 
 def _zp(qp: sm.QParams) -> int:
@@ -127,7 +123,7 @@ class RealizeContext:
         """The verdicts of the collapsed tensors the program carries on their own grid (a value-moving op's
         output keeps its input's grid, and its own verdict does not apply)."""
         return [v for name, v in self.verdicts.items() if name in self.emitted
-                and _same(self.emitted[name], v.after.qparams if v.after is not None else v.before.qparams)]
+                and same_qparams(self.emitted[name], v.after.qparams if v.after is not None else v.before.qparams)]
 
     # Values.
     def as_float(self, expr: relax.Expr) -> relax.Expr:
@@ -163,7 +159,7 @@ class RealizeContext:
         qp = self.qparams(name)
         src = self.quantized(source)
         if src is not None:
-            if _same(src.qparams, qp):
+            if same_qparams(src.qparams, qp):
                 self.qval[expr] = src
                 return src
             call = so.requantize(src.expr, input_q=src.qparams, output_q=qp, rounding=sm.RoundingMode.HALF_UP,
@@ -205,7 +201,7 @@ class RealizeContext:
         scale even where its own observer suggests a slightly different one.
         """
         sq = self.sq_of.get(var)
-        aliased = sq is not None and (fixed or _same(self.qparams(self.sq[sq][1]), qp))
+        aliased = sq is not None and (fixed or same_qparams(self.qparams(self.sq[sq][1]), qp))
         if sq is not None and name == self.sq[sq][1] and not aliased:
             name = f"{name}.pre"  # this tensor is requantized to the named one's scale before use
         out = self.bb.emit(call, name_hint=f"{var.name}_q")
