@@ -84,19 +84,15 @@ def lsb_stats(got: Outputs, ref: Outputs, scales: Sequence[Optional[float]]) -> 
     return stats
 
 
-def _vm_outputs(value: Any) -> list[np.ndarray]:
-    if hasattr(value, "numpy"):
-        return [value.numpy()]
-    return [array for item in value for array in _vm_outputs(item)]
-
-
 def vm_run(executable: Any, inputs: Sequence[np.ndarray]) -> Outputs:
     """Run a ``tvm_sima.build`` executable on each input; its outputs flattened to a list."""
     import tvm
     from tvm import relax
 
+    from tvm_sima.calibration.data_checks import result_arrays
+
     vm = relax.VirtualMachine(executable, tvm.cpu())
-    return [_vm_outputs(vm["main"](tvm.runtime.tensor(x))) for x in inputs]
+    return [result_arrays(vm["main"](tvm.runtime.tensor(x))) for x in inputs]
 
 
 def _converted(path: pathlib.Path, mode: Optional[str], input_shapes: Optional[dict], run: ConvertRun

@@ -15,7 +15,8 @@ over all batches), instead of failing late inside TVM or printing ``nan`` dB.
 
 While a program runs (calibration, :func:`tvm_sima.compare.compare_tensors`), each batch is turned
 into the input arrays in parameter order (:func:`batch_arrays`) and checked against the compiled
-function's parameters (:func:`check_batch`), with the batch number in the error.
+function's parameters (:func:`check_batch`), with the batch number in the error; what it returns
+becomes a flat list of arrays with :func:`result_arrays`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 
-__all__ = ["DataError", "check_batches", "check_dtype", "batch_arrays", "check_batch"]
+__all__ = ["DataError", "check_batches", "check_dtype", "batch_arrays", "check_batch", "result_arrays"]
 
 #: One batch: an array (a one-input model) or ``{input name: array}``.
 Batch = Union[np.ndarray, dict]
@@ -179,3 +180,10 @@ def check_batch(arrays: list[np.ndarray], params: Any, number: int) -> None:
         if str(array.dtype) != str(ty.dtype) or (shape is not None and array.shape != shape):
             raise ValueError(f"calibration batch {number}: input {param.name!r} is {array.dtype} of shape "
                              f"{array.shape}; the model takes {ty.dtype} of shape {shape}")
+
+
+def result_arrays(value: Any) -> list[np.ndarray]:
+    """A VM call's result as NumPy arrays in output order: a tensor, or a (nested) tuple of them, flattened."""
+    if hasattr(value, "numpy"):
+        return [value.numpy()]
+    return [array for item in value for array in result_arrays(item)]
