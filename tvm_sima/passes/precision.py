@@ -45,7 +45,7 @@ from tvm import relax
 
 from .. import ops as so
 from ..calibration import Observer
-from ..calibration.data_checks import Batch, batch_arrays
+from ..calibration.data_checks import Batch, batch_arrays, result_arrays
 from ..config import LayerInfo, LayerOverride, QConfig, exact_pattern
 from ..graph import GraphIndex, op_name, rebuild_main, remap, static_shape
 from ..math.metrics import sqnr_db_from_sums
@@ -210,27 +210,22 @@ class _Runner:
         self.count, self.rows = count, rows
         self.runs = 0
         self.reference = self._outputs(np.zeros((rows, 2), np.float32), len(self.inputs))  # all float
+        self.signal = _per_batch(self.reference, self.reference)[0]  # (batches, outputs)
 
     def _outputs(self, mix: np.ndarray, first: int) -> list[list[np.ndarray]]:
         self.runs += 1
         mix_t = tvm.runtime.tensor(mix)
-        return [_flatten(self.vm["main"](*args, mix_t)) for args in self.inputs[:first]]
+        return [result_arrays(self.vm["main"](*args, mix_t)) for args in self.inputs[:first]]
 
-    def powers(self, wide: set[int], first: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
-        """Signal and noise power of each output (summed over the first ``first`` batches) with the tensors
-        ``wide`` at 16 bits and the others at their own bits."""
+    def noise(self, wide: set[int], first: Optional[int] = None) -> np.ndarray:
+        """The noise power of each output on each of the first ``first`` batches, ``(batches, outputs)``, with
+        the tensors ``wide`` at 16 bits and the others at their own bits."""
         first = len(self.inputs) if first is None else first
         mix = np.zeros((self.rows, 2), np.float32)
         mix[:, 0] = 1.0
         rows = sorted(wide)
         mix[rows, 0], mix[rows, 1] = 0.0, 1.0
-        return _powers(self.reference[:first], self._outputs(mix, first))
-
-
-def _flatten(value: Any) -> list[np.ndarray]:
-    if hasattr(value, "numpy"):
-        return [value.numpy()]
-    return [a for item in value for a in _flatten(item)]
+        return _per_batch(self.reference[:first], self._outputs(mix, first))[1]
 
 
 def search_precision(amod: tvm.IRModule, observers: dict[str, Observer], config: QConfig,
@@ -249,13 +244,14 @@ def search_precision(amod: tvm.IRModule, observers: dict[str, Observer], config:
     mod, names, rows = mixed_graph(amod, observers, config, layers)
     runner = _Runner(mod, samples, len(names), rows, build)
     result = PrecisionSearch(float(config.mixed_precision_sqnr_db), float(config.mixed_precision_max_macs))
-    result.sqnr_8bit_db = _worst_db(*runner.powers(set()))
-    result.sqnr_16bit_db = _worst_db(*runner.powers(set(range(len(names)))))  # activations and weights
+    base, floor = runner.noise(set()), runner.noise(set(range(len(names))))  # floor: activations and weights
+    result.sqnr_8bit_db = _worst_db(runner.signal.sum(axis=0), base.sum(axis=0))
+    result.sqnr_16bit_db = _worst_db(runner.signal.sum(axis=0), floor.sum(axis=0))
     readers, total = mac_readers(amod)
     cost = _Cost(names, readers, total)
     LOG.info("mixed precision: %d tensors, simulated output SQNR %.2f dB at their bits, %.2f dB at 16; target "
              "%.2f dB", len(names), result.sqnr_8bit_db, result.sqnr_16bit_db, result.target_db)
-    order = _walk(runner, cost, result)
+    order = _walk(runner, cost, result, base, floor)
     measure = _Measure(amod, observers, config, layers, samples, runner.reference, build, names, readers)
     length = _shortest(measure, len(order), order, result.target_db)
     wide = order[:length]
@@ -295,18 +291,19 @@ class _Cost:
         return sum(merged.values()) / self.total
 
 
-def _walk(runner: _Runner, cost: _Cost, result: PrecisionSearch) -> list[int]:
+def _walk(runner: _Runner, cost: _Cost, result: PrecisionSearch, base_noise: np.ndarray,
+          floor_noise: np.ndarray) -> list[int]:
     """Steps 2 and 3 on the simulated graph: every tensor that helps, in the order they are added, within the MAC
     budget; ``result.curve`` gets each step.
 
     The noise each tensor removes when it alone gets 16 bits is measured (one run per tensor); the noise of
     a set is predicted as the sum of its members' (independent rounding noises add), so the walk costs no
-    further runs.
+    further runs. ``base_noise`` / ``floor_noise``: every tensor at its own bits / at 16 bits, per batch.
     """
     first = min(SENSITIVITY_BATCHES, len(runner.inputs))
-    signal, base = runner.powers(set(), first)
-    floor = runner.powers(set(range(len(cost))), first)[1]  # all at 16 bits: no set removes more
-    removed = [np.clip(base - runner.powers({i}, first)[1], 0.0, None) for i in range(len(cost))]
+    signal, base = runner.signal[:first].sum(axis=0), base_noise[:first].sum(axis=0)
+    floor = floor_noise[:first].sum(axis=0)  # all at 16 bits: no set removes more
+    removed = [np.clip(base - runner.noise({i}, first).sum(axis=0), 0.0, None) for i in range(len(cost))]
     current = _worst_db(signal, base)
     gains = [_worst_db(signal, np.maximum(base - r, 1e-300)) - current for r in removed]
     ranked = sorted((i for i, g in enumerate(gains) if g > 0), key=lambda i: (-gains[i] / (cost.alone(i) + 1e-3), i))
@@ -372,22 +369,24 @@ class _Measure:
         qmod, _ = realize(self.amod, self.observers, config, self.layers, warn=False)
         vm = relax.VirtualMachine(self.build(qmod), tvm.cpu())
         names = [p.name for p in qmod["main"].params]
-        outputs = [_flatten(vm["main"](*[tvm.runtime.tensor(a) for a in batch_arrays(b, names)]))
+        outputs = [result_arrays(vm["main"](*[tvm.runtime.tensor(a) for a in batch_arrays(b, names)]))
                    for b in self.samples]
-        self.cache[len(wide)] = _worst_db(*_powers(self.reference, outputs))
+        signal, noise = _per_batch(self.reference, outputs)
+        self.cache[len(wide)] = _worst_db(signal.sum(axis=0), noise.sum(axis=0))
         LOG.info("mixed precision: %d tensors at 16 bits: the integer program measures %.2f dB", len(wide),
                  self.cache[len(wide)])
         return self.cache[len(wide)]
 
 
-def _powers(reference: list[list[np.ndarray]], outputs: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """Per output: ``sum(ref^2)`` and ``sum((ref - out)^2)`` over all batches."""
-    signal, noise = np.zeros(len(reference[0])), np.zeros(len(reference[0]))
-    for ref, out in zip(reference, outputs, strict=True):
+def _per_batch(reference: list[list[np.ndarray]], outputs: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per batch and output, ``(batches, outputs)``: ``sum(ref^2)`` and ``sum((ref - out)^2)``."""
+    signal = np.zeros((len(reference), len(reference[0])))
+    noise = np.zeros_like(signal)
+    for b, (ref, out) in enumerate(zip(reference, outputs, strict=True)):
         for k, (r, o) in enumerate(zip(ref, out, strict=True)):
             r64 = r.astype(np.float64)
-            signal[k] += float(np.sum(r64 * r64))
-            noise[k] += float(np.sum(np.square(r64 - o)))
+            signal[b, k] = float(np.sum(r64 * r64))
+            noise[b, k] = float(np.sum(np.square(r64 - o)))
     return signal, noise
 
 
