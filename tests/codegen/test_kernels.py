@@ -1,0 +1,143 @@
+"""The C++ kernel library (GEMM, packing, depthwise) bit for bit against the TIR kernels, on every
+instruction set this CPU has (``TVM_SIMA_KERNEL_ISA`` asks for a lower one).
+
+The cases are chosen for the edges of the library: K odd (a pair half empty), M not a multiple of
+the 6-row tile, N not a multiple of the 32-column panel, padding, strides, dilation, batch 2,
+uint8 input, per-channel requantization in every rounding mode, int8 / uint8 outputs, the
+extreme codes (-128 x -128 products summed over a long K), and the shapes that keep the plain
+loops (grouped, NHWC depthwise). Each requantization maps the accumulator's spread to about 40
+codes, so that one product more or less changes outputs (checked: none of them saturates).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+import tvm_sima
+from tvm_sima import math as sm
+from tvm_sima import ops as so
+from tvm_sima.codegen.byoc import offloaded_functions, partition_for_sima
+
+ISAS = ("generic", "avx2", "native")
+ROUNDINGS = ("half_up", "half_even", "half_away_from_zero", "tflite")
+
+# name: (layout, input shape (N, C, H, W), out channels, kernel, stride, padding, dilation, groups, dtype)
+CONVS = {
+    "pointwise_odd": ("NCHW", (1, 13, 7, 9), 17, 1, 1, 0, 1, 1, "int8"),
+    "stem_3x3_s2": ("NCHW", (1, 3, 17, 15), 8, 3, 2, 1, 1, 1, "uint8"),
+    "dilated_5x5": ("NCHW", (2, 5, 12, 11), 7, 5, 1, 4, 2, 1, "int8"),
+    "pointwise_pad": ("NCHW", (1, 6, 5, 5), 12, 1, 1, 1, 1, 1, "int8"),
+    "depthwise_3x3": ("NCHW", (1, 12, 10, 13), 12, 3, 1, 1, 1, 12, "int8"),
+    "depthwise_5x5_s2": ("NCHW", (2, 7, 15, 12), 7, 5, 2, 2, 1, 7, "uint8"),
+    "depthwise_dilated": ("NCHW", (1, 4, 9, 9), 4, 3, 2, 2, 2, 4, "int8"),
+    "grouped": ("NCHW", (1, 8, 6, 6), 8, 3, 1, 1, 1, 2, "int8"),
+    "nhwc_3x3": ("NHWC", (2, 9, 11, 5), 19, 3, 2, 1, 1, 1, "int8"),
+    "nhwc_pointwise": ("NHWC", (1, 6, 6, 33), 10, 1, 1, 0, 1, 1, "uint8"),
+    "nhwc_depthwise": ("NHWC", (1, 16, 7, 7), 16, 3, 1, 1, 1, 16, "int8"),
+}
+# name: (rows, K, out features, dtype)
+DENSES = {"gemv_odd": (1, 37, 70, "int8"), "rows": (5, 64, 13, "uint8"), "long_k": (7, 1023, 9, "int8")}
+
+
+def _requant(rng: np.random.Generator, channels: int, index: int, acc_std: float) -> dict:
+    """Requantization that maps the accumulator's spread to about 40 codes: every product counts."""
+    rounding = ROUNDINGS[index % len(ROUNDINGS)]
+    out_dtype = ("int8", "uint8")[index // 2 % 2]  # the NPU's activations (int32 outputs stay in TIR)
+    real = 40.0 / acc_std * rng.uniform(0.5, 1.5, channels)
+    if rounding == "tflite":
+        m, e = sm.tflite_quantize_multiplier(real)
+        shift, mult = (31 - np.asarray(e)).tolist(), np.asarray(m).tolist()
+    else:
+        mult = rng.integers(1, 8, channels)
+        shift = np.maximum(np.round(np.log2(mult / real)), 0).astype(int).tolist()
+        mult = mult.tolist()
+    if index % 2:  # per tensor
+        shift, mult = shift[:1], mult[:1]
+    zp = {"int8": -3, "uint8": 120}[out_dtype]
+    return dict(shift=shift, multiplier=mult, rounding=rounding, out_dtype=out_dtype, output_zero_point=zp)
+
+
+def _acc_std(x: np.ndarray, w: np.ndarray, k: int) -> float:
+    return float(np.sqrt(k) * np.sqrt(np.mean(x.astype(float) ** 2)) * np.sqrt(np.mean(w.astype(float) ** 2)))
+
+
+def _codes(rng: np.random.Generator, shape: tuple, dtype: str, extreme: bool = False) -> np.ndarray:
+    lo, hi = {"int8": (-128, 127), "uint8": (0, 255)}[dtype]
+    if extreme:  # the largest products: every code at an end of its range
+        return rng.choice([lo, hi], size=shape).astype(dtype)
+    return rng.integers(lo, hi + 1, shape).astype(dtype)
+
+
+def _module() -> tuple[tvm.IRModule, list[np.ndarray]]:
+    rng = np.random.default_rng(16)
+    bb, params, inputs, outs = relax.BlockBuilder(), [], [], []
+    for name, (layout, (n, c, h, w), oc, k, s, p, d, groups, dtype) in CONVS.items():
+        shape = (n, c, h, w) if layout == "NCHW" else (n, h, w, c)
+        params.append(relax.Var(name, relax.TensorType(shape, dtype)))
+        inputs.append(_codes(rng, shape, dtype, extreme=name == "pointwise_odd"))
+    for name, (rows, k, _, dtype) in DENSES.items():
+        params.append(relax.Var(name, relax.TensorType((rows, k), dtype)))
+        inputs.append(_codes(rng, (rows, k), dtype, extreme=name == "long_k"))
+    with bb.function("main", params, attrs={"num_input": len(params)}):
+        with bb.dataflow():
+            for i, (name, (layout, (n, c, h, w), oc, k, s, p, d, groups, dtype)) in enumerate(CONVS.items()):
+                wshape = (oc, c // groups, k, k) if layout == "NCHW" else (k, k, c // groups, oc)
+                extreme = name == "pointwise_odd"
+                wcodes = _codes(rng, wshape, "int8", extreme=extreme)
+                weight = relax.const(wcodes)
+                std = _acc_std(inputs[i], wcodes, k * k * c // groups)
+                bias = relax.const(rng.integers(-int(std), int(std) + 1, oc).astype(np.int32))
+                zp = {"int8": -5, "uint8": 131}[dtype]
+                outs.append(bb.emit(so.conv2d(params[i], weight, bias, strides=s, padding=p, dilation=d,
+                                              groups=groups, data_layout=layout, input_zero_point=zp,
+                                              **_requant(rng, oc, i, std))))
+            for j, (name, (rows, k, oc, dtype)) in enumerate(DENSES.items()):
+                wcodes = _codes(rng, (oc, k), "int8", extreme=name == "long_k")
+                weight = relax.const(wcodes)
+                std = _acc_std(inputs[len(CONVS) + j], wcodes, k)
+                bias = relax.const(rng.integers(-int(std), int(std) + 1, oc).astype(np.int32))
+                outs.append(bb.emit(so.dense(params[len(CONVS) + j], weight, bias, input_zero_point=3,
+                                             **_requant(rng, oc, j, std))))
+            out = bb.emit_output(relax.Tuple(outs))
+        bb.emit_func_output(out)
+    return bb.get(), inputs
+
+
+@pytest.fixture(scope="module")
+def built():
+    mod, inputs = _module()
+    offloaded = tvm_sima.build(mod)
+    reference = relax.VirtualMachine(tvm_sima.build(mod, offload=False), tvm.cpu())
+    expected = [r.numpy() for r in reference["main"](*[tvm.runtime.tensor(x) for x in inputs])]
+    return mod, offloaded, inputs, expected
+
+
+def test_every_case_is_offloaded(built):
+    # guard: an op left in TIR would make the comparison below TIR against TIR
+    regions = offloaded_functions(partition_for_sima(built[0]))
+    held = sum(len(re.findall(r'"Composite": "sima\.(conv2d|dense)', str(f))) for f in regions.values())
+    assert held == len(CONVS) + len(DENSES)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_library_kernels_equal_the_tir_kernels_bit_for_bit(built, isa, monkeypatch):
+    _, ex, inputs, expected = built
+    if isa != "native":
+        monkeypatch.setenv("TVM_SIMA_KERNEL_ISA", isa)
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    got = [r.numpy() for r in vm["main"](*[tvm.runtime.tensor(x) for x in inputs])]
+    names = [*CONVS, *DENSES]
+    for name, a, b in zip(names, got, expected, strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        if b.dtype != np.int32:  # guard: a saturated output would hide a wrong product
+            info = np.iinfo(b.dtype)
+            assert np.mean((b == info.min) | (b == info.max)) < 0.2, f"{name}: outputs saturate"
+        mismatch = int(np.count_nonzero(a != b))
+        assert mismatch == 0, f"{name} ({isa}): {mismatch} of {a.size} outputs differ"
+    assert os.environ.get("TVM_SIMA_KERNEL_ISA") == (None if isa == "native" else isa)
