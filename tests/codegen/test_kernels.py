@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -27,22 +28,42 @@ from tvm_sima.codegen.byoc import offloaded_functions, partition_for_sima
 ISAS = ("generic", "avx2", "native")
 ROUNDINGS = ("half_up", "half_even", "half_away_from_zero", "tflite")
 
-# name: (layout, input shape (N, C, H, W), out channels, kernel, stride, padding, dilation, groups, dtype)
+
+
+class ConvCase(NamedTuple):
+    layout: str
+    nchw: tuple  # input shape as (N, C, H, W), whatever the layout
+    oc: int
+    k: int
+    s: int
+    p: int
+    d: int
+    groups: int
+    dtype: str
+
+
+class DenseCase(NamedTuple):
+    rows: int
+    k: int
+    oc: int
+    dtype: str
+
+
 CONVS = {
-    "pointwise_odd": ("NCHW", (1, 13, 7, 9), 17, 1, 1, 0, 1, 1, "int8"),
-    "stem_3x3_s2": ("NCHW", (1, 3, 17, 15), 8, 3, 2, 1, 1, 1, "uint8"),
-    "dilated_5x5": ("NCHW", (2, 5, 12, 11), 7, 5, 1, 4, 2, 1, "int8"),
-    "pointwise_pad": ("NCHW", (1, 6, 5, 5), 12, 1, 1, 1, 1, 1, "int8"),
-    "depthwise_3x3": ("NCHW", (1, 12, 10, 13), 12, 3, 1, 1, 1, 12, "int8"),
-    "depthwise_5x5_s2": ("NCHW", (2, 7, 15, 12), 7, 5, 2, 2, 1, 7, "uint8"),
-    "depthwise_dilated": ("NCHW", (1, 4, 9, 9), 4, 3, 2, 2, 2, 4, "int8"),
-    "grouped": ("NCHW", (1, 8, 6, 6), 8, 3, 1, 1, 1, 2, "int8"),
-    "nhwc_3x3": ("NHWC", (2, 9, 11, 5), 19, 3, 2, 1, 1, 1, "int8"),
-    "nhwc_pointwise": ("NHWC", (1, 6, 6, 33), 10, 1, 1, 0, 1, 1, "uint8"),
-    "nhwc_depthwise": ("NHWC", (1, 16, 7, 7), 16, 3, 1, 1, 1, 16, "int8"),
+    "pointwise_odd": ConvCase("NCHW", (1, 13, 7, 9), 17, 1, 1, 0, 1, 1, "int8"),
+    "stem_3x3_s2": ConvCase("NCHW", (1, 3, 17, 15), 8, 3, 2, 1, 1, 1, "uint8"),
+    "dilated_5x5": ConvCase("NCHW", (2, 5, 12, 11), 7, 5, 1, 4, 2, 1, "int8"),
+    "pointwise_pad": ConvCase("NCHW", (1, 6, 5, 5), 12, 1, 1, 1, 1, 1, "int8"),
+    "depthwise_3x3": ConvCase("NCHW", (1, 12, 10, 13), 12, 3, 1, 1, 1, 12, "int8"),
+    "depthwise_5x5_s2": ConvCase("NCHW", (2, 7, 15, 12), 7, 5, 2, 2, 1, 7, "uint8"),
+    "depthwise_dilated": ConvCase("NCHW", (1, 4, 9, 9), 4, 3, 2, 2, 2, 4, "int8"),
+    "grouped": ConvCase("NCHW", (1, 8, 6, 6), 8, 3, 1, 1, 1, 2, "int8"),
+    "nhwc_3x3": ConvCase("NHWC", (2, 9, 11, 5), 19, 3, 2, 1, 1, 1, "int8"),
+    "nhwc_pointwise": ConvCase("NHWC", (1, 6, 6, 33), 10, 1, 1, 0, 1, 1, "uint8"),
+    "nhwc_depthwise": ConvCase("NHWC", (1, 16, 7, 7), 16, 3, 1, 1, 1, 16, "int8"),
 }
-# name: (rows, K, out features, dtype)
-DENSES = {"gemv_odd": (1, 37, 70, "int8"), "rows": (5, 64, 13, "uint8"), "long_k": (7, 1023, 9, "int8")}
+DENSES = {"gemv_odd": DenseCase(1, 37, 70, "int8"), "rows": DenseCase(5, 64, 13, "uint8"),
+          "long_k": DenseCase(7, 1023, 9, "int8")}
 
 
 def _requant(rng: np.random.Generator, channels: int, index: int, acc_std: float) -> dict:
@@ -74,36 +95,45 @@ def _codes(rng: np.random.Generator, shape: tuple, dtype: str, extreme: bool = F
     return rng.integers(lo, hi + 1, shape).astype(dtype)
 
 
+def _input_shape(case: ConvCase) -> tuple:
+    n, c, h, w = case.nchw
+    return (n, c, h, w) if case.layout == "NCHW" else (n, h, w, c)
+
+
+def _conv(bb: relax.BlockBuilder, rng: np.random.Generator, x: relax.Var, xcodes: np.ndarray, case: ConvCase,
+          index: int, extreme: bool) -> relax.Var:
+    cin = case.nchw[1]
+    ipg = cin // case.groups
+    wshape = (case.oc, ipg, case.k, case.k) if case.layout == "NCHW" else (case.k, case.k, ipg, case.oc)
+    wcodes = _codes(rng, wshape, "int8", extreme=extreme)
+    std = _acc_std(xcodes, wcodes, case.k * case.k * ipg)
+    bias = relax.const(rng.integers(-int(std), int(std) + 1, case.oc).astype(np.int32))
+    zp = {"int8": -5, "uint8": 131}[case.dtype]
+    return bb.emit(so.conv2d(x, relax.const(wcodes), bias, strides=case.s, padding=case.p, dilation=case.d,
+                             groups=case.groups, data_layout=case.layout, input_zero_point=zp,
+                             **_requant(rng, case.oc, index, std)))
+
+
+def _dense(bb: relax.BlockBuilder, rng: np.random.Generator, x: relax.Var, xcodes: np.ndarray, case: DenseCase,
+           index: int, extreme: bool) -> relax.Var:
+    wcodes = _codes(rng, (case.oc, case.k), "int8", extreme=extreme)
+    std = _acc_std(xcodes, wcodes, case.k)
+    bias = relax.const(rng.integers(-int(std), int(std) + 1, case.oc).astype(np.int32))
+    return bb.emit(so.dense(x, relax.const(wcodes), bias, input_zero_point=3, **_requant(rng, case.oc, index, std)))
+
+
 def _module() -> tuple[tvm.IRModule, list[np.ndarray]]:
     rng = np.random.default_rng(16)
-    bb, params, inputs, outs = relax.BlockBuilder(), [], [], []
-    for name, (layout, (n, c, h, w), oc, k, s, p, d, groups, dtype) in CONVS.items():
-        shape = (n, c, h, w) if layout == "NCHW" else (n, h, w, c)
-        params.append(relax.Var(name, relax.TensorType(shape, dtype)))
-        inputs.append(_codes(rng, shape, dtype, extreme=name == "pointwise_odd"))
-    for name, (rows, k, _, dtype) in DENSES.items():
-        params.append(relax.Var(name, relax.TensorType((rows, k), dtype)))
-        inputs.append(_codes(rng, (rows, k), dtype, extreme=name == "long_k"))
+    cases = [(name, case, _input_shape(case)) for name, case in CONVS.items()]
+    cases += [(name, case, (case.rows, case.k)) for name, case in DENSES.items()]
+    params = [relax.Var(name, relax.TensorType(shape, case.dtype)) for name, case, shape in cases]
+    extreme = ("pointwise_odd", "long_k")  # every code at an end of its range: the largest products
+    inputs = [_codes(rng, shape, case.dtype, extreme=name in extreme) for name, case, shape in cases]
+    bb = relax.BlockBuilder()
     with bb.function("main", params, attrs={"num_input": len(params)}):
         with bb.dataflow():
-            for i, (name, (layout, (n, c, h, w), oc, k, s, p, d, groups, dtype)) in enumerate(CONVS.items()):
-                wshape = (oc, c // groups, k, k) if layout == "NCHW" else (k, k, c // groups, oc)
-                extreme = name == "pointwise_odd"
-                wcodes = _codes(rng, wshape, "int8", extreme=extreme)
-                weight = relax.const(wcodes)
-                std = _acc_std(inputs[i], wcodes, k * k * c // groups)
-                bias = relax.const(rng.integers(-int(std), int(std) + 1, oc).astype(np.int32))
-                zp = {"int8": -5, "uint8": 131}[dtype]
-                outs.append(bb.emit(so.conv2d(params[i], weight, bias, strides=s, padding=p, dilation=d,
-                                              groups=groups, data_layout=layout, input_zero_point=zp,
-                                              **_requant(rng, oc, i, std))))
-            for j, (name, (rows, k, oc, dtype)) in enumerate(DENSES.items()):
-                wcodes = _codes(rng, (oc, k), "int8", extreme=name == "long_k")
-                weight = relax.const(wcodes)
-                std = _acc_std(inputs[len(CONVS) + j], wcodes, k)
-                bias = relax.const(rng.integers(-int(std), int(std) + 1, oc).astype(np.int32))
-                outs.append(bb.emit(so.dense(params[len(CONVS) + j], weight, bias, input_zero_point=3,
-                                             **_requant(rng, oc, j, std))))
+            outs = [(_conv if isinstance(case, ConvCase) else _dense)(bb, rng, x, xc, case, i, name in extreme)
+                    for i, ((name, case, _), x, xc) in enumerate(zip(cases, params, inputs, strict=True))]
             out = bb.emit_output(relax.Tuple(outs))
         bb.emit_func_output(out)
     return bb.get(), inputs
