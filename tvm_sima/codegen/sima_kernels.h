@@ -112,12 +112,20 @@ struct Epilogue {
 
 // y[i * step] for i < n from acc[i]; channel c0 + i * DC (DC = 0: one channel for the whole row).
 template <int MODE, int DC, typename Y>
-SIMA_INLINE void epilogue_loop(const int32_t* acc, int n, Y* y, int64_t step, const Epilogue& e, int c0) {
-  const int64_t* bias = e.bias + c0;
-  const int64_t* mult = e.mult + c0;
-  const int64_t* shift = e.shift + c0;
-  for (int i = 0; i < n; ++i)
-    y[i * step] = (Y)clamp(requant((int64_t)acc[i] + bias[i * DC], mult[i * DC], shift[i * DC], MODE) + e.zp, e.lo, e.hi);
+SIMA_INLINE void epilogue_loop(const int32_t* __restrict acc, int n, Y* __restrict y, int64_t step,
+                               const Epilogue& e, int c0) {
+  // locals: a store through Y* (a char type) may alias anything, so fields read in the loop would be reloaded
+  const int64_t* __restrict bias = e.bias + c0;
+  const int64_t* __restrict mult = e.mult + c0;
+  const int64_t* __restrict shift = e.shift + c0;
+  const int64_t zp = e.zp, lo = e.lo, hi = e.hi;
+  if (step == 1) {
+    for (int i = 0; i < n; ++i)
+      y[i] = (Y)clamp(requant((int64_t)acc[i] + bias[i * DC], mult[i * DC], shift[i * DC], MODE) + zp, lo, hi);
+  } else {
+    for (int i = 0; i < n; ++i)
+      y[i * step] = (Y)clamp(requant((int64_t)acc[i] + bias[i * DC], mult[i * DC], shift[i * DC], MODE) + zp, lo, hi);
+  }
 }
 template <int DC, typename Y>
 SIMA_INLINE void epilogue_dc(const int32_t* acc, int n, Y* y, int64_t step, const Epilogue& e, int c0) {
@@ -209,8 +217,9 @@ struct GemmOut {
 
 // C = A . B over rows [m0, m1) and panels [p0, p1), each tile requantized into out.
 template <int ISA, typename Y>
-SIMA_INLINE void gemm_body(const int16_t* a, int lda, const int16_t* b, int k2, int M, int N, const GemmOut<Y>& out,
+SIMA_INLINE void gemm_body(const int16_t* a, int lda, const int16_t* b, int k2, int M, int N, const GemmOut<Y>& out_ref,
                            int m0, int m1, int p0, int p1) {
+  const GemmOut<Y> out = out_ref;
   alignas(64) int32_t c[MR * PANEL];
   for (int p = p0; p < p1; ++p) {
     const int n0 = p * PANEL, nn = N - n0 < PANEL ? N - n0 : PANEL;
@@ -283,8 +292,9 @@ static void pack_weights_b(const int8_t* w, int K, int N, int64_t ks, int64_t ns
 static void pack_weights_a(const int8_t* w, int M, int K, std::vector<int16_t>* out) {
   const int lda = round_up(K, 2);
   out->assign((size_t)round_up(M, MR) * lda, 0);
+  int16_t* a = out->data();
   for (int m = 0; m < M; ++m)
-    for (int k = 0; k < K; ++k) (*out)[(size_t)m * lda + k] = w[(int64_t)m * K + k];
+    for (int k = 0; k < K; ++k) a[(size_t)m * lda + k] = w[(int64_t)m * K + k];
 }
 
 // A constant operand packed once (at the first call) from the kernel's int8 blob.
@@ -390,51 +400,58 @@ static void dense(const X* x, Y* y, const int8_t* w, Packed* wb, int rows, int K
   const int lda = round_up(K, 2);
   std::call_once(wb->once, [&] { pack_weights_b(w, K, oc, 1, K, &wb->data); });
   std::vector<int16_t> a((size_t)round_up(rows, MR) * lda, 0);
+  int16_t* pa = a.data();
   for (int r = 0; r < rows; ++r)
-    for (int k = 0; k < K; ++k) a[(size_t)r * lda + k] = x[(int64_t)r * K + k];
+    for (int k = 0; k < K; ++k) pa[(size_t)r * lda + k] = x[(int64_t)r * K + k];
   const GemmOut<Y> out{y, oc, 1, false, e};
   gemm(a.data(), lda, wb->data.data(), (K + 1) / 2, rows, oc, out);
 }
 
 // ---- depthwise NCHW (groups == channels, one output channel each) ----
-// Per channel, the zero-point padded input split by column residue mod the stride, so that every
-// tap of a row of outputs reads contiguous values.
+// Per channel, the zero-point padded input is split into sh x sw residue planes (row mod sh, column
+// mod sw), each hq x wq. Tap (ky, kx) of output (oy, ox) reads plane (ky*dh % sh, kx*dw % sw) at
+// (oy + ky*dh / sh, ox + kx*dw / sw): with rows of wq >= ow outputs (the last wq - ow thrown away),
+// every tap is one contiguous multiply-add over all hq x wq outputs of the channel.
 template <typename X, typename Y>
-SIMA_INLINE void depthwise_body(const X* x, Y* y, const int8_t* w, const Conv& g, const Epilogue& e, int lo, int hi) {
-  const int hp = (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1;
-  const int wq = (g.ow - 1) + ((g.kw - 1) * g.dw) / g.sw + 1;  // columns of one residue plane
-  std::vector<int16_t> planes((size_t)g.sw * hp * wq);
-  std::vector<int32_t> acc(g.ow);
+SIMA_INLINE void depthwise_body(const X* x, Y* y, const int8_t* w, const Conv& geometry, const Epilogue& e, int lo,
+                                int hi) {
+  const Conv g = geometry;  // a local copy: stores through int32_t* / Y* cannot change it, so loops vectorize
+  const int hq = (g.oh - 1) + ((g.kh - 1) * g.dh) / g.sh + 1, wq = (g.ow - 1) + ((g.kw - 1) * g.dw) / g.sw + 1;
+  const int64_t plane = (int64_t)hq * wq, outputs = (int64_t)g.oh * wq;
+  std::vector<int16_t> planes((size_t)(g.sh * g.sw * plane));
+  std::vector<int32_t> acc((size_t)outputs);
+  int16_t* __restrict pl = planes.data();
+  int32_t* __restrict pa = acc.data();
   for (int nc = lo; nc < hi; ++nc) {
     const int ch = nc % g.c;
     const X* xc = x + (int64_t)nc * g.h * g.w;
-    for (size_t i = 0; i < planes.size(); ++i) planes[i] = (int16_t)g.zp;
-    for (int r = 0; r < g.sw; ++r) {
-      // columns j of residue r read sx = j * sw + r - pl: those inside [0, w)
-      int j0 = 0;
-      while (j0 < wq && j0 * g.sw + r - g.pl < 0) ++j0;
-      int j1 = wq;
-      while (j1 > j0 && (j1 - 1) * g.sw + r - g.pl >= g.w) --j1;
-      for (int iy = 0; iy < hp; ++iy) {
-        const int sy = iy - g.pt;
-        if (sy < 0 || sy >= g.h) continue;
-        int16_t* dst = planes.data() + ((size_t)r * hp + iy) * wq;
-        const X* src = xc + (int64_t)sy * g.w + r - g.pl;
-        for (int j = j0; j < j1; ++j) dst[j] = src[j * g.sw];
-      }
-    }
-    const int8_t* wc = w + (int64_t)ch * g.kh * g.kw;
-    for (int oy = 0; oy < g.oh; ++oy) {
-      int32_t* pa = acc.data();
-      for (int ox = 0; ox < g.ow; ++ox) pa[ox] = 0;
-      for (int ky = 0; ky < g.kh; ++ky)
-        for (int kx = 0; kx < g.kw; ++kx) {
-          const int off = kx * g.dw, wv = wc[ky * g.kw + kx];
-          const int16_t* src = planes.data() + ((size_t)(off % g.sw) * hp + oy * g.sh + ky * g.dh) * wq + off / g.sw;
-          for (int ox = 0; ox < g.ow; ++ox) pa[ox] += wv * (int32_t)src[ox];
+    for (int ry = 0; ry < g.sh; ++ry)
+      for (int rx = 0; rx < g.sw; ++rx) {
+        int16_t* dst = pl + (ry * g.sw + rx) * plane;
+        int j0 = 0, j1 = wq;  // columns j of this plane read sx = j * sw + rx - pl: those inside [0, w)
+        while (j0 < wq && j0 * g.sw + rx - g.pl < 0) ++j0;
+        while (j1 > j0 && (j1 - 1) * g.sw + rx - g.pl >= g.w) --j1;
+        for (int i = 0; i < hq; ++i) {
+          int16_t* row = dst + (int64_t)i * wq;
+          const int sy = i * g.sh + ry - g.pt;
+          const bool inside = sy >= 0 && sy < g.h;
+          for (int j = 0; j < wq; ++j) row[j] = (int16_t)g.zp;
+          if (!inside) continue;
+          const X* src = xc + (int64_t)sy * g.w + rx - g.pl;
+          for (int j = j0; j < j1; ++j) row[j] = src[j * g.sw];
         }
-      epilogue_row(pa, g.ow, y + ((int64_t)nc * g.oh + oy) * g.ow, 1, e, ch, 0);
-    }
+      }
+    for (int64_t i = 0; i < outputs; ++i) pa[i] = 0;
+    const int8_t* wc = w + (int64_t)ch * g.kh * g.kw;
+    for (int ky = 0; ky < g.kh; ++ky)
+      for (int kx = 0; kx < g.kw; ++kx) {
+        const int16_t wv = wc[ky * g.kw + kx];
+        const int oy = ky * g.dh, ox = kx * g.dw;
+        const int16_t* __restrict src = pl + ((oy % g.sh) * g.sw + ox % g.sw) * plane + (oy / g.sh) * wq + ox / g.sw;
+        // |w x| <= 128 x 255 fits int16: the product is exact in 16 bits, then widened
+        for (int64_t i = 0; i < outputs; ++i) pa[i] += (int16_t)(wv * src[i]);
+      }
+    for (int oy = 0; oy < g.oh; ++oy) epilogue_row(pa + (int64_t)oy * wq, g.ow, y + ((int64_t)nc * g.oh + oy) * g.ow, 1, e, ch, 0);
   }
 }
 template <typename X, typename Y>
