@@ -417,8 +417,9 @@ SIMA_INLINE void depthwise_body(const X* x, Y* y, const int8_t* w, const Conv& g
                                 int hi) {
   const Conv g = geometry;  // a local copy: stores through int32_t* / Y* cannot change it, so loops vectorize
   const int hq = (g.oh - 1) + ((g.kh - 1) * g.dh) / g.sh + 1, wq = (g.ow - 1) + ((g.kw - 1) * g.dw) / g.sw + 1;
-  const int64_t plane = (int64_t)hq * wq, outputs = (int64_t)g.oh * wq;
-  std::vector<int16_t> planes((size_t)(g.sh * g.sw * plane));
+  // outputs rounded up to whole vectors (no scalar remainder on 7 x 7 maps); planes padded to match
+  const int64_t plane = (int64_t)hq * wq, outputs = round_up(g.oh * wq, 64);
+  std::vector<int16_t> planes((size_t)(g.sh * g.sw * plane + outputs), 0);
   std::vector<int32_t> acc((size_t)outputs);
   int16_t* __restrict pl = planes.data();
   int32_t* __restrict pa = acc.data();
@@ -438,7 +439,11 @@ SIMA_INLINE void depthwise_body(const X* x, Y* y, const int8_t* w, const Conv& g
           for (int j = 0; j < wq; ++j) row[j] = (int16_t)g.zp;
           if (!inside) continue;
           const X* src = xc + (int64_t)sy * g.w + rx - g.pl;
-          for (int j = j0; j < j1; ++j) row[j] = src[j * g.sw];
+          if (g.sw == 1) {
+            for (int j = j0; j < j1; ++j) row[j] = src[j];
+          } else {
+            for (int j = j0; j < j1; ++j) row[j] = src[j * g.sw];
+          }
         }
       }
     for (int64_t i = 0; i < outputs; ++i) pa[i] = 0;
@@ -451,7 +456,10 @@ SIMA_INLINE void depthwise_body(const X* x, Y* y, const int8_t* w, const Conv& g
         // |w x| <= 128 x 255 fits int16: the product is exact in 16 bits, then widened
         for (int64_t i = 0; i < outputs; ++i) pa[i] += (int16_t)(wv * src[i]);
       }
-    for (int oy = 0; oy < g.oh; ++oy) epilogue_row(pa + (int64_t)oy * wq, g.ow, y + ((int64_t)nc * g.oh + oy) * g.ow, 1, e, ch, 0);
+    if (wq != g.ow)  // drop the extra columns: the channel's outputs contiguous, one long epilogue
+      for (int oy = 1; oy < g.oh; ++oy)
+        for (int ox = 0; ox < g.ow; ++ox) pa[(int64_t)oy * g.ow + ox] = pa[(int64_t)oy * wq + ox];
+    epilogue_row(pa, g.oh * g.ow, y + (int64_t)nc * g.oh * g.ow, 1, e, ch, 0);
   }
 }
 template <typename X, typename Y>
