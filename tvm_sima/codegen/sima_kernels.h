@@ -407,12 +407,70 @@ static void dense(const X* x, Y* y, const int8_t* w, Packed* wb, int rows, int K
   gemm(a.data(), lda, wb->data.data(), (K + 1) / 2, rows, oc, out);
 }
 
+// acc[i] = sum over taps t of w[t] * src[t][i], i < n (n a multiple of 64; src readable that far).
+// The vector paths multiply-add int16 pairs (x[2i], x[2i + 1]) with (w, 0) and (0, w): the even
+// and the odd outputs in separate int32 lanes, exact, re-interleaved once per block at the end.
+static void taps_generic(const int16_t* const* src, const int8_t* w, int taps, int64_t n, int32_t* acc) {
+  for (int64_t i = 0; i < n; ++i) acc[i] = 0;
+  for (int t = 0; t < taps; ++t) {
+    const int32_t wv = w[t];
+    const int16_t* s = src[t];
+    for (int64_t i = 0; i < n; ++i) acc[i] += wv * s[i];
+  }
+}
+
+SIMA_AVX512 static void taps_avx512(const int16_t* const* src, const int8_t* w, int taps, int64_t n, int32_t* acc) {
+  for (int64_t i0 = 0; i0 < n; i0 += 64) {
+    __m512i even[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()}, odd[2] = {even[0], even[1]};
+    for (int t = 0; t < taps; ++t) {
+      const __m512i we = _mm512_set1_epi32((int32_t)(uint16_t)w[t]), wo = _mm512_set1_epi32((int32_t)((uint32_t)(uint16_t)w[t] << 16));
+      for (int v = 0; v < 2; ++v) {
+        const __m512i x = _mm512_loadu_si512(src[t] + i0 + 32 * v);
+        even[v] = _mm512_dpwssd_epi32(even[v], x, we);
+        odd[v] = _mm512_dpwssd_epi32(odd[v], x, wo);
+      }
+    }
+    alignas(64) int32_t e[32], o[32];
+    for (int v = 0; v < 2; ++v) {
+      _mm512_store_si512(e + 16 * v, even[v]);
+      _mm512_store_si512(o + 16 * v, odd[v]);
+    }
+    for (int i = 0; i < 32; ++i) {
+      acc[i0 + 2 * i] = e[i];
+      acc[i0 + 2 * i + 1] = o[i];
+    }
+  }
+}
+
+SIMA_AVX2 static void taps_avx2(const int16_t* const* src, const int8_t* w, int taps, int64_t n, int32_t* acc) {
+  for (int64_t i0 = 0; i0 < n; i0 += 32) {
+    __m256i even[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()}, odd[2] = {even[0], even[1]};
+    for (int t = 0; t < taps; ++t) {
+      const __m256i we = _mm256_set1_epi32((int32_t)(uint16_t)w[t]), wo = _mm256_set1_epi32((int32_t)((uint32_t)(uint16_t)w[t] << 16));
+      for (int v = 0; v < 2; ++v) {
+        const __m256i x = _mm256_loadu_si256((const __m256i*)(src[t] + i0 + 16 * v));
+        even[v] = _mm256_add_epi32(even[v], _mm256_madd_epi16(x, we));
+        odd[v] = _mm256_add_epi32(odd[v], _mm256_madd_epi16(x, wo));
+      }
+    }
+    alignas(32) int32_t e[16], o[16];
+    for (int v = 0; v < 2; ++v) {
+      _mm256_store_si256((__m256i*)(e + 8 * v), even[v]);
+      _mm256_store_si256((__m256i*)(o + 8 * v), odd[v]);
+    }
+    for (int i = 0; i < 16; ++i) {
+      acc[i0 + 2 * i] = e[i];
+      acc[i0 + 2 * i + 1] = o[i];
+    }
+  }
+}
+
 // ---- depthwise NCHW (groups == channels, one output channel each) ----
 // Per channel, the zero-point padded input is split into sh x sw residue planes (row mod sh, column
 // mod sw), each hq x wq. Tap (ky, kx) of output (oy, ox) reads plane (ky*dh % sh, kx*dw % sw) at
 // (oy + ky*dh / sh, ox + kx*dw / sw): with rows of wq >= ow outputs (the last wq - ow thrown away),
 // every tap is one contiguous multiply-add over all hq x wq outputs of the channel.
-template <typename X, typename Y>
+template <int ISA, typename X, typename Y>
 SIMA_INLINE void depthwise_body(const X* x, Y* y, const int8_t* w, const Conv& geometry, const Epilogue& e, int lo,
                                 int hi) {
   const Conv g = geometry;  // a local copy: stores through int32_t* / Y* cannot change it, so loops vectorize
@@ -423,39 +481,46 @@ SIMA_INLINE void depthwise_body(const X* x, Y* y, const int8_t* w, const Conv& g
   std::vector<int32_t> acc((size_t)outputs);
   int16_t* __restrict pl = planes.data();
   int32_t* __restrict pa = acc.data();
+  const int taps = g.kh * g.kw, wide = wq * g.sw;
+  std::vector<const int16_t*> tap_vector(taps);
+  const int16_t** tap_src = tap_vector.data();
+  std::vector<int16_t> padded_row((size_t)wide);
+  int16_t* __restrict row = padded_row.data();
   for (int nc = lo; nc < hi; ++nc) {
     const int ch = nc % g.c;
     const X* xc = x + (int64_t)nc * g.h * g.w;
+    // source columns j * sw + rx - pl of plane rx, j < wq: the zero-point padded row, then split by residue
+    int x0 = g.pl < wide ? g.pl : wide, x1 = g.pl + g.w < wide ? g.pl + g.w : wide;
     for (int ry = 0; ry < g.sh; ++ry)
-      for (int rx = 0; rx < g.sw; ++rx) {
-        int16_t* dst = pl + (ry * g.sw + rx) * plane;
-        int j0 = 0, j1 = wq;  // columns j of this plane read sx = j * sw + rx - pl: those inside [0, w)
-        while (j0 < wq && j0 * g.sw + rx - g.pl < 0) ++j0;
-        while (j1 > j0 && (j1 - 1) * g.sw + rx - g.pl >= g.w) --j1;
-        for (int i = 0; i < hq; ++i) {
-          int16_t* row = dst + (int64_t)i * wq;
-          const int sy = i * g.sh + ry - g.pt;
-          const bool inside = sy >= 0 && sy < g.h;
-          for (int j = 0; j < wq; ++j) row[j] = (int16_t)g.zp;
-          if (!inside) continue;
-          const X* src = xc + (int64_t)sy * g.w + rx - g.pl;
-          if (g.sw == 1) {
-            for (int j = j0; j < j1; ++j) row[j] = src[j];
-          } else {
-            for (int j = j0; j < j1; ++j) row[j] = src[j * g.sw];
+      for (int i = 0; i < hq; ++i) {
+        const int sy = i * g.sh + ry - g.pt;
+        for (int j = 0; j < wide; ++j) row[j] = (int16_t)g.zp;
+        if (sy >= 0 && sy < g.h) {
+          const X* src = xc + (int64_t)sy * g.w - g.pl;
+          for (int j = x0; j < x1; ++j) row[j] = src[j];
+        }
+        int16_t* dst = pl + (int64_t)ry * g.sw * plane + (int64_t)i * wq;
+        if (g.sw == 1) {
+          for (int j = 0; j < wq; ++j) dst[j] = row[j];
+        } else if (g.sw == 2) {
+          for (int j = 0; j < wq; ++j) {
+            dst[j] = row[2 * j];
+            dst[plane + j] = row[2 * j + 1];
           }
+        } else {
+          for (int rx = 0; rx < g.sw; ++rx)
+            for (int j = 0; j < wq; ++j) dst[rx * plane + j] = row[j * g.sw + rx];
         }
       }
-    for (int64_t i = 0; i < outputs; ++i) pa[i] = 0;
     const int8_t* wc = w + (int64_t)ch * g.kh * g.kw;
     for (int ky = 0; ky < g.kh; ++ky)
       for (int kx = 0; kx < g.kw; ++kx) {
-        const int16_t wv = wc[ky * g.kw + kx];
         const int oy = ky * g.dh, ox = kx * g.dw;
-        const int16_t* __restrict src = pl + ((oy % g.sh) * g.sw + ox % g.sw) * plane + (oy / g.sh) * wq + ox / g.sw;
-        // |w x| <= 128 x 255 fits int16: the product is exact in 16 bits, then widened
-        for (int64_t i = 0; i < outputs; ++i) pa[i] += (int16_t)(wv * src[i]);
+        tap_src[ky * g.kw + kx] = pl + ((oy % g.sh) * g.sw + ox % g.sw) * plane + (oy / g.sh) * wq + ox / g.sw;
       }
+    if constexpr (ISA == kAvx512) taps_avx512(tap_src, wc, taps, outputs, pa);
+    else if constexpr (ISA == kAvx2) taps_avx2(tap_src, wc, taps, outputs, pa);
+    else taps_generic(tap_src, wc, taps, outputs, pa);
     if (wq != g.ow)  // drop the extra columns: the channel's outputs contiguous, one long epilogue
       for (int oy = 1; oy < g.oh; ++oy)
         for (int ox = 0; ox < g.ow; ++ox) pa[(int64_t)oy * g.ow + ox] = pa[(int64_t)oy * wq + ox];
@@ -465,15 +530,15 @@ SIMA_INLINE void depthwise_body(const X* x, Y* y, const int8_t* w, const Conv& g
 template <typename X, typename Y>
 SIMA_AVX512 void depthwise_avx512(const X* x, Y* y, const int8_t* w, const Conv& g, const Epilogue& e, int lo,
                                   int hi) {
-  depthwise_body(x, y, w, g, e, lo, hi);
+  depthwise_body<kAvx512>(x, y, w, g, e, lo, hi);
 }
 template <typename X, typename Y>
 SIMA_AVX2 void depthwise_avx2(const X* x, Y* y, const int8_t* w, const Conv& g, const Epilogue& e, int lo, int hi) {
-  depthwise_body(x, y, w, g, e, lo, hi);
+  depthwise_body<kAvx2>(x, y, w, g, e, lo, hi);
 }
 template <typename X, typename Y>
 void depthwise_generic(const X* x, Y* y, const int8_t* w, const Conv& g, const Epilogue& e, int lo, int hi) {
-  depthwise_body(x, y, w, g, e, lo, hi);
+  depthwise_body<kGeneric>(x, y, w, g, e, lo, hi);
 }
 
 template <typename X, typename Y>
