@@ -24,6 +24,7 @@ import tvm_sima
 from tvm_sima import math as sm
 from tvm_sima import ops as so
 from tvm_sima.codegen.byoc import offloaded_functions, partition_for_sima
+from tvm_sima.math import QParams
 
 ISAS = ("generic", "avx2", "native")
 ROUNDINGS = ("half_up", "half_even", "half_away_from_zero", "tflite")
@@ -62,6 +63,19 @@ CONVS = {
     "nhwc_pointwise": ConvCase("NHWC", (1, 6, 6, 33), 10, 1, 1, 0, 1, 1, "uint8"),
     "nhwc_depthwise": ConvCase("NHWC", (1, 16, 7, 7), 16, 3, 1, 1, 1, 16, "int8"),
 }
+class RequantizeCase(NamedTuple):
+    shape: tuple
+    dtype: str
+    axis: int  # -1: per tensor
+    rounding: str
+    out_dtype: str
+
+
+REQUANTIZES = {
+    "requant_int32": RequantizeCase((1, 24, 9, 9), "int32", -1, "half_up", "int8"),
+    "requant_channels": RequantizeCase((2, 5, 7, 3), "int32", 1, "tflite", "uint8"),
+    "requant_int8_last": RequantizeCase((3, 11, 6), "int8", 2, "half_even", "int8"),
+}
 DENSES = {"gemv_odd": DenseCase(1, 37, 70, "int8"), "rows": DenseCase(5, 64, 13, "uint8"),
           "long_k": DenseCase(7, 1023, 9, "int8")}
 
@@ -89,7 +103,7 @@ def _acc_std(x: np.ndarray, w: np.ndarray, k: int) -> float:
 
 
 def _codes(rng: np.random.Generator, shape: tuple, dtype: str, extreme: bool = False) -> np.ndarray:
-    lo, hi = {"int8": (-128, 127), "uint8": (0, 255)}[dtype]
+    lo, hi = {"int8": (-128, 127), "uint8": (0, 255), "int32": (-(1 << 20), 1 << 20)}[dtype]
     if extreme:  # the largest products: every code at an end of its range
         return rng.choice([lo, hi], size=shape).astype(dtype)
     return rng.integers(lo, hi + 1, shape).astype(dtype)
@@ -122,17 +136,34 @@ def _dense(bb: relax.BlockBuilder, rng: np.random.Generator, x: relax.Var, xcode
     return bb.emit(so.dense(x, relax.const(wcodes), bias, input_zero_point=3, **_requant(rng, case.oc, index, std)))
 
 
+def _requantize(bb: relax.BlockBuilder, rng: np.random.Generator, x: relax.Var, xcodes: np.ndarray,
+                case: RequantizeCase, index: int, extreme: bool) -> relax.Var:
+    del index, extreme
+    if case.axis < 0:  # from input / output parameters: a nonzero input zero point
+        scale = float(np.std(xcodes)) / 40
+        return bb.emit(so.requantize(x, input_q=QParams(1.0, 7, case.dtype), output_q=QParams(scale, 5, case.out_dtype),
+                                     rounding=case.rounding))
+    channels = case.shape[case.axis]
+    real = 40.0 / float(np.std(xcodes)) * rng.uniform(0.5, 1.5, channels)
+    m, e = sm.tflite_quantize_multiplier(real)
+    return bb.emit(so.requantize(x, multiplier=np.asarray(m).tolist(), shift=(31 - np.asarray(e)).tolist(),
+                                 rounding=case.rounding, out_dtype=case.out_dtype, axis=case.axis,
+                                 zp_out=3 if case.out_dtype == "int8" else 128))
+
+
 def _module() -> tuple[tvm.IRModule, list[np.ndarray]]:
     rng = np.random.default_rng(16)
     cases = [(name, case, _input_shape(case)) for name, case in CONVS.items()]
     cases += [(name, case, (case.rows, case.k)) for name, case in DENSES.items()]
+    cases += [(name, case, case.shape) for name, case in REQUANTIZES.items()]
     params = [relax.Var(name, relax.TensorType(shape, case.dtype)) for name, case, shape in cases]
     extreme = ("pointwise_odd", "long_k")  # every code at an end of its range: the largest products
     inputs = [_codes(rng, shape, case.dtype, extreme=name in extreme) for name, case, shape in cases]
     bb = relax.BlockBuilder()
     with bb.function("main", params, attrs={"num_input": len(params)}):
         with bb.dataflow():
-            outs = [(_conv if isinstance(case, ConvCase) else _dense)(bb, rng, x, xc, case, i, name in extreme)
+            kinds = {ConvCase: _conv, DenseCase: _dense, RequantizeCase: _requantize}
+            outs = [kinds[type(case)](bb, rng, x, xc, case, i, name in extreme)
                     for i, ((name, case, _), x, xc) in enumerate(zip(cases, params, inputs, strict=True))]
             out = bb.emit_output(relax.Tuple(outs))
         bb.emit_func_output(out)
@@ -151,8 +182,8 @@ def built():
 def test_every_case_is_offloaded(built):
     # guard: an op left in TIR would make the comparison below TIR against TIR
     regions = offloaded_functions(partition_for_sima(built[0]))
-    held = sum(len(re.findall(r'"Composite": "sima\.(conv2d|dense)', str(f))) for f in regions.values())
-    assert held == len(CONVS) + len(DENSES)
+    held = sum(len(re.findall(r'"Composite": "sima\.(conv2d|dense|requantize)', str(f))) for f in regions.values())
+    assert held == len(CONVS) + len(DENSES) + len(REQUANTIZES)
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -162,7 +193,7 @@ def test_library_kernels_equal_the_tir_kernels_bit_for_bit(built, isa, monkeypat
         monkeypatch.setenv("TVM_SIMA_KERNEL_ISA", isa)
     vm = relax.VirtualMachine(ex, tvm.cpu())
     got = [r.numpy() for r in vm["main"](*[tvm.runtime.tensor(x) for x in inputs])]
-    names = [*CONVS, *DENSES]
+    names = [*CONVS, *DENSES, *REQUANTIZES]
     for name, a, b in zip(names, got, expected, strict=True):
         assert a.dtype == b.dtype and a.shape == b.shape, name
         if b.dtype != np.int32:  # guard: a saturated output would hide a wrong product

@@ -225,19 +225,16 @@ def _requantize(fn: str, op: dict, tensors: dict, weights: dict) -> str:
     axis = normalize_axis(a["axis"], len(shape))
     size = int(np.prod(shape))
     channels = shape[axis] if (len(a["multiplier"]) > 1 or len(a["shift"]) > 1) else 1
-    inner = int(np.prod(shape[axis + 1:])) if channels > 1 else 1
+    inner = int(np.prod(shape[axis + 1:])) if channels > 1 else size
     tag = fn + "_r"
     xt, yt = CTYPES[x_t["dtype"]], CTYPES[y_t["dtype"]]
     src = (_array(f"{tag}_mult", _per_channel(a["multiplier"], channels), "int64_t")
-           + _array(f"{tag}_shift", _per_channel(a["shift"], channels), "int64_t"))
-    mode = _MODES[a["rounding"]]
-    body = f"""
-  for (int i = 0; i < {size}; ++i) {{
-    const int ch = {f"(i / {inner}) % {channels}" if channels > 1 else "0"};
-    y[i] = ({yt})sima_kernels::clamp(sima_kernels::requant((int64_t)x[i] - {a['zp_in']}, {tag}_mult[ch],
-        {tag}_shift[ch], {mode}) + {a['zp_out']}, {a['qmin']}, {a['qmax']});
-  }}"""
-    return src + f"static void {fn}(const {xt}* x, {yt}* y) {{{body}\n}}\n"
+           + _array(f"{tag}_shift", _per_channel(a["shift"], channels), "int64_t")
+           + f"static const sima_kernels::Epilogue {tag}_e{{nullptr, {tag}_mult, {tag}_shift, {_MODES[a['rounding']]}, "
+           f"{a['zp_out']}, {a['qmin']}, {a['qmax']}}};\n")
+    outer = size // (channels * inner)
+    return src + (f"static void {fn}(const {xt}* x, {yt}* y) {{ sima_kernels::requantize(x, y, {outer}, {channels}, "
+                  f"{inner}, {a['zp_in']}, {tag}_e); }}\n")
 
 
 #: op name -> generator ``fn(function name, op, tensors, weights) -> C++ source of `static void fn(x, y)```.

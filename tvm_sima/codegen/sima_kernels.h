@@ -271,18 +271,29 @@ static void gemm(const int16_t* a, int lda, const int16_t* b, int k2, int M, int
   }, (int64_t)M * N * k2 * 2);
 }
 
+// ---- scratch memory ----
+// Per thread, per slot, grow-only (zero-filled when it grows): a kernel call allocates nothing, and
+// the pages are not faulted in again at every call. Packing writes every value a product reads with a
+// nonzero partner; what lies past that (the odd K's second half, columns past N, rows past M) meets a
+// zero of the packed weights or is never stored.
+template <typename T>
+SIMA_INLINE T* scratch(int slot, size_t n) {
+  static thread_local std::vector<T> buffers[4];
+  std::vector<T>& buffer = buffers[slot];
+  if (buffer.size() < n) buffer.resize(n);
+  return buffer.data();
+}
+
 // ---- packing ----
 // B panels of a K x N matrix whose column n is the K values src[n][k * ks] (ks: stride along k).
-SIMA_INLINE void b_size(int K, int N, std::vector<int16_t>* out) {
-  out->assign((size_t)((N + PANEL - 1) / PANEL) * ((K + 1) / 2) * 2 * PANEL, 0);
-}
+SIMA_INLINE size_t b_size(int K, int N) { return (size_t)((N + PANEL - 1) / PANEL) * ((K + 1) / 2) * 2 * PANEL; }
 SIMA_INLINE int16_t* b_at(int16_t* b, int k2, int k, int n) {
   return b + ((size_t)(n / PANEL) * k2 + k / 2) * 2 * PANEL + (n % PANEL) * 2 + (k & 1);
 }
 
 // B panels from int8 weights w[k * ks + n * ns] (made once per kernel).
 static void pack_weights_b(const int8_t* w, int K, int N, int64_t ks, int64_t ns, std::vector<int16_t>* out) {
-  b_size(K, N, out);
+  out->assign(b_size(K, N), 0);
   const int k2 = (K + 1) / 2;
   for (int k = 0; k < K; ++k)
     for (int n = 0; n < N; ++n) *b_at(out->data(), k2, k, n) = w[k * ks + n * ns];
@@ -313,10 +324,8 @@ struct Conv {
 
 // im2col of one NCHW image into B panels: k = (ic, ky, kx), n = (oy, ox).
 template <typename X>
-static void pack_im2col_nchw(const X* x, const Conv& g, std::vector<int16_t>* out) {
+static void pack_im2col_nchw(const X* x, const Conv& g, int16_t* b) {
   const int K = g.c * g.kh * g.kw, P = g.oh * g.ow, k2 = (K + 1) / 2;
-  b_size(K, P, out);
-  int16_t* b = out->data();
   for (int k = 0; k < K; ++k) {
     const int ic = k / (g.kh * g.kw), ky = (k / g.kw) % g.kh, kx = k % g.kw;
     const X* xc = x + (int64_t)ic * g.h * g.w;
@@ -333,10 +342,8 @@ static void pack_im2col_nchw(const X* x, const Conv& g, std::vector<int16_t>* ou
 
 // 1x1, stride 1, no padding: column n of B is pixel n of every channel; two channel rows interleave.
 template <typename X>
-static void pack_pointwise_nchw(const X* x, int C, int P, std::vector<int16_t>* out) {
-  b_size(C, P, out);
+static void pack_pointwise_nchw(const X* x, int C, int P, int16_t* b) {
   const int k2 = (C + 1) / 2;
-  int16_t* b = out->data();
   for (int p = 0; p * PANEL < P; ++p) {
     const int n0 = p * PANEL, nn = P - n0 < PANEL ? P - n0 : PANEL;
     for (int k = 0; k < k2; ++k) {
@@ -359,13 +366,13 @@ static void conv_nchw(const X* x, Y* y, const int8_t* w, Packed* wa, const Conv&
   std::call_once(wa->once, [&] { pack_weights_a(w, g.oc, K, &wa->data); });
   const bool pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 &&
                          g.oh == g.h && g.ow == g.w;
-  std::vector<int16_t> b;
+  int16_t* b = scratch<int16_t>(0, b_size(K, P));
   for (int bn = 0; bn < g.n; ++bn) {
     const X* xb = x + (int64_t)bn * g.c * g.h * g.w;
-    if (pointwise) pack_pointwise_nchw(xb, g.c, P, &b);
-    else pack_im2col_nchw(xb, g, &b);
+    if (pointwise) pack_pointwise_nchw(xb, g.c, P, b);
+    else pack_im2col_nchw(xb, g, b);
     const GemmOut<Y> out{y + (int64_t)bn * g.oc * P, P, 1, true, e};
-    gemm(wa->data.data(), round_up(K, 2), b.data(), (K + 1) / 2, g.oc, P, out);
+    gemm(wa->data.data(), round_up(K, 2), b, (K + 1) / 2, g.oc, P, out);
   }
 }
 
@@ -374,10 +381,10 @@ template <typename X, typename Y>
 static void conv_nhwc(const X* x, Y* y, const int8_t* w, Packed* wb, const Conv& g, const Epilogue& e) {
   const int K = g.kh * g.kw * g.c, P = g.n * g.oh * g.ow, lda = round_up(K, 2);
   std::call_once(wb->once, [&] { pack_weights_b(w, K, g.oc, g.oc, 1, &wb->data); });
-  std::vector<int16_t> a((size_t)round_up(P, MR) * lda, 0);
+  int16_t* a = scratch<int16_t>(0, (size_t)round_up(P, MR) * lda);
   for (int p = 0; p < P; ++p) {
     const int bn = p / (g.oh * g.ow), oy = (p / g.ow) % g.oh, ox = p % g.ow;
-    int16_t* row = a.data() + (size_t)p * lda;
+    int16_t* row = a + (size_t)p * lda;
     for (int ky = 0; ky < g.kh; ++ky)
       for (int kx = 0; kx < g.kw; ++kx) {
         const int iy = oy * g.sh + ky * g.dh - g.pt, ix = ox * g.sw + kx * g.dw - g.pl;
@@ -391,7 +398,7 @@ static void conv_nhwc(const X* x, Y* y, const int8_t* w, Packed* wb, const Conv&
       }
   }
   const GemmOut<Y> out{y, g.oc, 1, false, e};
-  gemm(a.data(), lda, wb->data.data(), (K + 1) / 2, P, g.oc, out);
+  gemm(a, lda, wb->data.data(), (K + 1) / 2, P, g.oc, out);
 }
 
 // Dense: A = input rows [rows][k], B = OI weights transposed [k][oc].
@@ -399,12 +406,11 @@ template <typename X, typename Y>
 static void dense(const X* x, Y* y, const int8_t* w, Packed* wb, int rows, int K, int oc, const Epilogue& e) {
   const int lda = round_up(K, 2);
   std::call_once(wb->once, [&] { pack_weights_b(w, K, oc, 1, K, &wb->data); });
-  std::vector<int16_t> a((size_t)round_up(rows, MR) * lda, 0);
-  int16_t* pa = a.data();
+  int16_t* pa = scratch<int16_t>(0, (size_t)round_up(rows, MR) * lda);
   for (int r = 0; r < rows; ++r)
     for (int k = 0; k < K; ++k) pa[(size_t)r * lda + k] = x[(int64_t)r * K + k];
   const GemmOut<Y> out{y, oc, 1, false, e};
-  gemm(a.data(), lda, wb->data.data(), (K + 1) / 2, rows, oc, out);
+  gemm(pa, lda, wb->data.data(), (K + 1) / 2, rows, oc, out);
 }
 
 // acc[i] = sum over taps t of w[t] * src[t][i], i < n (n a multiple of 64; src readable that far).
@@ -477,15 +483,11 @@ SIMA_INLINE void depthwise_body(const X* x, Y* y, const int8_t* w, const Conv& g
   const int hq = (g.oh - 1) + ((g.kh - 1) * g.dh) / g.sh + 1, wq = (g.ow - 1) + ((g.kw - 1) * g.dw) / g.sw + 1;
   // outputs rounded up to whole vectors (no scalar remainder on 7 x 7 maps); planes padded to match
   const int64_t plane = (int64_t)hq * wq, outputs = round_up(g.oh * wq, 64);
-  std::vector<int16_t> planes((size_t)(g.sh * g.sw * plane + outputs), 0);
-  std::vector<int32_t> acc((size_t)outputs);
-  int16_t* __restrict pl = planes.data();
-  int32_t* __restrict pa = acc.data();
+  int16_t* __restrict pl = scratch<int16_t>(1, (size_t)(g.sh * g.sw * plane + outputs));
+  int32_t* __restrict pa = scratch<int32_t>(2, (size_t)outputs);
   const int taps = g.kh * g.kw, wide = wq * g.sw;
-  std::vector<const int16_t*> tap_vector(taps);
-  const int16_t** tap_src = tap_vector.data();
-  std::vector<int16_t> padded_row((size_t)wide);
-  int16_t* __restrict row = padded_row.data();
+  const int16_t** tap_src = scratch<const int16_t*>(0, (size_t)taps);
+  int16_t* __restrict row = scratch<int16_t>(3, (size_t)wide);
   for (int nc = lo; nc < hi; ++nc) {
     const int ch = nc % g.c;
     const X* xc = x + (int64_t)nc * g.h * g.w;
@@ -550,6 +552,50 @@ static void depthwise_nchw(const X* x, Y* y, const int8_t* w, const Conv& g, con
     split(g.n * g.c, task, tasks, &lo, &hi);
     body(x, y, w, g, e, lo, hi);
   }, (int64_t)g.n * g.c * g.oh * g.ow * g.kh * g.kw);
+}
+
+// ---- requantize (sima.requantize): y = requant(x - zp_in) per channel ----
+template <int MODE, typename X, typename Y>
+SIMA_INLINE void requantize_loop(const X* __restrict x, Y* __restrict y, int64_t n, int64_t zp_in, int64_t m,
+                                 int64_t sh, int64_t zp, int64_t lo, int64_t hi) {
+  for (int64_t i = 0; i < n; ++i) y[i] = (Y)clamp(requant((int64_t)x[i] - zp_in, m, sh, MODE) + zp, lo, hi);
+}
+template <typename X, typename Y>
+SIMA_INLINE void requantize_body(const X* x, Y* y, int64_t outer, int channels, int64_t inner, int64_t zp_in,
+                                 const Epilogue& e) {
+  for (int64_t o = 0; o < outer; ++o)
+    for (int c = 0; c < channels; ++c) {
+      const int64_t at = (o * channels + c) * inner;
+      switch (e.mode) {
+        case 0: requantize_loop<0>(x + at, y + at, inner, zp_in, e.mult[c], e.shift[c], e.zp, e.lo, e.hi); break;
+        case 1: requantize_loop<1>(x + at, y + at, inner, zp_in, e.mult[c], e.shift[c], e.zp, e.lo, e.hi); break;
+        case 2: requantize_loop<2>(x + at, y + at, inner, zp_in, e.mult[c], e.shift[c], e.zp, e.lo, e.hi); break;
+        default: requantize_loop<3>(x + at, y + at, inner, zp_in, e.mult[c], e.shift[c], e.zp, e.lo, e.hi); break;
+      }
+    }
+}
+template <typename X, typename Y>
+SIMA_AVX512 void requantize_avx512(const X* x, Y* y, int64_t outer, int channels, int64_t inner, int64_t zp_in,
+                                   const Epilogue& e) {
+  requantize_body(x, y, outer, channels, inner, zp_in, e);
+}
+template <typename X, typename Y>
+SIMA_AVX2 void requantize_avx2(const X* x, Y* y, int64_t outer, int channels, int64_t inner, int64_t zp_in,
+                               const Epilogue& e) {
+  requantize_body(x, y, outer, channels, inner, zp_in, e);
+}
+template <typename X, typename Y>
+void requantize_generic(const X* x, Y* y, int64_t outer, int channels, int64_t inner, int64_t zp_in,
+                        const Epilogue& e) {
+  requantize_body(x, y, outer, channels, inner, zp_in, e);
+}
+// x viewed as [outer][channels][inner]; e.mult / e.shift per channel (channels 1: per tensor).
+template <typename X, typename Y>
+static void requantize(const X* x, Y* y, int64_t outer, int channels, int64_t inner, int64_t zp_in,
+                       const Epilogue& e) {
+  const int isa = host_isa();
+  (isa == kAvx512 ? requantize_avx512<X, Y> : (isa == kAvx2 ? requantize_avx2<X, Y> : requantize_generic<X, Y>))(
+      x, y, outer, channels, inner, zp_in, e);
 }
 
 }  // namespace sima_kernels
