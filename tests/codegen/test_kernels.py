@@ -88,6 +88,10 @@ def _requant(rng: np.random.Generator, channels: int, index: int, acc_std: float
     if rounding == "tflite":
         m, e = sm.tflite_quantize_multiplier(real)
         shift, mult = (31 - np.asarray(e)).tolist(), np.asarray(m).tolist()
+    elif index % 5 == 4:  # a 21-bit multiplier: past the int32 epilogue's bound, the int64 one runs
+        mult = rng.integers(1 << 20, 1 << 21, channels)
+        shift = np.round(np.log2(mult / real)).astype(int).tolist()
+        mult = mult.tolist()
     else:
         mult = rng.integers(1, 8, channels)
         shift = np.maximum(np.round(np.log2(mult / real)), 0).astype(int).tolist()
@@ -202,3 +206,16 @@ def test_library_kernels_equal_the_tir_kernels_bit_for_bit(built, isa, monkeypat
         mismatch = int(np.count_nonzero(a != b))
         assert mismatch == 0, f"{name} ({isa}): {mismatch} of {a.size} outputs differ"
     assert os.environ.get("TVM_SIMA_KERNEL_ISA") == (None if isa == "native" else isa)
+
+
+def test_the_int32_epilogue_is_chosen_exactly_at_its_bound():
+    from tvm_sima.codegen.csource import _narrow
+
+    a = {"rounding": "half_up", "multiplier": [3], "shift": [4]}
+    sums = np.array([1000, 2000])  # |acc| <= 2000 x 128 for int8 input
+    # (2000 * 128 + |bias|) * 3 + 2^4 < 2^31  <=>  |bias| < (2^31 - 16) / 3 - 256000
+    edge = (2**31 - 16) // 3 - 256000
+    assert _narrow(a, sums, np.array([0, edge - 1]), "int8")
+    assert not _narrow(a, sums, np.array([0, edge + 1]), "int8")
+    assert not _narrow(a, sums, np.array([0, edge - 1]), "uint8")  # |x| <= 255: past it
+    assert not _narrow({**a, "rounding": "tflite"}, sums, np.array([0, 0]), "int8")

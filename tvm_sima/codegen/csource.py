@@ -81,16 +81,45 @@ def _parallel(rows: int, macs: int) -> str:
     return (f"{{ std::thread t(work, 0, {rows // 2}); work({rows // 2}, {rows}); t.join(); }}")
 
 
-def _epilogue_struct(tag: str, a: dict) -> str:
-    return (f"static const sima_kernels::Epilogue {tag}_e{{{tag}_bias, {tag}_mult, {tag}_shift, "
-            f"{_MODES[a['rounding']]}, {a['output_zero_point']}, {a['qmin']}, {a['qmax']}}};\n")
+#: Largest magnitude of an input code of each dtype the library kernels read.
+_CODE_MAGNITUDE = {"int8": 128, "uint8": 255}
+
+
+def _narrow(a: dict, weight_sums: np.ndarray, bias: np.ndarray, x_dtype: str) -> bool:
+    """Whether the epilogue is exact in int32: ``|acc + bias| * m + 2^n < 2^31`` for every reachable ``acc``.
+
+    ``weight_sums`` are the per-channel sums of ``|w|``: ``|acc| <= weight_sums * max |x|``. TFLite's
+    rounding (mode 3) keeps its int64 arithmetic.
+    """
+    if a["rounding"] == "tflite":
+        return False
+    channels = len(weight_sums)
+    bias = bias.astype(np.int64) if bias.size else np.zeros(channels, np.int64)
+    mult, shift = _per_channel(a["multiplier"], channels), _per_channel(a["shift"], channels)
+    # float64 is exact below 2^53, and anything above that is far past 2^31
+    reach = weight_sums.astype(np.float64) * _CODE_MAGNITUDE[x_dtype] + np.abs(bias.astype(np.float64))
+    bound = reach * mult.astype(np.float64) + np.exp2(shift.astype(np.float64))
+    return bool(np.all(bound < 2.0**31))
+
+
+def _epilogue_struct(tag: str, a: dict, narrow: bool = False) -> str:
+    """The kernel's ``Epilogue``; ``narrow``: with the int32 copies of its tables (:func:`_narrow32_tables`)."""
+    fields = (f"{tag}_bias, {tag}_mult, {tag}_shift, {_MODES[a['rounding']]}, {a['output_zero_point']}, "
+              f"{a['qmin']}, {a['qmax']}" + (f", {tag}_bias32, {tag}_mult32, {tag}_shift32" if narrow else ""))
+    return f"static const sima_kernels::Epilogue {tag}_e{{{fields}}};\n"
+
+
+def _narrow32_tables(tag: str, a: dict, channels: int, bias: np.ndarray) -> str:
+    return (_array(f"{tag}_mult32", _per_channel(a["multiplier"], channels), "int32_t")
+            + _array(f"{tag}_shift32", _per_channel(a["shift"], channels), "int32_t")
+            + _array(f"{tag}_bias32", bias if bias.size else np.zeros(channels, np.int64), "int32_t"))
 
 
 #: Input dtypes of the GEMM / depthwise library kernels: their int16 pair products are exact for 8 bits.
 FAST_INPUTS = ("int8", "uint8")
 
 
-def _library_conv(fn: str, tag: str, a: dict, geometry: dict, xt: str, yt: str) -> str | None:
+def _library_conv(fn: str, tag: str, a: dict, geometry: dict, xt: str, yt: str, narrow: bool) -> str | None:
     """The call of the library kernel for this conv, or ``None`` (grouped, or a 16-bit input: plain loops)."""
     g = geometry
     nchw = a["data_layout"] == "NCHW"
@@ -104,7 +133,7 @@ def _library_conv(fn: str, tag: str, a: dict, geometry: dict, xt: str, yt: str) 
                                             "dw", "pt", "pl", "zp"))
     packed = "" if kernel == "depthwise_nchw" else f"static sima_kernels::Packed {tag}_pack;\n"
     args = f"x, y, {tag}_w, " + ("" if kernel == "depthwise_nchw" else f"&{tag}_pack, ") + f"{tag}_g, {tag}_e"
-    return (packed + _epilogue_struct(tag, a) + f"static const sima_kernels::Conv {tag}_g{{{conv}}};\n"
+    return (packed + _epilogue_struct(tag, a, narrow) + f"static const sima_kernels::Conv {tag}_g{{{conv}}};\n"
             f"static void {fn}(const {xt}* x, {yt}* y) {{ sima_kernels::{kernel}(" + args + "); }\n")
 
 
@@ -132,9 +161,11 @@ def _conv2d(fn: str, op: dict, tensors: dict, weights: dict) -> str:
     if x_t["dtype"] in FAST_INPUTS:
         geometry = dict(n=n, c=c, h=h, w=wd, cout=cout, oh=oh, ow=ow, kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, dw=dw,
                         pt=pt, pl=pl, zp=zp, groups=groups, ipg=ipg, opg=opg)
-        library = _library_conv(fn, tag, a, geometry, xt, yt)
+        sums = np.abs(w.astype(np.int64)).sum(axis=(1, 2, 3) if nchw else (0, 1, 2))
+        narrow = _narrow(a, sums, bias, x_t["dtype"])
+        library = _library_conv(fn, tag, a, geometry, xt, yt, narrow)
         if library is not None:
-            return src + library
+            return src + (_narrow32_tables(tag, a, cout, bias) if narrow else "") + library
     if not nchw:
         if ipg == 1 and opg == 1:  # depthwise: channels innermost, contiguous in x and w
             inner = f"""for (int ch = 0; ch < {cout}; ++ch)
@@ -202,7 +233,9 @@ def _dense(fn: str, op: dict, tensors: dict, weights: dict) -> str:
     xt, yt = CTYPES[x_t["dtype"]], CTYPES[y_t["dtype"]]
     src = _blob(f"{tag}_w", w) + _requant_tables(tag, a, cout, bias)
     if x_t["dtype"] in FAST_INPUTS:
-        return (src + f"static sima_kernels::Packed {tag}_pack;\n" + _epilogue_struct(tag, a)
+        narrow = _narrow(a, np.abs(w.astype(np.int64)).sum(axis=1), bias, x_t["dtype"])
+        return (src + (_narrow32_tables(tag, a, cout, bias) if narrow else "")
+                + f"static sima_kernels::Packed {tag}_pack;\n" + _epilogue_struct(tag, a, narrow)
                 + f"static void {fn}(const {xt}* x, {yt}* y) {{ sima_kernels::dense(x, y, {tag}_w, &{tag}_pack, "
                 f"{rows}, {k}, {cout}, {tag}_e); }}\n")
     body = f"""

@@ -108,6 +108,11 @@ struct Epilogue {
   const int64_t* shift;
   int mode;
   int64_t zp, lo, hi;
+  // The same per channel in int32, when the generator proved (acc + bias) * mult + 2^shift < 2^31 for
+  // every accumulator the op can produce (modes 0-2): the epilogue then runs in 32-bit lanes.
+  const int32_t* bias32 = nullptr;
+  const int32_t* mult32 = nullptr;
+  const int32_t* shift32 = nullptr;
 };
 
 // y[i * step] for i < n from acc[i]; channel c0 + i * DC (DC = 0: one channel for the whole row).
@@ -127,8 +132,36 @@ SIMA_INLINE void epilogue_loop(const int32_t* __restrict acc, int n, Y* __restri
       y[i * step] = (Y)clamp(requant((int64_t)acc[i] + bias[i * DC], mult[i * DC], shift[i * DC], MODE) + zp, lo, hi);
   }
 }
+// round_shift in int32 (modes 0-2), exact where the generator's bound holds.
+template <int MODE>
+SIMA_INLINE int32_t round_shift32(int32_t x, int32_t n) {
+  const int32_t half = (int32_t(1) << n) >> 1;
+  const int32_t h1 = n > 0 ? 1 : 0;
+  if (MODE == 0) return (x + half) >> n;
+  if (MODE == 1) return (x + half - h1 + ((x >> n) & 1) * h1) >> n;
+  return (x + half - (x < 0 ? 1 : 0) * h1) >> n;
+}
+template <int MODE, int DC, typename Y>
+SIMA_INLINE void epilogue_loop32(const int32_t* __restrict acc, int n, Y* __restrict y, int64_t step,
+                                 const Epilogue& e, int c0) {
+  const int32_t* __restrict bias = e.bias32 + c0;
+  const int32_t* __restrict mult = e.mult32 + c0;
+  const int32_t* __restrict shift = e.shift32 + c0;
+  const int32_t zp = (int32_t)e.zp, lo = (int32_t)e.lo, hi = (int32_t)e.hi;
+  for (int i = 0; i < n; ++i) {
+    const int32_t v = round_shift32<MODE>((acc[i] + bias[i * DC]) * mult[i * DC], shift[i * DC]) + zp;
+    y[i * step] = (Y)(v < lo ? lo : (v > hi ? hi : v));
+  }
+}
 template <int DC, typename Y>
 SIMA_INLINE void epilogue_dc(const int32_t* acc, int n, Y* y, int64_t step, const Epilogue& e, int c0) {
+  if (e.bias32 != nullptr) {
+    switch (e.mode) {
+      case 0: epilogue_loop32<0, DC>(acc, n, y, step, e, c0); return;
+      case 1: epilogue_loop32<1, DC>(acc, n, y, step, e, c0); return;
+      default: epilogue_loop32<2, DC>(acc, n, y, step, e, c0); return;
+    }
+  }
   switch (e.mode) {
     case 0: epilogue_loop<0, DC>(acc, n, y, step, e, c0); break;
     case 1: epilogue_loop<1, DC>(acc, n, y, step, e, c0); break;
