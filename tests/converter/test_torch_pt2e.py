@@ -20,7 +20,7 @@ import torch
 import tvm
 from helpers.relax import one_input_module
 from helpers.relax import run as run_module
-from helpers.torch_models import images, pt2e_quantized, small_net
+from helpers.torch_models import PaddedNet, images, pt2e_quantized, small_net
 from tvm import relax
 
 import tvm_sima
@@ -93,6 +93,19 @@ def test_a_pt2_file_of_a_pt2e_model_converts_the_same(pt2e, converted, tmp_path)
     a = relax.VirtualMachine(tvm_sima.build(mod), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
     b = relax.VirtualMachine(tvm_sima.build(converted[0]), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_zero_pad_after_relu6_converts_on_the_codes():
+    """PT2E leaves ``dequantize -> hardtanh -> pad -> quantize`` (no pad annotation): convert pads the codes,
+    then clips them (``hoist_zero_pads``); every quantized tensor stays within 1 LSB of PyTorch."""
+    torch.manual_seed(1)
+    model = PaddedNet().eval()
+    quantized = pt2e_quantized(model, EXAMPLE, images(4, seed=13))
+    mod, report = tvm_sima.convert(tvm_sima.load_model(quantized, example_inputs=(EXAMPLE,))[0])
+    assert report.unconverted == [], report.unconverted
+    assert sorted(c["from"] for c in report.converted) == ["relax.nn.conv2d", "relax.nn.conv2d", "relax.nn.pad"]
+    check = per_op_check(quantized, (EXAMPLE,), mod, report, images(2, seed=14))
+    assert check.unchecked == [] and len(check.tensors) == 4 and check.max <= 1, [t.to_dict() for t in check.tensors]
 
 
 def _ties(scale: float) -> np.ndarray:

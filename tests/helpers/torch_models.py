@@ -41,6 +41,19 @@ class SmallNet(nn.Module):
         return self.fc(y.mean((2, 3)))
 
 
+class PaddedNet(nn.Module):
+    """TensorFlow-style padding as EfficientNet-Lite writes it: ``conv -> relu6 -> ZeroPad2d -> depthwise conv``."""
+
+    def __init__(self, channels: int = 8) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, channels, 1)
+        self.pad = nn.ZeroPad2d((0, 1, 0, 1))
+        self.depthwise = nn.Conv2d(channels, channels, 3, stride=2, groups=channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.depthwise(self.pad(nn.functional.relu6(self.conv(x))))
+
+
 def small_net(seed: int = 0) -> SmallNet:
     """A :class:`SmallNet` with seeded weights and batch-norm statistics that are not the identity."""
     torch.manual_seed(seed)
