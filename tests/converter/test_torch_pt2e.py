@@ -17,6 +17,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torch.ao.quantization.fx._decomposed  # noqa: F401  (torch.ops.quantized_decomposed, without torchao)
 import tvm
 from helpers.relax import one_input_module
 from helpers.relax import run as run_module
@@ -146,6 +147,8 @@ class _BadRange(torch.nn.Module):
 
 def test_a_quantize_range_tvm_sima_cannot_hold_is_a_clear_error():
     with pytest.raises(tvm_sima.frontends.CorruptModelError,
-                       match=r"node 'quantize_per_tensor' .*quant_min=-100, quant_max=100 for int8; tvm-sima takes "
+                       match=r"PyTorch importer failed at node 'quantize_per_tensor' "
+                             r"\(quantized_decomposed.quantize_per_tensor.default\): ValueError: node "
+                             r"'quantize_per_tensor' .*quant_min=-100, quant_max=100 for int8; tvm-sima takes "
                              r"the type's full range \[-128, 127\] or its narrow one \[-127, 127\]"):
         tvm_sima.load_model(_BadRange(), example_inputs=(torch.zeros(1, 4),))

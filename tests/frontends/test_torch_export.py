@@ -59,6 +59,7 @@ def test_numpy_example_inputs_and_eval_mode(model):
     model.train()  # load_model exports in eval mode: batch norm uses its running statistics
     try:
         mod, params = tvm_sima.load_model(model, example_inputs=(np.zeros((1, 3, 16, 16), np.float32),))
+        assert model.training  # and leaves the caller's module in its mode
     finally:
         model.eval()
     x = images(1, seed=3)[0]

@@ -64,6 +64,7 @@ def exported_program(model: Any, example_inputs: Optional[Sequence[Any]] = None)
         A module without ``example_inputs``; a ``.pt2`` file ``torch.export.load`` cannot read.
     """
     import torch
+    import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers the quantized_decomposed ops PT2E files hold)
 
     if isinstance(model, (str, os.PathLike)):
         try:
@@ -79,10 +80,16 @@ def exported_program(model: Any, example_inputs: Optional[Sequence[Any]] = None)
                          "example inputs: give load_model(model, example_inputs=(tensor, ...))")
     args = tuple(torch.from_numpy(x) if type(x).__module__ == "numpy" else x
                  for x in (example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)))
-    if not isinstance(model, torch.fx.GraphModule):  # an exported module (PT2E's) is in its eval form already
-        model = model.eval()
-    with torch.no_grad():
-        return torch.export.export(model, args)
+    if isinstance(model, torch.fx.GraphModule):  # an exported module (PT2E's) is in its eval form already
+        with torch.no_grad():
+            return torch.export.export(model, args)
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return torch.export.export(model, args)
+    finally:
+        model.train(training)  # the caller's module as it was
 
 
 def module_path(node: Any) -> str:
