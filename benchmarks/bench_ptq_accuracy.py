@@ -14,6 +14,14 @@ tvm-sima: the integer program built with the sima pipeline and run by TVM; each 
 strategy is calibrated once and realized in both requantization modes (``shift``: SiMa's
 weight-folded shift-only ops; ``multiplier_shift``: TFLite-style multipliers).
 
+The PyTorch rows (``torch_routes.py``; ``--no-torch`` leaves them out): the same EfficientNet-Lite0
+as an ``nn.Module`` (``tools/efficientnet_lite0.py``, the module the ONNX file was exported from)
+imported by ``tvm_sima.load_model(module, example_inputs=...)``: its float outputs against
+onnxruntime's on the evaluation crops, ``tvm_sima.quantize`` with the same data and configurations
+(``--torch-strategies``), the PyTorch user's own PTQ (torchao PT2E with its XNNPACK quantizer,
+evaluated in PyTorch), and that PT2E model converted by ``tvm_sima.convert``, with its per-op check
+against PyTorch (isolated, in codes).
+
 Run:  make bench-accuracy      (or .venv/bin/python benchmarks/bench_ptq_accuracy.py --model PATH)
 """
 
@@ -89,6 +97,15 @@ def run_tvm_sima(model: str, calib: list[np.ndarray], evals: list[np.ndarray], r
     return rows
 
 
+def _print_torch(figures: dict) -> None:
+    f, per_op = figures["float"], figures["pt2e_per_op"]
+    print(f"\nPyTorch route, float: max |TVM - onnxruntime| {f['vs_onnxruntime']:.2e}, max |TVM - PyTorch| "
+          f"{f['vs_pytorch']:.2e} (logits up to {f['logit_range']:.1f})")
+    print(f"PT2E model converted: {per_op['converted']} chains integer, {len(per_op['unconverted'])} ops left float; "
+          f"per op vs PyTorch (isolated, {per_op['inputs']} crops): max {per_op['max_lsb']} LSB, "
+          f"{per_op['within_1_lsb']}/{per_op['checked']} tensors <= 1 LSB, {per_op['exact']} exact")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(ROOT / "build" / "models" / "efficientnet_lite0.onnx"))
@@ -96,6 +113,10 @@ def main() -> None:
     parser.add_argument("--eval-per-photo", type=int, default=8)
     parser.add_argument("--strategies", default="percentile,mse,kl_divergence,extrema")
     parser.add_argument("--json", default=str(ROOT / "build" / "bench_ptq_accuracy.json"))
+    parser.add_argument("--torch", action=argparse.BooleanOptionalAction, default=True,
+                        help="the PyTorch rows: nn.Module import, its quantization, torchao PT2E (default: on)")
+    parser.add_argument("--torch-strategies", default="percentile",
+                        help="calibration strategies of the PyTorch route's rows (default: percentile)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("tvm_sima").setLevel(logging.WARNING)
@@ -113,15 +134,23 @@ def main() -> None:
         work = pathlib.Path(tmp)
         rows = run_ort(args.model, calib, evals, ref, work)
         rows += run_tvm_sima(args.model, calib, evals, ref, work, args.strategies.split(","))
+        torch_figures = {}
+        if args.torch:
+            from torch_routes import torch_rows
+
+            extra, torch_figures = torch_rows(calib, evals, ref, work, args.torch_strategies.split(","), metrics)
+            rows += extra
 
     print(f"\nEfficientNet-Lite0, {len(calib)} calibration / {len(evals)} evaluation crops "
           "(disjoint photos), vs the float model")
-    print(f"| {'tool':11} | {'configuration':48} | top-1 agree | top-5 overlap | logits SQNR | calib+quant s |")
-    print(f"|{'-' * 13}|{'-' * 50}|-------------|---------------|-------------|---------------|")
+    print(f"| {'tool':18} | {'configuration':48} | top-1 agree | top-5 overlap | logits SQNR | calib+quant s |")
+    print(f"|{'-' * 20}|{'-' * 50}|-------------|---------------|-------------|---------------|")
     for r in rows:
         seconds = f"{r['seconds']:.1f}" + ("" if r.get("calibrated", True) else " (reused)")
-        print(f"| {r['tool']:11} | {r['config']:48} | {r['top1_agreement']:11.3f} | {r['top5_overlap']:13.3f} "
+        print(f"| {r['tool']:18} | {r['config']:48} | {r['top1_agreement']:11.3f} | {r['top5_overlap']:13.3f} "
               f"| {r['sqnr_db']:8.2f} dB | {seconds:>13} |")
+    if torch_figures:
+        _print_torch(torch_figures)
     ours = [r for r in rows if r["tool"] == "tvm-sima"]
     theirs = [r for r in rows if r["tool"] == "onnxruntime"]
     best = max((r for r in ours if "no bias" not in r["config"]), key=lambda r: (r["sqnr_db"], r["top1_agreement"]))
@@ -138,7 +167,7 @@ def main() -> None:
           f"(ratio {ours_time / ort_time:.1f}x)")
     pathlib.Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     with open(args.json, "w", encoding="utf-8") as handle:
-        json.dump({"calib": len(calib), "eval": len(evals), "rows": rows}, handle, indent=2)
+        json.dump({"calib": len(calib), "eval": len(evals), "rows": rows, "torch": torch_figures}, handle, indent=2)
     print(f"rows written to {args.json}")
 
 

@@ -86,8 +86,10 @@ class PerOpCheck:
 # -- the QDQ model's side --------------------------------------------------------------------------------------------
 
 @dataclass
-class _Quantized:
-    node: str  # the QuantizeLinear node's name
+class QuantizedTensor:
+    """A quantize of the pre-quantized model: the name its converted quantize_info carries as ``source``."""
+
+    node: str  # the QuantizeLinear node's name (a torch model: the quantize's source name)
     tensor: str  # its output
     elem_type: int  # the output's ONNX element type (the zero point's; uint8 without one)
     op: str
@@ -103,7 +105,7 @@ def _constants(graph: Any) -> dict[str, np.ndarray]:
     return values
 
 
-def quantized_tensors(model: Any) -> list[_Quantized]:
+def quantized_tensors(model: Any) -> list[QuantizedTensor]:
     """Every ``QuantizeLinear`` of ``model`` (an ``onnx.ModelProto``), in graph order, and what computes its input."""
     from onnx import TensorProto
 
@@ -119,7 +121,8 @@ def quantized_tensors(model: Any) -> list[_Quantized]:
         ops, in_scales = _computed_by(node.input[0], producer, constants)
         out_scale = float(np.max(constants[node.input[1]])) if node.input[1] in constants else None
         ratio = max(in_scales) / out_scale if in_scales and out_scale else None
-        found.append(_Quantized(node.name or node.output[0], node.output[0], elem, "+".join(ops) or "input", ratio))
+        found.append(QuantizedTensor(node.name or node.output[0], node.output[0], elem, "+".join(ops) or "input",
+                                     ratio))
     return found
 
 
@@ -151,7 +154,7 @@ def _computed_by(tensor: str, producer: dict, constants: dict) -> tuple[list[str
     return ops, scales
 
 
-def ort_codes(path: str, tensors: Sequence[_Quantized]) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+def ort_codes(path: str, tensors: Sequence[QuantizedTensor]) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
     """``codes(x)``: ``{tensor: codes}`` of every ``QuantizeLinear`` output for one input, from onnxruntime
     ``ORT_DISABLE_ALL`` (one input at a time: 64 inputs of PP-OCR det's 293 tensors do not fit in memory)."""
     import onnx
@@ -172,7 +175,8 @@ def ort_codes(path: str, tensors: Sequence[_Quantized]) -> Callable[[np.ndarray]
 
 # -- the converted program's side ------------------------------------------------------------------------------------
 
-def _match_taps(converted: Any, tensors: Sequence[_Quantized]) -> tuple[dict[str, _Quantized], list[tuple[str, str]]]:
+def _match_taps(converted: Any, tensors: Sequence[QuantizedTensor]) -> tuple[dict[str, QuantizedTensor],
+                                                                          list[tuple[str, str]]]:
     """``{tap name: the QDQ tensor it is}`` (by each quantize_info's ``source``) and the QDQ tensors with no tap."""
     from tvm_sima.quantize_info import read_quantize_info
 
@@ -206,8 +210,15 @@ def per_op_check(path: str, converted: Any, report: Any, inputs: Sequence[np.nda
 
     start = time.perf_counter()
     tensors = quantized_tensors(onnx.load(path, load_external_data=False))
+    return check_taps(converted, report, tensors, inputs, ort_codes(path, tensors), start)
+
+
+def check_taps(converted: Any, report: Any, tensors: Sequence[QuantizedTensor], inputs: Sequence[np.ndarray],
+               oracle: Callable[[np.ndarray], dict[str, np.ndarray]], start: float) -> PerOpCheck:
+    """Every quantized tensor of ``tensors`` (any frontend's) against ``oracle(x)`` (``{tensor: codes}``),
+    isolated; ``start``: the ``time.perf_counter()`` the check's time counts from."""
     taps, unchecked = _match_taps(converted, tensors)
-    stats = _isolated_diffs(converted, taps, inputs, ort_codes(path, tensors))
+    stats = _isolated_diffs(converted, taps, inputs, oracle)
     ops = {c["tensor"]: c["op"] for c in report.converted}
     check = PerOpCheck(unchecked=unchecked)
     for name, (largest, exact, count) in stats.items():
@@ -222,7 +233,7 @@ def per_op_check(path: str, converted: Any, report: Any, inputs: Sequence[np.nda
     return check
 
 
-def _isolated_diffs(converted: Any, taps: dict[str, _Quantized], inputs: Sequence[np.ndarray],
+def _isolated_diffs(converted: Any, taps: dict[str, QuantizedTensor], inputs: Sequence[np.ndarray],
                     oracle: Callable[[np.ndarray], dict[str, np.ndarray]]) -> dict[str, tuple[int, int, int]]:
     """Per tap (program order): the largest |ours - oracle| in codes, the exact codes and all codes over every
     input, each tap fed the oracle's codes (largest -1 when the sizes differ). Streams: one input at a time."""

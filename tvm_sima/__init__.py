@@ -14,7 +14,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from . import _defer_torch
+
 __version__ = "0.1.0"
+
+_defer_torch.install()  # `import tvm` loads no torch (apache-tvm-ffi would import it whenever installed)
 
 # Public name -> module that defines it; imported lazily so that `import tvm_sima.math`
 # never loads TVM.

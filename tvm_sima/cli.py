@@ -4,13 +4,14 @@
   ``quantize`` would quantize, for a quantized one what ``convert`` would turn into integer ops
   and how many regions would be offloaded;
 * ``tvm-sima quantize MODEL --calib DATA --output DIR [--config FILE]`` — quantize a float ONNX /
-  TFLite model on calibration data and write ``model.so``, ``artifacts/`` and the run's files
-  (layers.json, statistics.npz, qconfig.json, report.json) to DIR;
+  TFLite / PyTorch (``.pt2``, ``torch.export.save``) model on calibration data and write
+  ``model.so``, ``artifacts/`` and the run's files (layers.json, statistics.npz, qconfig.json, report.json) to DIR;
 * ``tvm-sima report MODEL --calib DATA --eval DATA --output DIR`` — quantize, then compare the
   float and the quantized program tensor by tensor ("continuous" and "isolated" modes) and on the
   output (``--metric``): ``DIR/per_layer.json`` and the page ``DIR/report.html``;
-* ``tvm-sima convert MODEL_INT8 --output DIR [--mode tflite|shift]`` — an int8 TFLite or
-  quantized ONNX model to integer sima ops, built: ``model.so``, ``artifacts/``, ``convert_report.json``;
+* ``tvm-sima convert MODEL_INT8 --output DIR [--mode tflite|shift]`` — an int8 TFLite,
+  quantized ONNX or PT2E-quantized ``.pt2`` model to integer sima ops, built: ``model.so``,
+  ``artifacts/``, ``convert_report.json``;
 * ``tvm-sima build MODEL --output DIR [--statistics FILE]`` — build without calibration data:
   a float model from the statistics of an earlier ``quantize`` run (with an edited per-layer file
   through the config's ``layer_config``), a quantized model as ``convert`` does.
@@ -355,13 +356,13 @@ def _parser() -> argparse.ArgumentParser:
     convert_mode = ("tflite (= multiplier_shift): Q31 multiplier + shift, bit-exact with LiteRT; "
                     "shift: scale folded into weights")
     command("inspect", cmd_inspect, "show a model's inputs, ops, and what would be quantized / converted / offloaded",
-            "a .onnx or .tflite file, float or quantized", mode_help="requantization of convert",
+            "a .onnx, .tflite or .pt2 file, float or quantized", mode_help="requantization of convert",
             example=f"tvm-sima inspect {onnx}")
     command("quantize", cmd_quantize, "quantize a float model on calibration data and build it for the NPU",
-            "a float .onnx or .tflite file", "where model.so, artifacts/ and the run's files go", [calib],
+            "a float .onnx, .tflite or .pt2 file", "where model.so, artifacts/ and the run's files go", [calib],
             config=True, example=f"tvm-sima quantize {onnx} --calib {npy} --output build/q")
     report = command("report", cmd_report, "quantize, then compare float and quantized tensors layer by layer",
-                     "a float .onnx or .tflite file", "where per_layer.json, report.html and the run's files go",
+                     "a float .onnx, .tflite or .pt2 file", "where per_layer.json, report.html and the run's files go",
                      [calib, ("--eval", "evaluation data (labels, if any, are used by top-k)")], config=True,
                      example=f"tvm-sima report {onnx} --calib {npy} --eval {npz} --output build/r")
     report.add_argument("--mode", choices=("continuous", "isolated", "both"), default="both",
@@ -370,12 +371,12 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--metric", action="append", metavar="NAME",
                         help=f"output metric, repeatable (default: {', '.join(DEFAULT_METRICS)}; also top5, or "
                              "any installed 'tvm_sima.metrics' entry point)")
-    command("convert", cmd_convert, "convert an int8 TFLite / quantized ONNX model and build it for the NPU",
-            "an int8 .tflite or a quantized (QDQ / QOperator) .onnx file",
+    command("convert", cmd_convert, "convert an int8 TFLite / quantized ONNX / PT2E model and build it for the NPU",
+            "an int8 .tflite, a quantized (QDQ / QOperator) .onnx or a PT2E-quantized .pt2 file",
             "where model.so, artifacts/ and the report go", mode_help=convert_mode,
             example="tvm-sima convert tests/fixtures/digits_int8.tflite --output build/c")
     build = command("build", cmd_build, "build for the NPU without data: a float model from saved statistics, "
-                    "a quantized one by converting it", "a .onnx or .tflite file, float or quantized",
+                    "a quantized one by converting it", "a .onnx, .tflite or .pt2 file, float or quantized",
                     "where model.so and artifacts/ go", config=True, mode_help=convert_mode,
                     example=f"tvm-sima build {onnx} --statistics build/q/statistics.npz --output build/b")
     build.description = textwrap.fill(

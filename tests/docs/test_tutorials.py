@@ -158,3 +158,15 @@ def test_tutorial_07_codegen_reads_enough_to_reproduce_the_program(mode):
     assert re.search(r"of matmul_3.output \(scale [0-9.]+, zero point -?\d+\): max \|difference\| 0.0$", out,
                      re.MULTILINE), out
     assert "tvm_sima.read_quantize_info(executable): 7/7 tensors" in out
+
+
+def test_tutorial_08_pytorch_module_and_pt2e_model():
+    result = run(ROOT / "tutorials" / "08_pytorch_models.py")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    sqnr = float(re.search(r"tvm-sima int8 vs PyTorch float: SQNR ([0-9.]+) dB", out).group(1))
+    assert sqnr > 30, out
+    assert "conv2d_0=stem, conv2d_1=features.0.conv, conv2d_2=features.1.conv, matmul_3=fc" in out
+    assert "9 chain(s) converted to integer ops, 0 op(s) left in float" in out
+    found = re.search(r"converted PT2E vs PyTorch's PT2E: outputs ([0-9.]+) exact, max (\d+) output LSB", out)
+    assert found and float(found.group(1)) > 0.9 and int(found.group(2)) <= 1, out

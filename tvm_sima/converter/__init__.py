@@ -42,7 +42,7 @@ from .. import ops as so
 from ..graph import GraphIndex, op_name, rebuild_main, remap
 from ..source_names import SourceNames
 from .chains import Match
-from .layout_moves import sink_dequantize
+from .layout_moves import hoist_zero_pads, sink_dequantize
 from .rules import DEFAULT_LIMITS, HardwareLimits
 
 __all__ = ["convert", "MODES", "HardwareLimits", "ConversionReport"]
@@ -103,7 +103,7 @@ def convert(mod: tvm.IRModule, mode: Union[str, sm.RequantMode] = "tflite", *,
     requant = sm.RequantMode.parse(mode)
     if not isinstance(mod, tvm.IRModule) or "main" not in [g.name_hint for g in mod.get_global_vars()]:
         raise TypeError("convert expects a tvm.IRModule with a 'main' function (tvm_sima.load_model's output)")
-    mod = sink_dequantize(mod)  # reshape -> transpose -> reshape chains (DepthToSpace) run on the codes
+    mod = sink_dequantize(hoist_zero_pads(mod))  # pad(relu6(x)): relu6(pad(x)); DepthToSpace's moves: on the codes
     index = GraphIndex(mod["main"])
     matches, skip, reasons = _find_matches(index, NUMERICS[requant], limits)
     report = ConversionReport(str(getattr(mode, "value", mode)))

@@ -10,7 +10,9 @@ quantize is moved above the dequantize::
 
 which is exact for per-tensor parameters (a layout move selects values, the dequantize maps
 each one alone; dequantized constants, the weights, stay as they are). The last move of the
-chain then meets the quantize and converts as usual.
+chain then meets the quantize and converts as usual. Before that, :func:`hoist_zero_pads` puts a
+zero pad of a clip's result before the clip (``dequantize -> relu6 -> pad -> quantize`` becomes
+``dequantize -> pad -> relu6 -> quantize``: a pad of the codes, then an integer clip).
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ from tvm import relax
 
 from .. import math as sm
 from .. import ops as so
-from ..graph import GraphIndex, constant_value, op_name, rebuild_main, remap
+from ..graph import GraphIndex, clip_bounds, constant_value, op_name, rebuild_main, remap
 from ..ops import qparams_from_attrs
 from .chains import match_tail
 
-__all__ = ["LAYOUT_MOVES", "sink_dequantize"]
+__all__ = ["LAYOUT_MOVES", "hoist_zero_pads", "sink_dequantize"]
 
 #: Ops that only rearrange values (no arithmetic, no fill value): they commute with a per-tensor dequantize.
 LAYOUT_MOVES = ("relax.reshape", "relax.permute_dims", "relax.squeeze", "relax.expand_dims", "relax.flatten",
@@ -77,5 +79,49 @@ def sink_dequantize(mod: tvm.IRModule) -> tvm.IRModule:
         codes[var] = bb.emit(relax.Call(call.op, [codes[source], *call.args[1:]], call.attrs, call.ty_args),
                              name_hint=f"{var.name}_codes")
         return so.dequantize(codes[var], qp)
+
+    return rebuild_main(mod, emit)
+
+
+def _hoistable(index: GraphIndex) -> dict[relax.Var, relax.Var]:
+    """Each zero ``pad`` of a clip's result (the clip keeping 0, read by the pad alone) -> that clip's var."""
+    found = {}
+    for var in index.order:
+        value = index.producer[var]
+        if op_name(value) != "relax.nn.pad" or str(value.attrs["pad_mode"]) != "constant" or \
+                float(value.attrs["pad_value"]) != 0.0:  # type: ignore[union-attr]
+            continue
+        clipped = value.args[0]  # type: ignore[union-attr]
+        bounds = clip_bounds(index.producer.get(clipped)) if isinstance(clipped, relax.Var) else None
+        if bounds is not None and bounds[1] <= 0.0 <= bounds[2] and index.single_user(clipped) == var:
+            found[var] = clipped
+    return found
+
+
+def hoist_zero_pads(mod: tvm.IRModule) -> tvm.IRModule:
+    """``mod`` with every ``pad(clip(x), 0)`` written ``clip(pad(x, 0))`` (the same module if none).
+
+    Exact when the clip keeps 0 (relu, relu6, ``clip(lo <= 0 <= hi)``): the padded zeros pass the clip
+    unchanged. PT2E models hold ``dequantize -> hardtanh -> pad -> quantize`` before each depthwise
+    convolution with TensorFlow padding (EfficientNet-Lite: the XNNPACK quantizer annotates no pad); the
+    pad then meets the dequantize and the clip the quantize, one integer pad + clip.
+    """
+    index = GraphIndex(mod["main"])
+    pads = _hoistable(index)
+    if not pads:
+        return mod
+    clips = set(pads.values())
+
+    def emit(bb: relax.BlockBuilder, var: relax.Var, value: relax.Expr, mapping: dict) -> Optional[relax.Expr]:
+        if var in clips:
+            return None  # emitted after its pad
+        if var not in pads:
+            return remap(value, mapping)
+        clip = index.producer[pads[var]]
+        operand = clip_bounds(clip)[0]  # type: ignore[index]
+        padded = bb.emit(relax.Call(value.op, [remap(operand, mapping)], value.attrs),  # type: ignore[union-attr]
+                         name_hint=f"{var.name}_pad")
+        assert isinstance(clip, relax.Call)
+        return relax.Call(clip.op, [padded if a.same_as(operand) else remap(a, mapping) for a in clip.args], clip.attrs)
 
     return rebuild_main(mod, emit)

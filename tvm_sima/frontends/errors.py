@@ -66,7 +66,8 @@ def importer_errors(path: Union[str, os.PathLike], importer: str) -> Iterator[No
 
 def _failing_node(err: BaseException) -> str:
     """" at node 'x' (Conv)" / " at op 3 (CONV_2D)": the node TVM's importer was converting, read from
-    the locals of its conversion loop (``_construct_nodes`` / ``convert_op_to_relax``), or ``""``."""
+    the locals of its conversion loop (``_construct_nodes`` / ``convert_op_to_relax`` /
+    ``_translate_fx_graph``), or ``""``."""
     found = ""
     for frame, _ in traceback.walk_tb(err.__traceback__):
         local = frame.f_locals
@@ -75,4 +76,6 @@ def _failing_node(err: BaseException) -> str:
             found = f" at node '{node.name or (node.output[0] if node.output else '?')}' ({node.op_type})"
         elif frame.f_code.co_name == "convert_op_to_relax" and "op_idx" in local:
             found = f" at op {local['op_idx']} ({local.get('op_code_str', '?')})"
+        elif frame.f_code.co_name == "_translate_fx_graph" and hasattr(local.get("node"), "target"):
+            found = f" at node '{local['node'].name}' ({local['node'].target})"  # TVM's PyTorch importer
     return found

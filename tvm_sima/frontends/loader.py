@@ -100,20 +100,26 @@ class DynamicShapeError(InputShapeError):
                 f"give its shape with {spell(self.name, list(self.given))}")
 
 
-def load_model(path: Union[str, os.PathLike], input_shapes: Shapes = None) -> tuple[Any, dict]:
-    """Load a float ``.onnx`` / ``.tflite`` or an int8 ``.tflite`` model as a Relax module and its parameters.
+def load_model(path: Union[str, os.PathLike, Any], input_shapes: Shapes = None,
+               example_inputs: Optional[Sequence[Any]] = None) -> tuple[Any, dict]:
+    """Load a float ``.onnx`` / ``.tflite`` / PyTorch or a quantized model as a Relax module and its parameters.
 
     An int8 TFLite model becomes a QDQ graph (``sima.dequantize`` -> float op -> ``sima.quantize``)
-    with int8 inputs and outputs, like LiteRT's interface (:mod:`tvm_sima.frontends.tflite_qdq`).
+    with int8 inputs and outputs, like LiteRT's interface (:mod:`tvm_sima.frontends.tflite_qdq`);
+    a PT2E-quantized PyTorch model a QDQ graph with float inputs and outputs, as its own.
 
     Parameters
     ----------
-    path : str or PathLike
-        The model file.
+    path : str, PathLike, torch.nn.Module or torch.export.ExportedProgram
+        The model file (``.onnx``, ``.tflite``, or ``.pt2`` as ``torch.export.save`` writes it), or a
+        PyTorch model (:mod:`tvm_sima.frontends.torch_export`; needs ``pip install tvm-sima[torch]``).
     input_shapes : dict, optional
         ``{input name: shape}``; a shape fits the declared one when it has its rank and its fixed
         sizes (dynamic dimensions take any size >= 1). Needed for inputs with a dynamic dimension
         other than the batch (a dynamic batch becomes 1).
+    example_inputs : tuple, optional
+        A ``torch.nn.Module``'s inputs (tensors or NumPy arrays) for ``torch.export.export``: the
+        model is built for their shapes.
 
     Returns
     -------
@@ -128,6 +134,13 @@ def load_model(path: Union[str, os.PathLike], input_shapes: Shapes = None) -> tu
         Missing file; unknown extension, unreadable file; a given shape that does not fit;
         a dynamic dimension nothing fixes; unsupported ops (all of them, with where they are).
     """
+    if not isinstance(path, (str, os.PathLike)):
+        from .torch_export import is_torch_model, load_torch
+
+        if is_torch_model(path):
+            return load_torch(path, example_inputs, input_shapes)
+        raise TypeError(f"load_model: a model file path, a torch.nn.Module or a torch.export.ExportedProgram, "
+                        f"not a {type(path).__name__}")
     file = pathlib.Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"model file {file} not found")
@@ -136,7 +149,11 @@ def load_model(path: Union[str, os.PathLike], input_shapes: Shapes = None) -> tu
         return _load_onnx(file, input_shapes)
     if suffix == ".tflite":
         return _load_tflite(file, input_shapes)
-    raise ValueError(f"{file}: unknown model type {suffix!r}; tvm-sima loads .onnx and .tflite files")
+    if suffix == ".pt2":
+        from .torch_export import load_torch
+
+        return load_torch(file, None, input_shapes)
+    raise ValueError(f"{file}: unknown model type {suffix!r}; tvm-sima loads .onnx, .tflite and .pt2 files")
 
 
 def _input_shapes(path: pathlib.Path, declared: Declared, given: Shapes) -> dict[str, tuple[int, ...]]:
@@ -327,7 +344,7 @@ def _tflite_declared(inputs: Sequence[Any]) -> Declared:
 
 
 def declared_inputs(path: Union[str, os.PathLike]) -> Declared:
-    """The data inputs of a ``.onnx`` / ``.tflite`` file and the dimensions it declares, without importing it.
+    """The data inputs of a ``.onnx`` / ``.tflite`` / ``.pt2`` file and the dimensions it declares, not importing it.
 
     Returns
     -------
@@ -345,7 +362,11 @@ def declared_inputs(path: Union[str, os.PathLike]) -> Declared:
 
         graph = read_tflite(file)
         return _tflite_declared([graph.tensors[i] for i in graph.inputs])
-    raise ValueError(f"{file}: unknown model type {file.suffix!r}; tvm-sima loads .onnx and .tflite files")
+    if file.suffix.lower() == ".pt2":
+        from .torch_export import declared_inputs as torch_declared
+
+        return torch_declared(file)
+    raise ValueError(f"{file}: unknown model type {file.suffix!r}; tvm-sima loads .onnx, .tflite and .pt2 files")
 
 
 def shapes_from_data(path: Union[str, os.PathLike], data_shapes: Mapping[str, Sequence[int]],

@@ -20,10 +20,10 @@ from tvm.relax.frontend.tflite.tflite_frontend import OperatorConverter, get_ten
 
 from .. import source_names
 
-__all__ = ["import_onnx", "import_tflite", "with_source_names"]
+__all__ = ["import_onnx", "import_tflite", "record", "with_source_names"]
 
 
-def _record(bb: relax.BlockBuilder, result: Any, name: str, named: dict) -> Any:
+def record(bb: relax.BlockBuilder, result: Any, name: str, named: dict) -> Any:
     """Bind a node's tensor result; remember the var(s) it returns as ``name``."""
     if isinstance(result, relax.Call) and isinstance(result.ty, relax.TensorType):
         result = bb.emit(result)
@@ -43,7 +43,7 @@ class _NamingOnnxImporter(ONNXGraphImporter):
     def _convert_operator(self, op_name: str, inputs: list, attrs: dict, opset: int) -> Any:
         result = super()._convert_operator(op_name, inputs, attrs, opset)
         custom = attrs.get("tvm_custom", {})
-        return _record(self.bb, result, str(custom.get("name") or ""), self.named)
+        return record(self.bb, result, str(custom.get("name") or ""), self.named)
 
 
 def _opset(model: Any) -> int:
@@ -108,7 +108,7 @@ def with_source_names(base: type, named: dict) -> type:
                     return None
                 outputs = self.get_output_tensors(op)
                 name = get_tensor_name(self.subgraph, outputs[0].tensor_idx) if outputs else ""
-                return _record(self.bb, self.bb.normalize(result), name, named)
+                return record(self.bb, self.bb.normalize(result), name, named)
 
             return run
 

@@ -316,8 +316,9 @@ def choose_qparams(
     return QParams(scale, zp.astype(np.int64), qtype, axis=axis, narrow_range=narrow)
 
 
-#: The float types ``x / scale`` of :func:`quantize` can be computed in.
-QUANTIZE_PRECISIONS = ("float64", "float32")
+#: How :func:`quantize` computes ``x / scale``: in float64; in float32 (ONNX, TFLite); or as PyTorch's
+#: ``quantized_decomposed.quantize_per_tensor``, ``x * (1 / scale)`` in float32 (``float32_reciprocal``).
+QUANTIZE_PRECISIONS = ("float64", "float32", "float32_reciprocal")
 
 
 def quantize(
@@ -333,7 +334,10 @@ def quantize(
     as ONNX ``QuantizeLinear`` and TFLite's ``QUANTIZE`` compute it (``x`` and ``scale`` rounded
     to float32 first, the quotient rounded to float32 before it is rounded to an integer: an
     input such as ``k / 127.5 - 1`` on the grid ``1 / 127.5`` lands on ties either way, 2 % of
-    codes 1 LSB apart). HALF_EVEN matches ONNX ``QuantizeLinear`` and Relax ``relax.quantize``,
+    codes 1 LSB apart). ``float32_reciprocal`` is PyTorch's PT2E ``quantize_per_tensor``:
+    ``1 / scale`` in float64 rounded to float32, times ``x`` in float32 (its quotient differs from
+    the float32 division's by one float32 ulp on some inputs, a code at ties). HALF_EVEN matches
+    ONNX ``QuantizeLinear``, PyTorch's ``torch.round`` and Relax ``relax.quantize``;
     HALF_AWAY_FROM_ZERO / TFLITE match TFLite's ``QUANTIZE``.
     NaN inputs raise; ``+-Inf`` saturate to ``qmax`` / ``qmin``.
 
@@ -354,6 +358,9 @@ def quantize(
         if precision == "float32":
             quotient = x.astype(np.float32) / np.asarray(scale, np.float32)
             scaled = np.clip(quotient.astype(np.float64), -(2.0**62), 2.0**62)
+        elif precision == "float32_reciprocal":
+            product = x.astype(np.float32) * np.asarray(1.0 / np.asarray(scale, np.float64), np.float32)
+            scaled = np.clip(product.astype(np.float64), -(2.0**62), 2.0**62)
         else:
             scaled = np.clip(x / scale, -(2.0**62), 2.0**62)
     q = round_real(scaled, rounding, rng) + zp

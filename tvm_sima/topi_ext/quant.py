@@ -91,11 +91,15 @@ def legalize_quantize(bb: Any, call: relax.Call) -> relax.Expr:
     mode = RoundingMode.parse(str(a["rounding"]))
     chans = _affine_channels(a)
 
-    single = str(a["precision"]) == "float32"  # x / scale rounded to float32, as ONNX / TFLite compute it
+    precision = str(a["precision"])
 
     def body(x: PrimExpr, v: list) -> PrimExpr:
-        quotient = (x.astype("float32") / v[0].astype("float32")).astype("float64") if single else \
-            x.astype("float64") / v[0]
+        if precision == "float32":  # x / scale rounded to float32, as ONNX / TFLite compute it
+            quotient = (x.astype("float32") / v[0].astype("float32")).astype("float64")
+        elif precision == "float32_reciprocal":  # x * float32(1 / scale), as PyTorch's quantize_per_tensor
+            quotient = (x.astype("float32") * (tirx.const(1.0, "float64") / v[0]).astype("float32")).astype("float64")
+        else:
+            quotient = x.astype("float64") / v[0]
         q = round_real_expr(quotient, mode) + v[1].astype("float64")
         return clip_expr(q, int(a["qmin"]), int(a["qmax"]), "float64")
 
