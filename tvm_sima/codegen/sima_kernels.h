@@ -504,6 +504,14 @@ SIMA_AVX2 static void taps_avx2(const int16_t* const* src, const int8_t* w, int 
   }
 }
 
+template <typename X>
+SIMA_INLINE void widen16(const X* __restrict src, int16_t* __restrict dst, int n) {
+  for (int j = 0; j < n; ++j) dst[j] = src[j];
+}
+SIMA_INLINE void fill16(int16_t* __restrict dst, int n, int16_t v) {
+  for (int j = 0; j < n; ++j) dst[j] = v;
+}
+
 // ---- depthwise NCHW (groups == channels, one output channel each) ----
 // Per channel, the zero-point padded input is split into sh x sw residue planes (row mod sh, column
 // mod sw), each hq x wq. Tap (ky, kx) of output (oy, ox) reads plane (ky*dh % sh, kx*dw % sw) at
@@ -529,14 +537,16 @@ SIMA_INLINE void depthwise_body(const X* x, Y* y, const int8_t* w, const Conv& g
     for (int ry = 0; ry < g.sh; ++ry)
       for (int i = 0; i < hq; ++i) {
         const int sy = i * g.sh + ry - g.pt;
-        for (int j = 0; j < wide; ++j) row[j] = (int16_t)g.zp;
         if (sy >= 0 && sy < g.h) {
-          const X* src = xc + (int64_t)sy * g.w - g.pl;
-          for (int j = x0; j < x1; ++j) row[j] = src[j];
+          fill16(row, x0, (int16_t)g.zp);
+          widen16(xc + (int64_t)sy * g.w - g.pl + x0, row + x0, x1 - x0);
+          fill16(row + x1, wide - x1, (int16_t)g.zp);
+        } else {
+          fill16(row, wide, (int16_t)g.zp);
         }
         int16_t* dst = pl + (int64_t)ry * g.sw * plane + (int64_t)i * wq;
         if (g.sw == 1) {
-          for (int j = 0; j < wq; ++j) dst[j] = row[j];
+          std::memcpy(dst, row, sizeof(int16_t) * wq);
         } else if (g.sw == 2) {
           for (int j = 0; j < wq; ++j) {
             dst[j] = row[2 * j];
