@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import pathlib
 import subprocess
 import sys
@@ -94,7 +95,11 @@ def tvm_sima_configs(model: ZooModel, calib: list[np.ndarray], work: pathlib.Pat
     """tvm-sima float, int8 offloaded and int8 TIR-only, each built and exported to a ``.so``."""
     import tvm_sima
 
-    mod, params = tvm_sima.load_model(model.file, input_shapes=model.input_shapes)
+    labels = ("tvm-sima float", "tvm-sima int8 offloaded", "tvm-sima int8 TIR-only")
+    try:
+        mod, params = tvm_sima.load_model(model.file, input_shapes=model.input_shapes)
+    except Exception as err:  # noqa: BLE001 - the table says why
+        return [(Row(model.name, label, note=f"load_model: {one_line(err)}"), None) for label in labels]
     out = []
     so, seconds, error = _built("float", lambda: tvm_sima.build(mod, params=params), work / "float.so")
     out.append((Row(model.name, "tvm-sima float", build_s=seconds if so else None, note=error),
@@ -102,8 +107,7 @@ def tvm_sima_configs(model: ZooModel, calib: list[np.ndarray], work: pathlib.Pat
     try:
         qmod = tvm_sima.quantize(mod, params, calib, work_dir=work / "quantize", progress=False)
     except Exception as err:  # noqa: BLE001
-        return out + [(Row(model.name, label, note=f"quantize: {one_line(err)}"), None)
-                      for label in ("tvm-sima int8 offloaded", "tvm-sima int8 TIR-only")]
+        return out + [(Row(model.name, label, note=f"quantize: {one_line(err)}"), None) for label in labels[1:]]
     for label, offload in (("tvm-sima int8 offloaded", True), ("tvm-sima int8 TIR-only", False)):
         path = work / f"int8_{'offload' if offload else 'tir'}.so"
         so, seconds, error = _built(label, lambda offload=offload: tvm_sima.build(qmod, offload=offload), path)
@@ -127,7 +131,9 @@ def bench_model(model: ZooModel, args: argparse.Namespace, work: pathlib.Path) -
     rows = []
     for row, _ in configs:
         timing = timings.get(row.config)
-        if timing is not None:
+        if timing is not None and timing.error:
+            row.note = timing.error
+        elif timing is not None:
             row.ms, row.peak_rss_mb = timing.median_ms, timing.peak_rss_mb
         rows.append(row)
     return rows
@@ -173,7 +179,7 @@ def run_job(spec: dict[str, Any], threads: int) -> dict[str, Any]:
     """A calibration job in its own process: its answer (seconds, peak RSS) or ``{"error": ...}``."""
     env_spec = {**spec, "threads": threads}
     done = subprocess.run([sys.executable, str(WORKER), json.dumps(env_spec)], capture_output=True, text=True,
-                          env={**__import__("os").environ, "TVM_NUM_THREADS": str(threads)}, check=False)
+                          env={**os.environ, "TVM_NUM_THREADS": str(threads)}, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if not lines:
         return {"error": f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}"}

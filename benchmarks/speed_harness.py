@@ -108,6 +108,7 @@ class Timing:
     spans: list[tuple[float, float]] = field(default_factory=list)  # each round's (start, end), monotonic clock
     peak_rss_mb: Optional[float] = None
     reps: int = 0
+    error: str = ""
 
     @property
     def median_ms(self) -> float:
@@ -130,16 +131,24 @@ def interleave(workers: Sequence[Worker], rounds: int, pause: float = PAUSE) -> 
 
 
 def run_interleaved(workers: Sequence[Worker], rounds: int, pause: float = PAUSE) -> dict[str, Timing]:
-    """Start the workers, interleave, stop them (peak RSS recorded); a worker that fails to start is skipped."""
+    """Start the workers, interleave, stop them (peak RSS recorded).
+
+    A worker that fails to start is left out of the rounds; its :class:`Timing` has no rounds and
+    its ``error`` says why.
+    """
     started: list[Worker] = []
+    failed: dict[str, Timing] = {}
     try:
         for worker in workers:
-            worker.start()
-            started.append(worker)
-        timings = interleave(started, rounds, pause)
+            try:
+                worker.start()
+                started.append(worker)
+            except RuntimeError as err:
+                failed[worker.name] = Timing(worker.name, error=str(err))
+        timings = interleave(started, rounds, pause) if started else {}
         for worker in started:
             timings[worker.name].peak_rss_mb = worker.stop()
-        return timings
+        return {**timings, **failed}
     finally:
         for worker in started:
             if worker.process is not None and worker.process.poll() is None:
