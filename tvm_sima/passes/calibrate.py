@@ -5,8 +5,8 @@ named ``sima.simulated_quantize``. Calibration builds, once, a float program in 
 calls are identities and every *activation* they mark is an extra output; it then runs the
 dataset through it batch by batch, feeding the observer of each tensor (keyed by the tensor's
 name). Weights are constants: their observers see them directly, per output channel when the
-layer's weight method is per-channel. Memory stays flat: observers stream, and only one batch's
-outputs exist at a time.
+layer's weight method is per-channel. Memory stays flat: observers stream, and at most two
+batches' outputs exist at a time (one being observed on worker threads while the next runs).
 """
 
 from __future__ import annotations
@@ -215,9 +215,13 @@ def _stream(mod: tvm.IRModule, dataset: Iterable[Batch], tap_observers: list[Obs
     with ThreadPoolExecutor(max_workers=observer_threads(), thread_name_prefix="sima-observe") as pool:
         pending: list[Future] = []
         for count, batch in enumerate(dataset, start=1):
-            arrays = batch_arrays(batch, inputs)
-            check_batch(arrays, main.params, count)
-            outputs = vm["main"](*[tvm.runtime.tensor(a) for a in arrays])
+            try:
+                arrays = batch_arrays(batch, inputs)
+                check_batch(arrays, main.params, count)
+                outputs = vm["main"](*[tvm.runtime.tensor(a) for a in arrays])
+            except Exception:
+                _wait(pending)  # an error of the previous batch's observers comes first, as in a serial run
+                raise
             values = [outputs[index].numpy() for index in range(1, len(tap_observers) + 1)]
             _wait(pending)  # the previous batch is observed before this one is
             pending = [pool.submit(obs.update, value) for obs, value in zip(tap_observers, values, strict=True)]
