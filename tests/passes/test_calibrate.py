@@ -68,6 +68,25 @@ def test_dict_batches_and_bad_datasets(annotated):
         calibrate(amod, [bad])
     trimmed = calibrate(amod, [bad], QConfig(trim_infinity_before_statistic=True))
     assert trimmed["conv2d_0.input"].trimmed == 1
+    # batch 1's observers run on worker threads while batch 2 is checked: their error still comes first
+    with pytest.raises(ValueError, match="tensor 'conv2d_0.input' has 1 NaN values"):
+        calibrate(amod, [bad, np.zeros((1, 3, 9, 9), "float32")])
+
+
+def test_threaded_observers_see_every_batch_in_order(annotated):
+    """Streamed on worker threads, the statistics are the serial ones (updates fed one by one, in order)."""
+    amod, _ = annotated
+    data = batches(7, seed=3)
+    config = QConfig(calibration_strategy_for_activation="percentile")
+    streamed = calibrate(amod, data, config)
+    serial = calibrate(amod, data[:1], config)["conv2d_0.input"]
+    for x in data[1:]:  # this tap is the model input itself: the later batches fed by hand, one by one
+        serial.update(x)
+    a, b = streamed["conv2d_0.input"].state_dict(), serial.state_dict()
+    assert a["sum"] == b["sum"] and a["count"] == b["count"] and (a["hist"]["lo"], a["hist"]["hi"]) == (
+        b["hist"]["lo"], b["hist"]["hi"])
+    np.testing.assert_array_equal(a["hist"]["counts"], b["hist"]["counts"])  # widening depends on the order
+    np.testing.assert_array_equal(a["sample"]["values"], b["sample"]["values"])
 
 
 def test_per_layer_overrides_reach_the_observers(annotated):

@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional, TypeVar, Union
 import numpy as np
 
 from ..math import QParams, QScheme, choose_qparams, dequantize, quantize
+from .histogram import StreamingHistogram
 from .sampling import ValueSample
 
 __all__ = [
@@ -54,66 +55,6 @@ def register_observer(name: str, override: bool = False) -> Callable[[T], T]:
         return cls
 
     return wrap
-
-
-class StreamingHistogram:
-    """A histogram of fixed ``bins`` over a range that grows to cover every value seen."""
-
-    def __init__(self, bins: int = 2048, include_zero: bool = False) -> None:
-        self.bins = int(bins)
-        self.counts = np.zeros(self.bins, dtype=np.float64)
-        self.lo = self.hi = 0.0
-        self.empty = True
-        self.include_zero = include_zero
-
-    def update(self, x: np.ndarray) -> None:
-        if x.size == 0:
-            return
-        lo, hi = float(x.min()), float(x.max())
-        if self.include_zero:
-            lo, hi = min(lo, 0.0), max(hi, 0.0)
-        if self.empty:  # a constant tensor still needs bins wider than float64's resolution at its value
-            self.lo, self.hi, self.empty = lo, max(hi, lo + max(1e-12, abs(lo) * 1e-9 * self.bins)), False
-        elif lo < self.lo or hi > self.hi:
-            self._widen(min(lo, self.lo), max(hi, self.hi))
-        counts, _ = np.histogram(x, bins=self.bins, range=(self.lo, self.hi))
-        self.counts += counts
-
-    def _widen(self, lo: float, hi: float) -> None:
-        """Re-bin the old counts (each old bin's mass to the new bin holding its center)."""
-        old_centers = self.centers()
-        self.lo, self.hi = lo, hi
-        index = np.clip(((old_centers - lo) / self.width).astype(np.int64), 0, self.bins - 1)
-        counts = np.zeros(self.bins)
-        np.add.at(counts, index, self.counts)
-        self.counts = counts
-
-    @property
-    def width(self) -> float:
-        return (self.hi - self.lo) / self.bins
-
-    def centers(self) -> np.ndarray:
-        return self.lo + (np.arange(self.bins) + 0.5) * self.width
-
-    def quantile(self, q: float) -> float:
-        """Value below which a fraction ``q`` of the mass lies (linear within a bin)."""
-        total = self.counts.sum()
-        if total == 0:
-            return 0.0
-        cdf = np.cumsum(self.counts) / total
-        i = int(np.searchsorted(cdf, q))
-        i = min(i, self.bins - 1)
-        before = cdf[i - 1] if i > 0 else 0.0
-        frac = 0.0 if self.counts[i] == 0 else (q - before) / (cdf[i] - before)
-        return float(self.lo + (i + min(max(frac, 0.0), 1.0)) * self.width)
-
-    def state(self) -> dict[str, Any]:
-        return {"counts": self.counts, "lo": self.lo, "hi": self.hi, "empty": self.empty}
-
-    def load(self, state: dict[str, Any]) -> None:
-        self.counts = np.asarray(state["counts"], dtype=np.float64)
-        self.bins = self.counts.size
-        self.lo, self.hi, self.empty = float(state["lo"]), float(state["hi"]), bool(state["empty"])
 
 
 class Observer:
@@ -179,19 +120,28 @@ class Observer:
 
     def update(self, x: np.ndarray) -> None:
         """Record one batch of the tensor's values."""
-        data = self._finite(np.asarray(x, dtype=np.float64))
+        data = np.asarray(x, dtype=np.float64)
         if data.size == 0:
             return
+        total = float(np.sum(data))
+        if math.isfinite(total):  # no NaN / Inf: plain sums are the NaN-aware ones (same values, same order)
+            self._record(data, total, np.sum, data.size)
+            return
+        data = self._finite(data)
+        if data.size:
+            self._record(data, float(np.nansum(data)), np.nansum, int(np.isfinite(data).sum()))
+
+    def _record(self, data: np.ndarray, total: float, summed: Callable[..., Any], count: int) -> None:
+        """Add one batch to the statistics; ``summed`` is ``np.sum``, or ``np.nansum`` for NaN-marked values."""
         axes = self._reduce_axes(data)
-        lo, hi = np.nanmin(data, axis=axes), np.nanmax(data, axis=axes)
-        self._record_extrema(lo, hi)
-        self.count += int(np.isfinite(data).sum())
-        self.sum += float(np.nansum(data))
-        self.sum_sq += float(np.nansum(data * data))
+        self._record_extrema(np.nanmin(data, axis=axes), np.nanmax(data, axis=axes))
+        self.count += count
+        self.sum += total
+        self.sum_sq += float(summed(data * data))
         channel_axis = self.options.get("channel_mean_axis")
         if channel_axis is not None and data.ndim > 0:
             axis = int(channel_axis) % data.ndim
-            sums = np.nansum(data, axis=tuple(i for i in range(data.ndim) if i != axis))
+            sums = summed(data, axis=tuple(i for i in range(data.ndim) if i != axis))
             self.channel_sum = sums if self.channel_sum is None else self.channel_sum + sums
             self.channel_count += data.size // data.shape[axis]
         if self.axis is None:

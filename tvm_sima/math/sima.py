@@ -322,6 +322,22 @@ def requantize_qnn_convolution_dense(
     return w_out, b_out, (shift if per_channel else int(shift[0]))
 
 
+def _highest_possible_shifts(w2: np.ndarray, ratio: np.ndarray, w_max: int, max_shift: int) -> np.ndarray:
+    """Per channel, the largest shift in ``[0, max_shift]`` its weights do not rule out.
+
+    Above it ``max|w2 * ratio| * 2**shift >= w_max + 1`` (the product by a power of two is exact),
+    so the folded weight rounds beyond ``w_max`` whatever the rounding of the rest: the shift
+    search of :func:`_shift_fold` would only step down through those shifts, one weight fold each.
+    """
+    peak = np.abs(w2 * ratio[:, None]).max(axis=1, initial=0.0)
+    shift = np.full(w2.shape[0], max_shift, dtype=np.int64)
+    over = (peak * np.exp2(shift) >= w_max + 1) & (shift > 0)
+    while over.any():
+        shift[over] -= 1
+        over = (peak * np.exp2(shift) >= w_max + 1) & (shift > 0)
+    return shift
+
+
 def _shift_fold(w2: np.ndarray, b: np.ndarray, ratio: np.ndarray, zp_x: int, zp_y: int, per_channel: bool,
                 weight_bits: int, bias_bits: int, max_shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Largest per-channel shifts that keep ``round(w2 * ratio * 2**shift)`` and the bias in range."""
@@ -333,19 +349,33 @@ def _shift_fold(w2: np.ndarray, b: np.ndarray, ratio: np.ndarray, zp_x: int, zp_
         acc = reduction * 128.0 * np.abs(w_new).max(axis=1, initial=0) + np.abs(b_new)
         return (np.abs(w_new).max(axis=1, initial=0) <= w_max) & (np.abs(b_new) <= b_max) & (acc <= b_max)
 
-    shift = np.full(w2.shape[0], max_shift, dtype=np.int64)
-    ok = fits(shift)
-    while not ok.all():
-        if np.any(shift[~ok] == 0):
-            bad = int(np.flatnonzero(~ok & (shift == 0))[0])
-            raise ValueError(
-                f"output channel {bad}: the scale ratio {ratio[bad]:.6g} times max|weight| = "
-                f"{np.abs(w2[bad]).max():.6g} (or the bias) exceeds the {weight_bits}-bit weight / "
-                f"{bias_bits}-bit bias range even with shift 0; a shift-only op cannot represent it "
-                "(use tflite_requantization_constants, i.e. requant_mode='multiplier_shift')"
-            )
-        shift = np.where(ok, shift, shift - 1)
+    def descend(shift: np.ndarray) -> Optional[np.ndarray]:
+        """Lower each failing channel's shift by one until all fit; None when one fails at shift 0."""
         ok = fits(shift)
+        while not ok.all():
+            if np.any(shift[~ok] == 0):
+                return None
+            shift = np.where(ok, shift, shift - 1)
+            ok = fits(shift)
+        return shift
+
+    # Channels are independent and each takes the first shift that fits, going down from max_shift:
+    # starting each below the shifts its weights rule out (_highest_possible_shifts) skips only failures.
+    found = descend(_highest_possible_shifts(w2, ratio, w_max, max_shift))
+    if found is None:  # the channel named is the one the full descent from max_shift stops at
+        shift = np.full(w2.shape[0], max_shift, dtype=np.int64)
+        ok = fits(shift)
+        while not (~ok & (shift == 0)).any():
+            shift = np.where(ok, shift, shift - 1)
+            ok = fits(shift)
+        bad = int(np.flatnonzero(~ok & (shift == 0))[0])
+        raise ValueError(
+            f"output channel {bad}: the scale ratio {ratio[bad]:.6g} times max|weight| = "
+            f"{np.abs(w2[bad]).max():.6g} (or the bias) exceeds the {weight_bits}-bit weight / "
+            f"{bias_bits}-bit bias range even with shift 0; a shift-only op cannot represent it "
+            "(use tflite_requantization_constants, i.e. requant_mode='multiplier_shift')"
+        )
+    shift = found
     if not per_channel:
         shift = np.full(w2.shape[0], shift.min(), dtype=np.int64)
     w_new, b_new = _fold(w2, b, ratio, shift, zp_x, zp_y)

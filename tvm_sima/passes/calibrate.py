@@ -5,14 +5,16 @@ named ``sima.simulated_quantize``. Calibration builds, once, a float program in 
 calls are identities and every *activation* they mark is an extra output; it then runs the
 dataset through it batch by batch, feeding the observer of each tensor (keyed by the tensor's
 name). Weights are constants: their observers see them directly, per output channel when the
-layer's weight method is per-channel. Memory stays flat: observers stream, and only one batch's
-outputs exist at a time.
+layer's weight method is per-channel. Memory stays flat: observers stream, and at most two
+batches' outputs exist at a time (one being observed on worker threads while the next runs).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
@@ -28,6 +30,8 @@ __all__ = ["PLACEHOLDER_RANGE", "calibrate", "calibration_graph", "placeholder_o
 
 LOG = logging.getLogger(__name__)
 
+#: Most threads :func:`observer_threads` gives the observers (their updates are memory-bound).
+MAX_OBSERVER_THREADS = 4
 #: Compiles a Relax module into an executable for ``relax.VirtualMachine`` (like :func:`tvm_sima.build`).
 CompileFunction = Callable[[tvm.IRModule], Any]
 
@@ -195,22 +199,49 @@ def _default_build() -> CompileFunction:
 
 def _stream(mod: tvm.IRModule, dataset: Iterable[Batch], tap_observers: list[Observer], log_every: int,
             start: float, build: Optional[CompileFunction] = None) -> int:
-    """Run every batch through ``mod`` and feed output ``i + 1`` to ``tap_observers[i]``; the batch count."""
+    """Run every batch through ``mod`` and feed output ``i + 1`` to ``tap_observers[i]``; the batch count.
+
+    The observers of one batch are updated on :func:`observer_threads` worker threads (NumPy releases
+    the GIL) while the next batch runs through the model; each observer still sees the batches one
+    at a time and in order, so its statistics are those of a serial run. At most two batches'
+    outputs exist at a time.
+    """
     build = build or _default_build()
     main = mod["main"]
     inputs = [p.name for p in main.params[: int(main.attrs["num_input"])]] if main.attrs and \
         "num_input" in main.attrs else [p.name for p in main.params]
     vm = relax.VirtualMachine(build(mod), tvm.cpu())
     count = 0
-    for count, batch in enumerate(dataset, start=1):
-        arrays = batch_arrays(batch, inputs)
-        check_batch(arrays, main.params, count)
-        outputs = vm["main"](*[tvm.runtime.tensor(a) for a in arrays])
-        for index, observer in enumerate(tap_observers, start=1):
-            observer.update(outputs[index].numpy())
-        if log_every and count % log_every == 0:
-            LOG.info("calibration: %d batches, %.1f s", count, time.perf_counter() - start)
+    with ThreadPoolExecutor(max_workers=observer_threads(), thread_name_prefix="sima-observe") as pool:
+        pending: list[Future] = []
+        for count, batch in enumerate(dataset, start=1):
+            try:
+                arrays = batch_arrays(batch, inputs)
+                check_batch(arrays, main.params, count)
+                outputs = vm["main"](*[tvm.runtime.tensor(a) for a in arrays])
+            except Exception:
+                _wait(pending)  # an error of the previous batch's observers comes first, as in a serial run
+                raise
+            values = [outputs[index].numpy() for index in range(1, len(tap_observers) + 1)]
+            _wait(pending)  # the previous batch is observed before this one is
+            pending = [pool.submit(obs.update, value) for obs, value in zip(tap_observers, values, strict=True)]
+            if log_every and count % log_every == 0:
+                LOG.info("calibration: %d batches, %.1f s", count, time.perf_counter() - start)
+        _wait(pending)
     if count == 0:
         raise ValueError("the calibration dataset is empty")
     return count
 
+
+def observer_threads() -> int:
+    """Worker threads updating observers: one per usable CPU, at most :data:`MAX_OBSERVER_THREADS`."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cpus, MAX_OBSERVER_THREADS))
+
+
+def _wait(futures: list[Future]) -> None:
+    """Wait for every update; the first failure (e.g. a NaN it refused) is raised after all have ended."""
+    errors = [f.exception() for f in futures]
+    first = next((e for e in errors if e is not None), None)
+    if first is not None:
+        raise first
