@@ -149,8 +149,10 @@ SIMA_INLINE void epilogue_loop32(const int32_t* __restrict acc, int n, Y* __rest
   const int32_t* __restrict shift = e.shift32 + c0;
   const int32_t zp = (int32_t)e.zp, lo = (int32_t)e.lo, hi = (int32_t)e.hi;
   for (int i = 0; i < n; ++i) {
-    const int32_t v = round_shift32<MODE>((acc[i] + bias[i * DC]) * mult[i * DC], shift[i * DC]) + zp;
-    y[i * step] = (Y)(v < lo ? lo : (v > hi ? hi : v));
+    int32_t v = round_shift32<MODE>((acc[i] + bias[i * DC]) * mult[i * DC], shift[i * DC]) + zp;
+    v = v > lo ? v : lo;  // max, then min: vpmaxsd / vpminsd
+    v = v < hi ? v : hi;
+    y[i * step] = (Y)v;
   }
 }
 template <int DC, typename Y>
