@@ -14,7 +14,7 @@ from typing import Optional
 import tvm
 from tvm import relax, tirx
 
-__all__ = ["canonicalize"]
+__all__ = ["canonicalize", "undo_te_calls"]
 
 _TE_BINARY = {"maximum": (relax.op.maximum, "T.max("), "minimum": (relax.op.minimum, "T.min(")}
 
@@ -47,13 +47,20 @@ class _UndoTE(relax.PyExprMutator):
         return call if rewritten is None else rewritten
 
 
+def undo_te_calls(mod: tvm.IRModule, names: tuple[str, ...] = ("main",)) -> tvm.IRModule:
+    """A copy of ``mod`` whose functions ``names`` call ``relax.maximum`` / ``relax.minimum``
+    where the importer wrote ``call_tir`` of TOPI ``maximum`` / ``minimum`` (module docstring)."""
+    out = mod.clone()
+    for name in names:
+        out[name] = _UndoTE(mod).visit_expr(mod[name])
+    return out
+
+
 def canonicalize(mod: tvm.IRModule) -> tvm.IRModule:
     """Bound-parameter float module -> the form annotate expects (see the module docstring)."""
     mod = relax.transform.DecomposeOpsForInference()(mod)
     mod = relax.transform.FoldConstant()(mod)
-    func = _UndoTE(mod).visit_expr(mod["main"])
-    out = mod.clone()
-    out["main"] = func
+    out = undo_te_calls(mod)
     out = relax.transform.CanonicalizeBindings()(out)  # tuple(...)[i] of a known tuple -> the field
     out = relax.transform.DeadCodeElimination(["main"])(out)
     return relax.transform.FoldConstant()(out)
