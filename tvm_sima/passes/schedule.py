@@ -27,13 +27,12 @@ import tvm
 from tvm import s_tir
 from tvm.target import Target
 
-from .schedule_analysis import is_annotated, is_injective, vector_lanes
+from .schedule_analysis import has_if_then_else, is_annotated, is_injective, vector_lanes
 from .schedule_rules import RuleOptions, parallel_reduction, schedule_injective, tile_reduction
 
 __all__ = ["CPUParallelSchedule", "rule_options", "schedule_function"]
 
 LOG = logging.getLogger(__name__)
-_has_if_then_else = tvm.get_global_func("s_tir.schedule.HasIfThenElse")
 _ERRORS = (s_tir.ScheduleError, tvm.error.InternalError, ValueError)
 Rule = Callable[[s_tir.Schedule, Any, RuleOptions], Optional[str]]
 
@@ -56,7 +55,7 @@ def _inline_one(sch: s_tir.Schedule) -> bool:
         consumers = list(sch.get_consumers(block))
         if not consumers or any(is_annotated(sch, c) for c in consumers):
             continue
-        pads = bool(_has_if_then_else(sch.get(block)))
+        pads = has_if_then_else(sch, block)
         if not (pads and any(not is_injective(sch, c) for c in consumers)):
             try:
                 sch.compute_inline(block)
@@ -92,6 +91,17 @@ def _schedule_block(sch: s_tir.Schedule, block: Any, opts: RuleOptions) -> tuple
     return sch, "untouched"
 
 
+def _same_nests(sch: s_tir.Schedule, names: set) -> set:
+    """``names`` and the blocks in the same outermost loop as one of them (a tile's init, padding, write-back)."""
+    nests: list = []
+    for block in _root_blocks(sch):
+        loops = sch.get_loops(block)
+        outer = sch.get(loops[0]) if loops else None
+        nests.append((sch.get(block).name_hint, outer))
+    tops = [outer for name, outer in nests if name in names and outer is not None]
+    return set(names) | {name for name, outer in nests if outer is not None and any(outer.same_as(t) for t in tops)}
+
+
 def schedule_function(func: tvm.tirx.PrimFunc, opts: RuleOptions) -> tuple[tvm.tirx.PrimFunc, list]:
     """``func`` scheduled as the module docstring says, and ``[(block name, what was done), ...]``."""
     sch = s_tir.Schedule(func)
@@ -105,14 +115,15 @@ def schedule_function(func: tvm.tirx.PrimFunc, opts: RuleOptions) -> tuple[tvm.t
     decisions: list = []
     seen: set = set()
     while True:  # re-read the blocks each round: a rule adds blocks (write-back, init)
-        todo = [b for b in _root_blocks(sch) if sch.get(b).name_hint not in seen]
+        todo = sorted((b for b in _root_blocks(sch) if sch.get(b).name_hint not in seen),
+                      key=lambda b: is_injective(sch, b))  # reductions first: their tiles take in their padding
         if not todo:
             break
         name = sch.get(todo[0]).name_hint
         before = {sch.get(b).name_hint for b in _root_blocks(sch)}
         sch, done = _schedule_block(sch, todo[0], opts)
         decisions.append((name, done))
-        seen |= {name} | ({sch.get(b).name_hint for b in _root_blocks(sch)} - before)
+        seen |= _same_nests(sch, {name} | ({sch.get(b).name_hint for b in _root_blocks(sch)} - before))
     return sch.mod["main"].with_attr("tirx.is_scheduled", True), decisions
 
 

@@ -14,10 +14,11 @@ import tvm
 from tvm import s_tir, tirx
 from tvm.tirx.analysis import undefined_vars
 
-__all__ = ["BlockView", "extent", "is_annotated", "is_injective", "product", "uses", "vector_factor",
-           "vector_lanes"]
+__all__ = ["BlockView", "extent", "has_if_then_else", "is_annotated", "is_injective", "product", "uses",
+           "vector_factor", "vector_lanes"]
 
 _get_realize = tvm.get_global_func("s_tir.schedule.GetSBlockRealize")
+_has_if_then_else = tvm.get_global_func("s_tir.schedule.HasIfThenElse")
 _DATA_PAR = tirx.IterVar.DataPar
 _COMM_REDUCE = tirx.IterVar.CommReduce
 #: Largest constant stride a vectorized read may have in its last dimension (stride-2 convs).
@@ -86,6 +87,11 @@ def vector_factor(length: Optional[int], max_lanes: int, min_lanes: int) -> Opti
 def is_annotated(sch: s_tir.Schedule, block: Any) -> bool:
     """Blocks with annotations (the ``sima.*`` records) are never inlined, nor inlined into."""
     return len(sch.get(block).annotations) > 0
+
+
+def has_if_then_else(sch: s_tir.Schedule, block: Any) -> bool:
+    """Does the block compute an ``if_then_else`` (TOPI's ``pad`` does)?"""
+    return bool(_has_if_then_else(sch.get(block)))
 
 
 def is_injective(sch: s_tir.Schedule, block: Any) -> bool:

@@ -20,7 +20,16 @@ from typing import Any, Optional
 
 from tvm import s_tir
 
-from .schedule_analysis import BlockView, extent, is_annotated, is_injective, product, uses, vector_factor
+from .schedule_analysis import (
+    BlockView,
+    extent,
+    has_if_then_else,
+    is_annotated,
+    is_injective,
+    product,
+    uses,
+    vector_factor,
+)
 
 __all__ = ["RuleOptions", "parallel_reduction", "schedule_injective", "tile_reduction"]
 
@@ -38,7 +47,7 @@ class RuleOptions:
 
     lanes: int = 8
     max_accumulators: int = 12
-    vector_scale: int = 1
+    vector_scale: int = 4
     min_lanes: int = 4
     min_parallel_work: int = 16384
 
@@ -113,41 +122,45 @@ class _Tile:
 
 
 def _register_block(sch: s_tir.Schedule, view: BlockView, v: int, vectors: int, opts: RuleOptions) -> tuple:
-    """(loop, factor) of the register-block axis: most accumulators within the budget, reuse first.
+    """(reuse, factor, loop) of the register-block axis: reuse first, then most accumulators, then the
+    innermost loop (neighbouring pixels share cache lines); ``(0, 1, None)`` when no loop divides.
 
     A loop "reuses" when the reads that move with the vector axis do not move with it (a conv's
     input pixel times a vector of output channels: the pixel is loaded once per weight vector).
     """
     reads_v = [r for r in view.stmt.reads if any(uses(rg.min, view.var_of[v]) for rg in r.region)]
-    best: tuple = (0, 0, None, None)
+    budget = max(opts.max_accumulators // vectors, 1)
+    best: tuple = (0, 1, None)
     for i in view.spatial:
         e = extent(sch, view.loops[i])
         if i == v or i not in view.var_of or not e or e < 2:
             continue
-        reuse = not any(uses(rg.min, view.var_of[i]) for r in reads_v for rg in r.region)
-        budget = max(opts.max_accumulators // vectors, 1)
+        reuse = int(not any(uses(rg.min, view.var_of[i]) for r in reads_v for rg in r.region))
         factor = max((f for f in range(2, min(e, budget) + 1) if e % f == 0), default=None)
-        if factor is not None and (int(reuse), factor) > best[:2]:
-            best = (int(reuse), factor, i, factor)
-    return best[2], best[3]
+        if factor is not None and (reuse, factor) >= best[:2]:
+            best = (reuse, factor, i)
+    return best
 
 
 def _choose_tile(sch: s_tir.Schedule, view: BlockView, block: Any, opts: RuleOptions) -> Optional[_Tile]:
+    """The tile with the most accumulators in the register budget (ties: the narrower vector)."""
     v, vectorized = view.vector_candidate(sch)
     if v is None:
         return None
     lanes = opts.lanes_for(_bits(sch, block))
     length = extent(sch, view.loops[v])
-    if vectorized:
-        factor = vector_factor(length, opts.vector_scale * lanes, opts.min_lanes)
-        vectors = -(-(factor or 1) // lanes)
-    else:  # gathered reads: a register tile of scalars, unrolled
-        factor = vector_factor(length, 4, 2)
-        vectors = factor or 1
-    if factor is None:
-        return None
-    u, u_factor = _register_block(sch, view, v, vectors, opts)
-    return _Tile(v, factor, vectorized, u, u_factor)
+    best: Optional[tuple] = None
+    widths = [lanes * k for k in (1, 2, 4) if k <= opts.vector_scale] if vectorized else [4]
+    for width in widths:  # gathered reads (not vectorized): a register tile of scalars, unrolled
+        factor = vector_factor(length, width, opts.min_lanes if vectorized else 2)
+        if factor is None or (best is not None and factor == best[0].v_factor):
+            continue
+        vectors = -(-factor // lanes) if vectorized else factor
+        reuse, u_factor, u = _register_block(sch, view, v, vectors, opts)
+        score = (reuse, min(u_factor * vectors, opts.max_accumulators))
+        if best is None or score > best[1]:
+            best = (_Tile(v, factor, vectorized, u, u_factor if u is not None else None), score)
+    return None if best is None else best[0]
 
 
 def _cache_with_epilogue(sch: s_tir.Schedule, block: Any) -> Any:
@@ -170,6 +183,22 @@ def _vectorize_innermost(sch: s_tir.Schedule, block: Any) -> None:
         sch.vectorize(loops[-1])
 
 
+def _pad_per_tile(sch: s_tir.Schedule, block: Any, loop: Any) -> None:
+    """Each tile pads the input window it reads (in cache) instead of reading a padded copy of the input.
+
+    Only for an element-wise producer with an ``if_then_else`` (TOPI's ``pad``) feeding this block alone.
+    """
+    for producer in sch.get_producers(block):
+        if (not is_injective(sch, producer) or is_annotated(sch, producer) or not has_if_then_else(sch, producer)
+                or len(sch.get_consumers(producer)) != 1):
+            continue
+        try:
+            sch.compute_at(producer, loop, preserve_unit_loops=True)
+        except s_tir.ScheduleError:
+            continue
+        _vectorize_innermost(sch, producer)
+
+
 def tile_reduction(sch: s_tir.Schedule, block: Any, opts: RuleOptions) -> Optional[str]:
     """The register tile of the module docstring; None when the block has no vectorizable output axis."""
     view = BlockView(sch, block)
@@ -190,6 +219,7 @@ def tile_reduction(sch: s_tir.Schedule, block: Any, opts: RuleOptions) -> Option
     sch.reorder(*outer, *reductions, *([u_i] if u_i is not None else []), v_i)
     fused = _parallel(sch, outer, work, opts)
     sch.reverse_compute_at(write_back, fused, preserve_unit_loops=True)
+    _pad_per_tile(sch, block, fused)
     # vectorize / unroll before decompose_reduction: after it the update block is no longer a
     # complete reduction and vectorize() refuses it
     (sch.vectorize if tile.vectorized else sch.unroll)(v_i)
