@@ -118,3 +118,16 @@ def test_scheduled_nhwc_integer_conv_is_bit_exact():
     acc = sm.conv2d_accumulate(x, sm.oihw_to_hwigo(w), padding=(1, 1, 1, 1), pad_value=-3, layout="NHWC")
     expected = np.stack([sm.requantize(acc[..., c] + c, 1, shifts[c], "half_up", 0) for c in range(24)], axis=-1)
     np.testing.assert_array_equal(run(mod, x), expected)
+
+
+def test_tiles_sharing_a_weight_slice_run_one_after_another():
+    """A 1x1 conv whose weights (64 x 512) outweigh its input (4 x 4 x 64): output channels outermost."""
+    w = np.random.default_rng(10).standard_normal((1, 1, 64, 512)).astype("float32")
+    mod = one_input_module((1, 4, 4, 64), "float32", lambda bb, v: relax.op.nn.conv2d(
+        v, relax.const(w), data_layout="NHWC", kernel_layout="HWIO"))
+    scheduled, _decisions = fused_and_scheduled(mod)
+    script = "\n".join(f.script() for f in scheduled.functions.values() if isinstance(f, tvm.tirx.PrimFunc))
+    (parallel,) = [line for line in script.splitlines() if "T.parallel" in line]
+    assert parallel.strip().startswith("for ff_0_"), parallel
+    x = np.random.default_rng(11).standard_normal((1, 4, 4, 64)).astype("float32")
+    np.testing.assert_allclose(run(mod, x), np.einsum("nhwc,co->nhwo", x, w[0, 0]), rtol=1e-4, atol=1e-4)
