@@ -131,3 +131,16 @@ def test_tiles_sharing_a_weight_slice_run_one_after_another():
     assert parallel.strip().startswith("for ff_0_"), parallel
     x = np.random.default_rng(11).standard_normal((1, 4, 4, 64)).astype("float32")
     np.testing.assert_allclose(run(mod, x), np.einsum("nhwc,co->nhwo", x, w[0, 0]), rtol=1e-4, atol=1e-4)
+
+
+def test_nchw_integer_conv_at_14x14_vectorizes_its_channels_and_is_bit_exact():
+    """Width 14 has no vector width: the accumulators become a vector of output channels instead."""
+    mod = one_input_module((1, 8, 14, 14), "int8", lambda bb, v: so.conv2d(
+        v, relax.const(W), relax.const(np.arange(16, dtype="int32")), shift=6, padding=1, input_zero_point=5))
+    _scheduled, decisions = fused_and_scheduled(mod)
+    assert ("sima_conv2d_acc", "channel vector(16)") in decisions or ("sima_conv2d_acc", "channel vector(8)") in \
+        decisions, decisions
+    x = np.random.default_rng(12).integers(-128, 128, (1, 8, 14, 14)).astype("int8")
+    acc = sm.conv2d_accumulate(x, sm.oihw_to_hwigo(W), padding=(1, 1, 1, 1), pad_value=5, layout="NCHW")
+    expected = sm.requantize(acc + np.arange(16).reshape(1, -1, 1, 1), 1, 6, "half_up", 0)
+    np.testing.assert_array_equal(run(mod, x), expected)

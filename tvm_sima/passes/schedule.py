@@ -28,7 +28,13 @@ from tvm import s_tir
 from tvm.target import Target
 
 from .schedule_analysis import has_if_then_else, is_annotated, is_injective, vector_lanes
-from .schedule_rules import RuleOptions, parallel_reduction, schedule_injective, tile_reduction
+from .schedule_rules import (
+    RuleOptions,
+    channel_vector_reduction,
+    parallel_reduction,
+    schedule_injective,
+    tile_reduction,
+)
 
 __all__ = ["CPUParallelSchedule", "rule_options", "schedule_function"]
 
@@ -75,7 +81,7 @@ def _inline_one(sch: s_tir.Schedule) -> bool:
 def _rules(sch: s_tir.Schedule, block: Any) -> list[Rule]:
     if is_injective(sch, block):
         return [schedule_injective, lambda s, b, o: schedule_injective(s, b, o, vectorize=False)]
-    return [tile_reduction, parallel_reduction]
+    return [tile_reduction, channel_vector_reduction, parallel_reduction]
 
 
 def _schedule_block(sch: s_tir.Schedule, block: Any, opts: RuleOptions) -> tuple[s_tir.Schedule, str]:

@@ -6,7 +6,9 @@
   with the outer spatial loops fused into one parallel loop, so ``u x v`` accumulators stay in
   registers for the whole reduction. The accumulator is a local cache whose write-back carries
   the element-wise epilogue (bias, clip) inlined into it, once per tile.
-* :func:`parallel_reduction`: a reduction whose tile does not apply: its spatial loops parallel.
+* :func:`channel_vector_reduction`: a reduction whose output's innermost axis has no vector width
+  (NCHW at 14 x 14): a vector of accumulators along another axis (its channels).
+* :func:`parallel_reduction`: when neither applies: its spatial loops parallel.
 * :func:`schedule_injective`: an element-wise block: outer loops parallel, innermost vectorized.
 
 Each returns a short label of what it did, or None when it does not apply; a schedule error
@@ -31,7 +33,7 @@ from .schedule_analysis import (
     vector_factor,
 )
 
-__all__ = ["RuleOptions", "parallel_reduction", "schedule_injective", "tile_reduction"]
+__all__ = ["RuleOptions", "channel_vector_reduction", "parallel_reduction", "schedule_injective", "tile_reduction"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,31 @@ def schedule_injective(sch: s_tir.Schedule, block: Any, opts: RuleOptions, vecto
         loops = list(sch.split(loops[0], factors=[None, inner]))
     _parallel(sch, loops[:-1], work, opts)
     return "parallel(inner serial)"
+
+
+def channel_vector_reduction(sch: s_tir.Schedule, block: Any, opts: RuleOptions) -> Optional[str]:
+    """A reduction whose output's innermost axis has no vector width (an NCHW conv at 14 x 14):
+    the innermost spatial loop whose extent is a multiple of the lanes (its channels) is split, its
+    inner part moved below the reduction loops and vectorized (a vector of accumulators, the
+    weights gathered), the other spatial loops fused into one parallel loop."""
+    view = BlockView(sch, block)
+    first = min(view.reduce) if view.reduce else len(view.loops)
+    if not view.ok or not view.reduce or any(view.kind[i] != "S" for i in range(first)):
+        return None
+    lanes = opts.lanes_for(_bits(sch, block))
+    spatial = view.loops[:first]
+    picks = [i for i, loop in enumerate(spatial) if (extent(sch, loop) or 0) % lanes == 0 and extent(sch, loop)]
+    if not picks:
+        return None
+    work = product(sch, view.loops)
+    outer, inner = sch.split(spatial[picks[-1]], factors=[None, lanes])
+    later = spatial[picks[-1] + 1:]
+    sch.reorder(*later, *view.loops[first:], inner)
+    sch.vectorize(inner)  # before decompose_reduction (as in tile_reduction)
+    _parallel(sch, [*spatial[:picks[-1]], outer, *later], work, opts)
+    if not is_annotated(sch, block):
+        _vectorize_innermost(sch, sch.decompose_reduction(block, view.loops[first]))
+    return f"channel vector({lanes})"
 
 
 def parallel_reduction(sch: s_tir.Schedule, block: Any, opts: RuleOptions) -> Optional[str]:
