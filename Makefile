@@ -40,6 +40,7 @@ qemu:
 
 test-avx2: $(STAMP) qemu
 	$(QEMU_AVX2) $(PY) -m pytest -q -p no:cacheprovider tests/converter/test_onnx_qdq.py
+	$(QEMU_AVX2) $(PY) -m pytest -q -p no:cacheprovider tests/test_targets.py
 	TVM_SIMA_TUTORIAL_LAUNCHER="$(QEMU_AVX2)" $(PY) -m pytest -q -p no:cacheprovider tests/docs/test_tutorials.py -k 06_onnx
 
 test: lint browser

@@ -1,14 +1,21 @@
-"""Latency of a float CNN built with the sima pipeline, onnxruntime side by side, in one run.
+"""Latency of a float CNN built with the sima pipeline, onnxruntime side by side, interleaved in one run.
 
 Default model: ImageNet EfficientNet-Lite0 as ONNX, made by ``tools/make_efficientnet_lite0_onnx.py``
 (see its docstring) at ``build/models/efficientnet_lite0.onnx``. ``--model PATH`` takes any
 float ONNX file with one static-shaped input.
 
-Rows: TVM's default Relax pipeline (untuned, no fusion on CPU), the sima pipeline (fusion and
-parallel loops), onnxruntime with as many threads as TVM. Medians over ``--runs`` runs after
-warm-up; the last column is the ratio to onnxruntime. Outputs are compared (max abs difference).
+Rows: onnxruntime float with as many threads as TVM; ``tvm_sima.build`` of the float model (the
+sima pipeline: NHWC convs, the rule-based CPU schedule, this CPU's ``mcpu``); with ``--int8``, the
+model quantized by ``tvm_sima.quantize`` (``--calibration`` random batches) and built without
+offload (the TIR-only integer route, same schedule); with ``--default``, TVM's default Relax
+pipeline (untuned, no fusion). Each round runs every row once, in turn; the table gives each
+row's median over ``--rounds`` rounds after warm-up and its ratio to onnxruntime.
 
-Run:  .venv/bin/python benchmarks/bench_float_cnn.py [--model M.onnx] [--runs 20]
+onnxruntime runs with ``session.intra_op.allow_spinning=0``: its worker threads otherwise spin
+after each run and take the cores from the next row (measured: tvm-sima 2-3x slower when it
+runs right after a spinning onnxruntime session).
+
+Run:  .venv/bin/python benchmarks/bench_float_cnn.py [--model M.onnx] [--rounds 30] [--int8] [--default]
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import logging
 import pathlib
 import sys
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -37,20 +45,57 @@ LOG = logging.getLogger("bench_float_cnn")
 DEFAULT_MODEL = ROOT / "build" / "models" / "efficientnet_lite0.onnx"
 
 
-def median_ms(fn, runs: int) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+def interleaved_medians(rows: dict[str, Callable[[], object]], rounds: int, warmup: int = 3) -> dict[str, float]:
+    """Median milliseconds of each callable, the callables run in turn once per round."""
+    times: dict[str, list[float]] = {name: [] for name in rows}
+    for i in range(warmup + rounds):
+        for name, fn in rows.items():
+            start = time.perf_counter()
+            fn()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
+
+
+def _vm_runner(ex, x: np.ndarray) -> tuple[Callable[[], object], np.ndarray]:
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    data = tvm.runtime.tensor(x)
+    result = vm["main"](data)
+    out = result.numpy() if hasattr(result, "numpy") else result[0].numpy()
+    return (lambda: vm["main"](data)), out
+
+
+def _timed_build(label: str, build: Callable[[], object]) -> tuple[object, float]:
+    LOG.info("building %s", label)
+    start = time.perf_counter()
+    ex = build()
+    seconds = time.perf_counter() - start
+    LOG.info("  built in %.1f s", seconds)
+    return ex, seconds
+
+
+def _int8_build(path: pathlib.Path, shape: tuple, batches: int):
+    mod, params = tvm_sima.load_model(str(path))
+    rng = np.random.default_rng(1)
+    data = [rng.standard_normal(shape).astype("float32") for _ in range(batches)]
+    qmod = tvm_sima.quantize(mod, params, data)
+    return tvm_sima.build(qmod, offload=False)
+
+
+def _onnxruntime(path: pathlib.Path, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=pathlib.Path, default=DEFAULT_MODEL)
-    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--int8", action="store_true", help="add the quantized model, TIR-only (offload=False)")
+    parser.add_argument("--calibration", type=int, default=4, help="random calibration batches for --int8")
+    parser.add_argument("--default", action="store_true", help="add TVM's default Relax pipeline (slow)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not args.model.is_file():
@@ -62,31 +107,33 @@ def main() -> None:
     shape = tuple(d.dim_value for d in inp.type.tensor_type.shape.dim)
     x = np.random.default_rng(0).standard_normal(shape).astype("float32")
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(args.model), options, providers=["CPUExecutionProvider"])
+    session = _onnxruntime(args.model, threads)
     ort_out = session.run(None, {inp.name: x})[0]
-    rows = [("onnxruntime 1.31", median_ms(lambda: session.run(None, {inp.name: x}), args.runs), 0.0)]
+    ort_label = f"onnxruntime {ort.__version__} float"
+    rows: dict[str, Callable[[], object]] = {ort_label: lambda: session.run(None, {inp.name: x})}
+    notes: dict[str, tuple[float, float]] = {ort_label: (0.0, 0.0)}
+    mod, params = tvm_sima.load_model(str(args.model))
+    builds = [("tvm-sima float", lambda: tvm_sima.build(mod, params=params))]
+    if args.int8:
+        builds.append(("tvm-sima int8, TIR only", lambda: _int8_build(args.model, shape, args.calibration)))
+    if args.default:
+        plain = from_onnx(model, shape_dict={inp.name: shape}, keep_params_in_input=False)
+        builds.append(("tvm default pipeline float", lambda: tvm.compile(plain, target=tvm_sima.target(),
+                                                                          relax_pipeline="default")))
+    for label, build in builds:
+        ex, seconds = _timed_build(label, build)
+        rows[label], out = _vm_runner(ex, x)
+        notes[label] = (seconds, float(np.abs(out - ort_out).max()))
 
-    mod = from_onnx(model, shape_dict={inp.name: shape}, keep_params_in_input=False)
-    for label, pipeline in (("tvm default pipeline", "default"), ("tvm sima pipeline", "sima")):
-        LOG.info("building with the %s pipeline", pipeline)
-        start = time.perf_counter()
-        ex = tvm.compile(mod, target=tvm_sima.target(), relax_pipeline=pipeline)
-        LOG.info("  built in %.1f s", time.perf_counter() - start)
-        vm = relax.VirtualMachine(ex, tvm.cpu())
-        data = tvm.runtime.tensor(x)
-        result = vm["main"](data)
-        out = result.numpy() if hasattr(result, "numpy") else result[0].numpy()
-        rows.append((label, median_ms(lambda vm=vm, data=data: vm["main"](data), args.runs),
-                     float(np.abs(out - ort_out).max())))
-
-    ort_ms = rows[0][1]
-    print(f"\n{args.model.name}, input {shape}, {threads} threads, median of {args.runs} runs\n")
-    print("| runtime | ms / image | max abs diff vs onnxruntime | ratio to onnxruntime |")
-    print("|---|---|---|---|")
-    for label, ms, diff in rows:
-        print(f"| {label} | {ms:.2f} | {diff:.2e} | {ms / ort_ms:.2f}x |")
+    medians = interleaved_medians(rows, args.rounds)
+    ort_ms = medians[ort_label]
+    print(f"\n{args.model.name}, input {shape}, {threads} threads, target {tvm_sima.target().attrs.get('mcpu')}, "
+          f"interleaved medians of {args.rounds} rounds\n")
+    print("| runtime | ms / image | ratio to onnxruntime | build s | max abs diff vs onnxruntime |")
+    print("|---|---|---|---|---|")
+    for label, ms in medians.items():
+        seconds, diff = notes[label]
+        print(f"| {label} | {ms:.2f} | {ms / ort_ms:.2f}x | {seconds:.1f} | {diff:.2e} |")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from tvm import relax, tirx
 
 from ..graph import op_name
 
-__all__ = ["NUMPY_FOLDS", "canonicalize", "fold_exact_constants"]
+__all__ = ["NUMPY_FOLDS", "canonicalize", "fold_exact_constants", "undo_te_calls"]
 
 _TE_BINARY = {"maximum": (relax.op.maximum, "T.max("), "minimum": (relax.op.minimum, "T.min(")}
 
@@ -106,13 +106,20 @@ def fold_exact_constants(mod: tvm.IRModule) -> tvm.IRModule:
     return out
 
 
+def undo_te_calls(mod: tvm.IRModule, names: tuple[str, ...] = ("main",)) -> tvm.IRModule:
+    """A copy of ``mod`` whose functions ``names`` call ``relax.maximum`` / ``relax.minimum``
+    where the importer wrote ``call_tir`` of TOPI ``maximum`` / ``minimum`` (module docstring)."""
+    out = mod.clone()
+    for name in names:
+        out[name] = _UndoTE(mod).visit_expr(mod[name])
+    return out
+
+
 def canonicalize(mod: tvm.IRModule) -> tvm.IRModule:
     """Bound-parameter float module -> the form annotate expects (see the module docstring)."""
     mod = relax.transform.DecomposeOpsForInference()(mod)
     mod = relax.transform.FoldConstant()(fold_exact_constants(mod))
-    func = _UndoTE(mod).visit_expr(mod["main"])
-    out = mod.clone()
-    out["main"] = func
+    out = undo_te_calls(mod)
     out = relax.transform.CanonicalizeBindings()(out)  # tuple(...)[i] of a known tuple -> the field
     out = relax.transform.DeadCodeElimination(["main"])(out)
     return relax.transform.FoldConstant()(out)

@@ -2,9 +2,11 @@
 
 Order (QDQ-safe): pattern rewrites that must see ``dequantize(constant)`` run *before*
 FoldConstant; float NHWC ``conv2d_transpose`` (TFLite's TRANSPOSE_CONV, which TVM legalizes only
-in NCHW) becomes NCHW between two transposes; then legalization (FLegalize may read ``Target.current().keys``), TIR op
-patterns, FoldConstant, FuseOps and FuseTIR; the quantize_info record; CPU scheduling
-(parallel and vectorized loops); then TVM's CPU lowering and finalization passes.
+in NCHW) becomes NCHW between two transposes; float ``conv2d`` becomes NHWC / HWIO, the layout the
+CPU schedule vectorizes (:mod:`.schedule_layout`); then legalization (FLegalize may read
+``Target.current().keys``), TIR op patterns, FoldConstant, FuseOps and FuseTIR; the quantize_info
+record; CPU scheduling (:mod:`.schedule`: inlining, register tiles, vectors, parallel loops); then
+TVM's CPU lowering and finalization passes.
 :func:`tvm_sima.build` (:mod:`tvm_sima.driver`) compiles with it.
 """
 
@@ -20,6 +22,7 @@ from tvm.target import Target
 from ..quantize_info import RecordQuantizeInfo
 from ..targets import target as sima_target
 from .schedule import CPUParallelSchedule
+from .schedule_layout import FloatConvLayout
 
 __all__ = ["PIPELINE", "PRE_FOLD_PASSES", "SCHEDULE_PASSES", "sima_pipeline"]
 
@@ -30,7 +33,7 @@ PIPELINE = "sima"
 PRE_FOLD_PASSES: list[Callable[[Target], tvm.transform.Pass]] = []
 
 #: Factories of TIR scheduling passes run after fusion (parallel loops on every core).
-SCHEDULE_PASSES: list[Callable[[Target], tvm.transform.Pass]] = [lambda _target: CPUParallelSchedule()]
+SCHEDULE_PASSES: list[Callable[[Target], tvm.transform.Pass]] = [CPUParallelSchedule]
 
 
 @relax.expr_functor.mutator
@@ -62,6 +65,7 @@ def _passes(tgt: Target) -> list[tvm.transform.Pass]:
     return [
         *(make(tgt) for make in PRE_FOLD_PASSES),
         _nchw_transpose_conv,
+        FloatConvLayout,
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
