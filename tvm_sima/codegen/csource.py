@@ -14,6 +14,7 @@ OIHW weights contiguously along the kernel width; dense rows stream the OI weigh
 
 from __future__ import annotations
 
+import pathlib
 from typing import Any
 
 import numpy as np
@@ -24,35 +25,8 @@ __all__ = ["CTYPES", "PRELUDE", "kernel_source", "KERNELS"]
 
 _MODES = {"half_up": 0, "half_even": 1, "half_away_from_zero": 2, "tflite": 3}
 
-PRELUDE = r"""
-// TVM compiles CSourceModules without optimisation flags: ask for them here.
-#pragma GCC optimize("O3")
-#include <cstdint>
-#include <thread>
-namespace sima_kernels {
-static inline int64_t round_shift(int64_t x, int64_t n, int mode) {
-  const int64_t half = (int64_t(1) << n) >> 1;
-  const int64_t h1 = n > 0 ? 1 : 0;
-  if (mode == 0) return (x + half) >> n;
-  if (mode == 1) return (x + half - h1 + ((x >> n) & 1) * h1) >> n;
-  return (x + half - (x < 0 ? 1 : 0) * h1) >> n;
-}
-static inline int64_t srdhm(int64_t a, int64_t b) {
-  const int64_t ab = a * b;
-  const int64_t nudged = ab + (ab >= 0 ? (int64_t(1) << 30) : (int64_t(1) - (int64_t(1) << 30)));
-  const int64_t t = (nudged + ((nudged >> 63) & ((int64_t(1) << 31) - 1))) >> 31;
-  return t < INT64_C(2147483647) ? t : INT64_C(2147483647);
-}
-static inline int64_t requant(int64_t acc, int64_t m, int64_t n, int mode) {
-  if (mode != 3) return round_shift(acc * m, n, mode);
-  const int64_t left = 31 - n > 0 ? 31 - n : 0;
-  const int64_t shifted = (int64_t)((uint64_t)acc << left);
-  const int64_t wrapped = ((shifted + (int64_t(1) << 31)) & INT64_C(0xFFFFFFFF)) - (int64_t(1) << 31);
-  return round_shift(srdhm(wrapped, m), n - 31 > 0 ? n - 31 : 0, 3);
-}
-static inline int64_t clamp(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
-}  // namespace sima_kernels
-"""
+#: The kernel library every region's source starts with (GEMM, packing, depthwise, requantization).
+PRELUDE = (pathlib.Path(__file__).with_name("sima_kernels.h")).read_text(encoding="utf-8")
 
 #: C type of each integer dtype a kernel reads or writes.
 CTYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t"}
@@ -62,6 +36,21 @@ def _array(name: str, values: np.ndarray, ctype: str) -> str:
     flat = np.asarray(values).reshape(-1)
     body = ",".join(str(int(v)) for v in flat)
     return f"static const {ctype} {name}[{max(flat.size, 1)}] = {{{body or '0'}}};\n"
+
+
+def _blob(name: str, values: np.ndarray) -> str:
+    """``values`` (int8) as ``const int8_t* name`` over a string literal of hex escapes.
+
+    A string literal is one token: g++ reads 5 MB of it in 0.3 s, where the same bytes as a decimal
+    initializer list take 8 s (measured; issue 16). Every byte is a ``\\xHH`` escape, so no escape
+    can swallow the next character.
+    """
+    raw = np.ascontiguousarray(values, dtype=np.int8).reshape(-1).tobytes() or b"\0"
+    hexed = np.frombuffer(raw.hex().encode(), dtype=np.uint8).reshape(-1, 2)
+    escaped = np.concatenate([np.tile(np.frombuffer(b"\\x", np.uint8), (len(hexed), 1)), hexed], 1).tobytes().decode()
+    lines = '"\n"'.join(escaped[i:i + 4096] for i in range(0, len(escaped), 4096))
+    return (f"alignas(64) static const char {name}_raw[{len(raw) + 1}] =\n\"{lines}\";\n"
+            f"static const int8_t* const {name} = (const int8_t*){name}_raw;\n")
 
 
 def _per_channel(values: list, channels: int) -> np.ndarray:
@@ -92,6 +81,62 @@ def _parallel(rows: int, macs: int) -> str:
     return (f"{{ std::thread t(work, 0, {rows // 2}); work({rows // 2}, {rows}); t.join(); }}")
 
 
+#: Largest magnitude of an input code of each dtype the library kernels read.
+_CODE_MAGNITUDE = {"int8": 128, "uint8": 255}
+
+
+def _narrow(a: dict, weight_sums: np.ndarray, bias: np.ndarray, x_dtype: str) -> bool:
+    """Whether the epilogue is exact in int32: ``|acc + bias| * m + 2^n < 2^31`` for every reachable ``acc``.
+
+    ``weight_sums`` are the per-channel sums of ``|w|``: ``|acc| <= weight_sums * max |x|``. TFLite's
+    rounding (mode 3) keeps its int64 arithmetic.
+    """
+    if a["rounding"] == "tflite":
+        return False
+    channels = len(weight_sums)
+    bias = bias.astype(np.int64) if bias.size else np.zeros(channels, np.int64)
+    mult, shift = _per_channel(a["multiplier"], channels), _per_channel(a["shift"], channels)
+    # float64 is exact below 2^53, and anything above that is far past 2^31
+    reach = weight_sums.astype(np.float64) * _CODE_MAGNITUDE[x_dtype] + np.abs(bias.astype(np.float64))
+    bound = reach * mult.astype(np.float64) + np.exp2(shift.astype(np.float64))
+    return bool(np.all(bound < 2.0**31))
+
+
+def _epilogue_struct(tag: str, a: dict, narrow: bool = False) -> str:
+    """The kernel's ``Epilogue``; ``narrow``: with the int32 copies of its tables (:func:`_narrow32_tables`)."""
+    fields = (f"{tag}_bias, {tag}_mult, {tag}_shift, {_MODES[a['rounding']]}, {a['output_zero_point']}, "
+              f"{a['qmin']}, {a['qmax']}" + (f", {tag}_bias32, {tag}_mult32, {tag}_shift32" if narrow else ""))
+    return f"static const sima_kernels::Epilogue {tag}_e{{{fields}}};\n"
+
+
+def _narrow32_tables(tag: str, a: dict, channels: int, bias: np.ndarray) -> str:
+    return (_array(f"{tag}_mult32", _per_channel(a["multiplier"], channels), "int32_t")
+            + _array(f"{tag}_shift32", _per_channel(a["shift"], channels), "int32_t")
+            + _array(f"{tag}_bias32", bias if bias.size else np.zeros(channels, np.int64), "int32_t"))
+
+
+#: Input dtypes of the GEMM / depthwise library kernels: their int16 pair products are exact for 8 bits.
+FAST_INPUTS = ("int8", "uint8")
+
+
+def _library_conv(fn: str, tag: str, a: dict, geometry: dict, xt: str, yt: str, narrow: bool) -> str | None:
+    """The call of the library kernel for this conv, or ``None`` (grouped, or a 16-bit input: plain loops)."""
+    g = geometry
+    nchw = a["data_layout"] == "NCHW"
+    if g["groups"] == 1:
+        kernel = "conv_nchw" if nchw else "conv_nhwc"
+    elif nchw and g["ipg"] == 1 and g["opg"] == 1:
+        kernel = "depthwise_nchw"
+    else:
+        return None
+    conv = ", ".join(str(g[k]) for k in ("n", "c", "h", "w", "cout", "oh", "ow", "kh", "kw", "sh", "sw", "dh",
+                                            "dw", "pt", "pl", "zp"))
+    packed = "" if kernel == "depthwise_nchw" else f"static sima_kernels::Packed {tag}_pack;\n"
+    args = f"x, y, {tag}_w, " + ("" if kernel == "depthwise_nchw" else f"&{tag}_pack, ") + f"{tag}_g, {tag}_e"
+    return (packed + _epilogue_struct(tag, a, narrow) + f"static const sima_kernels::Conv {tag}_g{{{conv}}};\n"
+            f"static void {fn}(const {xt}* x, {yt}* y) {{ sima_kernels::{kernel}(" + args + "); }\n")
+
+
 def _conv2d(fn: str, op: dict, tensors: dict, weights: dict) -> str:
     a = op["attrs"]
     x_t, y_t = tensors[op["inputs"][0]], tensors[op["outputs"][0]]
@@ -111,8 +156,16 @@ def _conv2d(fn: str, op: dict, tensors: dict, weights: dict) -> str:
     (sh, sw), (dh, dw), (pt, pl, _, _) = a["strides"], a["dilation"], a["padding"]
     tag = fn + "_c"
     xt, yt = CTYPES[x_t["dtype"]], CTYPES[y_t["dtype"]]
-    src = _array(f"{tag}_w", w, "int8_t") + _requant_tables(tag, a, cout, bias)
+    src = _blob(f"{tag}_w", w) + _requant_tables(tag, a, cout, bias)
     zp = a["input_zero_point"]
+    if x_t["dtype"] in FAST_INPUTS:
+        geometry = dict(n=n, c=c, h=h, w=wd, cout=cout, oh=oh, ow=ow, kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, dw=dw,
+                        pt=pt, pl=pl, zp=zp, groups=groups, ipg=ipg, opg=opg)
+        sums = np.abs(w.astype(np.int64)).sum(axis=(1, 2, 3) if nchw else (0, 1, 2))
+        narrow = _narrow(a, sums, bias, x_t["dtype"])
+        library = _library_conv(fn, tag, a, geometry, xt, yt, narrow)
+        if library is not None:
+            return src + (_narrow32_tables(tag, a, cout, bias) if narrow else "") + library
     if not nchw:
         if ipg == 1 and opg == 1:  # depthwise: channels innermost, contiguous in x and w
             inner = f"""for (int ch = 0; ch < {cout}; ++ch)
@@ -178,7 +231,13 @@ def _dense(fn: str, op: dict, tensors: dict, weights: dict) -> str:
     cout = w.shape[0]
     tag = fn + "_d"
     xt, yt = CTYPES[x_t["dtype"]], CTYPES[y_t["dtype"]]
-    src = _array(f"{tag}_w", w, "int8_t") + _requant_tables(tag, a, cout, bias)
+    src = _blob(f"{tag}_w", w) + _requant_tables(tag, a, cout, bias)
+    if x_t["dtype"] in FAST_INPUTS:
+        narrow = _narrow(a, np.abs(w.astype(np.int64)).sum(axis=1), bias, x_t["dtype"])
+        return (src + (_narrow32_tables(tag, a, cout, bias) if narrow else "")
+                + f"static sima_kernels::Packed {tag}_pack;\n" + _epilogue_struct(tag, a, narrow)
+                + f"static void {fn}(const {xt}* x, {yt}* y) {{ sima_kernels::dense(x, y, {tag}_w, &{tag}_pack, "
+                f"{rows}, {k}, {cout}, {tag}_e); }}\n")
     body = f"""
   for (int r = 0; r < {rows}; ++r) {{
     const {xt}* px = x + r * {k};
@@ -199,19 +258,16 @@ def _requantize(fn: str, op: dict, tensors: dict, weights: dict) -> str:
     axis = normalize_axis(a["axis"], len(shape))
     size = int(np.prod(shape))
     channels = shape[axis] if (len(a["multiplier"]) > 1 or len(a["shift"]) > 1) else 1
-    inner = int(np.prod(shape[axis + 1:])) if channels > 1 else 1
+    inner = int(np.prod(shape[axis + 1:])) if channels > 1 else size
     tag = fn + "_r"
     xt, yt = CTYPES[x_t["dtype"]], CTYPES[y_t["dtype"]]
     src = (_array(f"{tag}_mult", _per_channel(a["multiplier"], channels), "int64_t")
-           + _array(f"{tag}_shift", _per_channel(a["shift"], channels), "int64_t"))
-    mode = _MODES[a["rounding"]]
-    body = f"""
-  for (int i = 0; i < {size}; ++i) {{
-    const int ch = {f"(i / {inner}) % {channels}" if channels > 1 else "0"};
-    y[i] = ({yt})sima_kernels::clamp(sima_kernels::requant((int64_t)x[i] - {a['zp_in']}, {tag}_mult[ch],
-        {tag}_shift[ch], {mode}) + {a['zp_out']}, {a['qmin']}, {a['qmax']});
-  }}"""
-    return src + f"static void {fn}(const {xt}* x, {yt}* y) {{{body}\n}}\n"
+           + _array(f"{tag}_shift", _per_channel(a["shift"], channels), "int64_t")
+           + f"static const sima_kernels::Epilogue {tag}_e{{nullptr, {tag}_mult, {tag}_shift, {_MODES[a['rounding']]}, "
+           f"{a['zp_out']}, {a['qmin']}, {a['qmax']}}};\n")
+    outer = size // (channels * inner)
+    return src + (f"static void {fn}(const {xt}* x, {yt}* y) {{ sima_kernels::requantize(x, y, {outer}, {channels}, "
+                  f"{inner}, {a['zp_in']}, {tag}_e); }}\n")
 
 
 #: op name -> generator ``fn(function name, op, tensors, weights) -> C++ source of `static void fn(x, y)```.
