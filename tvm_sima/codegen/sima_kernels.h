@@ -33,6 +33,7 @@ int TVMBackendParallelLaunch(FTVMParallelLambda flambda, void* cdata, int num_ta
 // TVM compiles this source without optimisation flags (-O0): the pragma above asks for -O3, and
 // at -O0 GCC inlines only always_inline functions, so every helper of an inner loop is one.
 #define SIMA_INLINE static inline __attribute__((always_inline))
+#define SIMA_LAMBDA_INLINE __attribute__((always_inline))
 #define SIMA_AVX2 __attribute__((target("avx2,fma,bmi2")))
 #define SIMA_AVX512 __attribute__((target("avx2,fma,bmi2,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 
@@ -115,23 +116,6 @@ struct Epilogue {
   const int32_t* shift32 = nullptr;
 };
 
-// y[i * step] for i < n from acc[i]; channel c0 + i * DC (DC = 0: one channel for the whole row).
-template <int MODE, int DC, typename Y>
-SIMA_INLINE void epilogue_loop(const int32_t* __restrict acc, int n, Y* __restrict y, int64_t step,
-                               const Epilogue& e, int c0) {
-  // locals: a store through Y* (a char type) may alias anything, so fields read in the loop would be reloaded
-  const int64_t* __restrict bias = e.bias + c0;
-  const int64_t* __restrict mult = e.mult + c0;
-  const int64_t* __restrict shift = e.shift + c0;
-  const int64_t zp = e.zp, lo = e.lo, hi = e.hi;
-  if (step == 1) {
-    for (int i = 0; i < n; ++i)
-      y[i] = (Y)clamp(requant((int64_t)acc[i] + bias[i * DC], mult[i * DC], shift[i * DC], MODE) + zp, lo, hi);
-  } else {
-    for (int i = 0; i < n; ++i)
-      y[i * step] = (Y)clamp(requant((int64_t)acc[i] + bias[i * DC], mult[i * DC], shift[i * DC], MODE) + zp, lo, hi);
-  }
-}
 // round_shift in int32 (modes 0-2), exact where the generator's bound holds.
 template <int MODE>
 SIMA_INLINE int32_t round_shift32(int32_t x, int32_t n) {
@@ -141,34 +125,47 @@ SIMA_INLINE int32_t round_shift32(int32_t x, int32_t n) {
   if (MODE == 1) return (x + half - h1 + ((x >> n) & 1) * h1) >> n;
   return (x + half - (x < 0 ? 1 : 0) * h1) >> n;
 }
-template <int MODE, int DC, typename Y>
-SIMA_INLINE void epilogue_loop32(const int32_t* __restrict acc, int n, Y* __restrict y, int64_t step,
-                                 const Epilogue& e, int c0) {
-  const int32_t* __restrict bias = e.bias32 + c0;
-  const int32_t* __restrict mult = e.mult32 + c0;
-  const int32_t* __restrict shift = e.shift32 + c0;
-  const int32_t zp = (int32_t)e.zp, lo = (int32_t)e.lo, hi = (int32_t)e.hi;
-  for (int i = 0; i < n; ++i) {
-    int32_t v = round_shift32<MODE>((acc[i] + bias[i * DC]) * mult[i * DC], shift[i * DC]) + zp;
-    v = v > lo ? v : lo;  // max, then min: vpmaxsd / vpminsd
-    v = v < hi ? v : hi;
-    y[i * step] = (Y)v;
+// One output in T's arithmetic: int64 (every mode) or int32 (modes 0-2, where the bound holds).
+template <typename T, int MODE>
+SIMA_INLINE T requant_in(T v, T m, T n) {
+  if constexpr (sizeof(T) == 8) return requant(v, m, n, MODE);
+  else return round_shift32<MODE>(v * m, n);
+}
+// y[i * step] for i < n from acc[i]; channel c0 + i * DC (DC = 0: one channel for the whole row). The
+// tables and bounds are locals: a store through Y* (a char type) may alias anything, so fields read in
+// the loop would be reloaded; step 1 has its own loop (it vectorizes).
+template <typename T, int MODE, int DC, typename Y>
+SIMA_INLINE void epilogue_loop(const int32_t* __restrict acc, int n, Y* __restrict y, int64_t step,
+                               const T* __restrict bias, const T* __restrict mult, const T* __restrict shift,
+                               T zp, T lo, T hi) {
+  auto one = [&](int i) SIMA_LAMBDA_INLINE {
+    T v = requant_in<T, MODE>((T)acc[i] + bias[i * DC], mult[i * DC], shift[i * DC]) + zp;
+    v = v > lo ? v : lo;  // max, then min: vpmaxs / vpmins
+    return (Y)(v < hi ? v : hi);
+  };
+  if (step == 1) {
+    for (int i = 0; i < n; ++i) y[i] = one(i);
+  } else {
+    for (int i = 0; i < n; ++i) y[i * step] = one(i);
   }
 }
 template <int DC, typename Y>
 SIMA_INLINE void epilogue_dc(const int32_t* acc, int n, Y* y, int64_t step, const Epilogue& e, int c0) {
   if (e.bias32 != nullptr) {
+    const int32_t *b = e.bias32 + c0, *m = e.mult32 + c0, *s = e.shift32 + c0;
+    const int32_t zp = (int32_t)e.zp, lo = (int32_t)e.lo, hi = (int32_t)e.hi;
     switch (e.mode) {
-      case 0: epilogue_loop32<0, DC>(acc, n, y, step, e, c0); return;
-      case 1: epilogue_loop32<1, DC>(acc, n, y, step, e, c0); return;
-      default: epilogue_loop32<2, DC>(acc, n, y, step, e, c0); return;
+      case 0: epilogue_loop<int32_t, 0, DC>(acc, n, y, step, b, m, s, zp, lo, hi); return;
+      case 1: epilogue_loop<int32_t, 1, DC>(acc, n, y, step, b, m, s, zp, lo, hi); return;
+      default: epilogue_loop<int32_t, 2, DC>(acc, n, y, step, b, m, s, zp, lo, hi); return;
     }
   }
+  const int64_t *b = e.bias + c0, *m = e.mult + c0, *s = e.shift + c0;
   switch (e.mode) {
-    case 0: epilogue_loop<0, DC>(acc, n, y, step, e, c0); break;
-    case 1: epilogue_loop<1, DC>(acc, n, y, step, e, c0); break;
-    case 2: epilogue_loop<2, DC>(acc, n, y, step, e, c0); break;
-    default: epilogue_loop<3, DC>(acc, n, y, step, e, c0); break;
+    case 0: epilogue_loop<int64_t, 0, DC>(acc, n, y, step, b, m, s, e.zp, e.lo, e.hi); break;
+    case 1: epilogue_loop<int64_t, 1, DC>(acc, n, y, step, b, m, s, e.zp, e.lo, e.hi); break;
+    case 2: epilogue_loop<int64_t, 2, DC>(acc, n, y, step, b, m, s, e.zp, e.lo, e.hi); break;
+    default: epilogue_loop<int64_t, 3, DC>(acc, n, y, step, b, m, s, e.zp, e.lo, e.hi); break;
   }
 }
 template <typename Y>
