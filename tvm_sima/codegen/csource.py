@@ -273,9 +273,9 @@ def _requantize(fn: str, op: dict, tensors: dict, weights: dict) -> str:
            + f"static const sima_kernels::Epilogue {tag}_e{{nullptr, {tag}_mult, {tag}_shift, {_MODES[a['rounding']]}, "
            f"{a['zp_out']}, {a['qmin']}, {a['qmax']}}};\n")
     outer = size // (channels * inner)
-    return src + (f"static void {fn}(const {xt}* x, {yt}* y) {{ sima_kernels::requantize<{_MODES[a['rounding']]}>(x, y, "
-                  f"{outer}, {channels}, "
-                  f"{inner}, {a['zp_in']}, {tag}_e); }}\n")
+    mode = _MODES[a["rounding"]]
+    call = f"sima_kernels::requantize<{mode}>(x, y, {outer}, {channels}, {inner}, {a['zp_in']}, {tag}_e)"
+    return src + f"static void {fn}(const {xt}* x, {yt}* y) {{ {call}; }}\n"
 
 
 #: op name -> generator ``fn(function name, op, tensors, weights) -> C++ source of `static void fn(x, y)```.
