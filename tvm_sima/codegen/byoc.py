@@ -160,11 +160,26 @@ def region_program(region: relax.Function, symbol: str) -> Program:
     return program_from_function(_inline(region), name=symbol)
 
 
-def region_source(program: Program, symbol: str) -> str:
-    """C++ of a region: its kernels and the packed function ``__tvm_ffi_<symbol>(inputs..., output)``."""
+#: The includes every region needs, once per compiled source (after the kernel library).
+_HEADERS = "#include <tvm/ffi/c_api.h>\n#include <dlpack/dlpack.h>\n#include <vector>\n"
+
+
+def program_source(regions: list[tuple[Program, str]]) -> str:
+    """One C++ source for every region of a build: the kernel library once, then each region.
+
+    g++ compiles the library's templates once per source, so one source for all regions (each in
+    its own namespace) compiles once per build instead of once per region.
+    """
+    return "".join([PRELUDE, _HEADERS] + [region_source(program, symbol, k) for k, (program, symbol) in
+                                          enumerate(regions)])
+
+
+def region_source(program: Program, symbol: str, index: int = 0) -> str:
+    """C++ of a region (after :data:`PRELUDE`): its kernels in namespace ``sima_region_<index>`` and the
+    packed function ``__tvm_ffi_<symbol>(inputs..., output)``."""
     graph = program.graph
     tensors = graph["tensors"]
-    src = [PRELUDE, "#include <tvm/ffi/c_api.h>\n#include <dlpack/dlpack.h>\n#include <vector>\nnamespace {\n"]
+    src = [f"namespace sima_region_{index} {{\n"]
     for k, op in enumerate(graph["ops"]):
         src.append(kernel_source(f"k{k}", op, graph, program.weights))
     n_in, outputs = len(graph["inputs"]), graph["outputs"]
@@ -177,9 +192,10 @@ DLTensor* as_dl(const TVMFFIAny* a) {{
   if (a->type_index == kTVMFFITensor) return (DLTensor*)((char*)a->v_obj + sizeof(TVMFFIObject));
   return nullptr;
 }}
-}}  // namespace
+}}  // namespace sima_region_{index}
 extern "C" TVM_FFI_DLL_EXPORT int __tvm_ffi_{symbol}(void*, const TVMFFIAny* args, int32_t num_args,
                                                     TVMFFIAny*) {{
+  using namespace sima_region_{index};
   if (num_args != {n_args}) {{
     TVMFFIErrorSetRaisedFromCStr("ValueError", "{symbol}: expected {n_args} arguments");
     return -1;
@@ -227,7 +243,7 @@ def _sima_codegen(functions: Any, options: Any, _constant_names: Any) -> list:
     artifact_dir: Optional[str] = str(options["artifact_dir"]) if options is not None and \
         "artifact_dir" in options else None
     create = tvm.get_global_func("runtime.CSourceModuleCreate")
-    modules = []
+    regions = []
     for index, func in enumerate(functions):
         symbol = str(func.attrs["global_symbol"])
         program = region_program(func, symbol)
@@ -236,5 +252,7 @@ def _sima_codegen(functions: Any, options: Any, _constant_names: Any) -> list:
             raise ValueError(f"relax.ext.sima: region {symbol} holds {unknown}, which have no kernel")
         if artifact_dir is not None:
             write_program(program, pathlib.Path(artifact_dir) / region_directory(index, len(functions)))
-        modules.append(create(region_source(program, symbol), "cc", [symbol], []))
-    return modules
+        regions.append((program, symbol))
+    if not regions:
+        return []
+    return [create(program_source(regions), "cc", [symbol for _, symbol in regions], [])]

@@ -102,6 +102,11 @@ def _narrow(a: dict, weight_sums: np.ndarray, bias: np.ndarray, x_dtype: str) ->
     return bool(np.all(bound < 2.0**31))
 
 
+def _kind(a: dict, narrow: bool) -> str:
+    """The kernel's ``sima_kernels::Kind``: its epilogue as template parameters (only that loop compiles)."""
+    return f"sima_kernels::Kind<{_MODES[a['rounding']]}, {'true' if narrow else 'false'}>"
+
+
 def _epilogue_struct(tag: str, a: dict, narrow: bool = False) -> str:
     """The kernel's ``Epilogue``; ``narrow``: with the int32 copies of its tables (:func:`_narrow32_tables`)."""
     fields = (f"{tag}_bias, {tag}_mult, {tag}_shift, {_MODES[a['rounding']]}, {a['output_zero_point']}, "
@@ -134,7 +139,8 @@ def _library_conv(fn: str, tag: str, a: dict, geometry: dict, xt: str, yt: str, 
     packed = "" if kernel == "depthwise_nchw" else f"static sima_kernels::Packed {tag}_pack;\n"
     args = f"x, y, {tag}_w, " + ("" if kernel == "depthwise_nchw" else f"&{tag}_pack, ") + f"{tag}_g, {tag}_e"
     return (packed + _epilogue_struct(tag, a, narrow) + f"static const sima_kernels::Conv {tag}_g{{{conv}}};\n"
-            f"static void {fn}(const {xt}* x, {yt}* y) {{ sima_kernels::{kernel}(" + args + "); }\n")
+            f"static void {fn}(const {xt}* x, {yt}* y) {{ sima_kernels::{kernel}<{_kind(a, narrow)}>(" + args
+            + "); }\n")
 
 
 def _conv2d(fn: str, op: dict, tensors: dict, weights: dict) -> str:
@@ -236,7 +242,8 @@ def _dense(fn: str, op: dict, tensors: dict, weights: dict) -> str:
         narrow = _narrow(a, np.abs(w.astype(np.int64)).sum(axis=1), bias, x_t["dtype"])
         return (src + (_narrow32_tables(tag, a, cout, bias) if narrow else "")
                 + f"static sima_kernels::Packed {tag}_pack;\n" + _epilogue_struct(tag, a, narrow)
-                + f"static void {fn}(const {xt}* x, {yt}* y) {{ sima_kernels::dense(x, y, {tag}_w, &{tag}_pack, "
+                + f"static void {fn}(const {xt}* x, {yt}* y) {{ sima_kernels::dense<{_kind(a, narrow)}>(x, y, {tag}_w, "
+                f"&{tag}_pack, "
                 f"{rows}, {k}, {cout}, {tag}_e); }}\n")
     body = f"""
   for (int r = 0; r < {rows}; ++r) {{
@@ -266,8 +273,9 @@ def _requantize(fn: str, op: dict, tensors: dict, weights: dict) -> str:
            + f"static const sima_kernels::Epilogue {tag}_e{{nullptr, {tag}_mult, {tag}_shift, {_MODES[a['rounding']]}, "
            f"{a['zp_out']}, {a['qmin']}, {a['qmax']}}};\n")
     outer = size // (channels * inner)
-    return src + (f"static void {fn}(const {xt}* x, {yt}* y) {{ sima_kernels::requantize(x, y, {outer}, {channels}, "
-                  f"{inner}, {a['zp_in']}, {tag}_e); }}\n")
+    mode = _MODES[a["rounding"]]
+    call = f"sima_kernels::requantize<{mode}>(x, y, {outer}, {channels}, {inner}, {a['zp_in']}, {tag}_e)"
+    return src + f"static void {fn}(const {xt}* x, {yt}* y) {{ {call}; }}\n"
 
 
 #: op name -> generator ``fn(function name, op, tensors, weights) -> C++ source of `static void fn(x, y)```.

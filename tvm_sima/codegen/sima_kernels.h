@@ -33,6 +33,7 @@ int TVMBackendParallelLaunch(FTVMParallelLambda flambda, void* cdata, int num_ta
 // TVM compiles this source without optimisation flags (-O0): the pragma above asks for -O3, and
 // at -O0 GCC inlines only always_inline functions, so every helper of an inner loop is one.
 #define SIMA_INLINE static inline __attribute__((always_inline))
+#define SIMA_LAMBDA_INLINE __attribute__((always_inline))
 #define SIMA_AVX2 __attribute__((target("avx2,fma,bmi2")))
 #define SIMA_AVX512 __attribute__((target("avx2,fma,bmi2,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 
@@ -115,23 +116,6 @@ struct Epilogue {
   const int32_t* shift32 = nullptr;
 };
 
-// y[i * step] for i < n from acc[i]; channel c0 + i * DC (DC = 0: one channel for the whole row).
-template <int MODE, int DC, typename Y>
-SIMA_INLINE void epilogue_loop(const int32_t* __restrict acc, int n, Y* __restrict y, int64_t step,
-                               const Epilogue& e, int c0) {
-  // locals: a store through Y* (a char type) may alias anything, so fields read in the loop would be reloaded
-  const int64_t* __restrict bias = e.bias + c0;
-  const int64_t* __restrict mult = e.mult + c0;
-  const int64_t* __restrict shift = e.shift + c0;
-  const int64_t zp = e.zp, lo = e.lo, hi = e.hi;
-  if (step == 1) {
-    for (int i = 0; i < n; ++i)
-      y[i] = (Y)clamp(requant((int64_t)acc[i] + bias[i * DC], mult[i * DC], shift[i * DC], MODE) + zp, lo, hi);
-  } else {
-    for (int i = 0; i < n; ++i)
-      y[i * step] = (Y)clamp(requant((int64_t)acc[i] + bias[i * DC], mult[i * DC], shift[i * DC], MODE) + zp, lo, hi);
-  }
-}
 // round_shift in int32 (modes 0-2), exact where the generator's bound holds.
 template <int MODE>
 SIMA_INLINE int32_t round_shift32(int32_t x, int32_t n) {
@@ -141,40 +125,43 @@ SIMA_INLINE int32_t round_shift32(int32_t x, int32_t n) {
   if (MODE == 1) return (x + half - h1 + ((x >> n) & 1) * h1) >> n;
   return (x + half - (x < 0 ? 1 : 0) * h1) >> n;
 }
-template <int MODE, int DC, typename Y>
-SIMA_INLINE void epilogue_loop32(const int32_t* __restrict acc, int n, Y* __restrict y, int64_t step,
-                                 const Epilogue& e, int c0) {
-  const int32_t* __restrict bias = e.bias32 + c0;
-  const int32_t* __restrict mult = e.mult32 + c0;
-  const int32_t* __restrict shift = e.shift32 + c0;
-  const int32_t zp = (int32_t)e.zp, lo = (int32_t)e.lo, hi = (int32_t)e.hi;
+// One output in T's arithmetic: int64 (every mode) or int32 (modes 0-2, where the bound holds).
+template <typename T, int MODE>
+SIMA_INLINE T requant_in(T v, T m, T n) {
+  if constexpr (sizeof(T) == 8) return requant(v, m, n, MODE);
+  else return round_shift32<MODE>(v * m, n);
+}
+// y[i * step] for i < n from acc[i]; channel c0 + i * DC (DC = 0: one channel for the whole row). The
+// tables and bounds are locals: a store through Y* (a char type) may alias anything, so fields read in
+// the loop would be reloaded; step 1 has its own loop (it vectorizes).
+template <typename T, int MODE, int DC, typename Y>
+SIMA_INLINE void epilogue_loop(const int32_t* __restrict acc, int n, Y* __restrict y, const T* __restrict bias,
+                               const T* __restrict mult, const T* __restrict shift, T zp, T lo, T hi) {
   for (int i = 0; i < n; ++i) {
-    int32_t v = round_shift32<MODE>((acc[i] + bias[i * DC]) * mult[i * DC], shift[i * DC]) + zp;
-    v = v > lo ? v : lo;  // max, then min: vpmaxsd / vpminsd
-    v = v < hi ? v : hi;
-    y[i * step] = (Y)v;
+    T v = requant_in<T, MODE>((T)acc[i] + bias[i * DC], mult[i * DC], shift[i * DC]) + zp;
+    v = v > lo ? v : lo;  // max, then min: vpmaxs / vpmins
+    y[i] = (Y)(v < hi ? v : hi);
   }
 }
-template <int DC, typename Y>
-SIMA_INLINE void epilogue_dc(const int32_t* acc, int n, Y* y, int64_t step, const Epilogue& e, int c0) {
-  if (e.bias32 != nullptr) {
-    switch (e.mode) {
-      case 0: epilogue_loop32<0, DC>(acc, n, y, step, e, c0); return;
-      case 1: epilogue_loop32<1, DC>(acc, n, y, step, e, c0); return;
-      default: epilogue_loop32<2, DC>(acc, n, y, step, e, c0); return;
-    }
+
+// What the generator knows of an epilogue: its rounding mode, and whether the int32 bound holds.
+// Template parameters, so that a program compiles only the loops it runs.
+template <int MODE, bool NARROW>
+struct Kind {
+  static constexpr int mode = MODE;
+  static constexpr bool narrow = NARROW;
+};
+
+// y[i] for i < n from acc[i]; channel c0 + i * DC (DC = 0: one channel for the whole row).
+template <typename Q, int DC, typename Y>
+SIMA_INLINE void epilogue_row(const int32_t* acc, int n, Y* y, const Epilogue& e, int c0) {
+  if constexpr (Q::narrow) {
+    static_assert(Q::mode != 3, "TFLite's rounding has no int32 epilogue");
+    epilogue_loop<int32_t, Q::mode, DC>(acc, n, y, e.bias32 + c0, e.mult32 + c0, e.shift32 + c0, (int32_t)e.zp,
+                                        (int32_t)e.lo, (int32_t)e.hi);
+  } else {
+    epilogue_loop<int64_t, Q::mode, DC>(acc, n, y, e.bias + c0, e.mult + c0, e.shift + c0, e.zp, e.lo, e.hi);
   }
-  switch (e.mode) {
-    case 0: epilogue_loop<0, DC>(acc, n, y, step, e, c0); break;
-    case 1: epilogue_loop<1, DC>(acc, n, y, step, e, c0); break;
-    case 2: epilogue_loop<2, DC>(acc, n, y, step, e, c0); break;
-    default: epilogue_loop<3, DC>(acc, n, y, step, e, c0); break;
-  }
-}
-template <typename Y>
-SIMA_INLINE void epilogue_row(const int32_t* acc, int n, Y* y, int64_t step, const Epilogue& e, int c0, int dc) {
-  if (dc == 0) epilogue_dc<0>(acc, n, y, step, e, c0);
-  else epilogue_dc<1>(acc, n, y, step, e, c0);
 }
 
 // ---- GEMM: C[M][N] = A[M][K] . B[K][N] ----
@@ -241,17 +228,16 @@ SIMA_AVX512 static void tile_avx512(const int16_t* a, int lda, const int16_t* b,
 
 SIMA_INLINE int round_up(int v, int m) { return (v + m - 1) / m * m; }
 
-// The output of a GEMM: y[m * ym + n * yn], channel m (channel_on_m) or n.
+// The output of a GEMM: y[m * ym + n]; the channel is m (ON_M) or n.
 template <typename Y>
 struct GemmOut {
   Y* y;
-  int64_t ym, yn;
-  bool channel_on_m;
+  int64_t ym;
   Epilogue e;
 };
 
 // C = A . B over rows [m0, m1) and panels [p0, p1), each tile requantized into out.
-template <int ISA, typename Y>
+template <int ISA, typename Q, bool ON_M, typename Y>
 SIMA_INLINE void gemm_body(const int16_t* a, int lda, const int16_t* b, int k2, int M, int N, const GemmOut<Y>& out_ref,
                            int m0, int m1, int p0, int p1) {
   const GemmOut<Y> out = out_ref;
@@ -265,34 +251,35 @@ SIMA_INLINE void gemm_body(const int16_t* a, int lda, const int16_t* b, int k2, 
       else if constexpr (ISA == kAvx2) tile_avx2(am, lda, bp, k2, c);
       else tile_generic(am, lda, bp, k2, c);
       for (int r = 0; r < MR && m + r < M; ++r) {
-        Y* y = out.y + (m + r) * out.ym + n0 * out.yn;
-        if (out.channel_on_m) epilogue_row(c + r * PANEL, nn, y, out.yn, out.e, m + r, 0);
-        else epilogue_row(c + r * PANEL, nn, y, out.yn, out.e, n0, 1);
+        Y* y = out.y + (m + r) * out.ym + n0;
+        if constexpr (ON_M) epilogue_row<Q, 0>(c + r * PANEL, nn, y, out.e, m + r);
+        else epilogue_row<Q, 1>(c + r * PANEL, nn, y, out.e, n0);
       }
     }
   }
 }
-template <typename Y>
+template <typename Q, bool ON_M, typename Y>
 SIMA_AVX512 void gemm_avx512(const int16_t* a, int lda, const int16_t* b, int k2, int M, int N,
                              const GemmOut<Y>& out, int m0, int m1, int p0, int p1) {
-  gemm_body<kAvx512>(a, lda, b, k2, M, N, out, m0, m1, p0, p1);
+  gemm_body<kAvx512, Q, ON_M>(a, lda, b, k2, M, N, out, m0, m1, p0, p1);
 }
-template <typename Y>
+template <typename Q, bool ON_M, typename Y>
 SIMA_AVX2 void gemm_avx2(const int16_t* a, int lda, const int16_t* b, int k2, int M, int N, const GemmOut<Y>& out,
                          int m0, int m1, int p0, int p1) {
-  gemm_body<kAvx2>(a, lda, b, k2, M, N, out, m0, m1, p0, p1);
+  gemm_body<kAvx2, Q, ON_M>(a, lda, b, k2, M, N, out, m0, m1, p0, p1);
 }
-template <typename Y>
+template <typename Q, bool ON_M, typename Y>
 void gemm_generic(const int16_t* a, int lda, const int16_t* b, int k2, int M, int N, const GemmOut<Y>& out,
                   int m0, int m1, int p0, int p1) {
-  gemm_body<kGeneric>(a, lda, b, k2, M, N, out, m0, m1, p0, p1);
+  gemm_body<kGeneric, Q, ON_M>(a, lda, b, k2, M, N, out, m0, m1, p0, p1);
 }
 
 // The whole GEMM on the thread pool: panels split between threads, or rows when there is one panel.
-template <typename Y>
+template <typename Q, bool ON_M, typename Y>
 static void gemm(const int16_t* a, int lda, const int16_t* b, int k2, int M, int N, const GemmOut<Y>& out) {
   const int isa = host_isa();
-  auto block = isa == kAvx512 ? gemm_avx512<Y> : (isa == kAvx2 ? gemm_avx2<Y> : gemm_generic<Y>);
+  auto block = isa == kAvx512 ? gemm_avx512<Q, ON_M, Y>
+                              : (isa == kAvx2 ? gemm_avx2<Q, ON_M, Y> : gemm_generic<Q, ON_M, Y>);
   const int panels = (N + PANEL - 1) / PANEL, mtiles = (M + MR - 1) / MR;
   parallel([&](int task, int tasks) {
     int lo, hi;
@@ -395,7 +382,7 @@ static void pack_pointwise_nchw(const X* x, int C, int P, int16_t* b) {
 }
 
 // NCHW, groups == 1: A = OIHW weights [oc][c * kh * kw], B = the input's columns.
-template <typename X, typename Y>
+template <typename Q, typename X, typename Y>
 static void conv_nchw(const X* x, Y* y, const int8_t* w, Packed* wa, const Conv& g, const Epilogue& e) {
   const int K = g.c * g.kh * g.kw, P = g.oh * g.ow;
   std::call_once(wa->once, [&] { pack_weights_a(w, g.oc, K, &wa->data); });
@@ -406,13 +393,13 @@ static void conv_nchw(const X* x, Y* y, const int8_t* w, Packed* wa, const Conv&
     const X* xb = x + (int64_t)bn * g.c * g.h * g.w;
     if (pointwise) pack_pointwise_nchw(xb, g.c, P, b);
     else pack_im2col_nchw(xb, g, b);
-    const GemmOut<Y> out{y + (int64_t)bn * g.oc * P, P, 1, true, e};
-    gemm(wa->data.data(), round_up(K, 2), b, (K + 1) / 2, g.oc, P, out);
+    const GemmOut<Y> out{y + (int64_t)bn * g.oc * P, P, e};
+    gemm<Q, true>(wa->data.data(), round_up(K, 2), b, (K + 1) / 2, g.oc, P, out);
   }
 }
 
 // NHWC, groups == 1: A = im2col rows of the input (k = ky, kx, ic), B = HWIO weights [k][oc].
-template <typename X, typename Y>
+template <typename Q, typename X, typename Y>
 static void conv_nhwc(const X* x, Y* y, const int8_t* w, Packed* wb, const Conv& g, const Epilogue& e) {
   const int K = g.kh * g.kw * g.c, P = g.n * g.oh * g.ow, lda = round_up(K, 2);
   std::call_once(wb->once, [&] { pack_weights_b(w, K, g.oc, g.oc, 1, &wb->data); });
@@ -432,20 +419,20 @@ static void conv_nhwc(const X* x, Y* y, const int8_t* w, Packed* wb, const Conv&
         }
       }
   }
-  const GemmOut<Y> out{y, g.oc, 1, false, e};
-  gemm(a, lda, wb->data.data(), (K + 1) / 2, P, g.oc, out);
+  const GemmOut<Y> out{y, g.oc, e};
+  gemm<Q, false>(a, lda, wb->data.data(), (K + 1) / 2, P, g.oc, out);
 }
 
 // Dense: A = input rows [rows][k], B = OI weights transposed [k][oc].
-template <typename X, typename Y>
+template <typename Q, typename X, typename Y>
 static void dense(const X* x, Y* y, const int8_t* w, Packed* wb, int rows, int K, int oc, const Epilogue& e) {
   const int lda = round_up(K, 2);
   std::call_once(wb->once, [&] { pack_weights_b(w, K, oc, 1, K, &wb->data); });
   int16_t* pa = scratch<int16_t>(0, (size_t)round_up(rows, MR) * lda);
   for (int r = 0; r < rows; ++r)
     for (int k = 0; k < K; ++k) pa[(size_t)r * lda + k] = x[(int64_t)r * K + k];
-  const GemmOut<Y> out{y, oc, 1, false, e};
-  gemm(pa, lda, wb->data.data(), (K + 1) / 2, rows, oc, out);
+  const GemmOut<Y> out{y, oc, e};
+  gemm<Q, false>(pa, lda, wb->data.data(), (K + 1) / 2, rows, oc, out);
 }
 
 // acc[i] = sum over taps t of w[t] * src[t][i], i < n (n a multiple of 64; src readable that far).
@@ -519,7 +506,7 @@ SIMA_INLINE void fill16(int16_t* __restrict dst, int n, int16_t v) {
 // mod sw), each hq x wq. Tap (ky, kx) of output (oy, ox) reads plane (ky*dh % sh, kx*dw % sw) at
 // (oy + ky*dh / sh, ox + kx*dw / sw): with rows of wq >= ow outputs (the last wq - ow thrown away),
 // every tap is one contiguous multiply-add over all hq x wq outputs of the channel.
-template <int ISA, typename X, typename Y>
+template <int ISA, typename Q, typename X, typename Y>
 SIMA_INLINE void depthwise_body(const X* x, Y* y, const int8_t* w, const Conv& geometry, const Epilogue& e, int lo,
                                 int hi) {
   const Conv g = geometry;  // a local copy: stores through int32_t* / Y* cannot change it, so loops vectorize
@@ -571,27 +558,28 @@ SIMA_INLINE void depthwise_body(const X* x, Y* y, const int8_t* w, const Conv& g
     if (wq != g.ow)  // drop the extra columns: the channel's outputs contiguous, one long epilogue
       for (int oy = 1; oy < g.oh; ++oy)
         for (int ox = 0; ox < g.ow; ++ox) pa[(int64_t)oy * g.ow + ox] = pa[(int64_t)oy * wq + ox];
-    epilogue_row(pa, g.oh * g.ow, y + (int64_t)nc * g.oh * g.ow, 1, e, ch, 0);
+    epilogue_row<Q, 0>(pa, g.oh * g.ow, y + (int64_t)nc * g.oh * g.ow, e, ch);
   }
 }
-template <typename X, typename Y>
+template <typename Q, typename X, typename Y>
 SIMA_AVX512 void depthwise_avx512(const X* x, Y* y, const int8_t* w, const Conv& g, const Epilogue& e, int lo,
                                   int hi) {
-  depthwise_body<kAvx512>(x, y, w, g, e, lo, hi);
+  depthwise_body<kAvx512, Q>(x, y, w, g, e, lo, hi);
 }
-template <typename X, typename Y>
+template <typename Q, typename X, typename Y>
 SIMA_AVX2 void depthwise_avx2(const X* x, Y* y, const int8_t* w, const Conv& g, const Epilogue& e, int lo, int hi) {
-  depthwise_body<kAvx2>(x, y, w, g, e, lo, hi);
+  depthwise_body<kAvx2, Q>(x, y, w, g, e, lo, hi);
 }
-template <typename X, typename Y>
+template <typename Q, typename X, typename Y>
 void depthwise_generic(const X* x, Y* y, const int8_t* w, const Conv& g, const Epilogue& e, int lo, int hi) {
-  depthwise_body<kGeneric>(x, y, w, g, e, lo, hi);
+  depthwise_body<kGeneric, Q>(x, y, w, g, e, lo, hi);
 }
 
-template <typename X, typename Y>
+template <typename Q, typename X, typename Y>
 static void depthwise_nchw(const X* x, Y* y, const int8_t* w, const Conv& g, const Epilogue& e) {
   const int isa = host_isa();
-  auto body = isa == kAvx512 ? depthwise_avx512<X, Y> : (isa == kAvx2 ? depthwise_avx2<X, Y> : depthwise_generic<X, Y>);
+  auto body = isa == kAvx512 ? depthwise_avx512<Q, X, Y>
+                             : (isa == kAvx2 ? depthwise_avx2<Q, X, Y> : depthwise_generic<Q, X, Y>);
   parallel([&](int task, int tasks) {
     int lo, hi;
     split(g.n * g.c, task, tasks, &lo, &hi);
@@ -605,41 +593,37 @@ SIMA_INLINE void requantize_loop(const X* __restrict x, Y* __restrict y, int64_t
                                  int64_t sh, int64_t zp, int64_t lo, int64_t hi) {
   for (int64_t i = 0; i < n; ++i) y[i] = (Y)clamp(requant((int64_t)x[i] - zp_in, m, sh, MODE) + zp, lo, hi);
 }
-template <typename X, typename Y>
+template <int MODE, typename X, typename Y>
 SIMA_INLINE void requantize_body(const X* x, Y* y, int64_t outer, int channels, int64_t inner, int64_t zp_in,
                                  const Epilogue& e) {
   for (int64_t o = 0; o < outer; ++o)
     for (int c = 0; c < channels; ++c) {
       const int64_t at = (o * channels + c) * inner;
-      switch (e.mode) {
-        case 0: requantize_loop<0>(x + at, y + at, inner, zp_in, e.mult[c], e.shift[c], e.zp, e.lo, e.hi); break;
-        case 1: requantize_loop<1>(x + at, y + at, inner, zp_in, e.mult[c], e.shift[c], e.zp, e.lo, e.hi); break;
-        case 2: requantize_loop<2>(x + at, y + at, inner, zp_in, e.mult[c], e.shift[c], e.zp, e.lo, e.hi); break;
-        default: requantize_loop<3>(x + at, y + at, inner, zp_in, e.mult[c], e.shift[c], e.zp, e.lo, e.hi); break;
-      }
+      requantize_loop<MODE>(x + at, y + at, inner, zp_in, e.mult[c], e.shift[c], e.zp, e.lo, e.hi);
     }
 }
-template <typename X, typename Y>
+template <int MODE, typename X, typename Y>
 SIMA_AVX512 void requantize_avx512(const X* x, Y* y, int64_t outer, int channels, int64_t inner, int64_t zp_in,
                                    const Epilogue& e) {
-  requantize_body(x, y, outer, channels, inner, zp_in, e);
+  requantize_body<MODE>(x, y, outer, channels, inner, zp_in, e);
 }
-template <typename X, typename Y>
+template <int MODE, typename X, typename Y>
 SIMA_AVX2 void requantize_avx2(const X* x, Y* y, int64_t outer, int channels, int64_t inner, int64_t zp_in,
                                const Epilogue& e) {
-  requantize_body(x, y, outer, channels, inner, zp_in, e);
+  requantize_body<MODE>(x, y, outer, channels, inner, zp_in, e);
 }
-template <typename X, typename Y>
+template <int MODE, typename X, typename Y>
 void requantize_generic(const X* x, Y* y, int64_t outer, int channels, int64_t inner, int64_t zp_in,
                         const Epilogue& e) {
-  requantize_body(x, y, outer, channels, inner, zp_in, e);
+  requantize_body<MODE>(x, y, outer, channels, inner, zp_in, e);
 }
-// x viewed as [outer][channels][inner]; e.mult / e.shift per channel (channels 1: per tensor).
-template <typename X, typename Y>
+// x viewed as [outer][channels][inner]; e.mult / e.shift per channel (channels 1: per tensor); MODE: e.mode.
+template <int MODE, typename X, typename Y>
 static void requantize(const X* x, Y* y, int64_t outer, int channels, int64_t inner, int64_t zp_in,
                        const Epilogue& e) {
   const int isa = host_isa();
-  (isa == kAvx512 ? requantize_avx512<X, Y> : (isa == kAvx2 ? requantize_avx2<X, Y> : requantize_generic<X, Y>))(
+  (isa == kAvx512 ? requantize_avx512<MODE, X, Y>
+                  : (isa == kAvx2 ? requantize_avx2<MODE, X, Y> : requantize_generic<MODE, X, Y>))(
       x, y, outer, channels, inner, zp_in, e);
 }
 
