@@ -63,6 +63,27 @@ def test_built_model_matches_onnxruntime(tmp_path):
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
+def test_a_transposed_conv_after_nhwc_convs_keeps_nchw_and_builds(tmp_path):
+    #   image -> Conv 3x3 -> Relu -> ConvTranspose 2x2 /2 (PP-OCR det's head): the transposed conv must stay
+    #   in the one layout TOPI legalizes, or the build fails ("CodeGenVM cannot emit this Relax operator")
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array(rng.standard_normal((6, 3, 3, 3)).astype("float32"), "w"),
+             numpy_helper.from_array(rng.standard_normal((6, 4, 2, 2)).astype("float32"), "wt")]
+    nodes = [helper.make_node("Conv", ["image", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("ConvTranspose", ["r", "wt"], ["out"], strides=[2, 2])]
+    graph = helper.make_graph(nodes, "up", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 10])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 16, 20])], inits)
+    path = tmp_path / "up.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    mod, params = tvm_sima.load_model(path)
+    x = rng.standard_normal((1, 3, 8, 10)).astype("float32")
+    vm = relax.VirtualMachine(tvm_sima.build(mod, params=params), tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
 def test_integer_programs_are_left_alone():
     from helpers.relax import one_input_module
 

@@ -28,7 +28,8 @@ from collections import Counter
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from .. import source_names
-from .loader import Declared, Shapes, UnsupportedOpsError, _input_shapes
+from .input_shapes import Declared, Shapes, UnsupportedOpsError
+from .input_shapes import input_shapes as _input_shapes
 from .source_importers import record
 
 __all__ = ["is_torch_model", "load_torch", "declared_inputs", "exported_program", "node_names", "module_path",

@@ -47,7 +47,10 @@ def float_conv_layout(mod: tvm.IRModule) -> tvm.IRModule:
     if not names:
         return mod
     mod = undo_te_calls(relax.transform.FoldConstant()(mod), names)
-    return relax.transform.ConvertLayout({"relax.nn.conv2d": CONV_LAYOUT})(mod)
+    # conv2d_transpose stays NCHW / IOHW (the only layout TOPI legalizes): without its own entry,
+    # ConvertLayout would carry the convs' NHWC into it (PP-OCR det's upsampling head)
+    return relax.transform.ConvertLayout({"relax.nn.conv2d": CONV_LAYOUT,
+                                          "relax.nn.conv2d_transpose": ["NCHW", "IOHW"]})(mod)
 
 
 @tvm.transform.module_pass(opt_level=0, name="FloatConvLayout")
