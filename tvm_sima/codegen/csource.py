@@ -109,7 +109,7 @@ def _kind(a: dict, narrow: bool) -> str:
 
 def _epilogue_struct(tag: str, a: dict, narrow: bool = False) -> str:
     """The kernel's ``Epilogue``; ``narrow``: with the int32 copies of its tables (:func:`_narrow32_tables`)."""
-    fields = (f"{tag}_bias, {tag}_mult, {tag}_shift, {_MODES[a['rounding']]}, {a['output_zero_point']}, "
+    fields = (f"{tag}_bias, {tag}_mult, {tag}_shift, {a['output_zero_point']}, "
               f"{a['qmin']}, {a['qmax']}" + (f", {tag}_bias32, {tag}_mult32, {tag}_shift32" if narrow else ""))
     return f"static const sima_kernels::Epilogue {tag}_e{{{fields}}};\n"
 
@@ -270,7 +270,7 @@ def _requantize(fn: str, op: dict, tensors: dict, weights: dict) -> str:
     xt, yt = CTYPES[x_t["dtype"]], CTYPES[y_t["dtype"]]
     src = (_array(f"{tag}_mult", _per_channel(a["multiplier"], channels), "int64_t")
            + _array(f"{tag}_shift", _per_channel(a["shift"], channels), "int64_t")
-           + f"static const sima_kernels::Epilogue {tag}_e{{nullptr, {tag}_mult, {tag}_shift, {_MODES[a['rounding']]}, "
+           + f"static const sima_kernels::Epilogue {tag}_e{{nullptr, {tag}_mult, {tag}_shift, "
            f"{a['zp_out']}, {a['qmin']}, {a['qmax']}}};\n")
     outer = size // (channels * inner)
     mode = _MODES[a["rounding"]]

@@ -107,8 +107,7 @@ struct Epilogue {
   const int64_t* bias;  // per channel (one value per channel, always)
   const int64_t* mult;
   const int64_t* shift;
-  int mode;
-  int64_t zp, lo, hi;
+  int64_t zp, lo, hi;  // the rounding mode is a template parameter of the kernel (Kind, or requantize's MODE)
   // The same per channel in int32, when the generator proved (acc + bias) * mult + 2^shift < 2^31 for
   // every accumulator the op can produce (modes 0-2): the epilogue then runs in 32-bit lanes.
   const int32_t* bias32 = nullptr;
@@ -617,7 +616,7 @@ void requantize_generic(const X* x, Y* y, int64_t outer, int channels, int64_t i
                         const Epilogue& e) {
   requantize_body<MODE>(x, y, outer, channels, inner, zp_in, e);
 }
-// x viewed as [outer][channels][inner]; e.mult / e.shift per channel (channels 1: per tensor); MODE: e.mode.
+// x viewed as [outer][channels][inner]; e.mult / e.shift per channel (channels 1: per tensor).
 template <int MODE, typename X, typename Y>
 static void requantize(const X* x, Y* y, int64_t outer, int channels, int64_t inner, int64_t zp_in,
                        const Epilogue& e) {
