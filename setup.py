@@ -41,7 +41,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.13",
     packages=find_packages(include=["tvm_sima", "tvm_sima.*"]),
-    package_data={"tvm_sima.codegen": ["sima_kernels.h"]},  # the C++ kernel library, compiled into programs
+    package_data={"tvm_sima.codegen": ["*.h"]},  # the C++ kernel library, compiled into programs
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={

@@ -219,3 +219,55 @@ def test_the_int32_epilogue_is_chosen_exactly_at_its_bound():
     assert not _narrow(a, sums, np.array([0, edge + 1]), "int8")
     assert not _narrow(a, sums, np.array([0, edge - 1]), "uint8")  # |x| <= 255: past it
     assert not _narrow({**a, "rounding": "tflite"}, sums, np.array([0, 0]), "int8")
+
+
+def _ties_module() -> tuple[tvm.IRModule, list[np.ndarray]]:
+    """Small codes and a shift of 2 with multiplier 1: a quarter of the outputs are exact ties, where
+    the rounding modes differ (random requantizations above almost never meet one)."""
+    rng = np.random.default_rng(3)
+    shapes = {"pointwise": (1, 16, 6, 7), "depthwise": (1, 5, 9, 8), "dense": (3, 24)}
+    params, inputs, ops = [], [], []
+    for rounding in ROUNDINGS[:3]:
+        for kind, shape in shapes.items():
+            params.append(relax.Var(f"{kind}_{rounding}", relax.TensorType(shape, "int8")))
+            inputs.append(rng.integers(-6, 7, shape).astype(np.int8))
+            ops.append((kind, rounding))
+    bb = relax.BlockBuilder()
+    with bb.function("main", params, attrs={"num_input": len(params)}):
+        with bb.dataflow():
+            outs = []
+            for x, (kind, rounding) in zip(params, ops, strict=True):
+                oc = {"pointwise": 9, "depthwise": 5, "dense": 7}[kind]
+                wshape = {"pointwise": (9, 16, 1, 1), "depthwise": (5, 1, 3, 3), "dense": (7, 24)}[kind]
+                w = relax.const(rng.integers(-3, 4, wshape).astype(np.int8))
+                bias = relax.const(rng.integers(-5, 6, oc).astype(np.int32))
+                q = dict(shift=[2], multiplier=[1], rounding=rounding, out_dtype="int8", output_zero_point=0)
+                if kind == "dense":
+                    outs.append(bb.emit(so.dense(x, w, bias, input_zero_point=1, **q)))
+                else:
+                    outs.append(bb.emit(so.conv2d(x, w, bias, padding=0 if kind == "pointwise" else 1,
+                                                  groups=1 if kind == "pointwise" else 5, input_zero_point=-1, **q)))
+            out = bb.emit_output(relax.Tuple(outs))
+        bb.emit_func_output(out)
+    return bb.get(), inputs
+
+
+@pytest.fixture(scope="module")
+def ties():
+    mod, inputs = _ties_module()
+    regions = offloaded_functions(partition_for_sima(mod))  # guard: every op in the library, none in TIR
+    assert sum(len(re.findall(r'"Composite": "sima\.(conv2d|dense)', str(f))) for f in regions.values()) == 9
+    reference = relax.VirtualMachine(tvm_sima.build(mod, offload=False), tvm.cpu())
+    expected = [r.numpy() for r in reference["main"](*[tvm.runtime.tensor(x) for x in inputs])]
+    return tvm_sima.build(mod), inputs, expected
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_rounding_ties_are_rounded_as_the_tir_kernels_round_them(ties, isa, monkeypatch):
+    ex, inputs, expected = ties
+    if isa != "native":
+        monkeypatch.setenv("TVM_SIMA_KERNEL_ISA", isa)
+    got = [r.numpy() for r in relax.VirtualMachine(ex, tvm.cpu())["main"](*[tvm.runtime.tensor(x) for x in inputs])]
+    for i, (a, b) in enumerate(zip(got, expected, strict=True)):
+        assert np.count_nonzero(a != b) == 0, f"op {i} ({isa}): {np.count_nonzero(a != b)} of {a.size} differ"
+        assert len(np.unique(b)) > 6 and np.mean(np.abs(b) == 127) < 0.05  # guard: a spread, not saturated

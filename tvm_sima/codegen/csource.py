@@ -26,7 +26,9 @@ __all__ = ["CTYPES", "PRELUDE", "kernel_source", "KERNELS"]
 _MODES = {"half_up": 0, "half_even": 1, "half_away_from_zero": 2, "tflite": 3}
 
 #: The kernel library every region's source starts with (GEMM, packing, depthwise, requantization).
-PRELUDE = (pathlib.Path(__file__).with_name("sima_kernels.h")).read_text(encoding="utf-8")
+#: The kernel library's headers, in the order they are concatenated at the top of every program's source.
+LIBRARY = ("sima_kernels.h", "sima_gemm.h", "sima_depthwise.h", "sima_requantize.h")
+PRELUDE = "".join((pathlib.Path(__file__).with_name(name)).read_text(encoding="utf-8") for name in LIBRARY)
 
 #: C type of each integer dtype a kernel reads or writes.
 CTYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t"}
@@ -124,6 +126,12 @@ def _narrow32_tables(tag: str, a: dict, channels: int, bias: np.ndarray) -> str:
 FAST_INPUTS = ("int8", "uint8")
 
 
+def _library_fits(x_dtype: str, reduction: int) -> bool:
+    """Whether the library kernels sum this op exactly: 8-bit inputs, and ``255 * 128 * K < 2^31`` (the
+    int32 lanes of the GEMM, whose byte format stores int8 activations shifted into 0..255)."""
+    return x_dtype in FAST_INPUTS and 255 * 128 * reduction < 2**31
+
+
 def _library_conv(fn: str, tag: str, a: dict, geometry: dict, xt: str, yt: str, narrow: bool) -> str | None:
     """The call of the library kernel for this conv, or ``None`` (grouped, or a 16-bit input: plain loops)."""
     g = geometry
@@ -164,7 +172,7 @@ def _conv2d(fn: str, op: dict, tensors: dict, weights: dict) -> str:
     xt, yt = CTYPES[x_t["dtype"]], CTYPES[y_t["dtype"]]
     src = _blob(f"{tag}_w", w) + _requant_tables(tag, a, cout, bias)
     zp = a["input_zero_point"]
-    if x_t["dtype"] in FAST_INPUTS:
+    if _library_fits(x_t["dtype"], ipg * kh * kw):
         geometry = dict(n=n, c=c, h=h, w=wd, cout=cout, oh=oh, ow=ow, kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, dw=dw,
                         pt=pt, pl=pl, zp=zp, groups=groups, ipg=ipg, opg=opg)
         sums = np.abs(w.astype(np.int64)).sum(axis=(1, 2, 3) if nchw else (0, 1, 2))
@@ -238,7 +246,7 @@ def _dense(fn: str, op: dict, tensors: dict, weights: dict) -> str:
     tag = fn + "_d"
     xt, yt = CTYPES[x_t["dtype"]], CTYPES[y_t["dtype"]]
     src = _blob(f"{tag}_w", w) + _requant_tables(tag, a, cout, bias)
-    if x_t["dtype"] in FAST_INPUTS:
+    if _library_fits(x_t["dtype"], k):
         narrow = _narrow(a, np.abs(w.astype(np.int64)).sum(axis=1), bias, x_t["dtype"])
         return (src + (_narrow32_tables(tag, a, cout, bias) if narrow else "")
                 + f"static sima_kernels::Packed {tag}_pack;\n" + _epilogue_struct(tag, a, narrow)

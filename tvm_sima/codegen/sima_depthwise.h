@@ -1,0 +1,265 @@
+// ---- sima_depthwise.h ----
+namespace sima_kernels {
+
+// acc[i] = sum over taps t of w[t] * src[t][i], i < n (n a multiple of 64; src readable that far).
+// The vector paths multiply-add int16 pairs (x[2i], x[2i + 1]) with (w, 0) and (0, w): the even
+// and the odd outputs in separate int32 lanes, exact, re-interleaved once per block at the end.
+static void taps_generic(const int16_t* const* src, const int8_t* w, int taps, int64_t n, int32_t* acc) {
+  for (int64_t i = 0; i < n; ++i) acc[i] = 0;
+  for (int t = 0; t < taps; ++t) {
+    const int32_t wv = w[t];
+    const int16_t* s = src[t];
+    for (int64_t i = 0; i < n; ++i) acc[i] += wv * s[i];
+  }
+}
+
+SIMA_AVX2 static void taps_avx2(const int16_t* const* src, const int8_t* w, int taps, int64_t n, int32_t* acc) {
+  for (int64_t i0 = 0; i0 < n; i0 += 32) {
+    __m256i even[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()}, odd[2] = {even[0], even[1]};
+    for (int t = 0; t < taps; ++t) {
+      const __m256i we = _mm256_set1_epi32((int32_t)(uint16_t)w[t]), wo = _mm256_set1_epi32((int32_t)((uint32_t)(uint16_t)w[t] << 16));
+      for (int v = 0; v < 2; ++v) {
+        const __m256i x = _mm256_loadu_si256((const __m256i*)(src[t] + i0 + 16 * v));
+        even[v] = _mm256_add_epi32(even[v], _mm256_madd_epi16(x, we));
+        odd[v] = _mm256_add_epi32(odd[v], _mm256_madd_epi16(x, wo));
+      }
+    }
+    alignas(32) int32_t e[16], o[16];
+    for (int v = 0; v < 2; ++v) {
+      _mm256_store_si256((__m256i*)(e + 8 * v), even[v]);
+      _mm256_store_si256((__m256i*)(o + 8 * v), odd[v]);
+    }
+    for (int i = 0; i < 16; ++i) {
+      acc[i0 + 2 * i] = e[i];
+      acc[i0 + 2 * i + 1] = o[i];
+    }
+  }
+}
+
+template <typename X>
+SIMA_INLINE void widen16(const X* __restrict src, int16_t* __restrict dst, int n) {
+  for (int j = 0; j < n; ++j) dst[j] = src[j];
+}
+SIMA_INLINE void fill16(int16_t* __restrict dst, int n, int16_t v) {
+  for (int j = 0; j < n; ++j) dst[j] = v;
+}
+
+// ---- depthwise NCHW (groups == channels, one output channel each) ----
+// Per channel, the zero-point padded input is split into sh x sw residue planes (row mod sh, column
+// mod sw), each hq x wq. Tap (ky, kx) of output (oy, ox) reads plane (ky*dh % sh, kx*dw % sw) at
+// (oy + ky*dh / sh, ox + kx*dw / sw): with rows of wq >= ow outputs (the last wq - ow thrown away),
+// every tap is one contiguous multiply-add over all hq x wq outputs of the channel.
+template <int ISA, typename Q, typename X, typename Y>
+SIMA_INLINE void depthwise_body(const X* x, Y* y, const int8_t* w, const Conv& geometry, const Epilogue& e, int lo,
+                                int hi) {
+  const Conv g = geometry;  // a local copy: stores through int32_t* / Y* cannot change it, so loops vectorize
+  const int hq = (g.oh - 1) + ((g.kh - 1) * g.dh) / g.sh + 1, wq = (g.ow - 1) + ((g.kw - 1) * g.dw) / g.sw + 1;
+  // outputs rounded up to whole vectors (no scalar remainder on 7 x 7 maps); planes padded to match
+  const int64_t plane = (int64_t)hq * wq, outputs = round_up(g.oh * wq, 64);
+  int16_t* __restrict pl = scratch<int16_t>(1, (size_t)(g.sh * g.sw * plane + outputs));
+  int32_t* __restrict pa = scratch<int32_t>(2, (size_t)outputs);
+  const int taps = g.kh * g.kw, wide = wq * g.sw;
+  const int16_t** tap_src = scratch<const int16_t*>(0, (size_t)taps);
+  int16_t* __restrict row = scratch<int16_t>(3, (size_t)wide);
+  for (int nc = lo; nc < hi; ++nc) {
+    const int ch = nc % g.c;
+    const X* xc = x + (int64_t)nc * g.h * g.w;
+    // source columns j * sw + rx - pl of plane rx, j < wq: the zero-point padded row, then split by residue
+    int x0 = g.pl < wide ? g.pl : wide, x1 = g.pl + g.w < wide ? g.pl + g.w : wide;
+    for (int ry = 0; ry < g.sh; ++ry)
+      for (int i = 0; i < hq; ++i) {
+        const int sy = i * g.sh + ry - g.pt;
+        if (sy >= 0 && sy < g.h) {
+          fill16(row, x0, (int16_t)g.zp);
+          widen16(xc + (int64_t)sy * g.w - g.pl + x0, row + x0, x1 - x0);
+          fill16(row + x1, wide - x1, (int16_t)g.zp);
+        } else {
+          fill16(row, wide, (int16_t)g.zp);
+        }
+        int16_t* dst = pl + (int64_t)ry * g.sw * plane + (int64_t)i * wq;
+        if (g.sw == 1) {
+          std::memcpy(dst, row, sizeof(int16_t) * wq);
+        } else if (g.sw == 2) {
+          for (int j = 0; j < wq; ++j) {
+            dst[j] = row[2 * j];
+            dst[plane + j] = row[2 * j + 1];
+          }
+        } else {
+          for (int rx = 0; rx < g.sw; ++rx)
+            for (int j = 0; j < wq; ++j) dst[rx * plane + j] = row[j * g.sw + rx];
+        }
+      }
+    const int8_t* wc = w + (int64_t)ch * g.kh * g.kw;
+    for (int ky = 0; ky < g.kh; ++ky)
+      for (int kx = 0; kx < g.kw; ++kx) {
+        const int oy = ky * g.dh, ox = kx * g.dw;
+        tap_src[ky * g.kw + kx] = pl + ((oy % g.sh) * g.sw + ox % g.sw) * plane + (oy / g.sh) * wq + ox / g.sw;
+      }
+    if constexpr (ISA == kAvx2) taps_avx2(tap_src, wc, taps, outputs, pa);
+    else taps_generic(tap_src, wc, taps, outputs, pa);
+    if (wq != g.ow)  // drop the extra columns: the channel's outputs contiguous, one long epilogue
+      for (int oy = 1; oy < g.oh; ++oy)
+        for (int ox = 0; ox < g.ow; ++ox) pa[(int64_t)oy * g.ow + ox] = pa[(int64_t)oy * wq + ox];
+    epilogue_row<Q, 0>(pa, g.oh * g.ow, y + (int64_t)nc * g.oh * g.ow, e, ch);
+  }
+}
+template <typename Q, typename X, typename Y>
+SIMA_AVX2 void depthwise_avx2(const X* x, Y* y, const int8_t* w, const Conv& g, const Epilogue& e, int lo, int hi) {
+  depthwise_body<kAvx2, Q>(x, y, w, g, e, lo, hi);
+}
+template <typename Q, typename X, typename Y>
+void depthwise_generic(const X* x, Y* y, const int8_t* w, const Conv& g, const Epilogue& e, int lo, int hi) {
+  depthwise_body<kGeneric, Q>(x, y, w, g, e, lo, hi);
+}
+
+// ---- depthwise NCHW on AVX-512 VNNI: quads of horizontal taps ----
+// vpdpbusd adds four u8 x s8 products into an int32 lane, so a lane holds four horizontal taps of one
+// output: group q (of ceil(kw / 4)) holds taps kx = 4q..4q+3, weights past kw being 0. Per channel:
+//  1. the zero-point padded input, as unsigned codes (int8 shifted by 128; the shift's products are
+//     taken away before the epilogue), is split into sh x sw residue planes (row mod sh, column mod
+//     sw) of hq rows x wq columns, as the int16 path does;
+//  2. per row residue ry and group q, a quad plane over the whole flat residue plane: quad f holds
+//     the four bytes of taps 4q..4q+3 at flat position f (contiguous loads, no per-row work);
+//  3. tap row ky of every output is then one contiguous run of quads, read at row (ky * dh) / sh of
+//     quad plane ((ky * dh) % sh, q); rows of wq >= ow outputs, the last wq - ow thrown away.
+struct DepthwiseQuads {
+  int groups, hq, wq;
+  int64_t wide;         // oh * wq outputs computed, rounded up to the 64 of a step
+  int64_t rs, qs;       // elements of a residue plane (bytes) and of a quad plane (quads), slack included
+};
+SIMA_INLINE DepthwiseQuads depthwise_quads(const Conv& g) {
+  DepthwiseQuads d;
+  d.groups = (g.kw + 3) / 4;
+  d.hq = (g.oh - 1) + ((g.kh - 1) * g.dh) / g.sh + 1;
+  d.wq = (g.ow - 1) + ((g.kw - 1) * g.dw) / g.sw + 1;
+  d.wide = round_up(g.oh * d.wq, 64);
+  // a tap run reads up to row offset (hq - oh) * wq plus the rounded run; a quad reads 4 * groups taps on
+  d.qs = round_up((int)((d.hq - g.oh) * (int64_t)d.wq + d.wide), 16);
+  d.rs = d.qs + ((4 * d.groups - 1) * g.dw) / g.sw + 16;
+  return d;
+}
+
+// n unsigned codes of src into dst (n <= 64 a vector; masked).
+template <typename X>
+SIMA_AVX512_INLINE void codes_avx512(const X* src, int n, uint8_t* dst) {
+  const __m512i flip = _mm512_set1_epi8(std::is_signed<X>::value ? (char)0x80 : 0);
+  for (int j = 0; j < n; j += 64) {
+    const __mmask64 k = n - j >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (n - j)) - 1);
+    _mm512_mask_storeu_epi8(dst + j, k, _mm512_xor_si512(_mm512_maskz_loadu_epi8(k, src + j), flip));
+  }
+}
+
+// Residue planes of one channel: res[(ry * sw + rx) * rs + i * wq + j] = padded[i * sh + ry][j * sw + rx].
+template <typename X>
+SIMA_AVX512_INLINE void residue_planes(const X* xc, const Conv& g, const DepthwiseQuads& d, uint8_t* res,
+                                       uint8_t* row) {
+  const int width = d.wq * g.sw;  // padded columns, rounded up to whole residues
+  const uint8_t pad = code_of<uint8_t>((X)g.zp);
+  const int x0 = g.pl < width ? g.pl : width, x1 = g.pl + g.w < width ? g.pl + g.w : width;
+  for (int ry = 0; ry < g.sh; ++ry)
+    for (int i = 0; i < d.hq; ++i) {
+      const int sy = i * g.sh + ry - g.pt;
+      std::memset(row, pad, (size_t)width);
+      if (sy >= 0 && sy < g.h && x1 > x0) codes_avx512(xc + (int64_t)sy * g.w - g.pl + x0, x1 - x0, row + x0);
+      uint8_t* dst = res + (int64_t)ry * g.sw * d.rs + (int64_t)i * d.wq;
+      if (g.sw == 1) {
+        std::memcpy(dst, row, (size_t)d.wq);
+      } else if (g.sw == 2) {  // even and odd bytes: the low and high halves of 16-bit words, narrowed
+        for (int j = 0; j < d.wq; j += 32) {
+          const __mmask32 k = d.wq - j >= 32 ? ~(__mmask32)0 : (((__mmask32)1 << (d.wq - j)) - 1);
+          const __m512i v = _mm512_maskz_loadu_epi16(k, row + 2 * j);
+          _mm256_mask_storeu_epi8(dst + j, k, _mm512_cvtepi16_epi8(v));
+          _mm256_mask_storeu_epi8(dst + d.rs + j, k, _mm512_cvtepi16_epi8(_mm512_srli_epi16(v, 8)));
+        }
+      } else {
+        for (int rx = 0; rx < g.sw; ++rx)
+          for (int j = 0; j < d.wq; ++j) dst[rx * d.rs + j] = row[j * g.sw + rx];
+      }
+    }
+}
+
+// Quad plane (ry, q): quads[f] = the bytes of taps 4q..4q+3 at flat position f, f < qs.
+SIMA_AVX512_INLINE void quad_plane(const uint8_t* res, const Conv& g, const DepthwiseQuads& d, int ry, int q,
+                                   uint32_t* quads) {
+  const uint8_t* src[4];
+  for (int t = 0; t < 4; ++t) {
+    const int c = (4 * q + t) * g.dw;
+    src[t] = res + ((int64_t)ry * g.sw + c % g.sw) * d.rs + c / g.sw;
+  }
+  for (int64_t f = 0; f < d.qs; f += 16) {
+    __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(src[0] + f)));
+    for (int t = 1; t < 4; ++t)
+      v = _mm512_or_si512(v, _mm512_slli_epi32(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(src[t] + f))),
+                                               8 * t));
+    _mm512_storeu_si512(quads + f, v);
+  }
+}
+
+// acc[f] = correction + sum over (ky, q) of dpbusd(quads of the tap run, weights), f < wide.
+SIMA_AVX512_INLINE void quad_taps(const uint32_t* quads, const int8_t* wc, const Conv& g, const DepthwiseQuads& d,
+                                  int32_t correction, int32_t* acc) {
+  const int taps = g.kh * d.groups;
+  const uint32_t** src = scratch<const uint32_t*>(0, (size_t)taps);
+  int32_t* wv = scratch<int32_t>(1, (size_t)taps);  // (a vector<__m512i> need not be 64-byte aligned)
+  for (int ky = 0; ky < g.kh; ++ky)
+    for (int q = 0; q < d.groups; ++q) {
+      uint8_t b[4];
+      for (int t = 0; t < 4; ++t) b[t] = 4 * q + t < g.kw ? (uint8_t)wc[ky * g.kw + 4 * q + t] : 0;
+      wv[ky * d.groups + q] = word_at(b);
+      const int r = ky * g.dh;
+      src[ky * d.groups + q] = quads + ((r % g.sh) * d.groups + q) * d.qs + (int64_t)(r / g.sh) * d.wq;
+    }
+  const __m512i start = _mm512_set1_epi32(correction);
+  for (int64_t f = 0; f < d.wide; f += 64) {
+    __m512i a0 = start, a1 = start, a2 = start, a3 = start;
+    for (int t = 0; t < taps; ++t) {
+      const uint32_t* s = src[t] + f;
+      const __m512i wt = _mm512_set1_epi32(wv[t]);
+      a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512(s), wt);
+      a1 = _mm512_dpbusd_epi32(a1, _mm512_loadu_si512(s + 16), wt);
+      a2 = _mm512_dpbusd_epi32(a2, _mm512_loadu_si512(s + 32), wt);
+      a3 = _mm512_dpbusd_epi32(a3, _mm512_loadu_si512(s + 48), wt);
+    }
+    _mm512_storeu_si512(acc + f, a0);
+    _mm512_storeu_si512(acc + f + 16, a1);
+    _mm512_storeu_si512(acc + f + 32, a2);
+    _mm512_storeu_si512(acc + f + 48, a3);
+  }
+}
+
+template <typename Q, typename X, typename Y>
+SIMA_AVX512 void depthwise_vnni(const X* x, Y* y, const int8_t* w, const Conv& geometry, const Epilogue& e, int lo,
+                                int hi) {
+  const Conv g = geometry;
+  const DepthwiseQuads d = depthwise_quads(g);
+  uint8_t* res = scratch<uint8_t>(3, (size_t)(g.sh * g.sw * d.rs + d.wq * g.sw));
+  uint32_t* quads = scratch<uint32_t>(0, (size_t)(g.sh * d.groups * d.qs));
+  int32_t* acc = scratch<int32_t>(2, (size_t)d.wide);
+  for (int nc = lo; nc < hi; ++nc) {
+    const int ch = nc % g.c;
+    const int8_t* wc = w + (int64_t)ch * g.kh * g.kw;
+    residue_planes(x + (int64_t)nc * g.h * g.w, g, d, res, res + g.sh * g.sw * d.rs);
+    for (int ry = 0; ry < g.sh; ++ry)
+      for (int q = 0; q < d.groups; ++q) quad_plane(res, g, d, ry, q, quads + (ry * d.groups + q) * d.qs);
+    int64_t sum = 0;
+    for (int t = 0; t < g.kh * g.kw; ++t) sum += wc[t];
+    quad_taps(quads, wc, g, d, (int32_t)(-quad_shift<X>() * sum), acc);
+    if (d.wq != g.ow)  // drop the extra columns: the channel's outputs contiguous, one long epilogue
+      for (int oy = 1; oy < g.oh; ++oy) std::memmove(acc + (int64_t)oy * g.ow, acc + (int64_t)oy * d.wq, 4 * g.ow);
+    epilogue_row_avx512<Q, 0>(acc, g.oh * g.ow, y + (int64_t)nc * g.oh * g.ow, e, ch);
+  }
+}
+
+template <typename Q, typename X, typename Y>
+static void depthwise_nchw(const X* x, Y* y, const int8_t* w, const Conv& g, const Epilogue& e) {
+  const int isa = host_isa();
+  auto body = isa == kAvx512 ? depthwise_vnni<Q, X, Y>
+                             : (isa == kAvx2 ? depthwise_avx2<Q, X, Y> : depthwise_generic<Q, X, Y>);
+  parallel([&](int task, int tasks) {
+    int lo, hi;
+    split(g.n * g.c, task, tasks, &lo, &hi);
+    body(x, y, w, g, e, lo, hi);
+  }, (int64_t)g.n * g.c * g.oh * g.ow * g.kh * g.kw);
+}
+
+}  // namespace sima_kernels
