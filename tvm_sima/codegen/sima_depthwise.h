@@ -135,7 +135,7 @@ SIMA_INLINE DepthwiseQuads depthwise_quads(const Conv& g) {
   d.wide = round_up(g.oh * d.wq, 64);
   // a tap run reads up to row offset (hq - oh) * wq plus the rounded run; a quad reads 4 * groups taps on
   d.qs = round_up((int)((d.hq - g.oh) * (int64_t)d.wq + d.wide), 16);
-  d.rs = d.qs + ((4 * d.groups - 1) * g.dw) / g.sw + 16;
+  d.rs = d.qs + ((4 * d.groups - 1) * g.dw) / g.sw + 64;  // 16 read past by a quad, 32 written past by sw 2
   return d;
 }
 
@@ -159,17 +159,17 @@ SIMA_AVX512_INLINE void residue_planes(const X* xc, const Conv& g, const Depthwi
   for (int ry = 0; ry < g.sh; ++ry)
     for (int i = 0; i < d.hq; ++i) {
       const int sy = i * g.sh + ry - g.pt;
-      std::memset(row, pad, (size_t)width);
-      if (sy >= 0 && sy < g.h && x1 > x0) codes_avx512(xc + (int64_t)sy * g.w - g.pl + x0, x1 - x0, row + x0);
       uint8_t* dst = res + (int64_t)ry * g.sw * d.rs + (int64_t)i * d.wq;
+      uint8_t* padded = g.sw == 1 ? dst : row;  // one residue: the padded row is the plane's row
+      std::memset(padded, pad, (size_t)width);
+      if (sy >= 0 && sy < g.h && x1 > x0) codes_avx512(xc + (int64_t)sy * g.w - g.pl + x0, x1 - x0, padded + x0);
       if (g.sw == 1) {
-        std::memcpy(dst, row, (size_t)d.wq);
       } else if (g.sw == 2) {  // even and odd bytes: the low and high halves of 16-bit words, narrowed
-        for (int j = 0; j < d.wq; j += 32) {
+        for (int j = 0; j < d.wq; j += 32) {  // whole vectors: the next row, or the slack, takes the excess
           const __mmask32 k = d.wq - j >= 32 ? ~(__mmask32)0 : (((__mmask32)1 << (d.wq - j)) - 1);
           const __m512i v = _mm512_maskz_loadu_epi16(k, row + 2 * j);
-          _mm256_mask_storeu_epi8(dst + j, k, _mm512_cvtepi16_epi8(v));
-          _mm256_mask_storeu_epi8(dst + d.rs + j, k, _mm512_cvtepi16_epi8(_mm512_srli_epi16(v, 8)));
+          _mm256_storeu_si256((__m256i*)(dst + j), _mm512_cvtepi16_epi8(v));
+          _mm256_storeu_si256((__m256i*)(dst + d.rs + j), _mm512_cvtepi16_epi8(_mm512_srli_epi16(v, 8)));
         }
       } else {
         for (int rx = 0; rx < g.sw; ++rx)
@@ -244,9 +244,8 @@ SIMA_AVX512 void depthwise_vnni(const X* x, Y* y, const int8_t* w, const Conv& g
     int64_t sum = 0;
     for (int t = 0; t < g.kh * g.kw; ++t) sum += wc[t];
     quad_taps(quads, wc, g, d, (int32_t)(-quad_shift<X>() * sum), acc);
-    if (d.wq != g.ow)  // drop the extra columns: the channel's outputs contiguous, one long epilogue
-      for (int oy = 1; oy < g.oh; ++oy) std::memmove(acc + (int64_t)oy * g.ow, acc + (int64_t)oy * d.wq, 4 * g.ow);
-    epilogue_row_avx512<Q, 0>(acc, g.oh * g.ow, y + (int64_t)nc * g.oh * g.ow, e, ch);
+    // rows of wq accumulators, of which the first ow are outputs
+    epilogue_rows_avx512<Q>(acc, g.oh, g.ow, d.wq, y + (int64_t)nc * g.oh * g.ow, e, ch);
   }
 }
 

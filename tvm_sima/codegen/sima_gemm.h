@@ -226,22 +226,30 @@ static const T* packed(Packed* p, const int8_t* w, int K, int N, int64_t ks, int
   }
 }
 // ---- convolution, NCHW, groups == 1: A = OIHW weights [oc][c * kh * kw], B = the input's columns ----
-// im2col of one image into B panels: k = (ic, ky, kx), n = (oy, ox).
-template <typename T, typename X>
-static void pack_im2col_nchw(const X* x, const Conv& g, T* b) {
-  constexpr int G = group_of<T>();
-  const int K = g.c * g.kh * g.kw, kg = (K + G - 1) / G;
-  const T pad = code_of<T>((X)g.zp);
+// im2col of one image as rows m[k][n] of input codes, k = (ic, ky, kx), n = (oy, ox); padded pixels zp.
+// (Then packed as a 1x1 conv's input is: the rows interleave into panels with vector shuffles.)
+SIMA_INLINE int ceil_div(int a, int b) { return a > 0 ? (a + b - 1) / b : -((-a) / b); }
+template <typename X>
+static void im2col_rows(const X* x, const Conv& g, X* __restrict m) {
+  const int K = g.c * g.kh * g.kw, P = g.oh * g.ow;
   for (int k = 0; k < K; ++k) {
-    const int ic = k / (g.kh * g.kw), ky = (k / g.kw) % g.kh, kx = k % g.kw;
-    const X* xc = x + (int64_t)ic * g.h * g.w;
+    const int ic = k / (g.kh * g.kw), ky = (k / g.kw) % g.kh, kx = k % g.kw, c0 = kx * g.dw - g.pl;
+    // output columns ox whose input column ox * sw + c0 is inside: [ox0, ox1)
+    int ox0 = ceil_div(-c0, g.sw), ox1 = ceil_div(g.w - c0, g.sw);
+    ox0 = ox0 < 0 ? 0 : (ox0 > g.ow ? g.ow : ox0);
+    ox1 = ox1 < ox0 ? ox0 : (ox1 > g.ow ? g.ow : ox1);
     for (int oy = 0; oy < g.oh; ++oy) {
       const int iy = oy * g.sh + ky * g.dh - g.pt;
+      X* __restrict d = m + (int64_t)k * P + oy * g.ow;
       const bool row = iy >= 0 && iy < g.h;
-      for (int ox = 0; ox < g.ow; ++ox) {
-        const int ix = ox * g.sw + kx * g.dw - g.pl;
-        *panel_at<G>(b, kg, k, oy * g.ow + ox) = (row && ix >= 0 && ix < g.w) ? code_of<T>(xc[iy * g.w + ix]) : pad;
-      }
+      for (int ox = 0; ox < (row ? ox0 : g.ow); ++ox) d[ox] = (X)g.zp;
+      if (!row) continue;
+      const X* __restrict src = x + ((int64_t)ic * g.h + iy) * g.w + c0;
+      if (g.sw == 1)
+        for (int ox = ox0; ox < ox1; ++ox) d[ox] = src[ox];
+      else
+        for (int ox = ox0; ox < ox1; ++ox) d[ox] = src[ox * g.sw];
+      for (int ox = ox1; ox < g.ow; ++ox) d[ox] = (X)g.zp;
     }
   }
 }
@@ -301,8 +309,13 @@ static void conv_nchw_as(const X* x, Y* y, const T* a, const Conv& g, const Epil
   T* b = scratch<T>(0, panels_size<G>(K, P));
   for (int bn = 0; bn < g.n; ++bn) {
     const X* xb = x + (int64_t)bn * g.c * g.h * g.w;
-    if (pointwise) pack_pointwise_nchw(xb, g.c, P, b);
-    else pack_im2col_nchw(xb, g, b);
+    if (pointwise) {
+      pack_pointwise_nchw(xb, g.c, P, b);
+    } else {
+      X* rows = scratch<X>(1, (size_t)K * P);
+      im2col_rows(xb, g, rows);
+      pack_pointwise_nchw(rows, K, P, b);
+    }
     const GemmOut<Y> out{y + (int64_t)bn * g.oc * P, P, e};
     gemm<Q, true>(a, round_up(K, G), b, (K + G - 1) / G, g.oc, P, out);
   }

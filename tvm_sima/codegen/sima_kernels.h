@@ -168,30 +168,33 @@ SIMA_INLINE void epilogue_row(const int32_t* acc, int n, Y* y, const Epilogue& e
 
 // The int32 epilogue (modes 0-2) in 16-lane AVX-512 vectors, the last one masked: round_shift32's
 // arithmetic lane by lane, then a saturating narrowing store (exact: the value is already clamped).
+// rows x n outputs y[r * n + i] from acc[r * stride + i] (DC = 1: rows is 1).
 template <int MODE, int DC, typename Y>
-SIMA_AVX512_INLINE void epilogue_avx512(const int32_t* acc, int n, Y* y, const int32_t* bias, const int32_t* mult,
-                                        const int32_t* shift, int32_t zp, int32_t lo, int32_t hi) {
+SIMA_AVX512_INLINE void epilogue_avx512(const int32_t* acc, int rows, int n, int stride, Y* y, const int32_t* bias,
+                                        const int32_t* mult, const int32_t* shift, int32_t zp, int32_t lo, int32_t hi) {
   const __m512i one = _mm512_set1_epi32(1), vzp = _mm512_set1_epi32(zp);
   const __m512i vlo = _mm512_set1_epi32(lo), vhi = _mm512_set1_epi32(hi);
   __m512i b = _mm512_set1_epi32(bias[0]), m = _mm512_set1_epi32(mult[0]), s = _mm512_set1_epi32(shift[0]);
-  for (int i = 0; i < n; i += 16) {
-    const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
-    if constexpr (DC == 1) {
-      b = _mm512_maskz_loadu_epi32(k, bias + i);
-      m = _mm512_maskz_loadu_epi32(k, mult + i);
-      s = _mm512_maskz_loadu_epi32(k, shift + i);
+  for (int r = 0; r < rows; ++r, acc += stride, y += n) {
+    for (int i = 0; i < n; i += 16) {
+      const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+      if constexpr (DC == 1) {
+        b = _mm512_maskz_loadu_epi32(k, bias + i);
+        m = _mm512_maskz_loadu_epi32(k, mult + i);
+        s = _mm512_maskz_loadu_epi32(k, shift + i);
+      }
+      const __m512i half = _mm512_srli_epi32(_mm512_sllv_epi32(one, s), 1), h1 = _mm512_min_epi32(s, one);
+      __m512i v = _mm512_mullo_epi32(_mm512_add_epi32(_mm512_maskz_loadu_epi32(k, acc + i), b), m);
+      __m512i t = _mm512_add_epi32(v, half);
+      if constexpr (MODE == 1) t = _mm512_add_epi32(_mm512_sub_epi32(t, h1), _mm512_and_si512(_mm512_srav_epi32(v, s), h1));
+      if constexpr (MODE == 2) t = _mm512_sub_epi32(t, _mm512_and_si512(_mm512_srli_epi32(v, 31), h1));
+      v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(_mm512_srav_epi32(t, s), vzp), vlo), vhi);
+      if constexpr (std::is_same<Y, int8_t>::value) _mm512_mask_cvtsepi32_storeu_epi8(y + i, k, v);
+      else if constexpr (std::is_same<Y, uint8_t>::value) _mm512_mask_cvtusepi32_storeu_epi8(y + i, k, v);
+      else if constexpr (std::is_same<Y, int16_t>::value) _mm512_mask_cvtsepi32_storeu_epi16(y + i, k, v);
+      else if constexpr (std::is_same<Y, uint16_t>::value) _mm512_mask_cvtusepi32_storeu_epi16(y + i, k, v);
+      else _mm512_mask_storeu_epi32(y + i, k, v);
     }
-    const __m512i half = _mm512_srli_epi32(_mm512_sllv_epi32(one, s), 1), h1 = _mm512_min_epi32(s, one);
-    __m512i v = _mm512_mullo_epi32(_mm512_add_epi32(_mm512_maskz_loadu_epi32(k, acc + i), b), m);
-    __m512i t = _mm512_add_epi32(v, half);
-    if constexpr (MODE == 1) t = _mm512_add_epi32(_mm512_sub_epi32(t, h1), _mm512_and_si512(_mm512_srav_epi32(v, s), h1));
-    if constexpr (MODE == 2) t = _mm512_sub_epi32(t, _mm512_and_si512(_mm512_srli_epi32(v, 31), h1));
-    v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(_mm512_srav_epi32(t, s), vzp), vlo), vhi);
-    if constexpr (std::is_same<Y, int8_t>::value) _mm512_mask_cvtsepi32_storeu_epi8(y + i, k, v);
-    else if constexpr (std::is_same<Y, uint8_t>::value) _mm512_mask_cvtusepi32_storeu_epi8(y + i, k, v);
-    else if constexpr (std::is_same<Y, int16_t>::value) _mm512_mask_cvtsepi32_storeu_epi16(y + i, k, v);
-    else if constexpr (std::is_same<Y, uint16_t>::value) _mm512_mask_cvtusepi32_storeu_epi16(y + i, k, v);
-    else _mm512_mask_storeu_epi32(y + i, k, v);
   }
 }
 
@@ -200,10 +203,20 @@ SIMA_AVX512_INLINE void epilogue_avx512(const int32_t* acc, int n, Y* y, const i
 template <typename Q, int DC, typename Y>
 SIMA_AVX512 static void epilogue_row_avx512(const int32_t* acc, int n, Y* y, const Epilogue& e, int c0) {
   if constexpr (Q::narrow)
-    epilogue_avx512<Q::mode, DC>(acc, n, y, e.bias32 + c0, e.mult32 + c0, e.shift32 + c0, (int32_t)e.zp,
+    epilogue_avx512<Q::mode, DC>(acc, 1, n, n, y, e.bias32 + c0, e.mult32 + c0, e.shift32 + c0, (int32_t)e.zp,
                                  (int32_t)e.lo, (int32_t)e.hi);
   else
     epilogue_row<Q, DC>(acc, n, y, e, c0);
+}
+// rows x n outputs of channel c0, y[r * n + i] from acc[r * stride + i].
+template <typename Q, typename Y>
+SIMA_AVX512 static void epilogue_rows_avx512(const int32_t* acc, int rows, int n, int stride, Y* y, const Epilogue& e,
+                                             int c0) {
+  if constexpr (Q::narrow)
+    epilogue_avx512<Q::mode, 0>(acc, rows, n, stride, y, e.bias32 + c0, e.mult32 + c0, e.shift32 + c0,
+                                (int32_t)e.zp, (int32_t)e.lo, (int32_t)e.hi);
+  else
+    for (int r = 0; r < rows; ++r) epilogue_row<Q, 0>(acc + (int64_t)r * stride, n, y + (int64_t)r * n, e, c0);
 }
 
 // ---- scratch memory ----
