@@ -58,6 +58,9 @@ CONVS = {
     "depthwise_3x3": ConvCase("NCHW", (1, 12, 10, 13), 12, 3, 1, 1, 1, 12, "int8"),
     "depthwise_5x5_s2": ConvCase("NCHW", (2, 7, 15, 12), 7, 5, 2, 2, 1, 7, "uint8"),
     "depthwise_dilated": ConvCase("NCHW", (1, 4, 9, 9), 4, 3, 2, 2, 2, 4, "int8"),
+    "depthwise_wide": ConvCase("NCHW", (1, 3, 4, 70), 3, 3, 1, 1, 1, 3, "int8"),  # rows past one vector
+    "depthwise_wide_s2": ConvCase("NCHW", (1, 2, 5, 131), 2, 5, 2, 2, 1, 2, "uint8"),
+    "depthwise_s3": ConvCase("NCHW", (1, 2, 7, 20), 2, 3, 3, 1, 1, 2, "int8"),
     "grouped": ConvCase("NCHW", (1, 8, 6, 6), 8, 3, 1, 1, 1, 2, "int8"),
     "nhwc_3x3": ConvCase("NHWC", (2, 9, 11, 5), 19, 3, 2, 1, 1, 1, "int8"),
     "nhwc_pointwise": ConvCase("NHWC", (1, 6, 6, 33), 10, 1, 1, 0, 1, 1, "uint8"),

@@ -124,7 +124,7 @@ void depthwise_generic(const X* x, Y* y, const int8_t* w, const Conv& g, const E
 //     quad plane ((ky * dh) % sh, q); rows of wq >= ow outputs, the last wq - ow thrown away.
 struct DepthwiseQuads {
   int groups, hq, wq;
-  int64_t wide;         // oh * wq outputs computed, rounded up to the 64 of a step
+  int64_t wide;         // oh * wq outputs computed, rounded up to a vector
   int64_t rs, qs;       // elements of a residue plane (bytes) and of a quad plane (quads), slack included
 };
 SIMA_INLINE DepthwiseQuads depthwise_quads(const Conv& g) {
@@ -132,49 +132,53 @@ SIMA_INLINE DepthwiseQuads depthwise_quads(const Conv& g) {
   d.groups = (g.kw + 3) / 4;
   d.hq = (g.oh - 1) + ((g.kh - 1) * g.dh) / g.sh + 1;
   d.wq = (g.ow - 1) + ((g.kw - 1) * g.dw) / g.sw + 1;
-  d.wide = round_up(g.oh * d.wq, 64);
+  d.wide = round_up(g.oh * d.wq, 16);
   // a tap run reads up to row offset (hq - oh) * wq plus the rounded run; a quad reads 4 * groups taps on
   d.qs = round_up((int)((d.hq - g.oh) * (int64_t)d.wq + d.wide), 16);
   d.rs = d.qs + ((4 * d.groups - 1) * g.dw) / g.sw + 64;  // 16 read past by a quad, 32 written past by sw 2
   return d;
 }
 
-// n unsigned codes of src into dst (n <= 64 a vector; masked).
+// Padded columns [c, c + 64) of a row as unsigned codes, in a register: one masked load (lanes outside
+// the input read nothing, not even past its ends) over the zero point. row: the input row, or null.
 template <typename X>
-SIMA_AVX512_INLINE void codes_avx512(const X* src, int n, uint8_t* dst) {
-  const __m512i flip = _mm512_set1_epi8(std::is_signed<X>::value ? (char)0x80 : 0);
-  for (int j = 0; j < n; j += 64) {
-    const __mmask64 k = n - j >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (n - j)) - 1);
-    _mm512_mask_storeu_epi8(dst + j, k, _mm512_xor_si512(_mm512_maskz_loadu_epi8(k, src + j), flip));
-  }
+SIMA_AVX512_INLINE __m512i padded_chunk(const X* row, const Conv& g, int c, __m512i pad, __m512i flip) {
+  if (row == nullptr) return _mm512_xor_si512(pad, flip);
+  const int lo = g.pl - c, hi = g.pl + g.w - c;  // lanes [lo, hi) hold input columns
+  const __mmask64 below = lo <= 0 ? 0 : (lo >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << lo) - 1));
+  const __mmask64 upto = hi <= 0 ? 0 : (hi >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << hi) - 1));
+  const __mmask64 inside = upto & ~below;
+  if (inside == 0) return _mm512_xor_si512(pad, flip);
+  return _mm512_xor_si512(_mm512_mask_loadu_epi8(pad, inside, row + (c - g.pl)), flip);
 }
 
 // Residue planes of one channel: res[(ry * sw + rx) * rs + i * wq + j] = padded[i * sh + ry][j * sw + rx].
+// Whole vectors are stored: the excess lands in the next row (written after) or in the slack.
 template <typename X>
 SIMA_AVX512_INLINE void residue_planes(const X* xc, const Conv& g, const DepthwiseQuads& d, uint8_t* res,
                                        uint8_t* row) {
   const int width = d.wq * g.sw;  // padded columns, rounded up to whole residues
-  const uint8_t pad = code_of<uint8_t>((X)g.zp);
-  const int x0 = g.pl < width ? g.pl : width, x1 = g.pl + g.w < width ? g.pl + g.w : width;
+  const __m512i flip = _mm512_set1_epi8(std::is_signed<X>::value ? (char)0x80 : 0);
+  const __m512i pad = _mm512_set1_epi8((char)(X)g.zp);
   for (int ry = 0; ry < g.sh; ++ry)
     for (int i = 0; i < d.hq; ++i) {
       const int sy = i * g.sh + ry - g.pt;
+      const X* src = sy >= 0 && sy < g.h ? xc + (int64_t)sy * g.w : nullptr;
       uint8_t* dst = res + (int64_t)ry * g.sw * d.rs + (int64_t)i * d.wq;
-      uint8_t* padded = g.sw == 1 ? dst : row;  // one residue: the padded row is the plane's row
-      std::memset(padded, pad, (size_t)width);
-      if (sy >= 0 && sy < g.h && x1 > x0) codes_avx512(xc + (int64_t)sy * g.w - g.pl + x0, x1 - x0, padded + x0);
-      if (g.sw == 1) {
-      } else if (g.sw == 2) {  // even and odd bytes: the low and high halves of 16-bit words, narrowed
-        for (int j = 0; j < d.wq; j += 32) {  // whole vectors: the next row, or the slack, takes the excess
-          const __mmask32 k = d.wq - j >= 32 ? ~(__mmask32)0 : (((__mmask32)1 << (d.wq - j)) - 1);
-          const __m512i v = _mm512_maskz_loadu_epi16(k, row + 2 * j);
-          _mm256_storeu_si256((__m256i*)(dst + j), _mm512_cvtepi16_epi8(v));
-          _mm256_storeu_si256((__m256i*)(dst + d.rs + j), _mm512_cvtepi16_epi8(_mm512_srli_epi16(v, 8)));
+      for (int c = 0; c < width; c += 64) {
+        const __m512i codes = padded_chunk(src, g, c, pad, flip);
+        if (g.sw == 1) {
+          _mm512_storeu_si512(dst + c, codes);
+        } else if (g.sw == 2) {  // even and odd bytes: the low and high halves of 16-bit words, narrowed
+          _mm256_storeu_si256((__m256i*)(dst + c / 2), _mm512_cvtepi16_epi8(codes));
+          _mm256_storeu_si256((__m256i*)(dst + d.rs + c / 2), _mm512_cvtepi16_epi8(_mm512_srli_epi16(codes, 8)));
+        } else {
+          _mm512_storeu_si512(row + c, codes);
         }
-      } else {
+      }
+      if (g.sw > 2)
         for (int rx = 0; rx < g.sw; ++rx)
           for (int j = 0; j < d.wq; ++j) dst[rx * d.rs + j] = row[j * g.sw + rx];
-      }
     }
 }
 
@@ -195,26 +199,35 @@ SIMA_AVX512_INLINE void quad_plane(const uint8_t* res, const Conv& g, const Dept
   }
 }
 
-// acc[f] = correction + sum over (ky, q) of dpbusd(quads of the tap run, weights), f < wide.
-SIMA_AVX512_INLINE void quad_taps(const uint32_t* quads, const int8_t* wc, const Conv& g, const DepthwiseQuads& d,
-                                  int32_t correction, int32_t* acc) {
-  const int taps = g.kh * d.groups;
-  const uint32_t** src = scratch<const uint32_t*>(0, (size_t)taps);
-  int32_t* wv = scratch<int32_t>(1, (size_t)taps);  // (a vector<__m512i> need not be 64-byte aligned)
+// The taps of a channel: tap (ky, q) reads the quads at offset[t] (the same for every channel), times
+// the four weights of word[t].
+SIMA_INLINE void tap_offsets(const Conv& g, const DepthwiseQuads& d, int64_t* offset) {
+  for (int ky = 0; ky < g.kh; ++ky)
+    for (int q = 0; q < d.groups; ++q) {
+      const int r = ky * g.dh;
+      offset[ky * d.groups + q] = ((r % g.sh) * d.groups + q) * d.qs + (int64_t)(r / g.sh) * d.wq;
+    }
+}
+SIMA_INLINE void tap_words(const int8_t* wc, const Conv& g, const DepthwiseQuads& d, int32_t* word) {
   for (int ky = 0; ky < g.kh; ++ky)
     for (int q = 0; q < d.groups; ++q) {
       uint8_t b[4];
       for (int t = 0; t < 4; ++t) b[t] = 4 * q + t < g.kw ? (uint8_t)wc[ky * g.kw + 4 * q + t] : 0;
-      wv[ky * d.groups + q] = word_at(b);
-      const int r = ky * g.dh;
-      src[ky * d.groups + q] = quads + ((r % g.sh) * d.groups + q) * d.qs + (int64_t)(r / g.sh) * d.wq;
+      word[ky * d.groups + q] = word_at(b);
     }
+}
+
+// acc[f] = correction + sum over taps of dpbusd(quads at offset[t] + f, word[t]), f < wide: four vectors
+// at a time, then one.
+SIMA_AVX512_INLINE void quad_taps(const uint32_t* quads, const int64_t* offset, const int32_t* word, int taps,
+                                  int64_t wide, int32_t correction, int32_t* acc) {
   const __m512i start = _mm512_set1_epi32(correction);
-  for (int64_t f = 0; f < d.wide; f += 64) {
+  int64_t f = 0;
+  for (; f + 64 <= wide; f += 64) {
     __m512i a0 = start, a1 = start, a2 = start, a3 = start;
     for (int t = 0; t < taps; ++t) {
-      const uint32_t* s = src[t] + f;
-      const __m512i wt = _mm512_set1_epi32(wv[t]);
+      const uint32_t* s = quads + offset[t] + f;
+      const __m512i wt = _mm512_set1_epi32(word[t]);
       a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512(s), wt);
       a1 = _mm512_dpbusd_epi32(a1, _mm512_loadu_si512(s + 16), wt);
       a2 = _mm512_dpbusd_epi32(a2, _mm512_loadu_si512(s + 32), wt);
@@ -225,6 +238,12 @@ SIMA_AVX512_INLINE void quad_taps(const uint32_t* quads, const int8_t* wc, const
     _mm512_storeu_si512(acc + f + 32, a2);
     _mm512_storeu_si512(acc + f + 48, a3);
   }
+  for (; f < wide; f += 16) {
+    __m512i a0 = start;
+    for (int t = 0; t < taps; ++t)
+      a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512(quads + offset[t] + f), _mm512_set1_epi32(word[t]));
+    _mm512_storeu_si512(acc + f, a0);
+  }
 }
 
 template <typename Q, typename X, typename Y>
@@ -232,9 +251,13 @@ SIMA_AVX512 void depthwise_vnni(const X* x, Y* y, const int8_t* w, const Conv& g
                                 int hi) {
   const Conv g = geometry;
   const DepthwiseQuads d = depthwise_quads(g);
-  uint8_t* res = scratch<uint8_t>(3, (size_t)(g.sh * g.sw * d.rs + d.wq * g.sw));
+  uint8_t* res = scratch<uint8_t>(3, (size_t)(g.sh * g.sw * d.rs + round_up(d.wq * g.sw, 64)));
   uint32_t* quads = scratch<uint32_t>(0, (size_t)(g.sh * d.groups * d.qs));
   int32_t* acc = scratch<int32_t>(2, (size_t)d.wide);
+  const int taps = g.kh * d.groups;
+  int64_t* offset = scratch<int64_t>(0, (size_t)taps);
+  int32_t* word = scratch<int32_t>(1, (size_t)taps);
+  tap_offsets(g, d, offset);
   for (int nc = lo; nc < hi; ++nc) {
     const int ch = nc % g.c;
     const int8_t* wc = w + (int64_t)ch * g.kh * g.kw;
@@ -243,7 +266,8 @@ SIMA_AVX512 void depthwise_vnni(const X* x, Y* y, const int8_t* w, const Conv& g
       for (int q = 0; q < d.groups; ++q) quad_plane(res, g, d, ry, q, quads + (ry * d.groups + q) * d.qs);
     int64_t sum = 0;
     for (int t = 0; t < g.kh * g.kw; ++t) sum += wc[t];
-    quad_taps(quads, wc, g, d, (int32_t)(-quad_shift<X>() * sum), acc);
+    tap_words(wc, g, d, word);
+    quad_taps(quads, offset, word, taps, d.wide, (int32_t)(-quad_shift<X>() * sum), acc);
     // rows of wq accumulators, of which the first ow are outputs
     epilogue_rows_avx512<Q>(acc, g.oh, g.ow, d.wq, y + (int64_t)nc * g.oh * g.ow, e, ch);
   }
