@@ -124,6 +124,7 @@ void depthwise_generic(const X* x, Y* y, const int8_t* w, const Conv& g, const E
 //     quad plane ((ky * dh) % sh, q); rows of wq >= ow outputs, the last wq - ow thrown away.
 struct DepthwiseQuads {
   int groups, hq, wq;
+  bool whole;           // dw 1, sw 1 or 2: rows kept whole (one plane per row residue), quads by shuffles
   int64_t wide;         // oh * wq outputs computed, rounded up to a vector
   int64_t rs, qs;       // elements of a residue plane (bytes) and of a quad plane (quads), slack included
 };
@@ -135,7 +136,9 @@ SIMA_INLINE DepthwiseQuads depthwise_quads(const Conv& g) {
   d.wide = round_up(g.oh * d.wq, 16);
   // a tap run reads up to row offset (hq - oh) * wq plus the rounded run; a quad reads 4 * groups taps on
   d.qs = round_up((int)((d.hq - g.oh) * (int64_t)d.wq + d.wide), 16);
-  d.rs = d.qs + ((4 * d.groups - 1) * g.dw) / g.sw + 64;  // 16 read past by a quad, 32 written past by sw 2
+  d.whole = g.dw == 1 && g.sw <= 2;
+  // slack: a quad reads 16 (whole: 64 bytes) past its position, a row store writes up to 63 past its row
+  d.rs = d.whole ? d.qs * g.sw + 4 * d.groups + 64 : d.qs + ((4 * d.groups - 1) * g.dw) / g.sw + 64;
   return d;
 }
 
@@ -164,10 +167,11 @@ SIMA_AVX512_INLINE void residue_planes(const X* xc, const Conv& g, const Depthwi
     for (int i = 0; i < d.hq; ++i) {
       const int sy = i * g.sh + ry - g.pt;
       const X* src = sy >= 0 && sy < g.h ? xc + (int64_t)sy * g.w : nullptr;
-      uint8_t* dst = res + (int64_t)ry * g.sw * d.rs + (int64_t)i * d.wq;
+      uint8_t* dst = d.whole ? res + (int64_t)ry * d.rs + (int64_t)i * width
+                             : res + (int64_t)ry * g.sw * d.rs + (int64_t)i * d.wq;
       for (int c = 0; c < width; c += 64) {
         const __m512i codes = padded_chunk(src, g, c, pad, flip);
-        if (g.sw == 1) {
+        if (g.sw == 1 || d.whole) {
           _mm512_storeu_si512(dst + c, codes);
         } else if (g.sw == 2) {  // even and odd bytes: the low and high halves of 16-bit words, narrowed
           _mm256_storeu_si256((__m256i*)(dst + c / 2), _mm512_cvtepi16_epi8(codes));
@@ -185,6 +189,19 @@ SIMA_AVX512_INLINE void residue_planes(const X* xc, const Conv& g, const Depthwi
 // Quad plane (ry, q): quads[f] = the bytes of taps 4q..4q+3 at flat position f, f < qs.
 SIMA_AVX512_INLINE void quad_plane(const uint8_t* res, const Conv& g, const DepthwiseQuads& d, int ry, int q,
                                    uint32_t* quads) {
+  if (d.whole) {  // quad f = the four bytes at f * sw + 4q: dwords moved into each 128-bit lane, then bytes
+    const uint8_t* base = res + (int64_t)ry * d.rs + 4 * q;
+    const __m512i idx = g.sw == 1 ? _mm512_setr_epi32(0, 1, 0, 0, 1, 2, 0, 0, 2, 3, 0, 0, 3, 4, 0, 0)
+                                  : _mm512_setr_epi32(0, 1, 2, 0, 2, 3, 4, 0, 4, 5, 6, 0, 6, 7, 8, 0);
+    const __m128i lane = g.sw == 1 ? _mm_setr_epi8(0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5, 3, 4, 5, 6)
+                                   : _mm_setr_epi8(0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9);
+    const __m512i pattern = _mm512_broadcast_i32x4(lane);
+    for (int64_t f = 0; f < d.qs; f += 16) {
+      const __m512i v = _mm512_loadu_si512(base + f * g.sw);
+      _mm512_storeu_si512(quads + f, _mm512_shuffle_epi8(_mm512_permutexvar_epi32(idx, v), pattern));
+    }
+    return;
+  }
   const uint8_t* src[4];
   for (int t = 0; t < 4; ++t) {
     const int c = (4 * q + t) * g.dw;
