@@ -220,7 +220,10 @@ extern "C" TVM_FFI_DLL_EXPORT int __tvm_ffi_{symbol}(void*, const TVMFFIAny* arg
         name = op["outputs"][0]
         spec = tensors[name]
         if name not in buffers:
-            body.append(f"  std::vector<{CTYPES[spec['dtype']]}> b{k}({int(np.prod(spec['shape']))});\n")
+            # kept between calls (per thread): a call allocates, zero-fills and page-faults nothing
+            size = int(np.prod(spec["shape"]))
+            body.append(f"  static thread_local std::vector<{CTYPES[spec['dtype']]}> b{k};\n"
+                        f"  if (b{k}.size() < {size}) b{k}.resize({size});\n")
             buffers[name] = f"b{k}.data()"
         body.append(f"  k{k}({buffers[op['inputs'][0]]}, {buffers[name]});\n")
     body.append("  return 0;\n}\n")
