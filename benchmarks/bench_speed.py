@@ -15,7 +15,8 @@ the figure), every runtime on ``--threads`` threads:
   models ai-edge-quantizer's ``static_wi8_ai8`` run by LiteRT's default resolver (XNNPACK);
 * tvm-sima float (``tvm_sima.build`` of ``load_model``), tvm-sima int8 offloaded
   (``tvm_sima.build(qmod)``: the sima codegen's C++ kernels and TIR) and int8 TIR-only
-  (``offload=False``), each exported to a ``.so`` that the worker loads; "build s" is
+  (``offload=False``), each exported to a ``.so`` that the worker loads (on a CPU with AVX-512 VNNI,
+  the offloaded program again with ``TVM_SIMA_KERNEL_ISA=avx2``: the kernels a CPU without it runs); "build s" is
   ``tvm_sima.build`` + ``export_library`` (the C++ compile of offloaded kernels happens there).
   ``qmod`` is ``tvm_sima.quantize`` with the default qconfig on ``--speed-calib`` crops.
 
@@ -56,6 +57,8 @@ from zoo_peers import aeq_static, one_line, ort_quantize_static
 LOG = logging.getLogger("bench_speed")
 SPEED_MODELS = ("efficientnet_lite0", "blazeface", "ppocr_det")
 EFFNET = ROOT / "build" / "models" / "efficientnet_lite0.onnx"
+#: Whether the offloaded kernels run their AVX-512 VNNI path here (else AVX2 or plain C++, chosen by CPUID).
+AVX512_VNNI = all(cpu_info()[1].get(flag, False) for flag in ("avx512f", "avx512bw", "avx512_vnni"))
 #: Standard deviation of the noise added to the repeated crops beyond the first 104 (inputs are ~[-1, 1]).
 NOISE = 0.02
 
@@ -113,6 +116,9 @@ def tvm_sima_configs(model: ZooModel, calib: list[np.ndarray], work: pathlib.Pat
         so, seconds, error = _built(label, lambda offload=offload: tvm_sima.build(qmod, offload=offload), path)
         out.append((Row(model.name, label, build_s=seconds if so else None, note=error),
                     {"kind": "tvm", "path": so} if so else None))
+        if offload and so and AVX512_VNNI:  # the same program on the kernels a CPU without AVX-512 runs
+            out.append((Row(model.name, "tvm-sima int8 offloaded, AVX2 kernels"),
+                        {"kind": "tvm", "path": so, "env": {"TVM_SIMA_KERNEL_ISA": "avx2"}}))
     return out
 
 

@@ -27,7 +27,7 @@ WORKER = pathlib.Path(__file__).resolve().with_name("speed_worker.py")
 #: Seconds between two round requests (ORT's and TVM's pool threads spin a little after a run).
 PAUSE = 0.05
 #: CPU flags the header reports.
-FEATURES = ("avx2", "avx512f", "avx512_vnni")
+FEATURES = ("avx2", "avx512f", "avx512bw", "avx512_vnni")
 
 
 def cpu_info(text: Optional[str] = None) -> tuple[str, dict[str, bool]]:
@@ -68,7 +68,8 @@ class Worker:
     ready: dict[str, Any] = field(default_factory=dict)
 
     def start(self) -> None:
-        env = {**os.environ, "TVM_NUM_THREADS": str(self.threads), "OMP_NUM_THREADS": str(self.threads)}
+        env = {**os.environ, "TVM_NUM_THREADS": str(self.threads), "OMP_NUM_THREADS": str(self.threads),
+               **self.spec.get("env", {})}
         spec = {**self.spec, "threads": self.threads}
         self.process = subprocess.Popen([sys.executable, str(WORKER), json.dumps(spec)], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True, env=env)
