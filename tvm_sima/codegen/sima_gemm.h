@@ -99,15 +99,18 @@ struct GemmOut {
 enum Tile { kTileGeneric, kTileAvx2, kTileVnni };
 
 // C = A . B over rows [m0, m1) and panels [p0, p1) (kg groups of K), each tile requantized into out.
-template <int TILE, typename Q, bool ON_M, typename T, typename Y>
-SIMA_INLINE void gemm_body(const T* a, int lda, const T* b, int kg, int M, int N, const GemmOut<Y>& out_ref, int m0,
+// B comes from bs.panel(p, buffer): packed weights, or activations packed a panel at a time by the
+// thread that multiplies them (into its own L1-sized buffer: the packing runs on every thread).
+template <int TILE, typename Q, bool ON_M, typename T, typename Y, typename S>
+SIMA_INLINE void gemm_body(const T* a, int lda, const S& bs, int kg, int M, int N, const GemmOut<Y>& out_ref, int m0,
                            int m1, int p0, int p1) {
   const GemmOut<Y> out = out_ref;
   constexpr int G = group_of<T>();
   alignas(64) int32_t c[MR * PANEL];
+  T* buffer = scratch<T>(2, (size_t)kg * G * PANEL);
   for (int p = p0; p < p1; ++p) {
     const int n0 = p * PANEL, nn = N - n0 < PANEL ? N - n0 : PANEL;
-    const T* bp = b + (int64_t)p * kg * G * PANEL;
+    const T* bp = bs.panel(p, buffer);
     for (int m = m0; m < m1; m += MR) {
       const T* am = a + (int64_t)m * lda;
       if constexpr (TILE == kTileVnni) tile_vnni<!ON_M>(am, lda, bp, kg, c);  // ON_M: A holds the weights
@@ -127,41 +130,41 @@ SIMA_INLINE void gemm_body(const T* a, int lda, const T* b, int kg, int M, int N
   }
 }
 #define SIMA_GEMM_ARGS(T) \
-  const T *a, int lda, const T *b, int kg, int M, int N, const GemmOut<Y>&out, int m0, int m1, int p0, int p1
-template <typename Q, bool ON_M, typename Y>
+  const T *a, int lda, const S &bs, int kg, int M, int N, const GemmOut<Y>&out, int m0, int m1, int p0, int p1
+template <typename Q, bool ON_M, typename Y, typename S>
 SIMA_AVX512 void gemm_vnni(SIMA_GEMM_ARGS(uint8_t)) {
-  gemm_body<kTileVnni, Q, ON_M>(a, lda, b, kg, M, N, out, m0, m1, p0, p1);
+  gemm_body<kTileVnni, Q, ON_M>(a, lda, bs, kg, M, N, out, m0, m1, p0, p1);
 }
-template <typename Q, bool ON_M, typename Y>
+template <typename Q, bool ON_M, typename Y, typename S>
 SIMA_AVX2 void gemm_avx2(SIMA_GEMM_ARGS(int16_t)) {
-  gemm_body<kTileAvx2, Q, ON_M>(a, lda, b, kg, M, N, out, m0, m1, p0, p1);
+  gemm_body<kTileAvx2, Q, ON_M>(a, lda, bs, kg, M, N, out, m0, m1, p0, p1);
 }
-template <typename Q, bool ON_M, typename Y>
+template <typename Q, bool ON_M, typename Y, typename S>
 void gemm_generic(SIMA_GEMM_ARGS(int16_t)) {
-  gemm_body<kTileGeneric, Q, ON_M>(a, lda, b, kg, M, N, out, m0, m1, p0, p1);
+  gemm_body<kTileGeneric, Q, ON_M>(a, lda, bs, kg, M, N, out, m0, m1, p0, p1);
 }
 
 // The block function of this format on this CPU.
-template <typename T, typename Q, bool ON_M, typename Y>
+template <typename T, typename Q, bool ON_M, typename Y, typename S>
 static auto gemm_block() {
-  if constexpr (sizeof(T) == 1) return gemm_vnni<Q, ON_M, Y>;
-  else return host_isa() == kAvx2 ? gemm_avx2<Q, ON_M, Y> : gemm_generic<Q, ON_M, Y>;
+  if constexpr (sizeof(T) == 1) return gemm_vnni<Q, ON_M, Y, S>;
+  else return host_isa() == kAvx2 ? gemm_avx2<Q, ON_M, Y, S> : gemm_generic<Q, ON_M, Y, S>;
 }
 #undef SIMA_GEMM_ARGS
 
 // The whole GEMM on the thread pool: panels split between threads, or rows when there is one panel.
-template <typename Q, bool ON_M, typename T, typename Y>
-static void gemm(const T* a, int lda, const T* b, int kg, int M, int N, const GemmOut<Y>& out) {
-  auto block = gemm_block<T, Q, ON_M, Y>();
+template <typename Q, bool ON_M, typename T, typename Y, typename S>
+static void gemm(const T* a, int lda, const S& bs, int kg, int M, int N, const GemmOut<Y>& out) {
+  auto block = gemm_block<T, Q, ON_M, Y, S>();
   const int panels = (N + PANEL - 1) / PANEL, mtiles = (M + MR - 1) / MR;
   parallel([&](int task, int tasks) {
     int lo, hi;
     if (panels >= tasks) {
       split(panels, task, tasks, &lo, &hi);
-      block(a, lda, b, kg, M, N, out, 0, M, lo, hi);
+      block(a, lda, bs, kg, M, N, out, 0, M, lo, hi);
     } else {
       split(mtiles, task, tasks, &lo, &hi);
-      block(a, lda, b, kg, M, N, out, lo * MR, hi * MR < M ? hi * MR : M, 0, panels);
+      block(a, lda, bs, kg, M, N, out, lo * MR, hi * MR < M ? hi * MR : M, 0, panels);
     }
   }, (int64_t)M * N * kg * group_of<T>());
 }
@@ -230,9 +233,9 @@ static const T* packed(Packed* p, const int8_t* w, int K, int N, int64_t ks, int
 // (Then packed as a 1x1 conv's input is: the rows interleave into panels with vector shuffles.)
 SIMA_INLINE int ceil_div(int a, int b) { return a > 0 ? (a + b - 1) / b : -((-a) / b); }
 template <typename X>
-static void im2col_rows(const X* x, const Conv& g, X* __restrict m) {
-  const int K = g.c * g.kh * g.kw, P = g.oh * g.ow;
-  for (int k = 0; k < K; ++k) {
+static void im2col_rows(const X* x, const Conv& g, X* __restrict m, int k0, int k1) {
+  const int P = g.oh * g.ow;
+  for (int k = k0; k < k1; ++k) {
     const int ic = k / (g.kh * g.kw), ky = (k / g.kw) % g.kh, kx = k % g.kw, c0 = kx * g.dw - g.pl;
     // output columns ox whose input column ox * sw + c0 is inside: [ox0, ox1)
     int ox0 = ceil_div(-c0, g.sw), ox1 = ceil_div(g.w - c0, g.sw);
@@ -271,34 +274,48 @@ SIMA_INLINE void quads16(const void* r0, const void* r1, const void* r2, const v
   _mm_storeu_si128(out + 3, _mm_unpackhi_epi16(ab1, cd1));
 }
 
+// Panel p of B whose column n is the K values m[k * P + n] (a 1x1 conv's input, or im2col rows).
 template <typename T, typename X>
-static void pack_pointwise_nchw(const X* __restrict x, int C, int P, T* __restrict b) {
+static void pack_rows_panel(const X* __restrict m, int K, int P, int p, T* __restrict dst) {
   constexpr int G = group_of<T>();
-  const int kg = (C + G - 1) / G;
+  const int kg = (K + G - 1) / G, n0 = p * PANEL, nn = P - n0 < PANEL ? P - n0 : PANEL;
   const __m128i flip = _mm_set1_epi8(std::is_signed<X>::value ? (char)0x80 : 0);
-  for (int p = 0; p * PANEL < P; ++p) {
-    const int n0 = p * PANEL, nn = P - n0 < PANEL ? P - n0 : PANEL;
-    for (int k = 0; k < kg; ++k) {
-      T* dst = b + ((size_t)p * kg + k) * G * PANEL;
-      if constexpr (sizeof(T) == 1) {
-        if (nn == PANEL && G * k + G <= C) {  // a whole panel of four channels
-          const X* r = x + (int64_t)(G * k) * P + n0;
-          for (int h = 0; h < PANEL; h += 16)
-            quads16(r + h, r + P + h, r + 2 * P + h, r + 3 * P + h, flip, dst + G * h);
-          continue;
-        }
+  for (int k = 0; k < kg; ++k, dst += G * PANEL) {
+    if constexpr (sizeof(T) == 1) {
+      if (nn == PANEL && G * k + G <= K) {  // a whole panel of four rows
+        const X* r = m + (int64_t)(G * k) * P + n0;
+        for (int h = 0; h < PANEL; h += 16)
+          quads16(r + h, r + P + h, r + 2 * P + h, r + 3 * P + h, flip, dst + G * h);
+        continue;
       }
-      for (int t = 0; t < G; ++t) {
-        const int ch = G * k + t;
-        const X* row = x + (int64_t)ch * P + n0;
-        if (ch < C)
-          for (int j = 0; j < nn; ++j) dst[G * j + t] = code_of<T>(row[j]);
-        else
-          for (int j = 0; j < nn; ++j) dst[G * j + t] = 0;
-      }
+    }
+    for (int t = 0; t < G; ++t) {
+      const int row = G * k + t;
+      const X* src = m + (int64_t)row * P + n0;
+      if (row < K)
+        for (int j = 0; j < nn; ++j) dst[G * j + t] = code_of<T>(src[j]);
+      else
+        for (int j = 0; j < nn; ++j) dst[G * j + t] = 0;
     }
   }
 }
+
+// B sources of gemm: weights packed once, or activation rows packed a panel at a time.
+template <typename T>
+struct PackedB {
+  const T* b;
+  int kg;
+  const T* panel(int p, T*) const { return b + (int64_t)p * kg * group_of<T>() * PANEL; }
+};
+template <typename T, typename X>
+struct RowsB {
+  const X* m;
+  int K, P;
+  const T* panel(int p, T* buffer) const {
+    pack_rows_panel(m, K, P, p, buffer);
+    return buffer;
+  }
+};
 
 template <typename T, typename Q, typename X, typename Y>
 static void conv_nchw_as(const X* x, Y* y, const T* a, const Conv& g, const Epilogue& e) {
@@ -306,18 +323,19 @@ static void conv_nchw_as(const X* x, Y* y, const T* a, const Conv& g, const Epil
   const int K = g.c * g.kh * g.kw, P = g.oh * g.ow;
   const bool pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 &&
                          g.oh == g.h && g.ow == g.w;
-  T* b = scratch<T>(0, panels_size<G>(K, P));
   for (int bn = 0; bn < g.n; ++bn) {
-    const X* xb = x + (int64_t)bn * g.c * g.h * g.w;
-    if (pointwise) {
-      pack_pointwise_nchw(xb, g.c, P, b);
-    } else {
-      X* rows = scratch<X>(1, (size_t)K * P);
-      im2col_rows(xb, g, rows);
-      pack_pointwise_nchw(rows, K, P, b);
+    const X* rows = x + (int64_t)bn * g.c * g.h * g.w;
+    if (!pointwise) {
+      X* im2col = scratch<X>(1, (size_t)K * P);
+      parallel([&](int task, int tasks) {
+        int lo, hi;
+        split(K, task, tasks, &lo, &hi);
+        im2col_rows(rows, g, im2col, lo, hi);
+      }, (int64_t)K * P);
+      rows = im2col;
     }
     const GemmOut<Y> out{y + (int64_t)bn * g.oc * P, P, e};
-    gemm<Q, true>(a, round_up(K, G), b, (K + G - 1) / G, g.oc, P, out);
+    gemm<Q, true>(a, round_up(K, G), RowsB<T, X>{rows, K, P}, (K + G - 1) / G, g.oc, P, out);
   }
 }
 template <typename Q, typename X, typename Y>
@@ -351,7 +369,7 @@ static void conv_nhwc_as(const X* x, Y* y, const T* wb, const Conv& g, const Epi
         }
       }
   }
-  gemm<Q, false>(a, lda, wb, lda / G, P, g.oc, GemmOut<Y>{y, g.oc, e});
+  gemm<Q, false>(a, lda, PackedB<T>{wb, lda / G}, lda / G, P, g.oc, GemmOut<Y>{y, g.oc, e});
 }
 template <typename Q, typename X, typename Y>
 static void conv_nhwc(const X* x, Y* y, const int8_t* w, Packed* wb, const Conv& g, const Epilogue& e) {
@@ -370,7 +388,7 @@ static void dense_as(const X* x, Y* y, const T* wb, int rows, int K, int oc, con
   T* pa = scratch<T>(0, (size_t)round_up(rows, MR) * lda);
   for (int r = 0; r < rows; ++r)
     for (int k = 0; k < K; ++k) pa[(size_t)r * lda + k] = code_of<T>(x[(int64_t)r * K + k]);
-  gemm<Q, false>(pa, lda, wb, lda / G, rows, oc, GemmOut<Y>{y, oc, e});
+  gemm<Q, false>(pa, lda, PackedB<T>{wb, lda / G}, lda / G, rows, oc, GemmOut<Y>{y, oc, e});
 }
 template <typename Q, typename X, typename Y>
 static void dense(const X* x, Y* y, const int8_t* w, Packed* wb, int rows, int K, int oc, const Epilogue& e) {
