@@ -66,6 +66,7 @@ CONVS = {
     "pointwise_threads": ConvCase("NCHW", (1, 64, 40, 48), 24, 1, 1, 0, 1, 1, "int8"),
     "conv3x3_threads": ConvCase("NCHW", (1, 16, 40, 44), 8, 3, 1, 1, 1, 1, "uint8"),
     "depthwise_threads": ConvCase("NCHW", (1, 40, 36, 40), 40, 3, 1, 1, 1, 40, "int8"),
+    "pointwise_7x7_threads": ConvCase("NCHW", (1, 128, 7, 7), 96, 1, 1, 0, 1, 1, "int8"),  # split by rows
     "nhwc_3x3": ConvCase("NHWC", (2, 9, 11, 5), 19, 3, 2, 1, 1, 1, "int8"),
     "nhwc_pointwise": ConvCase("NHWC", (1, 6, 6, 33), 10, 1, 1, 0, 1, 1, "uint8"),
     "nhwc_depthwise": ConvCase("NHWC", (1, 16, 7, 7), 16, 3, 1, 1, 1, 16, "int8"),

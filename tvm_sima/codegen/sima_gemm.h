@@ -152,14 +152,19 @@ static auto gemm_block() {
 }
 #undef SIMA_GEMM_ARGS
 
-// The whole GEMM on the thread pool: panels split between threads, or rows when there is one panel.
+// The whole GEMM on the thread pool: panels split between threads, or rows where that shares the work
+// more evenly (few panels: a 7 x 7 map is one whole panel and one of 17 columns; every thread then
+// packs the activation panels it multiplies, a small cost next to M rows of products).
 template <typename Q, bool ON_M, typename T, typename Y, typename S>
 static void gemm(const T* a, int lda, const S& bs, int kg, int M, int N, const GemmOut<Y>& out) {
   auto block = gemm_block<T, Q, ON_M, Y, S>();
   const int panels = (N + PANEL - 1) / PANEL, mtiles = (M + MR - 1) / MR;
   parallel([&](int task, int tasks) {
     int lo, hi;
-    if (panels >= tasks) {
+    // the largest share of the columns, or of the rows, that one thread gets
+    const int64_t by_panels = std::min<int64_t>((int64_t)(panels + tasks - 1) / tasks * PANEL, N) * M;
+    const int64_t by_rows = std::min<int64_t>((int64_t)(mtiles + tasks - 1) / tasks * MR, M) * N;
+    if (panels >= tasks && by_panels <= by_rows) {
       split(panels, task, tasks, &lo, &hi);
       block(a, lda, bs, kg, M, N, out, 0, M, lo, hi);
     } else {

@@ -14,6 +14,7 @@
 #pragma GCC optimize("O3")
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
