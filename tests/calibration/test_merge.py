@@ -93,7 +93,7 @@ def test_an_observer_without_a_merge_says_so():
             self.last = data
 
     try:
-        with pytest.raises(TypeError, match="'unmergeable_test' keeps statistics of its own .* defines no _merge_extra"):
+        with pytest.raises(TypeError, match="'unmergeable_test' keeps statistics of its own .* no _merge_extra"):
             make_observer("unmergeable_test", "t").merge(make_observer("unmergeable_test", "t"))
     finally:
         del OBSERVERS["unmergeable_test"]
