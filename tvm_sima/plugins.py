@@ -54,8 +54,8 @@ from .messages import one_line
 from .output_metrics import Cosine, MaxAbsError, Sqnr, TopK, top1, top5  # noqa: F401 (entry points name them here)
 
 __all__ = ["DATASET_GROUP", "METRIC_GROUP", "Dataset", "InputSpec", "PluginError", "batch_size",
-           "dataset_plugins", "get_metric", "image_files", "images_of", "load_dataset", "metric_plugins",
-           "register_dataset", "register_metric"]
+           "dataset_plugins", "get_metric", "image_files", "image_layout", "images_of", "load_dataset",
+           "metric_plugins", "register_dataset", "register_metric"]
 
 DATASET_GROUP = "tvm_sima.datasets"
 METRIC_GROUP = "tvm_sima.metrics"
@@ -347,16 +347,8 @@ def image_files(source: str) -> tuple[list[tuple[pathlib.Path, int]], bool]:
     return files, bool(classes)
 
 
-def images_dataset(source: str, inputs: list[InputSpec], options: dict) -> Dataset:
-    files, classes = image_files(source)
-    return images_of(files, classes, inputs, options, source)
-
-
-def images_of(files: list[tuple[pathlib.Path, int]], classes: bool, inputs: list[InputSpec], options: dict,
-              source: str) -> Dataset:
-    """The batches (and labels, with ``classes``) of the images ``files`` (:func:`image_files`) for ``inputs``."""
-    from PIL import Image
-
+def image_layout(inputs: Sequence[InputSpec], options: dict, source: str) -> tuple[bool, int, int, int]:
+    """``(nchw, channels, height, width)`` of the one 4-D input images feed; bad inputs or options are errors."""
     if len(inputs) != 1 or len(inputs[0].shape) != 4:
         raise PluginError(f"{source}: an image folder feeds a model with one 4-D input; this one has "
                           f"{[(i.name, i.shape) for i in inputs]}")
@@ -370,6 +362,23 @@ def images_of(files: list[tuple[pathlib.Path, int]], classes: bool, inputs: list
     if channels not in (1, 3):
         raise PluginError(f"{source}: images give 1 (grayscale) or 3 (RGB) channels; the model input "
                           f"{inputs[0].name!r} has shape {shape} (use a python dataset for other inputs)")
+    return nchw, channels, height, width
+
+
+def images_dataset(source: str, inputs: list[InputSpec], options: dict) -> Dataset:
+    if not pathlib.Path(source).is_dir():
+        raise PluginError(f"image folder {source} not found")
+    image_layout(inputs, options, source)  # the model and options first: an empty folder says less
+    files, classes = image_files(source)
+    return images_of(files, classes, inputs, options, source)
+
+
+def images_of(files: list[tuple[pathlib.Path, int]], classes: bool, inputs: list[InputSpec], options: dict,
+              source: str) -> Dataset:
+    """The batches (and labels, with ``classes``) of the images ``files`` (:func:`image_files`) for ``inputs``."""
+    from PIL import Image
+
+    nchw, channels, height, width = image_layout(inputs, options, source)
     scale = float(options.get("scale", 1 / 255))
     mean = _channels(options.get("mean", 0.0), "mean", channels)
     std = _channels(options.get("std", 1.0), "std", channels)

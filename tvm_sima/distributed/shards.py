@@ -24,7 +24,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 import numpy as np
 
 from ..calibration.data_checks import Batch, check_batches
-from ..plugins import InputSpec, PluginError, batch_size, image_files, images_of
+from ..plugins import InputSpec, PluginError, batch_size, image_files, image_layout, images_of
 
 __all__ = ["ArrayShard", "ImageShard", "NpyShard", "Shard", "ShardedDataset", "array_shards", "image_shards",
            "npy_shards"]
@@ -134,6 +134,7 @@ def image_shards(folder: Union[str, os.PathLike], inputs: Sequence[Union[InputSp
                  options: Optional[dict] = None, shard_batches: int = SHARD_BATCHES) -> ShardedDataset:
     """A folder of images (as the ``images`` dataset reads it) cut into shards of ``shard_batches`` batches."""
     specs = _inputs(inputs)
+    image_layout(specs, options or {}, str(folder))  # bad inputs or options fail here, not on a worker
     files = [str(p) for p, _ in image_files(str(folder))[0]]
     per_shard = shard_batches * batch_size(specs)
     usable = len(files) - len(files) % batch_size(specs)
