@@ -93,3 +93,14 @@ def test_a_bad_batch_on_a_worker_raises_the_local_error(cluster, digits):
     bad[3][0, 0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="has 1 NaN values in calibration data"):
         tvm_sima.quantize(mod, params, bad, progress=False, executor=RayExecutor(workers=1, shard_batches=2))
+
+
+def test_the_cli_flag_gives_the_local_cli_model_so(cluster, digits, tmp_path):
+    from tvm_sima.cli import main
+
+    mod, params, batches, shard_dir = digits
+    onnx = str(shard_dir.parent / "digits.onnx")
+    np.save(tmp_path / "all.npy", np.concatenate(batches))  # the shards' samples, in the shards' order
+    assert main(["quantize", onnx, "--calib", str(tmp_path / "all.npy"), "--output", str(tmp_path / "local")]) == 0
+    assert main(["quantize", onnx, "--calib", str(shard_dir), "--ray", "auto", "--output", str(tmp_path / "ray")]) == 0
+    assert (tmp_path / "ray" / "model.so").read_bytes() == (tmp_path / "local" / "model.so").read_bytes()

@@ -85,8 +85,9 @@ class RayExecutor:
     ----------
     address : str, optional
         The cluster for ``ray.init(address=...)`` (``"auto"``: the one this machine belongs to,
-        ``"ray://host:10001"``: a remote one). None: the Ray already initialized in this process,
-        or a new local one (no dashboard, localhost only).
+        ``"ray://host:10001"``: a remote one; ``"local"``: a new one on this machine). None: the
+        Ray already initialized in this process, or a new local one. Local clusters start without
+        a dashboard and listen on localhost only.
     workers : int, optional
         Actors to start (default: the cluster's CPUs, at most the number of shards).
     shard_batches : int
@@ -113,10 +114,11 @@ class RayExecutor:
         self.threads_per_worker, self.progress, self.on_shard = threads_per_worker, progress, on_shard
         self.worker_pids: list[int] = []
 
-    def _connect(self) -> Any:
+    def connect(self) -> Any:
+        """Ray, initialized: connected to :attr:`address` (or started) unless this process already is."""
         ray = _ray()
         if not ray.is_initialized():
-            options: dict[str, Any] = {"include_dashboard": False} if self.address is None else {}
+            options: dict[str, Any] = {"include_dashboard": False} if self.address in (None, "local") else {}
             ray.init(address=self.address, log_to_driver=False, **options)
         return ray
 
@@ -132,7 +134,7 @@ class RayExecutor:
     def observe(self, mod: Any, dataset: Iterable[Batch], tap_observers: list[Observer],
                 build: CompileFunction, log_every: int) -> int:
         """Observe every shard of ``dataset`` on the cluster; merge into ``tap_observers``; the batch count."""
-        ray = self._connect()
+        ray = self.connect()
         shards = dataset.shards if isinstance(dataset, ShardedDataset) else \
             array_shards(dataset, self.shard_batches).shards
         if not shards or not any(s.count for s in shards):

@@ -43,12 +43,13 @@ class NpyShard:
     inputs: tuple[InputSpec, ...]
     first: int = 0  # the index of this shard's first batch in the dataset
     count: int = 0  # its number of batches
+    allow_nonfinite: bool = False  # NaN / Inf left to the observers (trim_infinity_before_statistic)
 
     def batches(self) -> Iterator[tuple[int, Batch]]:
         size = batch_size(self.inputs)
         data = np.load(self.path, mmap_mode="r")
         checked = check_batches([np.asarray(data[k * size:(k + 1) * size]) for k in range(self.count)],
-                                self.inputs, self.path)
+                                self.inputs, self.path, self.allow_nonfinite)
         yield from enumerate(checked, start=self.first)
 
 
@@ -61,11 +62,12 @@ class ImageShard:
     options: tuple[tuple[str, Any], ...] = ()
     first: int = 0
     count: int = 0
+    allow_nonfinite: bool = False
 
     def batches(self) -> Iterator[tuple[int, Batch]]:
         paths = [(pathlib.Path(f), -1) for f in self.files]
         dataset = images_of(paths, False, list(self.inputs), dict(self.options), self.files[0])
-        checked = check_batches(dataset.batches, self.inputs, self.files[0])
+        checked = check_batches(dataset.batches, self.inputs, self.files[0], self.allow_nonfinite)
         yield from enumerate(checked, start=self.first)
 
 
@@ -109,8 +111,11 @@ def _inputs(inputs: Sequence[Union[InputSpec, tuple]]) -> tuple[InputSpec, ...]:
 
 
 def npy_shards(paths: Union[str, os.PathLike, Iterable[Union[str, os.PathLike]]],
-               inputs: Sequence[Union[InputSpec, tuple]]) -> ShardedDataset:
-    """One shard per ``.npy`` file (``paths``, or every ``*.npy`` of a folder, sorted), for a one-input model."""
+               inputs: Sequence[Union[InputSpec, tuple]], allow_nonfinite: bool = False) -> ShardedDataset:
+    """One shard per ``.npy`` file (``paths``, or every ``*.npy`` of a folder, sorted), for a one-input model.
+
+    Batches are checked where they are read (shapes, dtype; NaN / Inf unless ``allow_nonfinite``).
+    """
     specs = _inputs(inputs)
     if isinstance(paths, (str, os.PathLike)) and pathlib.Path(paths).is_dir():
         files = sorted(str(p) for p in pathlib.Path(paths).glob("*.npy"))
@@ -125,13 +130,14 @@ def npy_shards(paths: Union[str, os.PathLike, Iterable[Union[str, os.PathLike]]]
         except (OSError, ValueError, IndexError) as err:
             raise PluginError(f"{path}: not a readable .npy array of samples ({err})") from None
         count = samples // batch_size(specs)
-        shards.append(NpyShard(path, specs, first, count))
+        shards.append(NpyShard(path, specs, first, count, allow_nonfinite))
         first += count
     return ShardedDataset(shards)
 
 
 def image_shards(folder: Union[str, os.PathLike], inputs: Sequence[Union[InputSpec, tuple]],
-                 options: Optional[dict] = None, shard_batches: int = SHARD_BATCHES) -> ShardedDataset:
+                 options: Optional[dict] = None, shard_batches: int = SHARD_BATCHES,
+                 allow_nonfinite: bool = False) -> ShardedDataset:
     """A folder of images (as the ``images`` dataset reads it) cut into shards of ``shard_batches`` batches."""
     specs = _inputs(inputs)
     image_layout(specs, options or {}, str(folder))  # bad inputs or options fail here, not on a worker
@@ -140,7 +146,8 @@ def image_shards(folder: Union[str, os.PathLike], inputs: Sequence[Union[InputSp
     usable = len(files) - len(files) % batch_size(specs)
     opts = tuple(sorted((options or {}).items()))
     shards = [ImageShard(tuple(files[i:i + per_shard]), specs, opts, i // batch_size(specs),
-                         min(per_shard, usable - i) // batch_size(specs)) for i in range(0, usable, per_shard)]
+                         min(per_shard, usable - i) // batch_size(specs), allow_nonfinite)
+              for i in range(0, usable, per_shard)]
     return ShardedDataset(shards)
 
 
