@@ -44,8 +44,11 @@ class ValueSample:
         rng = np.random.default_rng([self.seed, int(batch)])
         k = min(n, self.size)
         picked = values if k == n else values[rng.integers(0, n, k)]
-        self._keep(np.concatenate([self.keys, np.log(rng.random(k) + 1e-300) * (k / n)]),
-                   np.concatenate([self.values, picked.astype(np.float32)]))
+        keys = np.log(rng.random(k) + 1e-300) * (k / n)
+        if self.keys.size == self.size:  # full: only keys from the smallest kept one up can get in
+            enter = keys >= self.keys[0]
+            keys, picked = keys[enter], picked[enter]
+        self._keep(np.concatenate([self.keys, keys]), np.concatenate([self.values, picked.astype(np.float32)]))
 
     def merge(self, other: "ValueSample") -> None:
         """Add another sample's values (of other batches): the sample of both, whatever the order."""
@@ -56,7 +59,10 @@ class ValueSample:
 
     def _keep(self, keys: np.ndarray, values: np.ndarray) -> None:
         """Keep the ``size`` largest keys, ordered by key then value (a canonical order)."""
-        order = np.lexsort((values, keys))[-self.size:]
+        order = np.argsort(keys, kind="stable")  # the kept keys are sorted already: a merge of runs
+        if np.any(np.diff(keys[order]) == 0):  # equal keys (rare): the values decide, whatever came first
+            order = np.lexsort((values, keys))
+        order = order[-self.size:]
         self.keys, self.values = keys[order], values[order]
 
     def state(self) -> dict[str, Any]:
