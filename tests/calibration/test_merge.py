@@ -97,3 +97,25 @@ def test_an_observer_without_a_merge_says_so():
             make_observer("unmergeable_test", "t").merge(make_observer("unmergeable_test", "t"))
     finally:
         del OBSERVERS["unmergeable_test"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(owners=st.lists(st.integers(0, 3), min_size=12, max_size=12), rnd=st.randoms(use_true_random=False))
+def test_full_samples_merge_into_the_single_runs_sample(owners, rnd):
+    """Samples far smaller than the data (the path where a full sample lets only large keys in)."""
+    from tvm_sima.calibration.sampling import ValueSample
+
+    batches = [RNG.standard_normal(50 + 7 * k) for k in range(12)]
+    whole = ValueSample("t", size=64)
+    for index, batch in enumerate(batches):
+        whole.update(batch, index)
+    parts: dict[int, ValueSample] = {}
+    for index, owner in enumerate(owners):
+        parts.setdefault(owner, ValueSample("t", size=64)).update(batches[index], index)
+    merged = ValueSample("t", size=64)
+    shuffled = list(parts.values())
+    rnd.shuffle(shuffled)
+    for part in shuffled:
+        merged.merge(part)
+    assert np.array_equal(merged.keys, whole.keys) and np.array_equal(merged.values, whole.values)
+    assert merged.values.size == 64
