@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import pytest
+from helpers.observers import assert_same_state
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,20 +16,6 @@ from tvm_sima.calibration.exact_sum import ExactSum
 RNG = np.random.default_rng(11)
 # Batches of very different magnitudes: float sums of them depend on the order of the additions.
 BATCHES = [RNG.standard_normal((2, 3, 4, 4)) * 10.0 ** RNG.uniform(-4, 4) + RNG.uniform(-3, 3) for _ in range(10)]
-
-
-def assert_same_state(a: Any, b: Any, where: str = "state") -> None:
-    """Bit-exact equality of two observer states (arrays by value and dtype, floats by ==)."""
-    if isinstance(a, dict):
-        assert set(a) == set(b), where
-        for key in a:
-            assert_same_state(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        a, b = np.asarray(a), np.asarray(b)
-        assert a.dtype == b.dtype and a.shape == b.shape, where
-        assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), where
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
 
 
 def _observer(strategy: str) -> Observer:

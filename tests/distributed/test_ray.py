@@ -10,9 +10,11 @@ import signal
 
 import numpy as np
 import pytest
+from helpers.observers import assert_same_state
+from helpers.onnx_models import calibration_images, digits_cnn
 
 import tvm_sima
-from tests.helpers.onnx_models import calibration_images, digits_cnn
+from tvm_sima.calibration import load_statistics
 from tvm_sima.distributed import RayExecutor, npy_shards
 
 ray = pytest.importorskip("ray")
@@ -46,25 +48,36 @@ def _model_so(qmod, path: pathlib.Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def local_so(digits, tmp_path_factory):
+def local_run(digits, tmp_path_factory):
+    """The single-process run: its model.so's hash and its statistics file."""
     mod, params, batches, _ = digits
-    return _model_so(tvm_sima.quantize(mod, params, batches, progress=False),
-                     tmp_path_factory.mktemp("local") / "model.so")
+    folder = tmp_path_factory.mktemp("local")
+    qmod = tvm_sima.quantize(mod, params, batches, progress=False, work_dir=folder)
+    return _model_so(qmod, folder / "model.so"), folder / "statistics.npz"
 
 
-def test_ray_gives_the_local_model_so_byte_for_byte(cluster, digits, local_so, tmp_path):
+def _same_statistics(a: pathlib.Path, b: pathlib.Path) -> None:
+    """Every observer's state, bit for bit (also what does not reach this model.so: samples, sums)."""
+    first, second = load_statistics(a), load_statistics(b)
+    assert set(first) == set(second)
+    for name in first:
+        assert_same_state(first[name].state_dict(), second[name].state_dict(), name)
+
+
+def test_ray_gives_the_local_model_so_byte_for_byte(cluster, digits, local_run, tmp_path):
     mod, params, batches, shard_dir = digits
     shards = npy_shards(shard_dir, [("image", (1, 1, 8, 8), "float32")])
     assert len(shards.shards) == 3 and len(shards) == len(batches)
     finished = []
     executor = RayExecutor(workers=2, on_shard=lambda done, total: finished.append((done, total)))
-    qmod = tvm_sima.quantize(mod, params, shards, progress=False, executor=executor)
+    qmod = tvm_sima.quantize(mod, params, shards, progress=False, executor=executor, work_dir=tmp_path)
     assert finished == [(1, 3), (2, 3), (3, 3)]  # progress as the shards finish
     assert len(set(executor.worker_pids)) == 2 and os.getpid() not in executor.worker_pids
-    assert _model_so(qmod, tmp_path / "model.so") == local_so
+    assert _model_so(qmod, tmp_path / "model.so") == local_run[0]
+    _same_statistics(tmp_path / "statistics.npz", local_run[1])
 
 
-def test_a_killed_worker_is_restarted_and_the_result_is_the_same(cluster, digits, local_so, tmp_path):
+def test_a_killed_worker_is_restarted_and_the_result_is_the_same(cluster, digits, local_run, tmp_path):
     mod, params, batches, _ = digits
     killed = []
 
@@ -74,9 +87,10 @@ def test_a_killed_worker_is_restarted_and_the_result_is_the_same(cluster, digits
             killed.append(executor.worker_pids[0])
 
     executor = RayExecutor(workers=2, shard_batches=2, on_shard=kill_one)  # 24 shards of 2 batches
-    qmod = tvm_sima.quantize(mod, params, batches, progress=False, executor=executor)
+    qmod = tvm_sima.quantize(mod, params, batches, progress=False, executor=executor, work_dir=tmp_path)
     assert killed and not _alive(killed[0])
-    assert _model_so(qmod, tmp_path / "model.so") == local_so
+    assert _model_so(qmod, tmp_path / "model.so") == local_run[0]
+    _same_statistics(tmp_path / "statistics.npz", local_run[1])
 
 
 def _alive(pid: int) -> bool:
