@@ -101,3 +101,11 @@ def test_fast_path_statistics_are_the_nan_aware_ones(strategy):
     assert fast.min_val == lo and fast.count == sum(b.size for b in batches)
     assert fast.sum == total and fast.sum_sq == total_sq  # exactly: the same batch sums, added exactly
     np.testing.assert_array_equal(fast.channel_sum, channel)
+
+
+def test_quantiles_stay_within_the_extrema():
+    values = np.clip(RNG.standard_normal(20_000) * 3, 0, 6)  # relu6: mass on 6.0 itself
+    hist = StreamingHistogram(2048, include_zero=True)
+    hist.update(values)
+    assert hist.hi > 6.0  # the aligned last bin overhangs the maximum
+    assert hist.quantile(0.9999) == 6.0 and hist.quantile(1.0) == 6.0 and hist.quantile(0.0) == 0.0

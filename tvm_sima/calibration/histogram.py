@@ -108,7 +108,11 @@ class StreamingHistogram:
         return self.lo + (np.arange(self.bins) + 0.5) * self.width
 
     def quantile(self, q: float) -> float:
-        """Value below which a fraction ``q`` of the mass lies (linear within a bin)."""
+        """Value below which a fraction ``q`` of the mass lies (linear within a bin, within the extrema seen).
+
+        The aligned bins overhang the extrema; a quantile interpolated in the first or last bin is
+        cut to them (relu6's 99.99th percentile is not above 6).
+        """
         total = self.counts.sum()
         if total == 0:
             return 0.0
@@ -117,7 +121,8 @@ class StreamingHistogram:
         i = min(i, self.bins - 1)
         before = cdf[i - 1] if i > 0 else 0.0
         frac = 0.0 if self.counts[i] == 0 else (q - before) / (cdf[i] - before)
-        return float(self.lo + (i + min(max(frac, 0.0), 1.0)) * self.width)
+        value = float(self.lo + (i + min(max(frac, 0.0), 1.0)) * self.width)
+        return min(max(value, self.vmin), self.vmax)
 
     def state(self) -> dict[str, Any]:
         return {"counts": self.counts, "exponent": self.exponent, "offset": self.offset, "vmin": self.vmin,
