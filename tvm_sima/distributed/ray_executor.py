@@ -110,6 +110,9 @@ class RayExecutor:
             raise ValueError(f"RayExecutor(workers={workers}): give at least one worker, or None for one per CPU")
         if shard_batches < 1:
             raise ValueError(f"RayExecutor(shard_batches={shard_batches}): a shard holds at least one batch")
+        if retries < 0 or threads_per_worker < 1:
+            raise ValueError(f"RayExecutor(retries={retries}, threads_per_worker={threads_per_worker}): retries is "
+                             "0 or more, threads_per_worker 1 or more")
         self.address, self.workers, self.shard_batches, self.retries = address, workers, shard_batches, retries
         self.threads_per_worker, self.progress, self.on_shard = threads_per_worker, progress, on_shard
         self.worker_pids: list[int] = []
