@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): setup.py constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip==26.3
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,torch]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,torch,ray]'
 	@touch $@
 
 setup: $(STAMP)

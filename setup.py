@@ -31,6 +31,9 @@ EXTRAS_REQUIRE = {
     # Pinned: torch 2.13.0's CPU wheel (an unpinned torch resolves to a multi-GB CUDA build); torchao for
     # PT2E quantization (prepare_pt2e / convert_pt2e and its XNNPACK quantizer) in the tests and benchmarks.
     "torch": ["torch==2.13.0", "torchao==0.18.0"],
+    # Calibration on a Ray cluster (tvm_sima/distributed, imported only when a RayExecutor runs); its
+    # dependencies are pinned in constraints.txt.
+    "ray": ["ray==2.60.0"],
 }
 
 setup(

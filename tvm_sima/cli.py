@@ -95,11 +95,45 @@ def _data_options(args: argparse.Namespace, from_config: dict) -> dict:
 
 def _dataset(spec: str, main: Any, options: dict, allow_nonfinite: bool = False) -> Any:
     """The batches of ``spec`` for ``main``'s inputs, checked (NaN / Inf refused unless ``allow_nonfinite``)."""
+    return read_dataset(spec, _inputs(main), options, allow_nonfinite)
+
+
+def _inputs(main: Any) -> list:
     from tvm_sima.plugins import InputSpec
 
-    inputs = [InputSpec(v.name, tuple(-1 if (n := static(d)) is None else n for d in v.ty.shape), str(v.ty.dtype))
-              for v in data_inputs(main)]
-    return read_dataset(spec, inputs, options, allow_nonfinite)
+    return [InputSpec(v.name, tuple(-1 if (n := static(d)) is None else n for d in v.ty.shape), str(v.ty.dtype))
+            for v in data_inputs(main)]
+
+
+def _ray_dataset(spec: str, main: Any, options: dict, allow_nonfinite: bool = False) -> Any:
+    """``--ray``'s data: a folder of ``.npy`` files or of images is read by the workers, shard by shard;
+    any other DATA is read here and its batches travel with their shards."""
+    from tvm_sima.distributed import image_shards, npy_shards
+    from tvm_sima.plugins import PluginError
+
+    folder = pathlib.Path(spec)
+    try:
+        if folder.is_dir() and any(folder.glob("*.npy")):
+            return npy_shards(folder, _inputs(main), allow_nonfinite)
+        if folder.is_dir():
+            return image_shards(folder, _inputs(main), options, allow_nonfinite=allow_nonfinite)
+    except PluginError as err:
+        raise CliError(str(err)) from None
+    return _dataset(spec, main, options, allow_nonfinite)
+
+
+def _ray_executor(address: str) -> Any:
+    try:
+        from tvm_sima.distributed import RayExecutor
+
+        executor = RayExecutor(address=address, progress=sys.stderr.isatty())
+        executor.connect()  # a missing Ray or an unreachable cluster fails before the model is annotated
+    except ImportError as err:
+        raise CliError(str(err)) from None
+    except ConnectionError as err:
+        raise CliError(f"--ray {address}: no Ray cluster there ({one_line(err)}); start one with `ray start --head` "
+                       "or give --ray local") from None
+    return executor
 
 
 def _quantize(args: argparse.Namespace, mod: Any, params: dict, out: pathlib.Path, **extra: Any) -> tuple[Any, Any]:
@@ -113,8 +147,11 @@ def _quantize(args: argparse.Namespace, mod: Any, params: dict, out: pathlib.Pat
     try:
         with tvm_sima.qconfig(**options) as config:
             if "statistics" not in extra:  # NaN / Inf in the data only when the config trims them
-                extra["dataset"] = _dataset(args.calib, mod["main"], _data_options(args, data_options),
-                                            config.trim_infinity_before_statistic)
+                read = _ray_dataset if getattr(args, "ray", None) else _dataset
+                extra["dataset"] = read(args.calib, mod["main"], _data_options(args, data_options),
+                                        config.trim_infinity_before_statistic)
+            if getattr(args, "ray", None):
+                extra["executor"] = _ray_executor(args.ray)
             qmod = tvm_sima.quantize(mod, params, work_dir=out, progress=sys.stderr.isatty(), **extra)
     except ValueError as err:
         raise CliError(one_line(err)) from None
@@ -358,9 +395,13 @@ def _parser() -> argparse.ArgumentParser:
     command("inspect", cmd_inspect, "show a model's inputs, ops, and what would be quantized / converted / offloaded",
             "a .onnx, .tflite or .pt2 file, float or quantized", mode_help="requantization of convert",
             example=f"tvm-sima inspect {onnx}")
-    command("quantize", cmd_quantize, "quantize a float model on calibration data and build it for the NPU",
-            "a float .onnx, .tflite or .pt2 file", "where model.so, artifacts/ and the run's files go", [calib],
-            config=True, example=f"tvm-sima quantize {onnx} --calib {npy} --output build/q")
+    quantize = command("quantize", cmd_quantize, "quantize a float model on calibration data and build it for the NPU",
+                       "a float .onnx, .tflite or .pt2 file", "where model.so, artifacts/ and the run's files go",
+                       [calib], config=True, example=f"tvm-sima quantize {onnx} --calib {npy} --output build/q")
+    quantize.add_argument("--ray", metavar="ADDRESS",
+                          help="calibrate on a Ray cluster (the ray extra): auto (the cluster this machine is in), "
+                               "ray://HOST:10001, or local (a new one here); a --calib folder of .npy files or "
+                               "of images is read by the workers. The same model.so as without --ray")
     report = command("report", cmd_report, "quantize, then compare float and quantized tensors layer by layer",
                      "a float .onnx, .tflite or .pt2 file", "where per_layer.json, report.html and the run's files go",
                      [calib, ("--eval", "evaluation data (labels, if any, are used by top-k)")], config=True,

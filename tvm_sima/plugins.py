@@ -53,8 +53,9 @@ from .calibration.data_checks import DataError, check_batches, check_dtype
 from .messages import one_line
 from .output_metrics import Cosine, MaxAbsError, Sqnr, TopK, top1, top5  # noqa: F401 (entry points name them here)
 
-__all__ = ["DATASET_GROUP", "METRIC_GROUP", "Dataset", "InputSpec", "PluginError", "dataset_plugins",
-           "get_metric", "load_dataset", "metric_plugins", "register_dataset", "register_metric"]
+__all__ = ["DATASET_GROUP", "METRIC_GROUP", "Dataset", "InputSpec", "PluginError", "batch_size",
+           "dataset_plugins", "get_metric", "image_files", "image_layout", "images_of", "load_dataset",
+           "metric_plugins", "register_dataset", "register_metric"]
 
 DATASET_GROUP = "tvm_sima.datasets"
 METRIC_GROUP = "tvm_sima.metrics"
@@ -229,7 +230,8 @@ def _guess(spec: str, plugins: Mapping[str, Callable]) -> str:
 
 # ---------------------------------------------------------------------------- array datasets
 
-def _batch_size(inputs: Sequence[InputSpec]) -> int:
+def batch_size(inputs: Sequence[InputSpec]) -> int:
+    """The samples per batch: the first input's leading dimension (1 where it is dynamic or absent)."""
     first = inputs[0].shape[0] if inputs[0].shape else 1
     return first if first > 0 else 1
 
@@ -237,7 +239,7 @@ def _batch_size(inputs: Sequence[InputSpec]) -> int:
 def _split(arrays: dict[str, np.ndarray], inputs: Sequence[InputSpec], source: str,
            labels: Optional[np.ndarray] = None) -> Dataset:
     """Check every array against its input's sample shape and split them into model batches."""
-    batch = _batch_size(inputs)
+    batch = batch_size(inputs)
     for spec in inputs:
         a = arrays[spec.name]
         want = spec.shape[1:]
@@ -331,12 +333,22 @@ def _channels(value: Any, option: str, channels: int) -> np.ndarray:
     return np.asarray(items, np.float32)
 
 
-def images_dataset(source: str, inputs: list[InputSpec], options: dict) -> Dataset:
-    from PIL import Image
-
+def image_files(source: str) -> tuple[list[tuple[pathlib.Path, int]], bool]:
+    """The images of a folder, sorted, with their class (their sub-folder's index, or -1); whether it has classes."""
     folder = pathlib.Path(source)
     if not folder.is_dir():
         raise PluginError(f"image folder {source} not found")
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    files = [(p, k) for k, c in enumerate(classes) for p in sorted((folder / c).iterdir())] if classes else \
+        [(p, -1) for p in sorted(folder.iterdir())]
+    files = [(p, k) for p, k in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise PluginError(f"{source}: no image ({', '.join(IMAGE_SUFFIXES)}) in the folder or its class sub-folders")
+    return files, bool(classes)
+
+
+def image_layout(inputs: Sequence[InputSpec], options: dict, source: str) -> tuple[bool, int, int, int]:
+    """``(nchw, channels, height, width)`` of the one 4-D input images feed; bad inputs or options are errors."""
     if len(inputs) != 1 or len(inputs[0].shape) != 4:
         raise PluginError(f"{source}: an image folder feeds a model with one 4-D input; this one has "
                           f"{[(i.name, i.shape) for i in inputs]}")
@@ -350,12 +362,23 @@ def images_dataset(source: str, inputs: list[InputSpec], options: dict) -> Datas
     if channels not in (1, 3):
         raise PluginError(f"{source}: images give 1 (grayscale) or 3 (RGB) channels; the model input "
                           f"{inputs[0].name!r} has shape {shape} (use a python dataset for other inputs)")
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    files = [(p, k) for k, c in enumerate(classes) for p in sorted((folder / c).iterdir())] if classes else \
-        [(p, -1) for p in sorted(folder.iterdir())]
-    files = [(p, k) for p, k in files if p.suffix.lower() in IMAGE_SUFFIXES]
-    if not files:
-        raise PluginError(f"{source}: no image ({', '.join(IMAGE_SUFFIXES)}) in the folder or its class sub-folders")
+    return nchw, channels, height, width
+
+
+def images_dataset(source: str, inputs: list[InputSpec], options: dict) -> Dataset:
+    if not pathlib.Path(source).is_dir():
+        raise PluginError(f"image folder {source} not found")
+    image_layout(inputs, options, source)  # the model and options first: an empty folder says less
+    files, classes = image_files(source)
+    return images_of(files, classes, inputs, options, source)
+
+
+def images_of(files: list[tuple[pathlib.Path, int]], classes: bool, inputs: list[InputSpec], options: dict,
+              source: str) -> Dataset:
+    """The batches (and labels, with ``classes``) of the images ``files`` (:func:`image_files`) for ``inputs``."""
+    from PIL import Image
+
+    nchw, channels, height, width = image_layout(inputs, options, source)
     scale = float(options.get("scale", 1 / 255))
     mean = _channels(options.get("mean", 0.0), "mean", channels)
     std = _channels(options.get("std", 1.0), "std", channels)

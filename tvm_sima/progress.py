@@ -20,6 +20,8 @@ class Progress:
         Shown before the count (``"calibrating"``).
     enabled : bool
         Whether to write the display (the batches are yielded either way).
+    unit : str
+        What the items are, in the display (``"batches"``; ``"shards"`` for a distributed run).
 
     Attributes
     ----------
@@ -32,8 +34,8 @@ class Progress:
         batches, e.g. the mixed-precision search, when ``data`` is streamed only once).
     """
 
-    def __init__(self, data: Iterable[Any], label: str, enabled: bool, keep: int = 0) -> None:
-        self.data, self.label, self.enabled, self.keep = data, label, enabled, keep
+    def __init__(self, data: Iterable[Any], label: str, enabled: bool, keep: int = 0, unit: str = "batches") -> None:
+        self.data, self.label, self.enabled, self.keep, self.unit = data, label, enabled, keep, unit
         self.total = len(data) if hasattr(data, "__len__") else None  # type: ignore[arg-type]
         self.one_shot = iter(data) is data  # a generator / iterator: can be streamed only once
         self.kept: list[Any] = []
@@ -48,7 +50,7 @@ class Progress:
             yield item
             if self.enabled:
                 of = f"/{self.total}" if self.total else ""
-                sys.stderr.write(f"\r{self.label}: {count}{of} batches, {time.perf_counter() - start:.1f} s")
+                sys.stderr.write(f"\r{self.label}: {count}{of} {self.unit}, {time.perf_counter() - start:.1f} s")
                 sys.stderr.flush()
         if self.enabled and count:
             sys.stderr.write("\n")

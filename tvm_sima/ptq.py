@@ -16,6 +16,7 @@ stayed float and why). The report is also attached to the module (``sima.quantiz
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ from .graph import op_name, rebuild_main, remap
 from .math import Granularity, QScheme
 from .params import bind_params
 from .passes.annotate import annotate
-from .passes.calibrate import calibrate, placeholder_observers
+from .passes.calibrate import CalibrationExecutor, LocalExecutor, calibrate, placeholder_observers
 from .passes.canonicalize import canonicalize
 from .passes.grids import log_verdict, tensor_grid
 from .passes.precision import search_precision
@@ -97,6 +98,7 @@ def quantize(
     statistics: Optional[Union[str, os.PathLike, dict[str, Observer]]] = None,
     work_dir: Optional[Union[str, os.PathLike]] = None,
     progress: Optional[bool] = None,
+    executor: Optional[CalibrationExecutor] = None,
 ) -> tvm.IRModule:
     """Quantize a float module under :func:`tvm_sima.current_qconfig` (module docstring).
 
@@ -115,6 +117,10 @@ def quantize(
         Where the run's files go (default: a new temporary directory, logged).
     progress : bool, optional
         Show a batch counter on stderr (default: when stderr is a terminal).
+    executor : CalibrationExecutor, optional
+        Where calibration runs the batches: this process (default, :class:`~tvm_sima.passes.calibrate.LocalExecutor`),
+        or a Ray cluster (:class:`tvm_sima.distributed.RayExecutor`, which shows finished shards
+        itself). Every executor gives the same statistics, so the same module, bit for bit.
 
     Returns
     -------
@@ -144,7 +150,7 @@ def quantize(
     mod = canonicalize(bind_params(mod, params) if params else mod)
     amod, layers = annotate(mod, config)
     write_layer_config(os.path.join(out_dir, "layers.json"), layers, config)
-    observers, kept = _observers(amod, layers, config, dataset, statistics, progress)
+    observers, kept = _observers(amod, layers, config, dataset, statistics, progress, executor)
     save_statistics(os.path.join(out_dir, "statistics.npz"), observers)
     precision = None
     if config.mixed_precision_sqnr_db is not None:
@@ -172,16 +178,20 @@ def quantize(
 
 def _observers(amod: tvm.IRModule, layers: list[LayerInfo], config: QConfig,
                dataset: Optional[Iterable[Union[np.ndarray, dict]]], statistics: Optional[dict],
-               progress: Optional[bool]) -> tuple[dict[str, Observer], list]:
+               progress: Optional[bool], executor: Optional[CalibrationExecutor] = None,
+               ) -> tuple[dict[str, Observer], list]:
     """The observers (given, or calibrated on ``dataset``) and the first batches the mixed-precision search
-    measures on (kept while calibrating: the dataset is streamed once)."""
+    measures on (kept while calibrating: the dataset is streamed once; read first for another executor)."""
     if statistics is not None:
         return dict(statistics), []
     assert dataset is not None
     show = sys.stderr.isatty() if progress is None else progress
     keep = config.mixed_precision_samples if config.mixed_precision_sqnr_db is not None else 0
+    if executor is not None and not isinstance(executor, LocalExecutor):  # it reads the shards and shows progress
+        kept = list(itertools.islice(iter(dataset), keep)) if keep else []
+        return calibrate(amod, dataset, config, layers=layers, executor=executor), kept
     data = Progress(dataset, "calibrating", show, keep=keep)
-    return calibrate(amod, data, config, layers=layers), data.kept
+    return calibrate(amod, data, config, layers=layers, executor=executor), data.kept
 
 
 def _layer_rows(layers: list[LayerInfo], config: QConfig) -> list[dict]:

@@ -123,14 +123,14 @@ def test_a_sample_of_two_values_has_an_empty_middle_half_and_passes():
 
 def test_the_sample_is_uniform_over_batches_of_any_size():
     sample = ValueSample("t", size=1000)
-    sample.update(np.zeros(100))
-    sample.update(np.ones(100_000))
+    sample.update(np.zeros(100), 0)
+    sample.update(np.ones(100_000), 1)
     assert sample.values.size == 1000
     share = np.mean(sample.values == 0)
     assert share < 0.01  # 100 of 100100 values: ~1 kept in 1000, not half
     again = ValueSample("t", size=1000)
-    again.update(np.zeros(100))
-    again.update(np.ones(100_000))
+    again.update(np.zeros(100), 0)
+    again.update(np.ones(100_000), 1)
     assert np.array_equal(sample.values, again.values)  # seeded by the tensor name
 
 

@@ -53,7 +53,7 @@ def test_histogram_widening_keeps_every_count():
     hist = StreamingHistogram(64)
     hist.update(np.linspace(0, 1, 1000))
     hist.update(np.linspace(-5, 10, 500))
-    assert hist.counts.sum() == 1500 and (hist.lo, hist.hi) == (-5.0, 10.0)
+    assert hist.counts.sum() == 1500 and hist.lo <= -5.0 and hist.hi > 10.0  # aligned bins: the range holds both
 
 
 def test_mean_nstd_global_scale_formulas():

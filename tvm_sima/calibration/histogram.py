@@ -1,89 +1,118 @@
-"""The fixed-size streaming histogram of the histogram observers, and NumPy's bin counting without its range mask.
+"""The histogram observers' streaming histogram: bins of a power-of-two width, aligned, so it merges exactly.
 
-:func:`bin_counts` is ``np.histogram(x, bins, range=(lo, hi))[0]`` for values already inside the
-range (the histogram widens before it counts, so they always are): the same edges, the same
-index arithmetic and corrections, block by block as NumPy does, without the two comparisons and
-the mask NumPy spends on values outside the range. Counts are bit-identical
-(``tests/calibration/test_histogram.py`` checks it against ``np.histogram``).
+A histogram whose range follows the data (widening and re-binning as values fall outside it)
+depends on the order it saw them in, so histograms of shards of a dataset could not be merged
+into the one histogram of the whole. :class:`StreamingHistogram` instead puts value ``v`` in the
+bin ``floor(v / 2**e)`` — exact arithmetic for float64, no rounding at the edges — and keeps the
+``bins`` consecutive bins from ``floor(min / 2**e)``, where ``e`` is the smallest exponent whose
+bins span every value seen (at least float64's resolution at the largest ``|v|``). The exponent
+and the first bin depend only on the extrema seen, the counts only on the values: the state is a
+function of the *set* of values, whatever the order or the grouping, and :meth:`StreamingHistogram.merge`
+of shards equals the histogram of all of them, bit for bit. Widening doubles the width (merging
+aligned pairs of bins exactly), so the values occupy between half and all of the ``bins``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
-__all__ = ["BLOCK", "StreamingHistogram", "bin_counts"]
-
-#: Values counted at a time (NumPy's ``histogram`` block: its temporaries stay in the cache).
-BLOCK = 65536
+__all__ = ["StreamingHistogram", "bin_exponent"]
 
 
-def bin_counts(x: np.ndarray, lo: float, hi: float, bins: int) -> np.ndarray:
-    """``np.histogram(x, bins, range=(lo, hi))[0]`` (int64) for float64 ``x`` with every value in ``[lo, hi]``.
+def _bin(value: float, exponent: int) -> int:
+    """``floor(value / 2**exponent)``: exact (a power-of-two scaling, then a floor)."""
+    return math.floor(math.ldexp(value, -exponent))
 
-    Bin ``i`` holds ``edges[i] <= v < edges[i + 1]`` (the last bin also ``v == hi``), ``edges =
-    linspace(lo, hi, bins + 1)``; the index is ``int((v - lo) / (hi - lo) * bins)``, moved by one
-    where rounding put it across an edge, exactly as NumPy computes it. Other dtypes (NumPy bins
-    float32 data on float32 edges) and ranges NumPy would reject or widen (``lo >= hi``,
-    non-finite, bins narrower than float64 resolves) go to ``np.histogram`` itself.
+
+def bin_exponent(vmin: float, vmax: float, bins: int) -> int:
+    """The smallest ``e`` whose bins ``floor(v / 2**e)`` put ``[vmin, vmax]`` in ``bins`` consecutive bins.
+
+    ``e`` is at least the exponent of float64's step at ``max(|vmin|, |vmax|)`` (a constant
+    tensor's bins stay wider than float64 resolves there).
     """
-    x, lo, hi = np.asarray(x).ravel(), float(lo), float(hi)
-    edges = np.linspace(lo, hi, bins + 1, endpoint=True, dtype=np.float64) if lo < hi else None
-    if x.dtype != np.float64 or edges is None or not np.isfinite(hi - lo) or np.any(edges[:-1] >= edges[1:]):
-        return np.histogram(x, bins=bins, range=(lo, hi))[0]
-    denom = np.subtract(hi, lo)
-    counts = np.zeros(bins, dtype=np.int64)
-    for start in range(0, x.size, BLOCK):
-        part = x[start:start + BLOCK]
-        index = ((part - lo) / denom * bins).astype(np.intp)
-        index[index == bins] -= 1
-        index[part < edges[index]] -= 1
-        index[(part >= edges[index + 1]) & (index != bins - 1)] += 1
-        counts += np.bincount(index, minlength=bins)
-    return counts
+    amax = max(abs(vmin), abs(vmax))
+    exponent = math.frexp(amax)[1] - 53 if amax > 0 else -1074
+    if vmax > vmin:  # exponents whose bins are narrower than (vmax - vmin) / (bins + 1) cannot fit
+        exponent = max(exponent, math.frexp((vmax - vmin) / (bins + 1))[1] - 2)
+    while _bin(vmax, exponent) - _bin(vmin, exponent) >= bins:
+        exponent += 1
+    return exponent
 
 
 class StreamingHistogram:
-    """A histogram of fixed ``bins`` over a range that grows to cover every value seen."""
+    """``bins`` aligned bins of width ``2**exponent`` from ``offset * 2**exponent``, covering every value seen."""
 
     def __init__(self, bins: int = 2048, include_zero: bool = False) -> None:
         self.bins = int(bins)
-        self.counts = np.zeros(self.bins, dtype=np.float64)
-        self.lo = self.hi = 0.0
-        self.empty = True
         self.include_zero = include_zero
+        self.counts = np.zeros(self.bins, dtype=np.float64)  # integer counts (exact in float64 below 2**53)
+        self.exponent, self.offset = 0, 0
+        self.vmin = self.vmax = 0.0
+        self.empty = True
 
     def update(self, x: np.ndarray) -> None:
+        """Count finite float64 values (the range widens first when they fall outside it)."""
         if x.size == 0:
             return
+        x = np.asarray(x, dtype=np.float64)
         lo, hi = float(x.min()), float(x.max())
         if self.include_zero:
             lo, hi = min(lo, 0.0), max(hi, 0.0)
-        if self.empty:  # a constant tensor still needs bins wider than float64's resolution at its value
-            self.lo, self.hi, self.empty = lo, max(hi, lo + max(1e-12, abs(lo) * 1e-9 * self.bins)), False
-        elif lo < self.lo or hi > self.hi:
-            self._widen(min(lo, self.lo), max(hi, self.hi))
-        self.counts += bin_counts(x, self.lo, self.hi, self.bins)
+        self._rebase(lo, hi)
+        index = np.floor(np.ldexp(x, -self.exponent)).astype(np.int64) - self.offset
+        self.counts += np.bincount(index, minlength=self.bins)
 
-    def _widen(self, lo: float, hi: float) -> None:
-        """Re-bin the old counts (each old bin's mass to the new bin holding its center)."""
-        old_centers = self.centers()
-        self.lo, self.hi = lo, hi
-        index = np.clip(((old_centers - lo) / self.width).astype(np.int64), 0, self.bins - 1)
-        counts = np.zeros(self.bins)
-        np.add.at(counts, index, self.counts)
-        self.counts = counts
+    def merge(self, other: "StreamingHistogram") -> None:
+        """Add another histogram's counts: the result is the histogram of both sets of values."""
+        if other.bins != self.bins or other.include_zero != self.include_zero:
+            raise ValueError(f"cannot merge a histogram of {other.bins} bins (include_zero={other.include_zero}) "
+                             f"into one of {self.bins} (include_zero={self.include_zero})")
+        if other.empty:
+            return
+        self._rebase(other.vmin, other.vmax)
+        self.counts += other._counts_at(self.exponent, self.offset)
+
+    def _rebase(self, lo: float, hi: float) -> None:
+        """Widen to hold ``[lo, hi]`` too: the exponent and first bin of all extrema seen, counts re-binned."""
+        vmin, vmax = (lo, hi) if self.empty else (min(lo, self.vmin), max(hi, self.vmax))
+        exponent = bin_exponent(vmin, vmax, self.bins)
+        offset = _bin(vmin, exponent)
+        if not self.empty:
+            self.counts = self._counts_at(exponent, offset)
+        self.exponent, self.offset, self.vmin, self.vmax, self.empty = exponent, offset, vmin, vmax, False
+
+    def _counts_at(self, exponent: int, offset: int) -> np.ndarray:
+        """The counts on the (coarser or equal) bins ``exponent`` from ``offset``: aligned pairs merged exactly."""
+        if (exponent, offset) == (self.exponent, self.offset):
+            return self.counts.copy()
+        index = ((np.arange(self.bins, dtype=np.int64) + self.offset) >> (exponent - self.exponent)) - offset
+        used = self.counts > 0
+        return np.bincount(index[used], weights=self.counts[used], minlength=self.bins)
+
+    @property
+    def lo(self) -> float:
+        return math.ldexp(self.offset, self.exponent)
+
+    @property
+    def hi(self) -> float:
+        return math.ldexp(self.offset + self.bins, self.exponent)
 
     @property
     def width(self) -> float:
-        return (self.hi - self.lo) / self.bins
+        return math.ldexp(1.0, self.exponent)
 
     def centers(self) -> np.ndarray:
         return self.lo + (np.arange(self.bins) + 0.5) * self.width
 
     def quantile(self, q: float) -> float:
-        """Value below which a fraction ``q`` of the mass lies (linear within a bin)."""
+        """Value below which a fraction ``q`` of the mass lies (linear within a bin, within the extrema seen).
+
+        The aligned bins overhang the extrema; a quantile interpolated in the first or last bin is
+        cut to them (relu6's 99.99th percentile is not above 6).
+        """
         total = self.counts.sum()
         if total == 0:
             return 0.0
@@ -92,12 +121,19 @@ class StreamingHistogram:
         i = min(i, self.bins - 1)
         before = cdf[i - 1] if i > 0 else 0.0
         frac = 0.0 if self.counts[i] == 0 else (q - before) / (cdf[i] - before)
-        return float(self.lo + (i + min(max(frac, 0.0), 1.0)) * self.width)
+        value = float(self.lo + (i + min(max(frac, 0.0), 1.0)) * self.width)
+        return min(max(value, self.vmin), self.vmax)
 
     def state(self) -> dict[str, Any]:
-        return {"counts": self.counts, "lo": self.lo, "hi": self.hi, "empty": self.empty}
+        return {"counts": self.counts, "exponent": self.exponent, "offset": self.offset, "vmin": self.vmin,
+                "vmax": self.vmax, "empty": self.empty, "include_zero": self.include_zero}
 
     def load(self, state: dict[str, Any]) -> None:
+        if "exponent" not in state:
+            raise ValueError("statistics saved by an earlier tvm-sima: its histograms are not on aligned bins "
+                             "and cannot be restored; calibrate again to write a new statistics file")
         self.counts = np.asarray(state["counts"], dtype=np.float64)
         self.bins = self.counts.size
-        self.lo, self.hi, self.empty = float(state["lo"]), float(state["hi"]), bool(state["empty"])
+        self.exponent, self.offset = int(state["exponent"]), int(state["offset"])
+        self.vmin, self.vmax = float(state["vmin"]), float(state["vmax"])
+        self.empty, self.include_zero = bool(state["empty"]), bool(state["include_zero"])

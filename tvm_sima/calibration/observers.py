@@ -1,31 +1,19 @@
-"""Streaming observers: record statistics of a tensor batch by batch, then choose its qparams.
+"""The registered observers: extrema, momentum mean, global scale, N-std, and those on a histogram.
 
-Each observer is a small class with ``update(x)``, ``compute_qparams(...)``, ``reset()`` and a
-``state_dict`` that :func:`~tvm_sima.calibration.save_statistics` /
-:func:`~tvm_sima.calibration.load_statistics` round-trip. Memory does not
-grow with the dataset: the state is running extrema / moments and a fixed-size histogram that
-widens (re-binning) when new data falls outside it. Observers are registered by name
-(:data:`OBSERVERS`, :func:`register_observer`); users add their own the same way.
-
-Every observer turns its statistic into a clipping range ``[lo, hi]`` and hands it to
-:func:`tvm_sima.math.choose_qparams`, so schemes and bit widths behave the same everywhere.
-
-Every per-tensor observer also keeps a bounded uniform sample of the values it saw
-(:attr:`Observer.sample`, a :class:`~tvm_sima.calibration.sampling.ValueSample`): after
-calibration, :mod:`tvm_sima.calibration.grid_check` measures on it what a grid does to the tensor.
+Each turns its statistic into a clipping range ``[lo, hi]`` (:meth:`Observer.clip_range`); the
+contract, the registry, the statistics every observer keeps and their exact merge are in
+:mod:`tvm_sima.calibration.observer_base`.
 """
 
 from __future__ import annotations
 
-import logging
-import math
-from typing import Any, Callable, Optional, TypeVar, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
-from ..math import QParams, QScheme, choose_qparams, dequantize, quantize
+from ..math import QScheme, choose_qparams, dequantize, quantize
 from .histogram import StreamingHistogram
-from .sampling import ValueSample
+from .observer_base import OBSERVERS, Observer, make_observer, register_observer
 
 __all__ = [
     "OBSERVERS",
@@ -37,181 +25,8 @@ __all__ = [
     "mse_range",
 ]
 
-LOG = logging.getLogger(__name__)
-OBSERVERS: dict[str, type["Observer"]] = {}
 #: Shrink factors of the range that :func:`mse_range` tries (each end separately when asymmetric).
 MSE_FACTORS = np.geomspace(0.01, 1.0, 40)
-T = TypeVar("T", bound=type)
-
-
-def register_observer(name: str, override: bool = False) -> Callable[[T], T]:
-    """Class decorator adding an observer to :data:`OBSERVERS` under ``name``; returns the class."""
-
-    def wrap(cls: T) -> T:
-        if name in OBSERVERS and not override:
-            raise ValueError(f"observer {name!r} is already registered; pass override=True to replace it")
-        OBSERVERS[name] = cls  # type: ignore[assignment]
-        cls.name = name  # type: ignore[attr-defined]
-        return cls
-
-    return wrap
-
-
-class Observer:
-    """Base class: running extrema, moments and trimming of non-finite values.
-
-    Parameters
-    ----------
-    tensor : str
-        Name of the observed tensor, used in errors and warnings.
-    axis : int, optional
-        Channel axis for per-channel statistics (extrema and mean observers only).
-    trim_infinity : bool
-        Drop NaN / Inf values (counted in :attr:`trimmed`, warned once) instead of raising.
-    options : dict
-        Observer parameters from the QConfig (``percentile``, ``nstd``, ``kl_top_n``,
-        ``running_statistic_momentum``, ``histc_bins``, ``global_scale``, ``bits``), and
-        ``channel_mean_axis``: also keep the mean of every channel along that axis
-        (:attr:`channel_mean`; realize's bias correction uses it).
-    """
-
-    name = "base"
-    per_channel_ok = False
-
-    def __init__(self, tensor: str, axis: Optional[int] = None, trim_infinity: bool = False,
-                 **options: Any) -> None:
-        if axis is not None and not self.per_channel_ok:
-            raise ValueError(f"observer {self.name!r} is per-tensor; tensor {tensor!r} asked for axis={axis}")
-        self.tensor, self.axis, self.trim_infinity, self.options = tensor, axis, trim_infinity, options
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget everything seen."""
-        self.count = 0
-        self.trimmed = 0
-        self.min_val: Optional[np.ndarray] = None
-        self.max_val: Optional[np.ndarray] = None
-        self.sum = 0.0
-        self.sum_sq = 0.0
-        self.channel_sum: Optional[np.ndarray] = None
-        self.channel_count = 0
-        self.sample = ValueSample(self.tensor)
-
-    def _finite(self, x: np.ndarray) -> np.ndarray:
-        bad = ~np.isfinite(x)
-        if not bad.any():
-            return x
-        if not self.trim_infinity:
-            kinds = "NaN" if np.isnan(x).any() else "Inf"
-            raise ValueError(f"tensor {self.tensor!r} has {int(bad.sum())} {kinds} values in calibration data; "
-                             "pass trim_infinity_before_statistic=True to drop them, or fix the model / data")
-        if self.trimmed == 0:
-            LOG.warning("tensor %r: dropping NaN/Inf values from its statistics", self.tensor)
-        self.trimmed += int(bad.sum())
-        if self.axis is not None:
-            return np.where(bad, np.nan, x)  # reduced with nan-aware functions below
-        return x[~bad]
-
-    def _reduce_axes(self, x: np.ndarray) -> Optional[tuple[int, ...]]:
-        if self.axis is None:
-            return None
-        axis = self.axis % x.ndim
-        return tuple(i for i in range(x.ndim) if i != axis)
-
-    def update(self, x: np.ndarray) -> None:
-        """Record one batch of the tensor's values."""
-        data = np.asarray(x, dtype=np.float64)
-        if data.size == 0:
-            return
-        total = float(np.sum(data))
-        if math.isfinite(total):  # no NaN / Inf: plain sums are the NaN-aware ones (same values, same order)
-            self._record(data, total, np.sum, data.size)
-            return
-        data = self._finite(data)
-        if data.size:
-            self._record(data, float(np.nansum(data)), np.nansum, int(np.isfinite(data).sum()))
-
-    def _record(self, data: np.ndarray, total: float, summed: Callable[..., Any], count: int) -> None:
-        """Add one batch to the statistics; ``summed`` is ``np.sum``, or ``np.nansum`` for NaN-marked values."""
-        axes = self._reduce_axes(data)
-        self._record_extrema(np.nanmin(data, axis=axes), np.nanmax(data, axis=axes))
-        self.count += count
-        self.sum += total
-        self.sum_sq += float(summed(data * data))
-        channel_axis = self.options.get("channel_mean_axis")
-        if channel_axis is not None and data.ndim > 0:
-            axis = int(channel_axis) % data.ndim
-            sums = summed(data, axis=tuple(i for i in range(data.ndim) if i != axis))
-            self.channel_sum = sums if self.channel_sum is None else self.channel_sum + sums
-            self.channel_count += data.size // data.shape[axis]
-        if self.axis is None:
-            self.sample.update(data.ravel())
-        self._update(data)
-
-    def _record_extrema(self, lo: np.ndarray, hi: np.ndarray) -> None:
-        self.min_val = lo if self.min_val is None else np.minimum(self.min_val, lo)
-        self.max_val = hi if self.max_val is None else np.maximum(self.max_val, hi)
-
-    def _update(self, data: np.ndarray) -> None:
-        """Observer-specific statistics (default: none beyond the base ones)."""
-
-    def _check_seen(self) -> None:
-        if self.min_val is None:
-            raise ValueError(f"tensor {self.tensor!r} has no calibration statistics: feed data before compute_qparams")
-
-    def clip_range(self) -> tuple[np.ndarray, np.ndarray]:
-        """The ``(lo, hi)`` this observer recommends (default: the extrema)."""
-        self._check_seen()
-        assert self.min_val is not None and self.max_val is not None
-        return self.min_val, self.max_val
-
-    def compute_qparams(self, scheme: Union[QScheme, str] = "symmetric_full", bits: int = 8,
-                        signed: bool = True) -> QParams:
-        """Quantization parameters from :meth:`clip_range` (see :func:`tvm_sima.math.choose_qparams`)."""
-        lo, hi = self.clip_range()
-        return choose_qparams(lo, hi, scheme, bits, signed=signed, axis=self.axis)
-
-    # Persistence.
-    def state_dict(self) -> dict[str, Any]:
-        state = {"name": self.name, "tensor": self.tensor, "axis": self.axis, "count": self.count,
-                 "trimmed": self.trimmed, "sum": self.sum, "sum_sq": self.sum_sq,
-                 "min_val": self.min_val, "max_val": self.max_val, "options": self.options,
-                 "channel_sum": self.channel_sum, "channel_count": self.channel_count,
-                 "sample": self.sample.state()}
-        state.update(self._extra_state())
-        return state
-
-    def _extra_state(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.count, self.trimmed = int(state["count"]), int(state["trimmed"])
-        self.sum, self.sum_sq = float(state["sum"]), float(state["sum_sq"])
-        self.min_val = None if state["min_val"] is None else np.asarray(state["min_val"])
-        self.max_val = None if state["max_val"] is None else np.asarray(state["max_val"])
-        self.channel_sum = None if state.get("channel_sum") is None else np.asarray(state["channel_sum"])
-        self.channel_count = int(state.get("channel_count", 0))
-        if state.get("sample") is not None:  # statistics saved before samples were kept have none
-            self.sample.load(state["sample"])
-        self._load_extra(state)
-
-    def _load_extra(self, state: dict[str, Any]) -> None:
-        """Observer-specific state (default: none)."""
-
-    @property
-    def channel_mean(self) -> Optional[np.ndarray]:
-        """Mean of each channel along ``channel_mean_axis`` (None when not tracked or nothing seen)."""
-        if self.channel_sum is None or self.channel_count == 0:
-            return None
-        return self.channel_sum / self.channel_count
-
-    @property
-    def mean(self) -> float:
-        return self.sum / max(self.count, 1)
-
-    @property
-    def std(self) -> float:
-        return math.sqrt(max(self.sum_sq / max(self.count, 1) - self.mean**2, 0.0))
 
 
 @register_observer("extrema")
@@ -223,33 +38,54 @@ class ExtremaObserver(Observer):
 
 @register_observer("mean")
 class MovingAverageObserver(Observer):
-    """Momentum average of per-batch min and max: ``r = m * r + (1 - m) * batch``."""
+    """Momentum average of per-batch min and max, in dataset order: ``r = m * r + (1 - m) * batch``.
+
+    The average depends on the order of the batches, so the observer keeps every batch's extrema
+    by batch index and folds them in index order when asked (:meth:`clip_range`): merged shards
+    fold exactly as one run does. Its memory grows with the number of batches (two values per
+    channel per batch), unlike the other observers'.
+    """
 
     per_channel_ok = True
 
     def reset(self) -> None:
         super().reset()
-        self.avg_lo: Optional[np.ndarray] = None
-        self.avg_hi: Optional[np.ndarray] = None
+        self.batch_extrema: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def _update(self, data: np.ndarray) -> None:
         axes = self._reduce_axes(data)
-        lo, hi = np.nanmin(data, axis=axes), np.nanmax(data, axis=axes)
-        m = float(self.options.get("running_statistic_momentum", 0.9))
-        self.avg_lo = lo if self.avg_lo is None else m * self.avg_lo + (1 - m) * lo
-        self.avg_hi = hi if self.avg_hi is None else m * self.avg_hi + (1 - m) * hi
+        self.batch_extrema[self.batch] = (np.nanmin(data, axis=axes), np.nanmax(data, axis=axes))
+
+    def _merge_extra(self, other: Observer) -> None:
+        assert isinstance(other, MovingAverageObserver)
+        twice = set(self.batch_extrema) & set(other.batch_extrema)
+        if twice:
+            raise ValueError(f"tensor {self.tensor!r}: batch {min(twice)} was observed in two merged shards")
+        self.batch_extrema.update(other.batch_extrema)
 
     def clip_range(self) -> tuple[np.ndarray, np.ndarray]:
         self._check_seen()
-        assert self.avg_lo is not None and self.avg_hi is not None
-        return self.avg_lo, self.avg_hi
+        m = float(self.options.get("running_statistic_momentum", 0.9))
+        avg_lo = avg_hi = None
+        for index in sorted(self.batch_extrema):
+            lo, hi = self.batch_extrema[index]
+            avg_lo = lo if avg_lo is None else m * avg_lo + (1 - m) * lo
+            avg_hi = hi if avg_hi is None else m * avg_hi + (1 - m) * hi
+        assert avg_lo is not None and avg_hi is not None
+        return avg_lo, avg_hi
 
     def _extra_state(self) -> dict[str, Any]:
-        return {"avg_lo": self.avg_lo, "avg_hi": self.avg_hi}
+        order = sorted(self.batch_extrema)
+        return {"extrema_batches": np.asarray(order, dtype=np.int64),
+                "extrema_lo": np.asarray([self.batch_extrema[i][0] for i in order]),
+                "extrema_hi": np.asarray([self.batch_extrema[i][1] for i in order])}
 
     def _load_extra(self, state: dict[str, Any]) -> None:
-        self.avg_lo = None if state["avg_lo"] is None else np.asarray(state["avg_lo"])
-        self.avg_hi = None if state["avg_hi"] is None else np.asarray(state["avg_hi"])
+        if "extrema_batches" not in state:
+            raise ValueError(f"tensor {self.tensor!r}: statistics saved by an earlier tvm-sima keep no per-batch "
+                             "extrema for the 'mean' observer; calibrate again to write a new statistics file")
+        lows, highs = np.asarray(state["extrema_lo"]), np.asarray(state["extrema_hi"])
+        self.batch_extrema = {int(i): (lows[k], highs[k]) for k, i in enumerate(np.asarray(state["extrema_batches"]))}
 
 
 @register_observer("global_scale")
@@ -270,6 +106,10 @@ class _HistogramObserver(Observer):
 
     def _update(self, data: np.ndarray) -> None:
         self.hist.update(data.ravel())
+
+    def _merge_extra(self, other: Observer) -> None:
+        assert isinstance(other, _HistogramObserver)
+        self.hist.merge(other.hist)
 
     def _extra_state(self) -> dict[str, Any]:
         return {"hist": self.hist.state()}
@@ -425,11 +265,3 @@ class MSEObserver(_HistogramObserver):
         best = mse_range(self.hist.centers()[keep], self.hist.counts[keep], lo, hi,
                          self.options.get("scheme", "asymmetric"), int(self.options.get("bits", 8)))
         return np.asarray(best[0]), np.asarray(best[1])
-
-
-def make_observer(strategy: str, tensor: str, axis: Optional[int] = None, trim_infinity: bool = False,
-                  **options: Any) -> Observer:
-    """An observer by registered name, e.g. ``make_observer("percentile", "conv1", percentile=99.9)``."""
-    if strategy not in OBSERVERS:
-        raise ValueError(f"unknown calibration strategy {strategy!r}; registered: {sorted(OBSERVERS)}")
-    return OBSERVERS[strategy](tensor, axis=axis, trim_infinity=trim_infinity, **options)

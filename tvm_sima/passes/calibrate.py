@@ -7,6 +7,11 @@ dataset through it batch by batch, feeding the observer of each tensor (keyed by
 name). Weights are constants: their observers see them directly, per output channel when the
 layer's weight method is per-channel. Memory stays flat: observers stream, and at most two
 batches' outputs exist at a time (one being observed on worker threads while the next runs).
+
+Where the batches run is the ``executor``'s business (:class:`LocalExecutor`: here, today's
+path; :class:`tvm_sima.distributed.RayExecutor`: shards on a Ray cluster). Every observer is fed
+each batch with its index in the dataset, and observers merge exactly
+(:meth:`~tvm_sima.calibration.Observer.merge`), so every executor gives the same statistics.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import logging
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Optional, Protocol
 
 import numpy as np
 import tvm
@@ -26,7 +32,8 @@ from ..calibration.data_checks import Batch, batch_arrays, check_batch
 from ..config import LayerInfo, QConfig, current_qconfig
 from ..math import Granularity
 
-__all__ = ["PLACEHOLDER_RANGE", "calibrate", "calibration_graph", "placeholder_observers"]
+__all__ = ["PLACEHOLDER_RANGE", "CalibrationExecutor", "CalibrationInput", "LocalExecutor", "calibrate",
+           "calibration_graph", "calibration_inputs", "observe_batches", "placeholder_observers"]
 
 LOG = logging.getLogger(__name__)
 
@@ -135,9 +142,22 @@ def placeholder_observers(amod: tvm.IRModule, config: Optional[QConfig] = None,
     return observers
 
 
+class CalibrationExecutor(Protocol):
+    """Where calibration runs the batches: ``observe(mod, dataset, tap_observers, build, log_every) -> batches``.
+
+    Run every batch of ``dataset`` through ``build(mod)`` and merge into ``tap_observers[i]`` the
+    statistics of output ``i + 1``, each batch observed with its index in the dataset (so that any
+    split of the work merges into the same statistics); return the number of batches.
+    """
+
+    def observe(self, mod: tvm.IRModule, dataset: Iterable[Batch], tap_observers: list[Observer],
+                build: CompileFunction, log_every: int) -> int: ...
+
+
 def calibrate(amod: tvm.IRModule, dataset: Iterable[Batch], config: Optional[QConfig] = None,
               log_every: int = 10, layers: Optional[list[LayerInfo]] = None,
-              build: Optional[CompileFunction] = None) -> dict[str, Observer]:
+              build: Optional[CompileFunction] = None,
+              executor: Optional[CalibrationExecutor] = None) -> dict[str, Observer]:
     """Observers for every quantized tensor of an annotated module, filled from ``dataset``.
 
     Parameters
@@ -156,6 +176,10 @@ def calibrate(amod: tvm.IRModule, dataset: Iterable[Batch], config: Optional[QCo
     build : callable, optional
         Compiles the calibration program (``IRModule -> executable``); default
         :func:`tvm_sima.driver.build`.
+    executor : CalibrationExecutor, optional
+        Where the batches run: default :class:`LocalExecutor` (this process);
+        :class:`tvm_sima.distributed.RayExecutor` runs shards of the dataset on a Ray cluster and
+        gives the same statistics, bit for bit.
 
     Per-channel weights are observed by ``extrema`` per output channel whatever the strategy
     (the other observers are per-tensor). With ``calibrate_chunk_by=N`` (big graphs), one graph per
@@ -182,11 +206,13 @@ def calibrate(amod: tvm.IRModule, dataset: Iterable[Batch], config: Optional[QCo
                          f"tensors ({len(chunks)} chunks): pass a re-iterable dataset (a list, or an object "
                          "whose __iter__ starts over), not an iterator or generator")
     start = time.perf_counter()
+    executor = executor or LocalExecutor()
     for part, tap_names in enumerate(chunks, start=1):
         if len(chunks) > 1:
             mod = calibration_graph(amod, only=set(tap_names))[0]
             LOG.info("calibration chunk %d/%d: %d tensors", part, len(chunks), len(tap_names))
-        count = _stream(mod, dataset, [observers[n] for n in tap_names], log_every, start, build)
+        count = executor.observe(mod, dataset, [observers[n] for n in tap_names], build or _default_build(),
+                                 log_every)
     LOG.info("calibration: %d batches, %d tensors, %.1f s", count, len(observers), time.perf_counter() - start)
     return observers
 
@@ -197,39 +223,69 @@ def _default_build() -> CompileFunction:
     return build
 
 
-def _stream(mod: tvm.IRModule, dataset: Iterable[Batch], tap_observers: list[Observer], log_every: int,
-            start: float, build: Optional[CompileFunction] = None) -> int:
-    """Run every batch through ``mod`` and feed output ``i + 1`` to ``tap_observers[i]``; the batch count.
+@dataclass(frozen=True)
+class CalibrationInput:
+    """One input of the calibration program, as :func:`~tvm_sima.calibration.data_checks.check_batch` reads it.
+
+    Picklable (unlike a ``relax.Var``): workers check their batches without the module.
+    """
+
+    name: str
+    shape: Optional[tuple[int, ...]]
+    dtype: str
+
+    @property
+    def ty(self) -> "CalibrationInput":  # check_batch reads ``param.ty.shape`` / ``param.ty.dtype``
+        return self
+
+
+def calibration_inputs(mod: tvm.IRModule) -> list[CalibrationInput]:
+    """The data inputs of ``mod["main"]`` (its first ``num_input`` parameters, or all)."""
+    main = mod["main"]
+    count = int(main.attrs["num_input"]) if main.attrs and "num_input" in main.attrs else len(main.params)
+    return [CalibrationInput(p.name, None if p.ty.shape is None else tuple(int(d) for d in p.ty.shape),
+                             str(p.ty.dtype)) for p in main.params[:count]]
+
+
+class LocalExecutor:
+    """Calibration in this process: one build, batches in order, observers updated on worker threads."""
+
+    def observe(self, mod: tvm.IRModule, dataset: Iterable[Batch], tap_observers: list[Observer],
+                build: CompileFunction, log_every: int) -> int:
+        vm = relax.VirtualMachine(build(mod), tvm.cpu())
+        count = observe_batches(vm, calibration_inputs(mod), tap_observers, enumerate(dataset), log_every)
+        if count == 0:
+            raise ValueError("the calibration dataset is empty")
+        return count
+
+
+def observe_batches(vm: Any, inputs: list[CalibrationInput], tap_observers: list[Observer],
+                    batches: Iterable[tuple[int, Batch]], log_every: int = 0) -> int:
+    """Run ``(index, batch)`` pairs through ``vm`` and feed output ``i + 1`` to ``tap_observers[i]``; the batch count.
 
     The observers of one batch are updated on :func:`observer_threads` worker threads (NumPy releases
     the GIL) while the next batch runs through the model; each observer still sees the batches one
     at a time and in order, so its statistics are those of a serial run. At most two batches'
-    outputs exist at a time.
+    outputs exist at a time. Errors name the batch by its number in the dataset (``index + 1``).
     """
-    build = build or _default_build()
-    main = mod["main"]
-    inputs = [p.name for p in main.params[: int(main.attrs["num_input"])]] if main.attrs and \
-        "num_input" in main.attrs else [p.name for p in main.params]
-    vm = relax.VirtualMachine(build(mod), tvm.cpu())
-    count = 0
+    names, start, count = [i.name for i in inputs], time.perf_counter(), 0
     with ThreadPoolExecutor(max_workers=observer_threads(), thread_name_prefix="sima-observe") as pool:
         pending: list[Future] = []
-        for count, batch in enumerate(dataset, start=1):
+        for index, batch in batches:
+            count += 1
             try:
-                arrays = batch_arrays(batch, inputs)
-                check_batch(arrays, main.params, count)
+                arrays = batch_arrays(batch, names)
+                check_batch(arrays, inputs, index + 1)
                 outputs = vm["main"](*[tvm.runtime.tensor(a) for a in arrays])
             except Exception:
                 _wait(pending)  # an error of the previous batch's observers comes first, as in a serial run
                 raise
-            values = [outputs[index].numpy() for index in range(1, len(tap_observers) + 1)]
+            values = [outputs[k].numpy() for k in range(1, len(tap_observers) + 1)]
             _wait(pending)  # the previous batch is observed before this one is
-            pending = [pool.submit(obs.update, value) for obs, value in zip(tap_observers, values, strict=True)]
+            pending = [pool.submit(obs.update, value, index) for obs, value in zip(tap_observers, values, strict=True)]
             if log_every and count % log_every == 0:
                 LOG.info("calibration: %d batches, %.1f s", count, time.perf_counter() - start)
         _wait(pending)
-    if count == 0:
-        raise ValueError("the calibration dataset is empty")
     return count
 
 
