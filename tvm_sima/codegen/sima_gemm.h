@@ -96,6 +96,51 @@ struct GemmOut {
   Epilogue e;
 };
 
+// tile_vnni, then the int32 epilogue on its accumulators where they are (registers): rows m.. of
+// which `rows` exist, nn columns from n0.
+template <typename Q, bool ON_M, typename Y>
+SIMA_AVX512 static void tile_vnni_out(const uint8_t* a, int lda, const uint8_t* b, int k4, const GemmOut<Y>& out,
+                                      int m, int rows, int n0, int nn) {
+  __m512i acc[MR][2];
+  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+  for (int k = 0; k < k4; ++k) {
+    const uint8_t* bk = b + k * 4 * PANEL;
+    const __m512i b0 = _mm512_loadu_si512(bk), b1 = _mm512_loadu_si512(bk + 64);
+    for (int r = 0; r < MR; ++r) {
+      const __m512i av = _mm512_set1_epi32(word_at(a + r * lda + 4 * k));
+      if constexpr (ON_M) {  // A: the weights, B: the (unsigned) activations
+        acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], b0, av);
+        acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], b1, av);
+      } else {
+        acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], av, b0);
+        acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, b1);
+      }
+    }
+  }
+  const Epilogue& e = out.e;
+  const __m512i zp = _mm512_set1_epi32((int32_t)e.zp), lo = _mm512_set1_epi32((int32_t)e.lo);
+  const __m512i hi = _mm512_set1_epi32((int32_t)e.hi);
+  const __mmask16 k0 = first_lanes(nn), k1 = first_lanes(nn - 16 > 0 ? nn - 16 : 0);
+  __m512i bias[2], mu[2], s[2];
+  if constexpr (!ON_M)
+    for (int v = 0; v < 2; ++v) {  // channel per column
+      const __mmask16 kv = v ? k1 : k0;
+      bias[v] = _mm512_maskz_loadu_epi32(kv, e.bias32 + n0 + 16 * v);
+      mu[v] = _mm512_maskz_loadu_epi32(kv, e.mult32 + n0 + 16 * v);
+      s[v] = _mm512_maskz_loadu_epi32(kv, e.shift32 + n0 + 16 * v);
+    }
+  for (int r = 0; r < rows; ++r) {
+    if constexpr (ON_M) {  // channel per row
+      bias[0] = bias[1] = _mm512_set1_epi32(e.bias32[m + r]);
+      mu[0] = mu[1] = _mm512_set1_epi32(e.mult32[m + r]);
+      s[0] = s[1] = _mm512_set1_epi32(e.shift32[m + r]);
+    }
+    Y* y = out.y + (m + r) * out.ym + n0;
+    store16(y, k0, requant16<Q::mode>(acc[r][0], bias[0], mu[0], s[0], zp, lo, hi));
+    if (nn > 16) store16(y + 16, k1, requant16<Q::mode>(acc[r][1], bias[1], mu[1], s[1], zp, lo, hi));
+  }
+}
+
 enum Tile { kTileGeneric, kTileAvx2, kTileVnni };
 
 // C = A . B over rows [m0, m1) and panels [p0, p1) (kg groups of K), each tile requantized into out.
@@ -113,6 +158,10 @@ SIMA_INLINE void gemm_body(const T* a, int lda, const S& bs, int kg, int M, int 
     const T* bp = bs.panel(p, buffer);
     for (int m = m0; m < m1; m += MR) {
       const T* am = a + (int64_t)m * lda;
+      if constexpr (TILE == kTileVnni && Q::narrow) {  // the epilogue on the tile's registers
+        tile_vnni_out<Q, ON_M>(am, lda, bp, kg, out, m, M - m < MR ? M - m : MR, n0, nn);
+        continue;
+      }
       if constexpr (TILE == kTileVnni) tile_vnni<!ON_M>(am, lda, bp, kg, c);  // ON_M: A holds the weights
       else if constexpr (TILE == kTileAvx2) tile_avx2(am, lda, bp, kg, c);
       else tile_generic(am, lda, bp, kg, c);

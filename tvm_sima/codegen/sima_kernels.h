@@ -167,34 +167,46 @@ SIMA_INLINE void epilogue_row(const int32_t* acc, int n, Y* y, const Epilogue& e
   }
 }
 
-// The int32 epilogue (modes 0-2) in 16-lane AVX-512 vectors, the last one masked: round_shift32's
-// arithmetic lane by lane, then a saturating narrowing store (exact: the value is already clamped).
-// rows x n outputs y[r * n + i] from acc[r * stride + i] (DC = 1: rows is 1).
+// The int32 epilogue (modes 0-2) on 16 AVX-512 lanes: round_shift32's arithmetic lane by lane, then a
+// saturating narrowing store (exact: the value is already clamped); b, m, s: bias, multiplier, shift.
+template <int MODE>
+SIMA_AVX512_INLINE __m512i requant16(__m512i acc, __m512i b, __m512i m, __m512i s, __m512i zp, __m512i lo,
+                                     __m512i hi) {
+  const __m512i one = _mm512_set1_epi32(1);
+  const __m512i half = _mm512_srli_epi32(_mm512_sllv_epi32(one, s), 1), h1 = _mm512_min_epi32(s, one);
+  const __m512i v = _mm512_mullo_epi32(_mm512_add_epi32(acc, b), m);
+  __m512i t = _mm512_add_epi32(v, half);
+  if constexpr (MODE == 1) t = _mm512_add_epi32(_mm512_sub_epi32(t, h1), _mm512_and_si512(_mm512_srav_epi32(v, s), h1));
+  if constexpr (MODE == 2) t = _mm512_sub_epi32(t, _mm512_and_si512(_mm512_srli_epi32(v, 31), h1));
+  return _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(_mm512_srav_epi32(t, s), zp), lo), hi);
+}
+template <typename Y>
+SIMA_AVX512_INLINE void store16(Y* y, __mmask16 k, __m512i v) {
+  if constexpr (std::is_same<Y, int8_t>::value) _mm512_mask_cvtsepi32_storeu_epi8(y, k, v);
+  else if constexpr (std::is_same<Y, uint8_t>::value) _mm512_mask_cvtusepi32_storeu_epi8(y, k, v);
+  else if constexpr (std::is_same<Y, int16_t>::value) _mm512_mask_cvtsepi32_storeu_epi16(y, k, v);
+  else if constexpr (std::is_same<Y, uint16_t>::value) _mm512_mask_cvtusepi32_storeu_epi16(y, k, v);
+  else _mm512_mask_storeu_epi32(y, k, v);
+}
+SIMA_AVX512_INLINE __mmask16 first_lanes(int n) {
+  return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+}
+
+// rows x n outputs y[r * n + i] from acc[r * stride + i] (DC = 1: rows is 1), 16 lanes at a time.
 template <int MODE, int DC, typename Y>
 SIMA_AVX512_INLINE void epilogue_avx512(const int32_t* acc, int rows, int n, int stride, Y* y, const int32_t* bias,
                                         const int32_t* mult, const int32_t* shift, int32_t zp, int32_t lo, int32_t hi) {
-  const __m512i one = _mm512_set1_epi32(1), vzp = _mm512_set1_epi32(zp);
-  const __m512i vlo = _mm512_set1_epi32(lo), vhi = _mm512_set1_epi32(hi);
+  const __m512i vzp = _mm512_set1_epi32(zp), vlo = _mm512_set1_epi32(lo), vhi = _mm512_set1_epi32(hi);
   __m512i b = _mm512_set1_epi32(bias[0]), m = _mm512_set1_epi32(mult[0]), s = _mm512_set1_epi32(shift[0]);
   for (int r = 0; r < rows; ++r, acc += stride, y += n) {
     for (int i = 0; i < n; i += 16) {
-      const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+      const __mmask16 k = first_lanes(n - i);
       if constexpr (DC == 1) {
         b = _mm512_maskz_loadu_epi32(k, bias + i);
         m = _mm512_maskz_loadu_epi32(k, mult + i);
         s = _mm512_maskz_loadu_epi32(k, shift + i);
       }
-      const __m512i half = _mm512_srli_epi32(_mm512_sllv_epi32(one, s), 1), h1 = _mm512_min_epi32(s, one);
-      __m512i v = _mm512_mullo_epi32(_mm512_add_epi32(_mm512_maskz_loadu_epi32(k, acc + i), b), m);
-      __m512i t = _mm512_add_epi32(v, half);
-      if constexpr (MODE == 1) t = _mm512_add_epi32(_mm512_sub_epi32(t, h1), _mm512_and_si512(_mm512_srav_epi32(v, s), h1));
-      if constexpr (MODE == 2) t = _mm512_sub_epi32(t, _mm512_and_si512(_mm512_srli_epi32(v, 31), h1));
-      v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(_mm512_srav_epi32(t, s), vzp), vlo), vhi);
-      if constexpr (std::is_same<Y, int8_t>::value) _mm512_mask_cvtsepi32_storeu_epi8(y + i, k, v);
-      else if constexpr (std::is_same<Y, uint8_t>::value) _mm512_mask_cvtusepi32_storeu_epi8(y + i, k, v);
-      else if constexpr (std::is_same<Y, int16_t>::value) _mm512_mask_cvtsepi32_storeu_epi16(y + i, k, v);
-      else if constexpr (std::is_same<Y, uint16_t>::value) _mm512_mask_cvtusepi32_storeu_epi16(y + i, k, v);
-      else _mm512_mask_storeu_epi32(y + i, k, v);
+      store16(y + i, k, requant16<MODE>(_mm512_maskz_loadu_epi32(k, acc + i), b, m, s, vzp, vlo, vhi));
     }
   }
 }
