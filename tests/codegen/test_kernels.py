@@ -69,6 +69,7 @@ CONVS = {
     "pointwise_7x7_threads": ConvCase("NCHW", (1, 128, 7, 7), 96, 1, 1, 0, 1, 1, "int8"),  # split by rows
     "nhwc_3x3": ConvCase("NHWC", (2, 9, 11, 5), 19, 3, 2, 1, 1, 1, "int8"),
     "nhwc_pointwise": ConvCase("NHWC", (1, 6, 6, 33), 10, 1, 1, 0, 1, 1, "uint8"),
+    "nhwc_pointwise_flat": ConvCase("NHWC", (1, 16, 5, 7), 12, 1, 1, 0, 1, 1, "int8"),  # rows: the input, copied
     "nhwc_depthwise": ConvCase("NHWC", (1, 16, 7, 7), 16, 3, 1, 1, 1, 16, "int8"),
 }
 class RequantizeCase(NamedTuple):

@@ -402,13 +402,19 @@ static void conv_nchw(const X* x, Y* y, const int8_t* w, Packed* wa, const Conv&
 }
 
 // ---- convolution, NHWC, groups == 1: A = im2col rows of the input (k = ky, kx, ic), B = HWIO [k][oc] ----
-template <typename T, typename Q, typename X, typename Y>
-static void conv_nhwc_as(const X* x, Y* y, const T* wb, const Conv& g, const Epilogue& e) {
-  constexpr int G = group_of<T>();
-  const int K = g.kh * g.kw * g.c, P = g.n * g.oh * g.ow, lda = round_up(K, G);
+// Rows [p0, p1) of A: row p is output pixel p's receptive field, (ky, kx, ic), as codes.
+template <typename T, typename X>
+static void im2col_nhwc(const X* __restrict x, const Conv& g, int lda, T* __restrict a, int p0, int p1) {
   const T pad = code_of<T>((X)g.zp);
-  T* a = scratch<T>(0, (size_t)round_up(P, MR) * lda);
-  for (int p = 0; p < P; ++p) {
+  const bool pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 &&
+                         g.oh == g.h && g.ow == g.w;
+  if (pointwise && lda == g.c) {  // the rows are the input's pixels: one flat copy
+    const X* __restrict src = x + (int64_t)p0 * g.c;
+    T* __restrict dst = a + (int64_t)p0 * g.c;
+    for (int64_t i = 0, n = (int64_t)(p1 - p0) * g.c; i < n; ++i) dst[i] = code_of<T>(src[i]);
+    return;
+  }
+  for (int p = p0; p < p1; ++p) {
     const int bn = p / (g.oh * g.ow), oy = (p / g.ow) % g.oh, ox = p % g.ow;
     T* row = a + (size_t)p * lda;
     for (int ky = 0; ky < g.kh; ++ky)
@@ -423,6 +429,18 @@ static void conv_nhwc_as(const X* x, Y* y, const T* wb, const Conv& g, const Epi
         }
       }
   }
+}
+
+template <typename T, typename Q, typename X, typename Y>
+static void conv_nhwc_as(const X* x, Y* y, const T* wb, const Conv& g, const Epilogue& e) {
+  constexpr int G = group_of<T>();
+  const int K = g.kh * g.kw * g.c, P = g.n * g.oh * g.ow, lda = round_up(K, G);
+  T* a = scratch<T>(0, (size_t)round_up(P, MR) * lda);
+  parallel([&](int task, int tasks) {
+    int lo, hi;
+    split(P, task, tasks, &lo, &hi);
+    im2col_nhwc(x, g, lda, a, lo, hi);
+  }, (int64_t)P * K);
   gemm<Q, false>(a, lda, PackedB<T>{wb, lda / G}, lda / G, P, g.oc, GemmOut<Y>{y, g.oc, e});
 }
 template <typename Q, typename X, typename Y>
