@@ -175,7 +175,10 @@ class QConfig:
 
     ``input_bits`` is the width of the model's inputs, ``activation_bits`` of every other
     activation; ``bias_correction`` subtracts the mean error of rounded weights from each fused
-    op's bias (calibration keeps per-channel input means); ``round_for_shift`` must stay True (the
+    op's bias (calibration keeps per-channel input means); ``scale_search`` chooses each fused conv /
+    dense layer's output scale within an octave above the calibrated one for the least layer output
+    error, weights as the op stores them (:mod:`tvm_sima.passes.scale_search`; it measures on the first
+    ``scale_search_samples`` calibration batches); ``round_for_shift`` must stay True (the
     ops round their shifts); ``lut_items_in_bits`` is reserved for interpolated tables of 16-bit
     inputs (every table is exact today: 256 entries for 8-bit inputs, 65536 for 16-bit ones).
 
@@ -212,6 +215,8 @@ class QConfig:
     force_shift_positive: bool = False
     trim_infinity_before_statistic: bool = False
     bias_correction: bool = True
+    scale_search: bool = False
+    scale_search_samples: int = 4
     rescue_collapsed_tensors: bool = True
     mixed_precision_sqnr_db: Optional[float] = None
     mixed_precision_max_macs: float = 1.0
@@ -250,6 +255,9 @@ class QConfig:
         _one_of("requant_mode", self.requant_mode, REQUANT_MODES)
         _require(isinstance(self.multiplier_bits, int) and 1 <= self.multiplier_bits <= 31, "multiplier_bits",
                  self.multiplier_bits, "an int in 1..31")
+        _require(isinstance(self.scale_search, bool), "scale_search", self.scale_search, "True or False")
+        _require(isinstance(self.scale_search_samples, int) and self.scale_search_samples >= 1,
+                 "scale_search_samples", self.scale_search_samples, "an int >= 1 (calibration batches)")
         _require(isinstance(self.rescue_collapsed_tensors, bool), "rescue_collapsed_tensors",
                  self.rescue_collapsed_tensors, "True or False")
         _require(self.mixed_precision_sqnr_db is None or isinstance(self.mixed_precision_sqnr_db, (int, float)),

@@ -16,6 +16,7 @@ stayed float and why). The report is also attached to the module (``sima.quantiz
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -40,6 +41,7 @@ from .passes.canonicalize import canonicalize
 from .passes.grids import log_verdict, tensor_grid
 from .passes.precision import search_precision
 from .passes.realize import RealizeReport, realize
+from .passes.scale_search import float_taps
 from .progress import Progress
 
 __all__ = ["quantize", "quantize_plan", "quantize_report", "simulate", "REPORT_ATTR"]
@@ -110,7 +112,8 @@ def quantize(
         Calibration batches: arrays (single-input models) or ``{input name: array}`` dicts.
         Streamed once; memory does not grow with its length.
     statistics : path or dict, optional
-        Observers saved by an earlier run (``work_dir/statistics.npz``) instead of a dataset.
+        Observers saved by an earlier run (``work_dir/statistics.npz``) instead of a dataset (a
+        dataset given too then only feeds the searches: ``scale_search``, mixed precision).
     work_dir : path, optional
         Where the run's files go (default: a new temporary directory, logged).
     progress : bool, optional
@@ -148,7 +151,8 @@ def quantize(
     save_statistics(os.path.join(out_dir, "statistics.npz"), observers)
     precision = None
     if config.mixed_precision_sqnr_db is not None:
-        precision, overrides = search_precision(amod, observers, config, layers, kept)
+        precision, overrides = search_precision(amod, observers, config, layers,
+                                                kept[:config.mixed_precision_samples])
         config = config.replace(layer_overrides=config.layer_overrides + overrides)
         write_layer_config(os.path.join(out_dir, "layers.json"), layers, config)
     with open(os.path.join(out_dir, "qconfig.json"), "w", encoding="utf-8") as handle:
@@ -156,7 +160,8 @@ def quantize(
     if config.do_simulation:
         LOG.info("quantize: do_simulation, fake-quantized graph; files in %s", out_dir)
         return simulate(amod, observers, config, layers)
-    qmod, report = realize(amod, observers, config, layers)
+    samples = float_taps(amod, kept[:config.scale_search_samples]) if config.scale_search and kept else None
+    qmod, report = realize(amod, observers, config, layers, samples=samples)
     skipped = [layer.name for layer in layers if config.for_layer(layer)[1]]
     payload = {**report.to_dict(), "skipped_layers": skipped, "layers": _layer_rows(layers, config),
                "mixed_precision": precision.to_dict() if precision is not None else None,
@@ -175,11 +180,12 @@ def _observers(amod: tvm.IRModule, layers: list[LayerInfo], config: QConfig,
                progress: Optional[bool]) -> tuple[dict[str, Observer], list]:
     """The observers (given, or calibrated on ``dataset``) and the first batches the mixed-precision search
     measures on (kept while calibrating: the dataset is streamed once)."""
-    if statistics is not None:
-        return dict(statistics), []
+    keep = max(config.mixed_precision_samples if config.mixed_precision_sqnr_db is not None else 0,
+               config.scale_search_samples if config.scale_search else 0)
+    if statistics is not None:  # a dataset given with them only feeds the searches
+        return dict(statistics), [] if dataset is None else list(itertools.islice(dataset, keep))
     assert dataset is not None
     show = sys.stderr.isatty() if progress is None else progress
-    keep = config.mixed_precision_samples if config.mixed_precision_sqnr_db is not None else 0
     data = Progress(dataset, "calibrating", show, keep=keep)
     return calibrate(amod, data, config, layers=layers), data.kept
 
