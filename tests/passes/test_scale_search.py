@@ -91,3 +91,10 @@ def test_patch_moments_are_those_of_the_im2col_patches():
                    for b in range(2) for i in range(3) for j in range(6)]
         p = np.array(patches)
         np.testing.assert_allclose(moments[g], p.T @ p / len(p), rtol=1e-12)
+
+
+def test_the_accurate_preset_searches(tmp_path):
+    mod, calib = _model(0, 3 * 64.8 / 64), _data(100, 16)
+    with tvm_sima.qconfig(preset="accurate"):
+        qmod = tvm_sima.quantize(mod, None, calib, work_dir=tmp_path)
+    assert tvm_sima.quantize_report(qmod)["scale_search"][0]["factor"] > 1.0
