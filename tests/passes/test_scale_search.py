@@ -98,3 +98,23 @@ def test_the_accurate_preset_searches(tmp_path):
     with tvm_sima.qconfig(preset="accurate"):
         qmod = tvm_sima.quantize(mod, None, calib, work_dir=tmp_path)
     assert tvm_sima.quantize_report(qmod)["scale_search"][0]["factor"] > 1.0
+
+
+def test_bias_correction_comes_after_the_search_and_corrects_the_weights_the_op_holds(tmp_path):
+    # x -> conv 1x1 (no clip: linear, so the correction is exact on the calibration means) -> y, inputs in [0, 1]
+    # (mean 0.5: each channel's weight rounding shifts its mean). The search changes the weights; the bias is
+    # corrected for the searched ones, so on the calibration data every channel's mean error is ~0.
+    rng = np.random.default_rng(5)
+    weight = rng.uniform(-1, 1, size=(16, 64, 1, 1)).astype("float32")
+    mod = graph(SHAPE, lambda bb, x: relax.op.nn.conv2d(x, relax.const(weight)))
+    calib = [rng.uniform(0, 1, size=SHAPE).astype("float32") for _ in range(4)]
+    ref = np.stack(run(mod, calib))
+    drift = {}
+    for corrected in (False, True):
+        with tvm_sima.qconfig(scale_search=True, bias_correction=corrected, scale_search_samples=4):
+            qmod = tvm_sima.quantize(mod, None, calib, work_dir=tmp_path / str(corrected))
+        report = tvm_sima.quantize_report(qmod)
+        assert report["scale_search"][0]["factor"] > 1.0  # the search moved the output scale
+        scale = tvm_sima.read_quantize_info(qmod)["conv2d_0.output"].scale[0]
+        drift[corrected] = np.abs((np.stack(run(qmod, calib)) - ref).mean(axis=(0, 1, 3, 4))).max() / scale
+    assert drift[True] < 0.05 < 0.2 < drift[False], drift
