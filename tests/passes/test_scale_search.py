@@ -118,3 +118,10 @@ def test_bias_correction_comes_after_the_search_and_corrects_the_weights_the_op_
         scale = tvm_sima.read_quantize_info(qmod)["conv2d_0.output"].scale[0]
         drift[corrected] = np.abs((np.stack(run(qmod, calib)) - ref).mean(axis=(0, 1, 3, 4))).max() / scale
     assert drift[True] < 0.05 < 0.2 < drift[False], drift
+
+
+def test_multiplier_shift_layers_keep_their_calibrated_scale(tmp_path):
+    mod, calib = _model(0, 3 * 64.8 / 64), _data(100, 16)
+    with tvm_sima.qconfig(scale_search=True, requant_mode="multiplier_shift"):
+        qmod = tvm_sima.quantize(mod, None, calib, work_dir=tmp_path)
+    assert tvm_sima.quantize_report(qmod)["scale_search"] == []

@@ -27,8 +27,9 @@ correction (:func:`tvm_sima.lowering.corrected_float_weights`), computed for the
 at the searched scale, so it corrects the rounding the search left (the search's weight term already
 assumes it: centred moments). Layers are searched in program order, each with its input's scale
 already chosen. In
-multiplier_shift mode the weights do not depend on ``s_y``, and the search reduces to the activation
-term (it keeps the calibrated scale unless a coarser one rounds the sample better).
+multiplier_shift mode the weights do not depend on ``s_y``: the search would only weigh a coarser grid
+against the calibrated one on a few batches (measured on EfficientNet-Lite0: 20.39 dB against 21.01),
+so it leaves those layers alone.
 """
 
 from __future__ import annotations
@@ -166,9 +167,9 @@ def search_output_scale(layer: str, weight: np.ndarray, bias: np.ndarray, x_q: s
     centred : bool
         Bias correction is on (the weight error's mean part is corrected away).
 
-    Returns ``(y_q, None)`` unchanged when there is nothing to search (a per-channel output).
+    Returns ``(y_q, None)`` unchanged when there is nothing to search (a per-channel output, or not shift mode).
     """
-    if np.ndim(y_q.scale) != 0 or y.size == 0:
+    if np.ndim(y_q.scale) != 0 or y.size == 0 or mode is not sm.RequantMode.SHIFT:
         return y_q, None
     moments = patch_moments(x, window, centred)
     axis = _channel_axis(y, is_dense, window)
