@@ -129,7 +129,7 @@ def patch_moments(x: np.ndarray, window: Optional[Window], centred: bool) -> np.
     patches = _patches(x, window)
     if centred:
         patches = patches - patches.mean(axis=1, keepdims=True)
-    return np.einsum("gpk,gpl->gkl", patches, patches) / patches.shape[1]
+    return np.matmul(patches.transpose(0, 2, 1), patches) / patches.shape[1]
 
 
 def _weight_errors(weight: np.ndarray, bias: np.ndarray, x_q: sm.QParams, y_q: sm.QParams, is_dense: bool,
@@ -139,7 +139,7 @@ def _weight_errors(weight: np.ndarray, bias: np.ndarray, x_q: sm.QParams, y_q: s
     error = effective - sm.per_channel_weight_view(weight, is_dense)
     groups = moments.shape[0]
     per_group = error.reshape(groups, -1, error.shape[1])
-    return np.einsum("gok,gkl,gol->go", per_group, moments, per_group).reshape(-1)
+    return (np.matmul(per_group, moments) * per_group).sum(axis=2).reshape(-1)
 
 
 def _channel_axis(y: np.ndarray, is_dense: bool, window: Optional[Window]) -> int:
