@@ -160,7 +160,7 @@ def quantize(
     if config.do_simulation:
         LOG.info("quantize: do_simulation, fake-quantized graph; files in %s", out_dir)
         return simulate(amod, observers, config, layers)
-    samples = float_taps(amod, kept[:config.scale_search_samples]) if config.scale_search and kept else None
+    samples = float_taps(amod, kept[:config.scale_search_samples]) if _searches_scales(config) and kept else None
     qmod, report = realize(amod, observers, config, layers, samples=samples)
     skipped = [layer.name for layer in layers if config.for_layer(layer)[1]]
     payload = {**report.to_dict(), "skipped_layers": skipped, "layers": _layer_rows(layers, config),
@@ -181,13 +181,21 @@ def _observers(amod: tvm.IRModule, layers: list[LayerInfo], config: QConfig,
     """The observers (given, or calibrated on ``dataset``) and the first batches the mixed-precision search
     measures on (kept while calibrating: the dataset is streamed once)."""
     keep = max(config.mixed_precision_samples if config.mixed_precision_sqnr_db is not None else 0,
-               config.scale_search_samples if config.scale_search else 0)
+               config.scale_search_samples if _searches_scales(config) else 0)
     if statistics is not None:  # a dataset given with them only feeds the searches
         return dict(statistics), [] if dataset is None else list(itertools.islice(dataset, keep))
     assert dataset is not None
     show = sys.stderr.isatty() if progress is None else progress
     data = Progress(dataset, "calibrating", show, keep=keep)
     return calibrate(amod, data, config, layers=layers), data.kept
+
+
+def _searches_scales(config: QConfig) -> bool:
+    """Whether some layer has ``scale_search`` in shift mode (the search's only mode), given the overrides."""
+    settings = [o.settings for o in config.layer_overrides]
+    search = config.scale_search or any(bool(s.get("scale_search")) for s in settings)
+    shift = config.requant_mode == "shift" or any(s.get("requant_mode") == "shift" for s in settings)
+    return search and shift
 
 
 def _layer_rows(layers: list[LayerInfo], config: QConfig) -> list[dict]:
