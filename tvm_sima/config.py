@@ -128,7 +128,8 @@ class LayerOverride:
         if kind == "tensor" and "skip" in self.settings:
             raise ValueError(f"qconfig: layer override {self.match!r}: 'skip' applies to layers (name:, id:, op:), "
                              "not to one tensor")
-        allowed = {f.name for f in fields(QConfig)} - {"layer_overrides", "layer_config", "preset"} | {"skip"} | \
+        allowed = {f.name for f in fields(QConfig)} - {"layer_overrides", "layer_config", "preset",
+                                                       "cross_layer_equalization"} | {"skip"} | \
             set(_ALIASES)
         for key in self.settings:
             if key not in allowed:
@@ -188,7 +189,9 @@ class QConfig:
     op's bias (calibration keeps per-channel input means); ``scale_search`` chooses each fused conv /
     dense layer's output scale within an octave above the calibrated one for the least layer output
     error, weights as the op stores them (:mod:`tvm_sima.passes.scale_search`; it measures on the first
-    ``scale_search_samples`` calibration batches); ``round_for_shift`` must stay True (the
+    ``scale_search_samples`` calibration batches); ``cross_layer_equalization`` equalizes the weight
+    ranges of conv -> (identity | relu) -> conv pairs in the float model first
+    (:mod:`tvm_sima.passes.equalize`; a module-wide setting); ``round_for_shift`` must stay True (the
     ops round their shifts); ``lut_items_in_bits`` is reserved for interpolated tables of 16-bit
     inputs (every table is exact today: 256 entries for 8-bit inputs, 65536 for 16-bit ones).
 
@@ -229,6 +232,7 @@ class QConfig:
     trim_infinity_before_statistic: bool = False
     bias_correction: bool = True
     scale_search: bool = False
+    cross_layer_equalization: bool = False
     scale_search_samples: int = 4
     rescue_collapsed_tensors: bool = True
     mixed_precision_sqnr_db: Optional[float] = None
@@ -271,6 +275,8 @@ class QConfig:
         _require(isinstance(self.multiplier_bits, int) and 1 <= self.multiplier_bits <= 31, "multiplier_bits",
                  self.multiplier_bits, "an int in 1..31")
         _require(isinstance(self.scale_search, bool), "scale_search", self.scale_search, "True or False")
+        _require(isinstance(self.cross_layer_equalization, bool), "cross_layer_equalization",
+                 self.cross_layer_equalization, "True or False")
         _require(isinstance(self.scale_search_samples, int) and self.scale_search_samples >= 1,
                  "scale_search_samples", self.scale_search_samples, "an int >= 1 (calibration batches)")
         _require(isinstance(self.rescue_collapsed_tensors, bool), "rescue_collapsed_tensors",

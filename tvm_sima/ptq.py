@@ -38,6 +38,7 @@ from .params import bind_params
 from .passes.annotate import annotate
 from .passes.calibrate import calibrate, placeholder_observers
 from .passes.canonicalize import canonicalize
+from .passes.equalize import equalize
 from .passes.grids import log_verdict, tensor_grid
 from .passes.precision import search_precision
 from .passes.realize import RealizeReport, realize
@@ -145,6 +146,9 @@ def quantize(
     os.makedirs(out_dir, exist_ok=True)
     start = time.perf_counter()
     mod = canonicalize(bind_params(mod, params) if params else mod)
+    if config.cross_layer_equalization:
+        mod, pairs = equalize(mod)
+        LOG.info("quantize: cross-layer equalization of %d conv pairs", pairs)
     amod, layers = annotate(mod, config)
     write_layer_config(os.path.join(out_dir, "layers.json"), layers, config)
     observers, kept = _observers(amod, layers, config, dataset, statistics, progress)
