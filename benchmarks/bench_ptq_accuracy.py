@@ -64,7 +64,7 @@ def run_ort(model: str, calib: list[np.ndarray], evals: list[np.ndarray], ref: l
 
 
 def run_tvm_sima(model: str, calib: list[np.ndarray], evals: list[np.ndarray], ref: list[np.ndarray],
-                 work: pathlib.Path, strategies: list[str]) -> list[dict]:
+                 work: pathlib.Path, strategies: list[str], presets: bool = True) -> list[dict]:
     import tvm
     from tvm import relax
 
@@ -74,24 +74,28 @@ def run_tvm_sima(model: str, calib: list[np.ndarray], evals: list[np.ndarray], r
     rows = []
     for strategy in strategies:
         stats = None
-        # The first strategy also runs without bias correction (an ablation, same statistics).
-        variants = [("shift", True), ("multiplier_shift", True)]
+        # The first strategy also runs without bias correction (an ablation, same statistics) and with
+        # preset="accurate" (its searches take the first calibration batches beside the statistics).
+        variants = [("shift", True, "default"), ("multiplier_shift", True, "default")]
         if strategy == strategies[0]:
-            variants += [("shift", False), ("multiplier_shift", False)]
-        for mode, corrected in variants:
+            variants += [("shift", False, "default"), ("multiplier_shift", False, "default")]
+            variants += [(mode, True, "accurate") for mode in ("shift", "multiplier_shift") if presets]
+        for mode, corrected, preset in variants:
             calibrated = stats is None
             start = time.perf_counter()
-            with tvm_sima.qconfig(calibration_strategy_for_activation=strategy, requant_mode=mode,
+            with tvm_sima.qconfig(preset=preset, calibration_strategy_for_activation=strategy, requant_mode=mode,
                                   bias_correction=corrected):
-                qmod = tvm_sima.quantize(mod, params, None if stats else calib, statistics=stats,
-                                         work_dir=work / f"{strategy}_{mode}_{corrected}")
+                qmod = tvm_sima.quantize(mod, params, calib if stats is None or preset != "default" else None,
+                                         statistics=stats, work_dir=work / f"{strategy}_{mode}_{corrected}_{preset}")
             seconds = time.perf_counter() - start
-            stats = stats or work / f"{strategy}_{mode}_{corrected}" / "statistics.npz"
+            stats = stats or work / f"{strategy}_{mode}_{corrected}_{preset}" / "statistics.npz"
             report = tvm_sima.quantize_report(qmod)
             vm = relax.VirtualMachine(tvm_sima.build(qmod), tvm.cpu())
             out = [vm["main"](tvm.runtime.tensor(x)).numpy() for x in evals]
-            label = f"{strategy} / {mode}" + ("" if corrected else " / no bias corr.")
+            label = f"{strategy} / {mode}" + ("" if corrected else " / no bias corr.") + \
+                ("" if preset == "default" else f" / preset={preset}")
             rows.append({"tool": "tvm-sima", "config": label, "seconds": seconds, "calibrated": calibrated,
+                         "preset": preset,
                          "float_ops": len(report["float_ops"]), **metrics(ref, out)})
             logging.info("%s", rows[-1])
     return rows
@@ -113,6 +117,8 @@ def main() -> None:
     parser.add_argument("--eval-per-photo", type=int, default=8)
     parser.add_argument("--strategies", default="percentile,mse,kl_divergence,extrema")
     parser.add_argument("--json", default=str(ROOT / "build" / "bench_ptq_accuracy.json"))
+    parser.add_argument("--presets", action=argparse.BooleanOptionalAction, default=True,
+                        help="rows of qconfig(preset='accurate') for the first strategy, both modes (default: on)")
     parser.add_argument("--torch", action=argparse.BooleanOptionalAction, default=True,
                         help="the PyTorch rows: nn.Module import, its quantization, torchao PT2E (default: on)")
     parser.add_argument("--torch-strategies", default="percentile",
@@ -133,7 +139,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = pathlib.Path(tmp)
         rows = run_ort(args.model, calib, evals, ref, work)
-        rows += run_tvm_sima(args.model, calib, evals, ref, work, args.strategies.split(","))
+        rows += run_tvm_sima(args.model, calib, evals, ref, work, args.strategies.split(","), args.presets)
         torch_figures = {}
         if args.torch:
             from torch_routes import torch_rows

@@ -141,3 +141,17 @@ def test_top_level_names_stay_callable_after_submodule_imports():
     import tvm_sima.targets  # noqa: F401
 
     assert callable(tvm_sima.qconfig) and callable(tvm_sima.target) and callable(tvm_sima.load_model)
+
+
+def test_a_preset_brings_its_settings_and_explicit_options_override_them():
+    assert not QConfig().scale_search and QConfig().preset == "default"
+    with qconfig(preset="accurate") as cfg:
+        assert cfg.scale_search and cfg.preset == "accurate"
+        assert cfg.to_dict()["preset"] == "accurate"
+    with qconfig(preset="accurate", scale_search=False) as cfg:
+        assert not cfg.scale_search
+    with pytest.raises(ValueError, match="preset='acurate' is not one of .*did you mean 'accurate'"):
+        with qconfig(preset="acurate"):
+            pass
+    with pytest.raises(ValueError, match="unknown field 'preset'"):
+        QConfig(layer_overrides=[{"match": "op:relax.nn.conv2d", "preset": "accurate"}])

@@ -44,6 +44,7 @@ __all__ = [
     "write_layer_config",
     "read_layer_config",
     "LAYER_CONFIG_VERSION",
+    "PRESETS",
 ]
 
 #: Granularity x scheme, as Zhouyi OPT names them.
@@ -59,6 +60,14 @@ CALIBRATION_STRATEGIES = (
 #: "shift": SiMa's weight-folded op (only a right shift); "multiplier_shift": TFLite style.
 REQUANT_MODES = tuple(m.value for m in RequantMode)
 LAYER_CONFIG_VERSION = 1
+
+#: Named presets (data): the settings each one turns on; options given beside ``preset=`` override them.
+#: ``"default"``: the fields' defaults (fast). ``"accurate"``: the methods that measured better on
+#: EfficientNet-Lite0 at a stated time cost (README, "Accuracy"): the output scale search.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "accurate": {"scale_search": True},
+}
 
 # Relay-era names -> our field names.
 _ALIASES = {
@@ -119,7 +128,9 @@ class LayerOverride:
         if kind == "tensor" and "skip" in self.settings:
             raise ValueError(f"qconfig: layer override {self.match!r}: 'skip' applies to layers (name:, id:, op:), "
                              "not to one tensor")
-        allowed = {f.name for f in fields(QConfig)} - {"layer_overrides", "layer_config"} | {"skip"} | set(_ALIASES)
+        allowed = {f.name for f in fields(QConfig)} - {"layer_overrides", "layer_config", "preset",
+                                                       "cross_layer_equalization"} | {"skip"} | \
+            set(_ALIASES)
         for key in self.settings:
             if key not in allowed:
                 raise ValueError(f"qconfig: layer override {self.match!r} sets unknown field {key!r}"
@@ -175,9 +186,17 @@ class QConfig:
 
     ``input_bits`` is the width of the model's inputs, ``activation_bits`` of every other
     activation; ``bias_correction`` subtracts the mean error of rounded weights from each fused
-    op's bias (calibration keeps per-channel input means); ``round_for_shift`` must stay True (the
+    op's bias (calibration keeps per-channel input means); ``scale_search`` chooses each fused conv /
+    dense layer's output scale within an octave above the calibrated one for the least layer output
+    error, weights as the op stores them (:mod:`tvm_sima.passes.scale_search`; it measures on the first
+    ``scale_search_samples`` calibration batches); ``cross_layer_equalization`` equalizes the weight
+    ranges of conv -> (identity | relu) -> conv pairs in the float model first
+    (:mod:`tvm_sima.passes.equalize`; a module-wide setting); ``round_for_shift`` must stay True (the
     ops round their shifts); ``lut_items_in_bits`` is reserved for interpolated tables of 16-bit
     inputs (every table is exact today: 256 entries for 8-bit inputs, 65536 for 16-bit ones).
+
+    ``preset`` names a set of settings (:data:`PRESETS`; ``qconfig(preset="accurate")``), applied by
+    :func:`qconfig` / :meth:`replace` before the other options given with it.
 
     Relay names are accepted by :func:`qconfig` and readable as properties: ``nbit_input``,
     ``nbit_weight``, ``nbit_activation``, ``dtype_input``, ``dtype_weight``, ``dtype_activation``,
@@ -212,14 +231,19 @@ class QConfig:
     force_shift_positive: bool = False
     trim_infinity_before_statistic: bool = False
     bias_correction: bool = True
+    scale_search: bool = False
+    cross_layer_equalization: bool = False
+    scale_search_samples: int = 4
     rescue_collapsed_tensors: bool = True
     mixed_precision_sqnr_db: Optional[float] = None
     mixed_precision_max_macs: float = 1.0
     mixed_precision_samples: int = 8
+    preset: str = "default"
     layer_overrides: tuple[LayerOverride, ...] = ()
     layer_config: Optional[str] = None
 
     def __post_init__(self) -> None:
+        _one_of("preset", self.preset, tuple(PRESETS))
         _one_of("input_bits", self.input_bits, (8, 16))
         _require(isinstance(self.weight_bits, int) and 2 <= self.weight_bits <= 16, "weight_bits",
                  self.weight_bits, "an int in 2..16")
@@ -250,6 +274,11 @@ class QConfig:
         _one_of("requant_mode", self.requant_mode, REQUANT_MODES)
         _require(isinstance(self.multiplier_bits, int) and 1 <= self.multiplier_bits <= 31, "multiplier_bits",
                  self.multiplier_bits, "an int in 1..31")
+        _require(isinstance(self.scale_search, bool), "scale_search", self.scale_search, "True or False")
+        _require(isinstance(self.cross_layer_equalization, bool), "cross_layer_equalization",
+                 self.cross_layer_equalization, "True or False")
+        _require(isinstance(self.scale_search_samples, int) and self.scale_search_samples >= 1,
+                 "scale_search_samples", self.scale_search_samples, "an int >= 1 (calibration batches)")
         _require(isinstance(self.rescue_collapsed_tensors, bool), "rescue_collapsed_tensors",
                  self.rescue_collapsed_tensors, "True or False")
         _require(self.mixed_precision_sqnr_db is None or isinstance(self.mixed_precision_sqnr_db, (int, float)),
@@ -309,8 +338,13 @@ class QConfig:
         return RequantMode.parse(self.requant_mode)
 
     def replace(self, **changes: Any) -> "QConfig":
-        """A copy with ``changes`` (same rules as :func:`qconfig`)."""
-        return dataclasses.replace(self, **_canonical(changes))
+        """A copy with ``changes`` (same rules as :func:`qconfig`): a ``preset`` brings its settings
+        (:data:`PRESETS`), and the other changes override them."""
+        canonical = _canonical(changes)
+        if "preset" in canonical:
+            _one_of("preset", canonical["preset"], tuple(PRESETS))
+            canonical = {**PRESETS[canonical["preset"]], **canonical}
+        return dataclasses.replace(self, **canonical)
 
     def for_layer(self, layer: LayerInfo) -> tuple["QConfig", bool]:
         """The configuration of one layer after its overrides, and whether it is skipped."""

@@ -38,9 +38,11 @@ from .params import bind_params
 from .passes.annotate import annotate
 from .passes.calibrate import CalibrationExecutor, LocalExecutor, calibrate, placeholder_observers
 from .passes.canonicalize import canonicalize
+from .passes.equalize import equalize
 from .passes.grids import log_verdict, tensor_grid
 from .passes.precision import search_precision
 from .passes.realize import RealizeReport, realize
+from .passes.scale_search import float_taps
 from .progress import Progress
 
 __all__ = ["quantize", "quantize_plan", "quantize_report", "simulate", "REPORT_ATTR"]
@@ -112,7 +114,8 @@ def quantize(
         Calibration batches: arrays (single-input models) or ``{input name: array}`` dicts.
         Streamed once; memory does not grow with its length.
     statistics : path or dict, optional
-        Observers saved by an earlier run (``work_dir/statistics.npz``) instead of a dataset.
+        Observers saved by an earlier run (``work_dir/statistics.npz``) instead of a dataset (a
+        dataset given too then only feeds the searches: ``scale_search``, mixed precision).
     work_dir : path, optional
         Where the run's files go (default: a new temporary directory, logged).
     progress : bool, optional
@@ -148,13 +151,17 @@ def quantize(
     os.makedirs(out_dir, exist_ok=True)
     start = time.perf_counter()
     mod = canonicalize(bind_params(mod, params) if params else mod)
+    if config.cross_layer_equalization:
+        mod, pairs = equalize(mod)
+        LOG.info("quantize: cross-layer equalization of %d conv pairs", pairs)
     amod, layers = annotate(mod, config)
     write_layer_config(os.path.join(out_dir, "layers.json"), layers, config)
     observers, kept = _observers(amod, layers, config, dataset, statistics, progress, executor)
     save_statistics(os.path.join(out_dir, "statistics.npz"), observers)
     precision = None
     if config.mixed_precision_sqnr_db is not None:
-        precision, overrides = search_precision(amod, observers, config, layers, kept)
+        precision, overrides = search_precision(amod, observers, config, layers,
+                                                kept[:config.mixed_precision_samples])
         config = config.replace(layer_overrides=config.layer_overrides + overrides)
         write_layer_config(os.path.join(out_dir, "layers.json"), layers, config)
     with open(os.path.join(out_dir, "qconfig.json"), "w", encoding="utf-8") as handle:
@@ -162,7 +169,8 @@ def quantize(
     if config.do_simulation:
         LOG.info("quantize: do_simulation, fake-quantized graph; files in %s", out_dir)
         return simulate(amod, observers, config, layers)
-    qmod, report = realize(amod, observers, config, layers)
+    samples = float_taps(amod, kept[:config.scale_search_samples]) if _searches_scales(config) and kept else None
+    qmod, report = realize(amod, observers, config, layers, samples=samples)
     skipped = [layer.name for layer in layers if config.for_layer(layer)[1]]
     payload = {**report.to_dict(), "skipped_layers": skipped, "layers": _layer_rows(layers, config),
                "mixed_precision": precision.to_dict() if precision is not None else None,
@@ -182,16 +190,25 @@ def _observers(amod: tvm.IRModule, layers: list[LayerInfo], config: QConfig,
                ) -> tuple[dict[str, Observer], list]:
     """The observers (given, or calibrated on ``dataset``) and the first batches the mixed-precision search
     measures on (kept while calibrating: the dataset is streamed once; read first for another executor)."""
-    if statistics is not None:
-        return dict(statistics), []
+    keep = max(config.mixed_precision_samples if config.mixed_precision_sqnr_db is not None else 0,
+               config.scale_search_samples if _searches_scales(config) else 0)
+    if statistics is not None:  # a dataset given with them only feeds the searches
+        return dict(statistics), [] if dataset is None else list(itertools.islice(dataset, keep))
     assert dataset is not None
     show = sys.stderr.isatty() if progress is None else progress
-    keep = config.mixed_precision_samples if config.mixed_precision_sqnr_db is not None else 0
     if executor is not None and not isinstance(executor, LocalExecutor):  # it reads the shards and shows progress
         kept = list(itertools.islice(iter(dataset), keep)) if keep else []
         return calibrate(amod, dataset, config, layers=layers, executor=executor), kept
     data = Progress(dataset, "calibrating", show, keep=keep)
     return calibrate(amod, data, config, layers=layers, executor=executor), data.kept
+
+
+def _searches_scales(config: QConfig) -> bool:
+    """Whether some layer has ``scale_search`` in shift mode (the search's only mode), given the overrides."""
+    settings = [o.settings for o in config.layer_overrides]
+    search = config.scale_search or any(bool(s.get("scale_search")) for s in settings)
+    shift = config.requant_mode == "shift" or any(s.get("requant_mode") == "shift" for s in settings)
+    return search and shift
 
 
 def _layer_rows(layers: list[LayerInfo], config: QConfig) -> list[dict]:

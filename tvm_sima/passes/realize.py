@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
+import numpy as np
 import tvm
 from tvm import relax
 
@@ -137,7 +138,8 @@ for _op in ("relax.add", "relax.subtract", "relax.multiply"):
 
 
 def realize(amod: tvm.IRModule, observers: dict[str, Observer], config: QConfig,
-            layers: Optional[list[LayerInfo]] = None, *, warn: bool = True) -> tuple[tvm.IRModule, RealizeReport]:
+            layers: Optional[list[LayerInfo]] = None, *, warn: bool = True,
+            samples: Optional[dict[str, np.ndarray]] = None) -> tuple[tvm.IRModule, RealizeReport]:
     """The integer program of an annotated module, and a report of what was realized how.
 
     Parameters
@@ -152,9 +154,13 @@ def realize(amod: tvm.IRModule, observers: dict[str, Observer], config: QConfig,
         Annotate's layers (their per-layer overrides apply).
     warn : bool
         Log the ops left in float (a dry run, :func:`tvm_sima.ptq.quantize_plan`, does not).
+    samples : dict, optional
+        Float values of the activations on a few calibration batches, by tensor name
+        (:func:`~tvm_sima.passes.scale_search.float_taps`): ``scale_search`` needs them (without
+        them the calibrated scales stay).
     """
     bb = relax.BlockBuilder()
-    ctx = RealizeContext(amod["main"], observers, config, layers or [], bb)
+    ctx = RealizeContext(amod["main"], observers, config, layers or [], bb, samples)
     new_mod = rebuild_main(amod, lambda _bb, var, value, _m: _realize_binding(ctx, var, value), mapping=ctx.fval,
                            emit_output=lambda _bb, body, _m: ctx.as_float(body), builder=bb)
     new_mod = relax.transform.DeadCodeElimination(["main"])(new_mod)

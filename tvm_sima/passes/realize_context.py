@@ -65,8 +65,10 @@ class RealizeContext:
     """State of one realize run; realize functions read and extend it."""
 
     def __init__(self, func: relax.Function, observers: dict[str, Observer], config: QConfig,
-                 layers: list[LayerInfo], builder: relax.BlockBuilder) -> None:
+                 layers: list[LayerInfo], builder: relax.BlockBuilder,
+                 samples: Optional[dict[str, np.ndarray]] = None) -> None:
         self.index = GraphIndex(func)
+        self.samples = samples or {}
         self.observers, self.config, self.bb = observers, config, builder
         self.numerics = lowering.Numerics.for_config(config)
         self.layers = {layer.name: layer for layer in layers}
@@ -185,6 +187,19 @@ class RealizeContext:
             observer = self.observers.get(self.sq[expr][1])
             return None if observer is None else observer.channel_mean
         return None
+
+    def float_sample(self, expr: relax.Expr) -> Optional[np.ndarray]:
+        """The float values, on a few calibration batches, of the tensor a simulated_quantize marks (the scale
+        search's ``samples``), if kept."""
+        if isinstance(expr, relax.Var) and expr in self.sq:
+            return self.samples.get(self.sq[expr][1])
+        return None
+
+    def choose_qparams(self, tensor: str, qp: sm.QParams) -> None:
+        """Replace ``tensor``'s calibrated parameters (a search chose others) before anything uses them."""
+        if tensor in self.emitted:
+            raise ValueError(f"realize: {tensor} is already emitted with its calibrated parameters (internal error)")
+        self._qparams[tensor] = qp
 
     def output_qparams(self, var: relax.Var) -> Optional[tuple[sm.QParams, str]]:
         """Parameters and name of the simulated_quantize that wraps ``var``, if one does."""

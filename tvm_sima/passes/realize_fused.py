@@ -20,6 +20,7 @@ from ..config import QConfig
 from ..graph import static_shape
 from .patterns import Epilogue, epilogue_chain
 from .realize_context import QValue, RealizeContext, _zp, register_realize_function
+from .scale_search import Window, search_output_scale, window_of
 
 __all__: list[str] = []
 
@@ -64,6 +65,23 @@ def _fused_constants(ctx: RealizeContext, layer: str, config: QConfig, weight: n
     return lowering.accumulator_overflow(consts, xq.qparams, is_dense) or consts
 
 
+def _searched_output(ctx: RealizeContext, layer: str, config: QConfig, weight: np.ndarray, bias: np.ndarray,
+                     xq: QValue, chain: Epilogue, out: tuple[sm.QParams, str], call: relax.Call,
+                     window: Optional[Window]) -> sm.QParams:
+    """The output's parameters: the calibrated ones, or with ``scale_search`` the searched ones
+    (:mod:`~tvm_sima.passes.scale_search`), which then replace them for every user of the tensor."""
+    yq, name = out
+    x, y = ctx.float_sample(call.args[0]), ctx.samples.get(name)
+    if not config.scale_search or x is None or y is None or name in ctx.verdicts:
+        return yq
+    found, choice = search_output_scale(layer, weight, bias, xq.qparams, yq, window is None, _weight_spec(config),
+                                        config.requant, x, y, (chain.lo, chain.hi), window, config.bias_correction)
+    if choice is not None:
+        ctx.report.scales.append(choice.to_dict())
+        ctx.choose_qparams(name, found)
+    return found
+
+
 def _emit_fused(ctx: RealizeContext, chain: Epilogue, fused: relax.Expr, yq: sm.QParams, name: str, layer: str,
                 op: str) -> None:
     """Bind the fused op as the epilogue's output; the epilogue's own bindings are consumed."""
@@ -84,8 +102,9 @@ _ConvEmit = Callable[[QValue, lowering.FusedConstants, tuple[int, int], str], re
 
 
 def _fused_conv(ctx: RealizeContext, var: relax.Var, call: relax.Call, to_hwigo: Callable[[np.ndarray], np.ndarray],
-                groups: int, emit: _ConvEmit, mean_scale: float = 1.0) -> Optional[str]:
-    """A conv-like layer and its epilogue as one ``sima.conv2d``: ``to_hwigo`` makes the HWIGO float weight."""
+                groups: int, emit: _ConvEmit, mean_scale: float = 1.0, searched: bool = False) -> Optional[str]:
+    """A conv-like layer and its epilogue as one ``sima.conv2d``: ``to_hwigo`` makes the HWIGO float weight;
+    ``searched``: a plain conv2d, whose output scale ``scale_search`` may choose."""
     found = ctx.weight(call.args[1])
     if found is None:
         return "weight not annotated (skipped layer)"
@@ -96,6 +115,9 @@ def _fused_conv(ctx: RealizeContext, var: relax.Var, call: relax.Call, to_hwigo:
         return io
     xq, chain, yq, name = io
     hwigo = to_hwigo(weight) * chain.scale.reshape(1, 1, 1, groups, -1)
+    if searched:
+        yq = _searched_output(ctx, layer, config, hwigo, chain.shift, xq, chain, (yq, name), call,
+                              window_of(call.attrs, hwigo.shape[:2]))
     consts = _fused_constants(ctx, layer, config, hwigo, chain.shift, xq, yq, False, call.args[0], groups,
                               mean_scale)
     if isinstance(consts, str):
@@ -123,7 +145,7 @@ def _realize_conv2d(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Op
                                     strides=[int(s) for s in a["strides"]], padding=[int(p) for p in a["padding"]],
                                     dilation=[int(d) for d in a["dilation"]], groups=groups, layout=layout)
 
-    return _fused_conv(ctx, var, call, to_hwigo, groups, emit)
+    return _fused_conv(ctx, var, call, to_hwigo, groups, emit, searched=True)
 
 
 @register_realize_function("relax.nn.conv2d_transpose")
@@ -154,8 +176,9 @@ def _realize_matmul(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Op
     if isinstance(io, str):
         return io
     xq, chain, yq, name = io
-    consts = _fused_constants(ctx, layer, config, weight.T * chain.scale[:, None], chain.shift, xq, yq, True,
-                              call.args[0])
+    dense = weight.T * chain.scale[:, None]
+    yq = _searched_output(ctx, layer, config, dense, chain.shift, xq, chain, (yq, name), call, None)
+    consts = _fused_constants(ctx, layer, config, dense, chain.shift, xq, yq, True, call.args[0])
     if isinstance(consts, str):
         return consts
     codes = ctx.numerics.clip_codes(yq, chain.lo, chain.hi)
