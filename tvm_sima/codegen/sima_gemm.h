@@ -63,10 +63,10 @@ SIMA_AVX2 static void tile_avx2(const int16_t* a, int lda, const int16_t* b, int
   }
 }
 
-// Quads; A_UNSIGNED: A holds the (unsigned) activations, B the weights; else the other way round.
+// Quads into MR x 2 accumulators; A_UNSIGNED: A holds the (unsigned) activations, B the weights; else
+// the other way round.
 template <bool A_UNSIGNED>
-SIMA_AVX512 static void tile_vnni(const uint8_t* a, int lda, const uint8_t* b, int k4, int32_t* c) {
-  __m512i acc[MR][2];
+SIMA_AVX512_INLINE void vnni_accumulate(const uint8_t* a, int lda, const uint8_t* b, int k4, __m512i (&acc)[MR][2]) {
   for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
   for (int k = 0; k < k4; ++k) {
     const uint8_t* bk = b + k * 4 * PANEL;
@@ -82,6 +82,11 @@ SIMA_AVX512 static void tile_vnni(const uint8_t* a, int lda, const uint8_t* b, i
       }
     }
   }
+}
+template <bool A_UNSIGNED>
+SIMA_AVX512 static void tile_vnni(const uint8_t* a, int lda, const uint8_t* b, int k4, int32_t* c) {
+  __m512i acc[MR][2];
+  vnni_accumulate<A_UNSIGNED>(a, lda, b, k4, acc);
   for (int r = 0; r < MR; ++r) {
     _mm512_storeu_si512(c + r * PANEL, acc[r][0]);
     _mm512_storeu_si512(c + r * PANEL + 16, acc[r][1]);
@@ -102,21 +107,7 @@ template <typename Q, bool ON_M, typename Y>
 SIMA_AVX512 static void tile_vnni_out(const uint8_t* a, int lda, const uint8_t* b, int k4, const GemmOut<Y>& out,
                                       int m, int rows, int n0, int nn) {
   __m512i acc[MR][2];
-  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
-  for (int k = 0; k < k4; ++k) {
-    const uint8_t* bk = b + k * 4 * PANEL;
-    const __m512i b0 = _mm512_loadu_si512(bk), b1 = _mm512_loadu_si512(bk + 64);
-    for (int r = 0; r < MR; ++r) {
-      const __m512i av = _mm512_set1_epi32(word_at(a + r * lda + 4 * k));
-      if constexpr (ON_M) {  // A: the weights, B: the (unsigned) activations
-        acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], b0, av);
-        acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], b1, av);
-      } else {
-        acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], av, b0);
-        acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, b1);
-      }
-    }
-  }
+  vnni_accumulate<!ON_M>(a, lda, b, k4, acc);  // ON_M: A holds the weights
   const Epilogue& e = out.e;
   const __m512i zp = _mm512_set1_epi32((int32_t)e.zp), lo = _mm512_set1_epi32((int32_t)e.lo);
   const __m512i hi = _mm512_set1_epi32((int32_t)e.hi);
