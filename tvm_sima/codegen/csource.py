@@ -25,7 +25,6 @@ __all__ = ["CTYPES", "PRELUDE", "kernel_source", "KERNELS"]
 
 _MODES = {"half_up": 0, "half_even": 1, "half_away_from_zero": 2, "tflite": 3}
 
-#: The kernel library every region's source starts with (GEMM, packing, depthwise, requantization).
 #: The kernel library's headers, in the order they are concatenated at the top of every program's source.
 LIBRARY = ("sima_kernels.h", "sima_gemm.h", "sima_depthwise.h", "sima_requantize.h")
 PRELUDE = "".join((pathlib.Path(__file__).with_name(name)).read_text(encoding="utf-8") for name in LIBRARY)
