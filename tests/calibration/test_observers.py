@@ -101,6 +101,19 @@ def test_non_finite_values_raise_or_are_trimmed():
         make_observer("extrema", "x").compute_qparams()
 
 
+def test_trimmed_values_keep_the_per_channel_sums_per_channel():
+    # bias correction's channel means (channel_mean_axis) over a batch with NaN: the sums stay one per channel
+    obs = make_observer("percentile", "conv1.in", trim_infinity=True, channel_mean_axis=1)
+    good = np.arange(24, dtype=np.float64).reshape(1, 3, 2, 4)
+    obs.update(good)
+    bad = good.copy()
+    bad[0, 1, 0, 0] = np.nan
+    obs.update(bad)
+    assert obs.trimmed == 1 and obs.channel_sum.shape == (3,)
+    np.testing.assert_array_equal(obs.channel_sum, good.sum(axis=(0, 2, 3)) * 2 - [0, good[0, 1, 0, 0], 0])
+    assert np.isfinite(obs.sample.values).all() and obs.count == 47
+
+
 def test_state_is_bounded_and_round_trips(tmp_path):
     observers = {name: feed(make_observer(name, f"t.{name}", bits=8), GAUSS, 50) for name in sorted(OBSERVERS)}
     assert observers["percentile"].hist.counts.size == 2048  # no growth with the number of batches

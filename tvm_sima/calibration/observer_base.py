@@ -121,8 +121,8 @@ class Observer:
         if self.trimmed == 0:
             LOG.warning("tensor %r: dropping NaN/Inf values from its statistics", self.tensor)
         self.trimmed += int(bad.sum())
-        if self.axis is not None:
-            return np.where(bad, np.nan, x)  # reduced with nan-aware functions below
+        if self.axis is not None or self.options.get("channel_mean_axis") is not None:
+            return np.where(bad, np.nan, x)  # per-channel reductions keep the shape: nan-aware functions below
         return x[~bad]
 
     def _reduce_axes(self, x: np.ndarray) -> Optional[tuple[int, ...]]:
@@ -161,6 +161,8 @@ class Observer:
                 self.exact_channel_sum = ExactSum(sums.shape)
             self.exact_channel_sum.add(sums)
             self.channel_count += data.size // data.shape[axis]
+        if self.axis is None and summed is np.nansum:  # NaN-marked for the channel sums: the values, finite
+            data = data[np.isfinite(data)]
         if self.axis is None:
             self.sample.update(data.ravel(), self.batch)
         self._update(data)
