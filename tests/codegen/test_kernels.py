@@ -172,15 +172,20 @@ def _module() -> tuple[tvm.IRModule, list[np.ndarray]]:
     params = [relax.Var(name, relax.TensorType(shape, case.dtype)) for name, case, shape in cases]
     extreme = ("pointwise_odd", "long_k")  # every code at an end of its range: the largest products
     inputs = [_codes(rng, shape, case.dtype, extreme=name in extreme) for name, case, shape in cases]
+    kinds = {ConvCase: _conv, DenseCase: _dense, RequantizeCase: _requantize}
+    return _tuple_main(params, lambda bb: [
+        kinds[type(case)](bb, rng, x, xc, case, i, name in extreme)
+        for i, ((name, case, _), x, xc) in enumerate(zip(cases, params, inputs, strict=True))]), inputs
+
+
+def _tuple_main(params: list, emit_outputs) -> tvm.IRModule:
+    """A module whose ``main`` takes ``params`` and returns the tuple of ``emit_outputs(bb)``'s values."""
     bb = relax.BlockBuilder()
     with bb.function("main", params, attrs={"num_input": len(params)}):
         with bb.dataflow():
-            kinds = {ConvCase: _conv, DenseCase: _dense, RequantizeCase: _requantize}
-            outs = [kinds[type(case)](bb, rng, x, xc, case, i, name in extreme)
-                    for i, ((name, case, _), x, xc) in enumerate(zip(cases, params, inputs, strict=True))]
-            out = bb.emit_output(relax.Tuple(outs))
+            out = bb.emit_output(relax.Tuple(emit_outputs(bb)))
         bb.emit_func_output(out)
-    return bb.get(), inputs
+    return bb.get()
 
 
 @pytest.fixture(scope="module")
@@ -199,10 +204,15 @@ def _library_then_reference(ex, reference_ex, inputs: list[np.ndarray], isa: str
     return got, [r.numpy() for r in reference["main"](*[tvm.runtime.tensor(x) for x in xs])]
 
 
+def _offloaded_ops(mod: tvm.IRModule, ops: str) -> int:
+    """How many ``sima.<ops>`` composites the partitioner puts in library regions (``ops``: a regex)."""
+    regions = offloaded_functions(partition_for_sima(mod))
+    return sum(len(re.findall(rf'"Composite": "sima\.({ops})', str(f))) for f in regions.values())
+
+
 def test_every_case_is_offloaded(built):
     # guard: an op left in TIR would make the comparison below TIR against TIR
-    regions = offloaded_functions(partition_for_sima(built[0]))
-    held = sum(len(re.findall(r'"Composite": "sima\.(conv2d|dense|requantize)', str(f))) for f in regions.values())
+    held = _offloaded_ops(built[0], "conv2d|dense|requantize")
     assert held == len(CONVS) + len(DENSES) + len(REQUANTIZES)
 
 
@@ -247,31 +257,28 @@ def _ties_module() -> tuple[tvm.IRModule, list[np.ndarray]]:
             params.append(relax.Var(f"{kind}_{rounding}", relax.TensorType(shape, "int8")))
             inputs.append(rng.integers(-6, 7, shape).astype(np.int8))
             ops.append((kind, rounding))
-    bb = relax.BlockBuilder()
-    with bb.function("main", params, attrs={"num_input": len(params)}):
-        with bb.dataflow():
-            outs = []
-            for x, (kind, rounding) in zip(params, ops, strict=True):
-                oc = {"pointwise": 9, "depthwise": 5, "dense": 7}[kind]
-                wshape = {"pointwise": (9, 16, 1, 1), "depthwise": (5, 1, 3, 3), "dense": (7, 24)}[kind]
-                w = relax.const(rng.integers(-3, 4, wshape).astype(np.int8))
-                bias = relax.const(rng.integers(-5, 6, oc).astype(np.int32))
-                q = dict(shift=[2], multiplier=[1], rounding=rounding, out_dtype="int8", output_zero_point=0)
-                if kind == "dense":
-                    outs.append(bb.emit(so.dense(x, w, bias, input_zero_point=1, **q)))
-                else:
-                    outs.append(bb.emit(so.conv2d(x, w, bias, padding=0 if kind == "pointwise" else 1,
-                                                  groups=1 if kind == "pointwise" else 5, input_zero_point=-1, **q)))
-            out = bb.emit_output(relax.Tuple(outs))
-        bb.emit_func_output(out)
-    return bb.get(), inputs
+    def emit(bb: relax.BlockBuilder) -> list:
+        outs = []
+        for x, (kind, rounding) in zip(params, ops, strict=True):
+            oc = {"pointwise": 9, "depthwise": 5, "dense": 7}[kind]
+            wshape = {"pointwise": (9, 16, 1, 1), "depthwise": (5, 1, 3, 3), "dense": (7, 24)}[kind]
+            w = relax.const(rng.integers(-3, 4, wshape).astype(np.int8))
+            bias = relax.const(rng.integers(-5, 6, oc).astype(np.int32))
+            q = dict(shift=[2], multiplier=[1], rounding=rounding, out_dtype="int8", output_zero_point=0)
+            if kind == "dense":
+                outs.append(bb.emit(so.dense(x, w, bias, input_zero_point=1, **q)))
+            else:
+                outs.append(bb.emit(so.conv2d(x, w, bias, padding=0 if kind == "pointwise" else 1,
+                                              groups=1 if kind == "pointwise" else 5, input_zero_point=-1, **q)))
+        return outs
+
+    return _tuple_main(params, emit), inputs
 
 
 @pytest.fixture(scope="module")
 def ties():
     mod, inputs = _ties_module()
-    regions = offloaded_functions(partition_for_sima(mod))  # guard: every op in the library, none in TIR
-    assert sum(len(re.findall(r'"Composite": "sima\.(conv2d|dense)', str(f))) for f in regions.values()) == 9
+    assert _offloaded_ops(mod, "conv2d|dense") == 9  # guard: every op in the library, none in TIR
     return tvm_sima.build(mod), tvm_sima.build(mod, offload=False), inputs
 
 

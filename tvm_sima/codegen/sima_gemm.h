@@ -366,8 +366,7 @@ template <typename T, typename Q, typename X, typename Y>
 static void conv_nchw_as(const X* x, Y* y, const T* a, const Conv& g, const Epilogue& e) {
   constexpr int G = group_of<T>();
   const int K = g.c * g.kh * g.kw, P = g.oh * g.ow;
-  const bool pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 &&
-                         g.oh == g.h && g.ow == g.w;
+  const bool pointwise = is_pointwise(g);
   for (int bn = 0; bn < g.n; ++bn) {
     const X* rows = x + (int64_t)bn * g.c * g.h * g.w;
     if (!pointwise) {
@@ -397,8 +396,7 @@ static void conv_nchw(const X* x, Y* y, const int8_t* w, Packed* wa, const Conv&
 template <typename T, typename X>
 static void im2col_nhwc(const X* __restrict x, const Conv& g, int lda, T* __restrict a, int p0, int p1) {
   const T pad = code_of<T>((X)g.zp);
-  const bool pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 &&
-                         g.oh == g.h && g.ow == g.w;
+  const bool pointwise = is_pointwise(g);
   if (pointwise && lda == g.c) {  // the rows are the input's pixels: one flat copy
     const X* __restrict src = x + (int64_t)p0 * g.c;
     T* __restrict dst = a + (int64_t)p0 * g.c;

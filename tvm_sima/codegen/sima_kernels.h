@@ -254,5 +254,9 @@ struct Conv {
   int kh, kw, sh, sw, dh, dw, pt, pl;
   int zp;  // input zero point: the value of padded pixels
 };
+// 1x1, stride 1, no padding: each output pixel reads its own input pixel.
+SIMA_INLINE bool is_pointwise(const Conv& g) {
+  return g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.oh == g.h && g.ow == g.w;
+}
 
 }  // namespace sima_kernels
