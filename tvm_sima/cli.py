@@ -247,10 +247,12 @@ def _compare(args: argparse.Namespace, mod: Any, params: dict, qmod: Any, evalua
     modes = ["continuous", "isolated"] if args.mode == "both" else [args.mode]
     results: dict[str, list] = {}
     outputs: list = []
+    executor = _ray_executor(args.ray) if args.ray else None  # shows its own progress, shard by shard
     try:
         for k, mode in enumerate(modes):  # the model outputs are the same in both modes: keep the first's
-            results[mode] = compare_tensors(mod, params, qmod, _progress(evaluation, f"evaluation ({mode})"),
-                                            config, mode=mode, outputs=outputs if k == 0 else None)
+            data = evaluation if executor else _progress(evaluation, f"evaluation ({mode})")
+            results[mode] = compare_tensors(mod, params, qmod, data, config, mode=mode,
+                                            outputs=outputs if k == 0 else None, executor=executor)
     except ValueError as err:
         raise CliError(one_line(err)) from None
     bad = nonfinite_batch(outputs)
@@ -378,6 +380,10 @@ def _command(sub: Any, name: str, run: Any, help_: str, model_help: str, output_
     return p
 
 
+_RAY_HELP = ("on a Ray cluster (the ray extra): auto (the cluster this machine is in), ray://HOST:10001, or local "
+             "(a new one here); a --calib folder of .npy files or of images is read by the workers")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tvm-sima", description="Post-training quantization and an NPU converter on Apache TVM (Relax).",
@@ -398,10 +404,8 @@ def _parser() -> argparse.ArgumentParser:
     quantize = command("quantize", cmd_quantize, "quantize a float model on calibration data and build it for the NPU",
                        "a float .onnx, .tflite or .pt2 file", "where model.so, artifacts/ and the run's files go",
                        [calib], config=True, example=f"tvm-sima quantize {onnx} --calib {npy} --output build/q")
-    quantize.add_argument("--ray", metavar="ADDRESS",
-                          help="calibrate on a Ray cluster (the ray extra): auto (the cluster this machine is in), "
-                               "ray://HOST:10001, or local (a new one here); a --calib folder of .npy files or "
-                               "of images is read by the workers. The same model.so as without --ray")
+    quantize.add_argument("--ray", metavar="ADDRESS", help="calibrate " + _RAY_HELP + ". The same model.so as "
+                                                                                     "without --ray")
     report = command("report", cmd_report, "quantize, then compare float and quantized tensors layer by layer",
                      "a float .onnx, .tflite or .pt2 file", "where per_layer.json, report.html and the run's files go",
                      [calib, ("--eval", "evaluation data (labels, if any, are used by top-k)")], config=True,
@@ -409,6 +413,9 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--mode", choices=("continuous", "isolated", "both"), default="both",
                         help="continuous: the quantized program feeds itself; isolated: every tensor's producer is "
                              "fed the float values (default: both)")
+    report.add_argument("--ray", metavar="ADDRESS",
+                        help="calibrate and evaluate " + _RAY_HELP + "; the --eval batches are read here (labels "
+                             "stay here) and travel with their shards. The same per_layer.json as without --ray")
     report.add_argument("--metric", action="append", metavar="NAME",
                         help=f"output metric, repeatable (default: {', '.join(DEFAULT_METRICS)}; also top5, or "
                              "any installed 'tvm_sima.metrics' entry point)")

@@ -13,13 +13,17 @@ tensor, cosine similarity, SQNR, mean squared and max absolute error. Two modes:
   it adds on its own (its input rounding included, the upstream error not).
 
 Streaming: memory does not grow with the dataset; a fixed-size uniform sample of float and
-dequantized values per tensor (bottom-k of random keys) is kept for histograms.
+dequantized values per tensor (bottom-k of random keys) is kept for histograms. The metrics
+(:class:`~tvm_sima.tensor_metrics.TensorMetrics`) merge exactly, so with
+``executor=RayExecutor(...)`` shards of the dataset are evaluated on a Ray cluster and the result
+is the single-process one, bit for bit.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional, Union
+import copy
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Union
 
 import numpy as np
 import tvm
@@ -29,12 +33,15 @@ from .calibration.data_checks import batch_arrays, check_batch
 from .config import QConfig, current_qconfig
 from .graph import GraphIndex, op_name
 from .math import QParams, RoundingMode
-from .math.metrics import cosine_from_sums, sqnr_db_from_sums
-from .math.qtypes import parse_qtype
+from .math.metrics import sqnr_db_from_sums
 from .params import bind_params
 from .passes.annotate import annotate
-from .passes.calibrate import calibration_graph
+from .passes.calibrate import CalibrationInput, calibration_graph, calibration_inputs
 from .passes.canonicalize import canonicalize
+from .tensor_metrics import TensorMetrics
+
+if TYPE_CHECKING:
+    from .distributed import RayExecutor
 
 __all__ = ["MODES", "TensorMetrics", "compare_tensors", "quantized_taps", "sqnr_db"]
 
@@ -46,80 +53,6 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     noise = float(np.sum((np.asarray(reference, np.float64) - test) ** 2))
     signal = float(np.sum(np.asarray(reference, np.float64) ** 2))
     return sqnr_db_from_sums(signal, noise)
-
-
-@dataclass
-class TensorMetrics:
-    """Streaming float-vs-quantized statistics of one tensor."""
-
-    name: str
-    scale: float = 0.0
-    zero_point: int = 0
-    dtype: str = ""
-    count: int = 0
-    dot: float = 0.0
-    ref_sq: float = 0.0
-    test_sq: float = 0.0
-    err_sq: float = 0.0
-    max_abs_error: float = 0.0
-    order: int = 0
-    producer: str = ""  # the quantized program's op computing the tensor (sima.conv2d, ...)
-    source: str = ""  # the model's own name for the node computing it (tvm_sima.source_names)
-    layer: str = ""  # the fused layer computing it, if one does
-    weight_bits: int = 0  # that layer's weight bits (0: no weights)
-    sample_size: int = 4096
-    _keys: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
-    _ref_sample: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
-    _test_sample: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
-
-    @property
-    def bits(self) -> int:
-        return parse_qtype(self.dtype).bits if self.dtype else 0
-
-    @property
-    def samples(self) -> tuple[np.ndarray, np.ndarray]:
-        """A uniform sample (``sample_size`` at most) of the float and the dequantized values, paired."""
-        return self._ref_sample, self._test_sample
-
-    def update(self, ref: np.ndarray, test: np.ndarray) -> None:
-        r, t = np.asarray(ref, np.float64).ravel(), np.asarray(test, np.float64).ravel()
-        self._sample(r, t)
-        self.count += r.size
-        self.dot += float(r @ t)
-        self.ref_sq += float(r @ r)
-        self.test_sq += float(t @ t)
-        self.err_sq += float(((r - t) ** 2).sum())
-        self.max_abs_error = max(self.max_abs_error, float(np.abs(r - t).max(initial=0.0)))
-
-    def _sample(self, r: np.ndarray, t: np.ndarray) -> None:
-        # Bottom-k sampling: every value gets a random key; the k smallest keys seen so far are a
-        # uniform sample of everything seen, whatever the batch sizes.
-        rng = np.random.default_rng([self.order, self.count])
-        keys = np.concatenate([self._keys, rng.random(r.size)])
-        ref = np.concatenate([self._ref_sample, r.astype(np.float32)])
-        test = np.concatenate([self._test_sample, t.astype(np.float32)])
-        if keys.size > self.sample_size:
-            keep = np.argpartition(keys, self.sample_size)[: self.sample_size]
-            keys, ref, test = keys[keep], ref[keep], test[keep]
-        self._keys, self._ref_sample, self._test_sample = keys, ref, test
-
-    @property
-    def cosine(self) -> float:
-        return cosine_from_sums(self.dot, self.ref_sq, self.test_sq)
-
-    @property
-    def sqnr(self) -> float:
-        return sqnr_db_from_sums(self.ref_sq, self.err_sq)
-
-    @property
-    def mse(self) -> float:
-        return self.err_sq / max(self.count, 1)
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "producer": self.producer, "source": self.source, "layer": self.layer,
-                "scale": self.scale, "zero_point": self.zero_point, "dtype": self.dtype,
-                "bits": self.bits, "weight_bits": self.weight_bits, "cosine": self.cosine, "sqnr_db": self.sqnr,
-                "mse": self.mse, "max_abs_error": self.max_abs_error}
 
 
 def quantized_taps(qmod: tvm.IRModule, feed: Iterable[str] = ()) -> tuple[tvm.IRModule, dict[str, dict]]:
@@ -196,17 +129,55 @@ def _per_tensor(qp: QParams) -> QParams:
     return QParams(float(qp.scale[0]), int(qp.zero_point[0]), qp.dtype)
 
 
+@dataclass(frozen=True)
+class _Evaluate:
+    """The evaluation of a stream of ``(index, batch)`` pairs: fresh metrics fed every batch.
+
+    Runs where the batches are (this process, or a Ray worker with ``vms`` = the float and the
+    quantized program); returns the metrics and, when ``outputs``, ``(index, float output,
+    quantized output)`` per batch.
+    """
+
+    inputs: list[CalibrationInput]
+    float_index: dict[str, int]
+    q_index: dict[str, int]
+    fed: list[str]
+    templates: list[TensorMetrics]
+    outputs: bool
+
+    def run(self, vms: list[Any], batches: Iterable[tuple[int, Any]]) -> tuple[list[TensorMetrics], list[tuple]]:
+        fvm, qvm = vms
+        metrics, pairs = copy.deepcopy(self.templates), []
+        names = [i.name for i in self.inputs]
+        for index, batch in batches:
+            arrays = batch_arrays(batch, names)
+            check_batch(arrays, self.inputs, index + 1)
+            args = [tvm.runtime.tensor(a) for a in arrays]
+            f_out = fvm["main"](*args)
+            q_out = qvm["main"](*args, *(f_out[self.float_index[name]] for name in self.fed))
+            for m in metrics:
+                m.update(f_out[self.float_index[m.name]].numpy(), q_out[self.q_index[m.name]].numpy(), index)
+            if self.outputs:
+                pairs.append((index, _first(f_out[0]), _first(q_out[0])))
+        return metrics, pairs
+
+
 def compare_tensors(mod: tvm.IRModule, params: Optional[dict], qmod: tvm.IRModule,
                     dataset: Iterable[Union[np.ndarray, dict]],
                     config: Optional[QConfig] = None, *, mode: str = "continuous",
-                    outputs: Optional[list] = None) -> list[TensorMetrics]:
+                    outputs: Optional[list] = None, executor: Optional["RayExecutor"] = None) -> list[TensorMetrics]:
     """Per-tensor metrics of ``qmod`` (a :func:`tvm_sima.quantize` result) against the float ``mod``.
 
     ``config`` must be the one ``qmod`` was made with (default: the current one), so that tensor
     names agree. ``mode`` is ``"continuous"`` or ``"isolated"`` (see the module docstring).
     Tensors are listed in program order of the quantized program. When ``outputs`` is a list,
     ``(float output, quantized output)`` NumPy pairs of the model's first output are appended to
-    it, one per batch (for output metrics such as top-1).
+    it, one per batch, in dataset order (for output metrics such as top-1).
+
+    ``executor`` (a :class:`tvm_sima.distributed.RayExecutor`): both programs are built here,
+    once, and shards of ``dataset`` (its own, for a
+    :class:`~tvm_sima.distributed.ShardedDataset`) evaluated on the workers; their metrics merge
+    into exactly those of the single-process run.
     """
     from .driver import build
 
@@ -218,27 +189,34 @@ def compare_tensors(mod: tvm.IRModule, params: Optional[dict], qmod: tvm.IRModul
     float_mod, float_taps, _ = calibration_graph(amod)
     q_mod, q_taps = quantized_taps(qmod, float_taps if mode == "isolated" else ())
     float_index = {name: i + 1 for i, name in enumerate(float_taps)}
-    fed = [name for name in float_taps if name in q_taps] if mode == "isolated" else []
     facts = _tensor_facts(qmod)
-    metrics = [TensorMetrics(name, info["scale"][0], info["zero_point"][0], info["dtype"], order=k,
-                             producer=info["producer"], **facts(name))
-               for k, (name, info) in enumerate(q_taps.items()) if name in float_index]
-    fvm = relax.VirtualMachine(build(float_mod), tvm.cpu())
-    qvm = relax.VirtualMachine(build(q_mod), tvm.cpu())
-    main = float_mod["main"]
-    names = [p.name for p in main.params]
-    q_index = {name: i + 1 for i, name in enumerate(q_taps)}
-    for number, batch in enumerate(dataset, start=1):
-        arrays = batch_arrays(batch, names)
-        check_batch(arrays, main.params, number)
-        args = [tvm.runtime.tensor(a) for a in arrays]
-        f_out = fvm["main"](*args)
-        q_out = qvm["main"](*args, *(f_out[float_index[name]] for name in fed))
-        for m in metrics:
-            m.update(f_out[float_index[m.name]].numpy(), q_out[q_index[m.name]].numpy())
-        if outputs is not None:
-            outputs.append((_first(f_out[0]), _first(q_out[0])))
+    templates = [TensorMetrics(name, info["scale"][0], info["zero_point"][0], info["dtype"], order=k,
+                               producer=info["producer"], **facts(name))
+                 for k, (name, info) in enumerate(q_taps.items()) if name in float_index]
+    job = _Evaluate(calibration_inputs(float_mod), float_index, {name: i + 1 for i, name in enumerate(q_taps)},
+                    [name for name in float_taps if name in q_taps] if mode == "isolated" else [], templates,
+                    outputs is not None)
+    programs = [build(float_mod), build(q_mod)]
+    if executor is None:
+        metrics, pairs = job.run([relax.VirtualMachine(p, tvm.cpu()) for p in programs], enumerate(dataset))
+    else:
+        metrics, pairs = _evaluate_shards(executor, programs, job, dataset)
+    if outputs is not None:
+        outputs.extend((reference, test) for _, reference, test in sorted(pairs, key=lambda p: p[0]))
     return metrics
+
+
+def _evaluate_shards(executor: "RayExecutor", programs: list[Any], job: _Evaluate,
+                     dataset: Iterable[Any]) -> tuple[list[TensorMetrics], list[tuple]]:
+    """``job`` over the shards of ``dataset`` on the executor's workers, the shards' results merged."""
+    metrics, pairs = copy.deepcopy(job.templates), []
+    shards = executor.shards(dataset)
+    if shards:
+        for part, part_pairs in executor.map_shards(programs, job, shards, "evaluating"):
+            for mine, theirs in zip(metrics, part, strict=True):
+                mine.merge(theirs)
+            pairs.extend(part_pairs)
+    return metrics, pairs
 
 
 def _tensor_facts(qmod: tvm.IRModule) -> Callable[[str], dict]:

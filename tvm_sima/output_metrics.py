@@ -8,17 +8,23 @@ entry points, which import them from here).
 * ``top1``, ``top5`` (:class:`TopK`): accuracy against the labels when the dataset has them,
   otherwise agreement (the float model's top-1 class within the quantized model's top k);
 * ``cosine``, ``sqnr`` (dB, ``inf`` when equal), ``max_abs_error``.
+
+Each also has ``merge(other)``: the metric of two sets of batches scored apart (on shards of a
+dataset), exactly, in any order: counts are ints, sums
+:class:`~tvm_sima.calibration.exact_sum.ExactTotal` totals of each batch's float64 sum (rounded
+once when read), maxima maxima.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
 
-from .math.metrics import cosine_from_sums, sqnr_db_from_sums
+from .calibration.exact_sum import ExactTotal
+from .math.metrics import cosine_from_sums, nan_max, sqnr_db_from_sums
 
 __all__ = ["Cosine", "MaxAbsError", "Sqnr", "TopK", "top1", "top5"]
 
@@ -49,6 +55,15 @@ class TopK:
         self.hits += int((top == target[:, None]).any(axis=1).sum())
         self.count += len(target)
 
+    def merge(self, other: "TopK") -> None:
+        if other.k != self.k or None not in (self.with_labels, other.with_labels) and \
+                self.with_labels != other.with_labels:
+            raise ValueError(f"cannot merge top{other.k} (labels: {other.with_labels}) into top{self.k} (labels: "
+                             f"{self.with_labels}): the same k, and labels on every shard or on none")
+        self.hits += other.hits
+        self.count += other.count
+        self.with_labels = self.with_labels if other.with_labels is None else other.with_labels
+
     def result(self) -> float:
         return self.hits / self.count if self.count else math.nan
 
@@ -58,18 +73,22 @@ class Cosine:
     """Cosine similarity of the float and quantized outputs, over all of them."""
 
     name: str = "cosine"
-    dot: float = 0.0
-    ref_sq: float = 0.0
-    test_sq: float = 0.0
+    dot: ExactTotal = field(default_factory=ExactTotal)
+    ref_sq: ExactTotal = field(default_factory=ExactTotal)
+    test_sq: ExactTotal = field(default_factory=ExactTotal)
 
     def update(self, reference: np.ndarray, test: np.ndarray, labels: Optional[np.ndarray] = None) -> None:
         r, t = np.asarray(reference, np.float64).ravel(), np.asarray(test, np.float64).ravel()
-        self.dot += float(r @ t)
-        self.ref_sq += float(r @ r)
-        self.test_sq += float(t @ t)
+        self.dot.add(float(r @ t))
+        self.ref_sq.add(float(r @ r))
+        self.test_sq.add(float(t @ t))
+
+    def merge(self, other: "Cosine") -> None:
+        for mine, theirs in ((self.dot, other.dot), (self.ref_sq, other.ref_sq), (self.test_sq, other.test_sq)):
+            mine.merge(theirs)
 
     def result(self) -> float:
-        return cosine_from_sums(self.dot, self.ref_sq, self.test_sq)
+        return cosine_from_sums(self.dot.value(), self.ref_sq.value(), self.test_sq.value())
 
 
 @dataclass
@@ -77,16 +96,20 @@ class Sqnr:
     """Signal-to-quantization-noise ratio of the outputs in dB (inf when equal)."""
 
     name: str = "sqnr"
-    signal: float = 0.0
-    noise: float = 0.0
+    signal: ExactTotal = field(default_factory=ExactTotal)
+    noise: ExactTotal = field(default_factory=ExactTotal)
 
     def update(self, reference: np.ndarray, test: np.ndarray, labels: Optional[np.ndarray] = None) -> None:
         r, t = np.asarray(reference, np.float64), np.asarray(test, np.float64)
-        self.signal += float((r * r).sum())
-        self.noise += float(((r - t) ** 2).sum())
+        self.signal.add(float((r * r).sum()))
+        self.noise.add(float(((r - t) ** 2).sum()))
+
+    def merge(self, other: "Sqnr") -> None:
+        self.signal.merge(other.signal)
+        self.noise.merge(other.noise)
 
     def result(self) -> float:
-        return sqnr_db_from_sums(self.signal, self.noise)
+        return sqnr_db_from_sums(self.signal.value(), self.noise.value())
 
 
 @dataclass
@@ -98,7 +121,10 @@ class MaxAbsError:
 
     def update(self, reference: np.ndarray, test: np.ndarray, labels: Optional[np.ndarray] = None) -> None:
         diff = np.abs(np.asarray(reference, np.float64) - np.asarray(test, np.float64))
-        self.value = max(self.value, float(diff.max(initial=0.0)))
+        self.value = nan_max(self.value, float(diff.max(initial=0.0)))
+
+    def merge(self, other: "MaxAbsError") -> None:
+        self.value = nan_max(self.value, other.value)
 
     def result(self) -> float:
         return self.value

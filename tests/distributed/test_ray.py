@@ -118,3 +118,46 @@ def test_the_cli_flag_gives_the_local_cli_model_so(cluster, digits, tmp_path):
     assert main(["quantize", onnx, "--calib", str(tmp_path / "all.npy"), "--output", str(tmp_path / "local")]) == 0
     assert main(["quantize", onnx, "--calib", str(shard_dir), "--ray", "auto", "--output", str(tmp_path / "ray")]) == 0
     assert (tmp_path / "ray" / "model.so").read_bytes() == (tmp_path / "local" / "model.so").read_bytes()
+
+
+def _same_metrics(ray_run: list, local: list) -> None:
+    """Every field and the paired sample of every tensor, exactly."""
+    assert [m.name for m in ray_run] == [m.name for m in local]
+    for a, b in zip(ray_run, local, strict=True):
+        assert a.to_dict() == b.to_dict() and (a.count, a.batches) == (b.count, b.batches), a.name
+        assert a._sums == b._sums, a.name
+        for x, y in zip((*a.samples, a.sample_keys), (*b.samples, b.sample_keys), strict=True):
+            assert np.array_equal(x, y), a.name
+
+
+@pytest.mark.parametrize("mode", ["continuous", "isolated"])
+def test_compare_tensors_on_ray_gives_the_local_metrics(cluster, digits, mode):
+    from tvm_sima.compare import compare_tensors
+
+    mod, params, batches, _ = digits
+    qmod = tvm_sima.quantize(mod, params, batches[:8], progress=False)
+    local_outputs: list = []
+    local = compare_tensors(mod, params, qmod, batches, mode=mode, outputs=local_outputs)
+    finished: list = []
+    executor = RayExecutor(workers=2, shard_batches=5, on_shard=lambda done, total: finished.append(total))
+    ray_outputs: list = []
+    on_ray = compare_tensors(mod, params, qmod, batches, mode=mode, outputs=ray_outputs, executor=executor)
+    assert finished == [10] * 10  # 48 batches in shards of 5, results merged as they came
+    _same_metrics(on_ray, local)
+    assert local[0].count > 0 and len(ray_outputs) == len(local_outputs) == len(batches)
+    for (f_ray, q_ray), (f_local, q_local) in zip(ray_outputs, local_outputs, strict=True):  # in dataset order
+        assert np.array_equal(f_ray, f_local) and np.array_equal(q_ray, q_local)
+
+
+def test_the_report_flag_gives_the_local_per_layer_json(cluster, tmp_path):
+    from tvm_sima.cli import main
+
+    fixtures = pathlib.Path(__file__).parents[1] / "fixtures"
+    command = ["report", str(fixtures / "digits_cnn_float.onnx"), "--calib", str(fixtures / "digits_calib_nchw.npy"),
+               "--eval", str(fixtures / "digits_eval_nchw.npz")]
+    assert main([*command, "--output", str(tmp_path / "local")]) == 0
+    assert main([*command, "--ray", "auto", "--output", str(tmp_path / "ray")]) == 0
+    local = (tmp_path / "local" / "per_layer.json").read_bytes()
+    assert b'"isolated"' in local and b'"top1"' in local
+    assert (tmp_path / "ray" / "per_layer.json").read_bytes() == local
+    assert (tmp_path / "ray" / "report.html").read_bytes() == (tmp_path / "local" / "report.html").read_bytes()

@@ -10,11 +10,12 @@ is correctly rounded). The sum of one term is that term.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
-__all__ = ["SCALE_BITS", "ExactSum"]
+__all__ = ["SCALE_BITS", "ExactSum", "ExactTotal"]
 
 #: Terms are held as integers times ``2**-SCALE_BITS``: 1074 (float64's smallest step) plus 52, so the
 #: 53-bit integer significand that :func:`numpy.frexp` gives a subnormal still shifts left, never right.
@@ -77,3 +78,36 @@ class ExactSum:
         if len(total.ints) != int(np.prod(total.shape, dtype=np.int64)):
             raise ValueError(f"ExactSum state: {len(total.ints)} integers for shape {total.shape}")
         return total
+
+
+class ExactTotal:
+    """The exact sum of float scalars, Inf and NaN allowed (what metrics add up, batch by batch).
+
+    Finite terms go to an :class:`ExactSum`; Inf / NaN terms are added as floats beside it (IEEE
+    sums of infinities and NaNs do not depend on the order either), and their sum, when there is
+    one, is the value: ``inf`` (or ``-inf``), or NaN for a NaN or infinities of both signs.
+    """
+
+    def __init__(self) -> None:
+        self.finite = ExactSum()
+        self.special = 0.0  # the sum of the Inf / NaN terms (0.0 while there is none)
+
+    def add(self, value: float) -> None:
+        if math.isfinite(value):
+            self.finite.add(value)
+        else:
+            self.special += value
+
+    def merge(self, other: "ExactTotal") -> None:
+        self.finite.merge(other.finite)
+        self.special += other.special
+
+    def value(self) -> float:
+        return float(self.finite.value()) if math.isfinite(self.special) else self.special
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ExactTotal) and self.finite.ints == other.finite.ints and \
+            (self.special == other.special or math.isnan(self.special) and math.isnan(other.special))
+
+    def __repr__(self) -> str:
+        return f"ExactTotal({self.value()!r})"

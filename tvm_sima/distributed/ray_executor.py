@@ -1,14 +1,15 @@
-"""Calibration on a Ray cluster: the program built once, shards observed by a pool of actors, statistics merged.
+"""Calibration and evaluation on a Ray cluster: programs built once, shards run by a pool of actors, merged.
 
-:class:`RayExecutor` is a :class:`~tvm_sima.passes.calibrate.CalibrationExecutor`. It compiles the
-calibration program once, on the driver, and ships it to the workers as an exported library
-(the ``.so`` bytes, through Ray's object store); each actor loads it once and observes whole
-shards (:mod:`tvm_sima.distributed.shards`: ``.npy`` files and image files are read by the
-worker itself, only their paths travel). A shard's observers come back and are merged into the
-driver's (:meth:`~tvm_sima.calibration.Observer.merge`, exact), in whatever order shards finish,
-so the statistics are bit for bit those of the single-process run. An actor that dies (its
-machine lost, its process killed) is restarted by Ray and its shard observed again from the
-start: the result does not change.
+:class:`RayExecutor` is a :class:`~tvm_sima.passes.calibrate.CalibrationExecutor` and the
+``executor`` of :func:`tvm_sima.compare.compare_tensors`. Both go through
+:meth:`RayExecutor.map_shards`: the programs are compiled once, on the driver, and shipped to the
+workers as exported libraries (the ``.so`` bytes, through Ray's object store); each actor loads
+them once and runs a job (:class:`~tvm_sima.distributed.shards.ShardJob`) on whole shards
+(:mod:`tvm_sima.distributed.shards`: ``.npy`` files and image files are read by the worker
+itself, only their paths travel). A shard's result (observers, tensor metrics) comes back and is
+merged into the driver's exactly, in whatever order shards finish, so the result is bit for bit
+that of the single-process run. An actor that dies (its machine lost, its process killed) is
+restarted by Ray and its shard run again from the start: the result does not change.
 
 Ray is the optional ``ray`` extra; this is the only module that imports it, and only when an
 executor runs.
@@ -21,13 +22,14 @@ import logging
 import os
 import sys
 import tempfile
-from typing import Any, Callable, Iterable, Iterator, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from ..calibration import Observer
 from ..calibration.data_checks import Batch
 from ..passes.calibrate import CalibrationInput, CompileFunction, calibration_inputs, observe_batches
 from ..progress import Progress
-from .shards import SHARD_BATCHES, ShardedDataset, array_shards
+from .shards import SHARD_BATCHES, ShardedDataset, ShardJob, array_shards
 
 __all__ = ["RayExecutor"]
 
@@ -44,35 +46,46 @@ def _ray() -> Any:
 
 
 class _Worker:
-    """A Ray actor: the calibration library loaded once, then one shard observed per call."""
+    """A Ray actor: the shipped libraries loaded once (one VM each), then one shard run by the job per call."""
 
-    def __init__(self, shipped: list[Any], inputs: list[CalibrationInput]) -> None:
+    def __init__(self, shipped: list[Any]) -> None:
         import ray
         import tvm
         from tvm import relax
 
-        library, templates = ray.get(shipped)  # references in a list: a restarted actor fetches them again
-        handle, path = tempfile.mkstemp(suffix=".so", prefix="tvm_sima_calibration_")
-        with os.fdopen(handle, "wb") as out:
-            out.write(library)
-        self.vm = relax.VirtualMachine(tvm.runtime.load_module(path), tvm.cpu())
-        os.unlink(path)  # loaded: the file is no longer needed
-        self.inputs, self.templates = inputs, templates
+        libraries, self.job = ray.get(shipped)  # references in a list: a restarted actor fetches them again
+        self.vms = []
+        for library in libraries:
+            handle, path = tempfile.mkstemp(suffix=".so", prefix="tvm_sima_worker_")
+            with os.fdopen(handle, "wb") as out:
+                out.write(library)
+            self.vms.append(relax.VirtualMachine(tvm.runtime.load_module(path), tvm.cpu()))
+            os.unlink(path)  # loaded: the file is no longer needed
 
     def pid(self) -> int:
         return os.getpid()
 
-    def observe(self, shard: Any) -> tuple[int, list[Observer]]:
-        """Fresh observers fed every batch of ``shard`` (each with its index in the dataset); the batch count."""
+    def run(self, shard: Any) -> Any:
+        """The job's result on every batch of ``shard`` (each with its index in the dataset)."""
+        return self.job.run(self.vms, shard.batches())
+
+
+@dataclass(frozen=True)
+class _Observe:
+    """Calibration's job: fresh observers fed a shard's batches; ``(batch count, observers)``."""
+
+    inputs: list[CalibrationInput]
+    templates: list[Observer]
+
+    def run(self, vms: list[Any], batches: Iterable[tuple[int, Batch]]) -> tuple[int, list[Observer]]:
         observers = copy.deepcopy(self.templates)
-        count = observe_batches(self.vm, self.inputs, observers, shard.batches())
-        return count, observers
+        return observe_batches(vms[0], self.inputs, observers, batches), observers
 
 
 def _library(executable: Any) -> bytes:
     """The executable exported as a shared library, as bytes (what travels to the workers)."""
     with tempfile.TemporaryDirectory(prefix="tvm_sima_ray_") as folder:
-        path = os.path.join(folder, "calibration.so")
+        path = os.path.join(folder, "program.so")
         executable.export_library(path)
         with open(path, "rb") as handle:
             return handle.read()
@@ -125,47 +138,58 @@ class RayExecutor:
             ray.init(address=self.address, log_to_driver=False, **options)
         return ray
 
-    def _actors(self, ray: Any, shipped: list[Any], inputs: list[CalibrationInput], shards: int) -> list[Any]:
+    def shards(self, dataset: Iterable[Batch]) -> list[Any]:
+        """``dataset``'s shards: its own (a :class:`ShardedDataset`), or its batches cut by :attr:`shard_batches`."""
+        if isinstance(dataset, ShardedDataset):
+            return dataset.shards
+        return array_shards(dataset, self.shard_batches).shards
+
+    def map_shards(self, executables: Sequence[Any], job: ShardJob, shards: Sequence[Any],
+                   label: str) -> Iterator[Any]:
+        """``job.run(vms, shard.batches())`` for every shard on the cluster, the results as shards finish.
+
+        The one place where programs travel: each executable is exported once, on the driver, and
+        every actor loads them all (``vms[i]`` runs ``executables[i]``). ``job`` must be picklable;
+        it travels once too. The actors are killed when every result has been read (or the caller
+        stops reading). An error of a shard's own (bad data) is raised as it was on the worker.
+        """
+        ray = self.connect()
+        shipped = [ray.put([_library(e) for e in executables]), ray.put(job)]  # held here while actors restart
         count = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         actor = ray.remote(_Worker).options(
             num_cpus=1, max_restarts=self.retries, max_task_retries=self.retries,
             runtime_env={"env_vars": {"TVM_NUM_THREADS": str(self.threads_per_worker)}})
-        actors = [actor.remote(shipped, inputs) for _ in range(min(count, shards))]
-        self.worker_pids = ray.get([a.pid.remote() for a in actors])
-        return actors
-
-    def observe(self, mod: Any, dataset: Iterable[Batch], tap_observers: list[Observer],
-                build: CompileFunction, log_every: int) -> int:
-        """Observe every shard of ``dataset`` on the cluster; merge into ``tap_observers``; the batch count."""
-        ray = self.connect()
-        shards = dataset.shards if isinstance(dataset, ShardedDataset) else \
-            array_shards(dataset, self.shard_batches).shards
-        if not shards or not any(s.count for s in shards):
-            raise ValueError("the calibration dataset is empty")
-        templates = [copy.deepcopy(obs) for obs in tap_observers]
-        shipped = [ray.put(_library(build(mod))), ray.put(templates)]  # held here while actors may restart
-        actors = self._actors(ray, shipped, calibration_inputs(mod), len(shards))
+        actors = [actor.remote(shipped) for _ in range(min(count, len(shards)))]
         try:
-            return self._reduce(ray, actors, shards, tap_observers)
+            self.worker_pids = ray.get([a.pid.remote() for a in actors])
+            yield from self._finished(ray, actors, shards, label)
         finally:
             for a in actors:
                 ray.kill(a)
 
-    def _reduce(self, ray: Any, actors: list[Any], shards: list[Any], tap_observers: list[Observer]) -> int:
+    def _finished(self, ray: Any, actors: list[Any], shards: Sequence[Any], label: str) -> Iterator[Any]:
         from ray.util import ActorPool
 
-        pool = ActorPool(actors)
-        results = _unwrapped(ray, pool.map_unordered(lambda a, shard: a.observe.remote(shard), shards))
+        results = _unwrapped(ray, ActorPool(actors).map_unordered(lambda a, shard: a.run.remote(shard), list(shards)))
         show = sys.stderr.isatty() if self.progress is None else self.progress
+        for finished, result in enumerate(Progress(results, f"{label} on Ray", show, unit="shards"), start=1):
+            yield result
+            LOG.info("%s: %d/%d shards", label, finished, len(shards))
+            if self.on_shard is not None:
+                self.on_shard(finished, len(shards))
+
+    def observe(self, mod: Any, dataset: Iterable[Batch], tap_observers: list[Observer],
+                build: CompileFunction, log_every: int) -> int:
+        """Observe every shard of ``dataset`` on the cluster; merge into ``tap_observers``; the batch count."""
+        shards = self.shards(dataset)
+        if not shards or not any(s.count for s in shards):
+            raise ValueError("the calibration dataset is empty")
+        job = _Observe(calibration_inputs(mod), [copy.deepcopy(obs) for obs in tap_observers])
         total = 0
-        for finished, (count, observers) in enumerate(Progress(results, "calibrating on Ray", show, unit="shards"),
-                                                      start=1):
+        for count, observers in self.map_shards([build(mod)], job, shards, "calibrating"):
             for mine, theirs in zip(tap_observers, observers, strict=True):
                 mine.merge(theirs)
             total += count
-            LOG.info("calibration: %d/%d shards, %d batches", finished, len(shards), total)
-            if self.on_shard is not None:
-                self.on_shard(finished, len(shards))
         return total
 
 

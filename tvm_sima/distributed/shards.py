@@ -1,4 +1,4 @@
-"""Shards of a calibration dataset: pieces a worker reads by itself, each knowing its batches' indices.
+"""Shards of a dataset (calibration or evaluation): pieces a worker reads by itself, each knowing its batches' indices.
 
 A :class:`ShardedDataset` is a sequence of shards; iterated, it yields every batch in order (so
 the local path runs it as any dataset), and the batches of shard ``k`` are numbered from the
@@ -19,20 +19,31 @@ from __future__ import annotations
 import os
 import pathlib
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Optional, Sequence, Union
+from typing import Any, Iterable, Iterator, Optional, Protocol, Sequence, Union
 
 import numpy as np
 
 from ..calibration.data_checks import Batch, check_batches
 from ..plugins import InputSpec, PluginError, batch_size, image_files, image_layout, images_of
 
-__all__ = ["ArrayShard", "ImageShard", "NpyShard", "Shard", "ShardedDataset", "array_shards", "image_shards",
-           "npy_shards"]
+__all__ = ["ArrayShard", "ImageShard", "NpyShard", "Shard", "ShardJob", "ShardedDataset", "array_shards",
+           "image_shards", "npy_shards"]
 
 #: Batches per shard when :func:`array_shards` / :func:`image_shards` cut a dataset.
 SHARD_BATCHES = 16
 
 Shard = Union["NpyShard", "ImageShard", "ArrayShard"]
+
+
+class ShardJob(Protocol):
+    """What a worker does with one shard: ``run(vms, batches)``, picklable (it travels to the workers once).
+
+    ``vms`` are the shipped programs' virtual machines, in the order they were given to
+    :meth:`~tvm_sima.distributed.RayExecutor.map_shards`; ``batches`` the shard's
+    ``(index in the dataset, batch)`` pairs. The result travels back to the driver.
+    """
+
+    def run(self, vms: list[Any], batches: Iterable[tuple[int, Any]]) -> Any: ...
 
 
 @dataclass(frozen=True)

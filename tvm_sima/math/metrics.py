@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["cosine_from_sums", "sqnr_db_from_sums"]
+__all__ = ["cosine_from_sums", "nan_max", "sqnr_db_from_sums"]
 
 
 def sqnr_db_from_sums(signal: float, noise: float) -> float:
@@ -16,3 +16,8 @@ def cosine_from_sums(dot: float, ref_sq: float, test_sq: float) -> float:
     """Cosine similarity from ``sum(ref*test)``, ``sum(ref^2)``, ``sum(test^2)``; 1 when either is all zero."""
     den = math.sqrt(ref_sq * test_sq)
     return 1.0 if den == 0 else dot / den
+
+
+def nan_max(a: float, b: float) -> float:
+    """``max(a, b)``, NaN when either is NaN (Python's ``max`` would then depend on the argument order)."""
+    return math.nan if math.isnan(a) or math.isnan(b) else max(a, b)
