@@ -48,6 +48,7 @@ from tvm_sima.cli_errors import CliError, one_line, unexpected
 from tvm_sima.cli_inspect import cmd_inspect, data_inputs, dims, is_quantized, op_counts, static
 from tvm_sima.cli_model import data_shapes, load_model, read_dataset
 from tvm_sima.cli_report import DEFAULT_METRICS
+from tvm_sima.config import PRESETS
 from tvm_sima.math.requant import REQUANT_MODE_NAMES
 
 __all__ = ["main"]
@@ -144,6 +145,8 @@ def _quantize(args: argparse.Namespace, mod: Any, params: dict, out: pathlib.Pat
     options, data_options = _config(args.config)
     if getattr(args, "min_sqnr", None) is not None:
         options["mixed_precision_sqnr_db"] = args.min_sqnr
+    if getattr(args, "preset", None) is not None:  # the config file's other options still override its settings
+        options["preset"] = args.preset
     try:
         with tvm_sima.qconfig(**options) as config:
             if "statistics" not in extra:  # NaN / Inf in the data only when the config trims them
@@ -372,6 +375,8 @@ def _command(sub: Any, name: str, run: Any, help_: str, model_help: str, output_
         p.add_argument("--min-sqnr", type=float, metavar="DB",
                        help="mixed precision: give 16 bits to the cheapest activations that bring the output SQNR "
                             "to DB on the first calibration batches (qconfig mixed_precision_sqnr_db)")
+        p.add_argument("--preset", choices=sorted(PRESETS), help="a qconfig preset (accurate: " +
+                       ", ".join(f"{k}={v}" for k, v in PRESETS["accurate"].items()) + "; slower)")
     if mode_help is not None:
         p.add_argument("--mode", choices=REQUANT_MODE_NAMES, default="tflite", help=mode_help)
     p.add_argument("--input-shape", action="append", metavar="NAME=SHAPE",

@@ -243,6 +243,23 @@ def test_quantize_says_which_tensor_it_re_gridded(tmp_path, capsys):
     assert [g["tensor"] for g in report["rescued"]] == ["conv2d_0.output"]
 
 
+def test_preset_flag_turns_on_the_preset_and_the_config_file_still_overrides_it(fixtures_dir, tmp_path):
+    split = np.load(fixtures_dir / "digits_split.npz")
+    np.save(tmp_path / "calib.npy", (split["calib"][:8] / 16.0).astype(np.float32))
+    model, calib = str(fixtures_dir / "digits_cnn_float.tflite"), str(tmp_path / "calib.npy")
+    assert main(["quantize", model, "--calib", calib, "--output", str(tmp_path / "a"), "--preset", "accurate"]) == 0
+    saved = json.loads((tmp_path / "a" / "qconfig.json").read_text())
+    assert saved["preset"] == "accurate" and saved["scale_search"] is True
+    (tmp_path / "q.toml").write_text("scale_search = false\n")
+    assert main(["quantize", model, "--calib", calib, "--output", str(tmp_path / "b"), "--preset", "accurate",
+                 "--config", str(tmp_path / "q.toml")]) == 0
+    saved = json.loads((tmp_path / "b" / "qconfig.json").read_text())
+    assert saved["preset"] == "accurate" and saved["scale_search"] is False
+    with pytest.raises(SystemExit):  # argparse refuses an unknown preset before anything runs
+        main(["quantize", model, "--calib", calib, "--output", str(tmp_path / "c"), "--preset", "fast"])
+    assert not (tmp_path / "c").exists()
+
+
 def test_quantize_with_a_target_sqnr_searches_mixed_precision(fixtures_dir, tmp_path, capsys):
     split = np.load(fixtures_dir / "digits_split.npz")
     np.save(tmp_path / "calib.npy", (split["calib"][:16] / 16.0).astype(np.float32))
