@@ -233,6 +233,14 @@ def test_library_kernels_equal_the_tir_kernels_bit_for_bit(built, isa, monkeypat
     assert os.environ.get("TVM_SIMA_KERNEL_ISA") == (None if isa == "native" else isa)
 
 
+def test_an_unknown_kernel_isa_is_named_on_stderr_and_the_best_one_runs(built, monkeypatch, capfd):
+    _, ex, reference_ex, inputs = built
+    monkeypatch.setenv("TVM_SIMA_KERNEL_ISA", "avx-512")  # a typo of avx512
+    got, expected = _library_then_reference(ex, reference_ex, inputs, "native")
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+    assert "TVM_SIMA_KERNEL_ISA=avx-512 is not one of generic, avx2, avx512" in capfd.readouterr().err
+
+
 def test_the_int32_epilogue_is_chosen_exactly_at_its_bound():
     from tvm_sima.codegen.csource import _narrow
 

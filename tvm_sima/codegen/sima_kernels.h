@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -79,9 +80,16 @@ static int host_isa() {
   }();
   const char* asked = std::getenv("TVM_SIMA_KERNEL_ISA");
   int want = best;
-  if (asked != nullptr) {
+  if (asked != nullptr && *asked) {
     if (!std::strcmp(asked, "generic")) want = kGeneric;
     else if (!std::strcmp(asked, "avx2")) want = kAvx2;
+    else if (std::strcmp(asked, "avx512") != 0) {
+      static std::once_flag said;  // read at every call (tests change it), named once a process
+      std::call_once(said, [asked] {
+        std::fprintf(stderr, "tvm-sima kernels: TVM_SIMA_KERNEL_ISA=%s is not one of generic, avx2, avx512: "
+                     "the best instruction set of this CPU runs\n", asked);
+      });
+    }
   }
   return want < best ? want : best;
 }
