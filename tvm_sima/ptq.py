@@ -204,11 +204,12 @@ def _observers(amod: tvm.IRModule, layers: list[LayerInfo], config: QConfig,
 
 
 def _searches_scales(config: QConfig) -> bool:
-    """Whether some layer has ``scale_search`` in shift mode (the search's only mode), given the overrides."""
+    """Whether realize needs the float samples: some layer has ``scale_search`` in shift mode (the search's only
+    mode) or ``adaround``, given the overrides."""
     settings = [o.settings for o in config.layer_overrides]
     search = config.scale_search or any(bool(s.get("scale_search")) for s in settings)
     shift = config.requant_mode == "shift" or any(s.get("requant_mode") == "shift" for s in settings)
-    return search and shift
+    return (search and shift) or config.adaround or any(bool(s.get("adaround")) for s in settings)
 
 
 def _layer_rows(layers: list[LayerInfo], config: QConfig) -> list[dict]:

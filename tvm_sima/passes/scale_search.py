@@ -42,7 +42,8 @@ import numpy as np
 from .. import lowering
 from .. import math as sm
 
-__all__ = ["STEPS", "ScaleChoice", "Window", "float_taps", "patch_moments", "search_output_scale", "window_of"]
+__all__ = ["STEPS", "ScaleChoice", "Window", "float_taps", "patch_count", "patch_moments", "search_output_scale",
+           "window_of"]
 
 #: Candidates per octave.
 STEPS = 16
@@ -122,6 +123,17 @@ def _subsample(count: int) -> np.ndarray:
     if count <= MAX_PATCHES:
         return np.arange(count)
     return np.sort(np.random.default_rng(count).choice(count, MAX_PATCHES, replace=False))
+
+
+def patch_count(x: np.ndarray, window: Optional[Window]) -> int:
+    """How many input patches :func:`patch_moments` averages over (positions, at most :data:`MAX_PATCHES`)."""
+    if window is None:
+        return min(MAX_PATCHES, int(np.prod(x.shape[:-1])))
+    (kh, kw), (sh, sw), (dh, dw) = window.kernel, window.strides, window.dilation
+    top, left, bottom, right = window.padding
+    h, w = (x.shape[1], x.shape[2]) if window.layout == "NHWC" else (x.shape[2], x.shape[3])
+    oh, ow = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1, (w + left + right - dw * (kw - 1) - 1) // sw + 1
+    return min(MAX_PATCHES, x.shape[0] * oh * ow)
 
 
 def patch_moments(x: np.ndarray, window: Optional[Window], centred: bool) -> np.ndarray:
