@@ -195,7 +195,8 @@ class QConfig:
     weight's rounding, up or down on the grid the op stores, for the least layer output error
     (:mod:`tvm_sima.passes.adaround`, Nagel et al. 2020; its ``adaround_*`` hyper-parameters: steps, Adam's
     learning rate, the regulariser's weight and its exponent annealed from ``adaround_beta[0]`` to
-    ``[1]`` after the ``adaround_warm_start`` fraction; on the scale search's samples);
+    ``[1]`` after the ``adaround_warm_start`` fraction; on the scale search's samples;
+    ``adaround_quantized_input``: a second pass on each layer's input as the first pass's program computes it);
     ``round_for_shift`` must stay True (the ops round their shifts); ``lut_items_in_bits`` is reserved for
     interpolated tables of 16-bit inputs (every table is exact today: 256 entries for 8-bit inputs, 65536
     for 16-bit ones).
@@ -245,6 +246,7 @@ class QConfig:
     adaround_regularization: float = 0.01
     adaround_beta: tuple[float, float] = (20.0, 2.0)
     adaround_warm_start: float = 0.2
+    adaround_quantized_input: bool = True
     rescue_collapsed_tensors: bool = True
     mixed_precision_sqnr_db: Optional[float] = None
     mixed_precision_max_macs: float = 1.0
@@ -311,6 +313,8 @@ class QConfig:
 
     def _check_adaround(self) -> None:
         _require(isinstance(self.adaround, bool), "adaround", self.adaround, "True or False")
+        _require(isinstance(self.adaround_quantized_input, bool), "adaround_quantized_input",
+                 self.adaround_quantized_input, "True or False")
         _require(isinstance(self.adaround_iterations, int) and self.adaround_iterations >= 1, "adaround_iterations",
                  self.adaround_iterations, "an int >= 1 (optimiser steps per layer)")
         for name in ("adaround_learning_rate", "adaround_regularization"):

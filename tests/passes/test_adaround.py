@@ -18,7 +18,8 @@ from helpers.quantize import graph, run
 from tvm import relax
 
 import tvm_sima
-from tvm_sima.passes.adaround import AdaRoundParams, optimise_rounding, rectified_sigmoid
+from tvm_sima.passes.adaround import AdaRoundParams, layer_objective, optimise_rounding, rectified_sigmoid
+from tvm_sima.passes.scale_search import Window
 
 SHAPE = (1, 2, 12, 12)
 
@@ -96,3 +97,23 @@ def test_bad_hyper_parameters_are_refused():
     with pytest.raises(ValueError, match="adaround_warm_start"):
         tvm_sima.QConfig(adaround_warm_start=1.0)
     assert tvm_sima.QConfig(adaround_beta=[10, 2]).adaround_beta == (10.0, 2.0)
+
+
+def test_the_quantized_input_objective_is_the_output_error_over_the_patches():
+    # E[(w p - w~ p~)**2] summed over rows, for the patches p of x and p~ of a perturbed x at the same positions.
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 6, 6))
+    x_tilde = x + 0.1 * rng.standard_normal(x.shape)
+    window = Window((3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "NCHW")
+    view = rng.standard_normal((4, 27))
+    step = np.full(4, 0.1)
+    ratio = view / step[:, None]
+    codes = np.round(ratio) + rng.integers(0, 2, size=ratio.shape)
+    objective = layer_objective(view, x, x_tilde, window, centred=False)
+    padded, padded_t = (np.pad(a, ((0, 0), (0, 0), (1, 1), (1, 1))) for a in (x, x_tilde))
+    p = np.array([padded[b, :, i:i + 3, j:j + 3].transpose(1, 2, 0).ravel()
+                  for b in range(2) for i in range(6) for j in range(6)])
+    q = np.array([padded_t[b, :, i:i + 3, j:j + 3].transpose(1, 2, 0).ravel()
+                  for b in range(2) for i in range(6) for j in range(6)])
+    direct = np.mean(((p @ view.T) - (q @ (codes * step[:, None]).T)) ** 2, axis=0).sum()
+    np.testing.assert_allclose(objective.error(codes, ratio, step), direct, rtol=1e-9)

@@ -24,10 +24,16 @@ full-batch (the quadratic form holds the data), so the default is fewer steps th
 mini-batch steps, with a larger learning rate (``qconfig(adaround_iterations=1000,
 adaround_learning_rate=0.01)``). No randomness: the same data give the same codes.
 
-Not done: the paper's asymmetric reconstruction ``||W x - W~ x~||**2`` with ``x~`` the input as the
-already-quantized layers before give it (it needs ``E[x~ x~^T]`` and ``E[x x~^T]``, so taps of the
-integer program as it is being built); here ``x`` is the float input. A layer with fewer patches than
-weights per channel (``M`` rank-deficient: AdaRound would fit the few samples) keeps nearest rounding.
+The layer's quantized input (``adaround_quantized_input``, on by default): the paper's
+``E[(w x - w~ x~)**2]`` with ``x~`` the input as the quantized layers before it give it. Writing
+``w~ = w + e``, it is ``e A e^T + 2 e (A - B) w^T + const`` with ``A = E[x~ x~^T]`` and ``B = E[x~ x^T]``
+(:func:`~tvm_sima.passes.scale_search.cross_moments`): the same quadratic plus a linear term, which lets
+a layer's rounding also compensate the error its input already carries. ``x~`` comes from a first
+integer program (every layer AdaRounded on float inputs), run with every tensor tapped on the same
+batches (:func:`integer_taps`); realize then runs again with it. So the earlier layers' codes ``x~``
+reflects are the first pass's, not the second's (one pass of lag), and the cost is one more build,
+a short run and a second realize. A layer with fewer patches than weights per channel (``M``
+rank-deficient: AdaRound would fit the few samples) keeps nearest rounding.
 
 Order: cross-layer equalization, then the scale search (the output scale, hence the shift-mode grid),
 then AdaRound on that grid, then bias correction for the weights AdaRound chose
@@ -37,16 +43,17 @@ then AdaRound on that grid, then bias correction for the weights AdaRound chose
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Iterable, Optional
 
 import numpy as np
 
 from .. import lowering
 from .. import math as sm
 from ..config import QConfig
-from .scale_search import Window, patch_count, patch_moments
+from .scale_search import Window, cross_moments, patch_count, patch_moments
 
-__all__ = ["ZETA", "GAMMA", "AdaRoundChoice", "AdaRoundParams", "adaround_layer", "optimise_rounding",
+__all__ = ["ZETA", "GAMMA", "AdaRoundChoice", "AdaRoundParams", "LayerObjective", "adaround_layer", "integer_taps",
+           "layer_objective", "optimise_rounding",
            "rectified_sigmoid"]
 
 #: The rectified sigmoid's stretch (Louizos et al., 2018; the paper's values).
@@ -88,9 +95,11 @@ class AdaRoundChoice:
     error_adaround: float
     changed: float
 
+    quantized_input: bool = False
+
     def to_dict(self) -> dict:
         return {"layer": self.layer, "error_nearest": self.error_nearest, "error_adaround": self.error_adaround,
-                "changed": round(self.changed, 6)}
+                "changed": round(self.changed, 6), "quantized_input": self.quantized_input}
 
 
 def rectified_sigmoid(v: np.ndarray) -> np.ndarray:
@@ -116,50 +125,94 @@ def _quadratic(err: np.ndarray, moments: np.ndarray) -> np.ndarray:
 
 
 def optimise_rounding(ratio: np.ndarray, lo: np.ndarray, hi: np.ndarray, step: np.ndarray, moments: np.ndarray,
-                      params: AdaRoundParams) -> np.ndarray:
+                      params: AdaRoundParams, linear: Optional[np.ndarray] = None) -> np.ndarray:
     """The codes AdaRound chooses between ``lo`` and ``hi`` (each (C, K); ``hi - lo`` is 0 or 1).
 
     ``ratio``: the float weights in grid units (``W / step``); ``step`` (C,) each row's step in real units;
     ``moments`` (G, K, K) the input patches' second moments, G groups of consecutive rows. Minimises
-    ``sum_c step_c**2 (lo + h d - ratio)_c M (lo + h d - ratio)_c^T + lambda sum(1 - |2h - 1|**beta)``
-    over ``V`` with Adam (module docstring).
+    ``sum_c e_c M e_c^T + 2 e_c g_c^T + lambda sum(1 - |2h - 1|**beta)`` over ``V`` with Adam (module docstring),
+    ``e = step (lo + h d - ratio)`` the weight error in real units and ``g`` (C, K) the ``linear`` term of a
+    quantized input (None: zero; :func:`adaround_layer`).
     """
-    span = (hi - lo).astype(np.float64)
-    scale = (step.astype(np.float64) ** 2)[:, None]
-    v = _initial_v(ratio - np.floor(ratio))
+    # float32 and in-place updates: each step is one product and a dozen passes over (C, K) arrays.
+    f32 = np.float32
+    span = (hi - lo).astype(f32)
+    step32 = step.astype(f32)[:, None]
+    base = (lo - ratio).astype(f32)
+    shift = None if linear is None else (linear / step32).astype(f32)
+    coef = (2.0 * step32 ** 2 * span).astype(f32)
+    moments32 = moments.astype(f32)
+    v = _initial_v(ratio - np.floor(ratio)).astype(f32)
     first, second = np.zeros_like(v), np.zeros_like(v)
+    sig, h, grad, tmp = (np.empty_like(v) for _ in range(4))
     b1, b2, eps = _ADAM
     for t in range(params.iterations):
-        stretched = _stretched(v)
-        h = np.clip(stretched, 0.0, 1.0)
-        grad_h = 2.0 * scale * _quadratic(lo + h * span - ratio, moments) * span
+        np.negative(v, out=sig)
+        np.exp(sig, out=sig)
+        sig += 1.0
+        np.reciprocal(sig, out=sig)  # sigmoid(V)
+        np.multiply(sig, ZETA - GAMMA, out=h)
+        h += GAMMA  # stretched, before the clip
+        inside = (h > 0.0) & (h < 1.0)
+        np.clip(h, 0.0, 1.0, out=h)
+        np.multiply(h, span, out=tmp)
+        tmp += base  # the weight error in grid units
+        grad = _quadratic(tmp, moments32)
+        if shift is not None:
+            grad += shift
+        grad *= coef  # d loss / d h
         beta = params.beta_at(t)
-        if beta is not None:
-            centred = 2.0 * h - 1.0
-            grad_h -= params.regularization * beta * 2.0 * np.abs(centred) ** (beta - 1.0) * np.sign(centred)
-        inside = (stretched > 0.0) & (stretched < 1.0)
-        sig = (stretched - GAMMA) / (ZETA - GAMMA)
-        grad = grad_h * inside * sig * (1.0 - sig) * (ZETA - GAMMA)
-        first = b1 * first + (1 - b1) * grad
-        second = b2 * second + (1 - b2) * grad * grad
-        v = v - params.learning_rate * (first / (1 - b1 ** (t + 1))) / (np.sqrt(second / (1 - b2 ** (t + 1))) + eps)
+        if beta is not None:  # d/dh of lambda (1 - |2h - 1|**beta)
+            np.multiply(h, 2.0, out=tmp)
+            tmp -= 1.0
+            grad -= f32(2.0 * params.regularization * beta) * np.sign(tmp) * np.abs(tmp) ** f32(beta - 1.0)
+        grad *= sig * (1.0 - sig) * f32(ZETA - GAMMA) * inside
+        first *= b1
+        first += f32(1 - b1) * grad
+        second *= b2
+        second += f32(1 - b2) * grad * grad
+        v -= f32(params.learning_rate / (1 - b1 ** (t + 1))) * first / (
+            np.sqrt(second / f32(1 - b2 ** (t + 1))) + f32(eps))
     return np.where(rectified_sigmoid(v) >= 0.5, hi, lo)
 
 
-def _error(codes: np.ndarray, ratio: np.ndarray, step: np.ndarray, moments: np.ndarray) -> float:
-    err = (codes - ratio) * step[:, None]
-    return float((_quadratic(err, moments) * err).sum())
+@dataclass(frozen=True)
+class LayerObjective:
+    """A layer's output error as a function of its weight error ``e`` (real units):
+    ``sum_c e_c A e_c^T + 2 e_c g_c^T + constant``."""
+
+    moments: np.ndarray  # A, (G, K, K)
+    linear: Optional[np.ndarray] = None  # g, (C, K)
+    constant: float = 0.0
+
+    def error(self, codes: np.ndarray, ratio: np.ndarray, step: np.ndarray) -> float:
+        err = (codes - ratio) * step[:, None]
+        lin = 0.0 if self.linear is None else 2.0 * float((err * self.linear).sum())
+        return float((_quadratic(err, self.moments) * err).sum()) + lin + self.constant
+
+
+def layer_objective(view: np.ndarray, x: np.ndarray, x_tilde: Optional[np.ndarray], window: Optional[Window],
+               centred: bool) -> LayerObjective:
+    """Float input: ``e M e^T``. Quantized input ``x~``: ``E[(w x - w~ x~)**2]`` with ``w~ = w + e`` is
+    ``e A e^T + 2 e (A - B) w^T + w (A - B - B^T + C) w^T`` (A = E[x~ x~^T], B = E[x~ x^T], C = E[x x^T])."""
+    if x_tilde is None:
+        return LayerObjective(patch_moments(x, window, centred))
+    a, b, c = cross_moments(x, x_tilde, window, centred)
+    linear = _quadratic(view, a - b.transpose(0, 2, 1))
+    rest = a - b - b.transpose(0, 2, 1) + c
+    return LayerObjective(a, linear, float((_quadratic(view, rest) * view).sum()))
 
 
 def adaround_layer(layer: str, weight: np.ndarray, bias: np.ndarray, x_q: sm.QParams, y_q: sm.QParams,
                    is_dense: bool, spec: lowering.WeightSpec, mode: sm.RequantMode, x: np.ndarray,
-                   window: Optional[Window], centred: bool,
-                   params: AdaRoundParams) -> tuple[Optional[np.ndarray], Optional[AdaRoundChoice]]:
+                   window: Optional[Window], centred: bool, params: AdaRoundParams,
+                   x_tilde: Optional[np.ndarray] = None) -> tuple[Optional[np.ndarray], Optional[AdaRoundChoice]]:
     """The layer's weights on the op's grid as AdaRound rounds them (``weight``'s layout), and the record.
 
     ``weight`` / ``bias``: float, epilogue folded in (HWIGO, or OI for dense); ``x`` the layer's float input
-    on a few calibration batches; ``window`` the conv's (None: dense); ``centred``: bias correction follows.
-    Returns ``(None, None)`` (nearest rounding) when the samples hold fewer patches than a row has weights.
+    on a few calibration batches, ``x_tilde`` (optional) its value in the integer program there, dequantized;
+    ``window`` the conv's (None: dense); ``centred``: bias correction follows. Returns ``(None, None)``
+    (nearest rounding) when the samples hold fewer patches than a row has weights.
     """
     view = sm.per_channel_weight_view(weight, is_dense)
     if patch_count(x, window) < view.shape[1]:
@@ -169,10 +222,32 @@ def adaround_layer(layer: str, weight: np.ndarray, bias: np.ndarray, x_q: sm.QPa
     lo = np.clip(np.floor(ratio), grid.qmin, grid.qmax)
     hi = np.clip(np.floor(ratio) + 1.0, grid.qmin, grid.qmax)
     nearest = np.clip(sm.round_real(ratio, sm.RoundingMode.HALF_AWAY_FROM_ZERO), grid.qmin, grid.qmax)
-    moments = patch_moments(x, window, centred)
-    codes = optimise_rounding(ratio, lo, hi, grid.step, moments, params)
-    before, after = _error(nearest, ratio, grid.step, moments), _error(codes, ratio, grid.step, moments)
+    objective = layer_objective(view, x, x_tilde, window, centred)
+    codes = optimise_rounding(ratio, lo, hi, grid.step, objective.moments, params, objective.linear)
+    before, after = objective.error(nearest, ratio, grid.step), objective.error(codes, ratio, grid.step)
+    tilde = x_tilde is not None
     if after >= before:  # the relaxation found nothing better: keep the fold's own rounding
-        return None, AdaRoundChoice(layer, before, before, 0.0)
+        return None, AdaRoundChoice(layer, before, before, 0.0, tilde)
     stored = sm.per_channel_weight_unview(codes * grid.step[:, None], weight.shape, is_dense)
-    return stored, AdaRoundChoice(layer, before, after, float(np.mean(codes != nearest)))
+    return stored, AdaRoundChoice(layer, before, after, float(np.mean(codes != nearest)), tilde)
+
+
+def integer_taps(qmod: Any, batches: Iterable[Any]) -> dict[str, np.ndarray]:
+    """Every named tensor of an integer program (its ``quantize_info``), dequantized, on ``batches``
+    (concatenated on axis 0): the layers' quantized inputs for a second AdaRound pass."""
+    import tvm
+    from tvm import relax
+
+    from ..calibration.data_checks import batch_arrays
+    from ..compare import quantized_taps
+    from ..driver import build  # here: the driver imports the codegen, which imports passes
+
+    tapped, infos = quantized_taps(qmod)
+    vm = relax.VirtualMachine(build(tapped), tvm.cpu())
+    names = [p.name for p in qmod["main"].params]
+    values: dict[str, list[np.ndarray]] = {name: [] for name in infos}
+    for batch in batches:
+        out = vm["main"](*[tvm.runtime.tensor(a) for a in batch_arrays(batch, names)])
+        for i, name in enumerate(infos, start=1):
+            values[name].append(out[i].numpy())
+    return {name: np.concatenate(v) for name, v in values.items() if v}

@@ -91,8 +91,12 @@ def _adarounded(ctx: RealizeContext, layer: str, config: QConfig, weight: np.nda
     x = ctx.float_sample(call.args[0])
     if not config.adaround or x is None:
         return None
+    x_tilde = ctx.quantized_samples.get(xq.name)
+    if x_tilde is not None and x_tilde.shape != x.shape:
+        x_tilde = None
     stored, choice = adaround_layer(layer, weight, bias, xq.qparams, yq, window is None, _weight_spec(config),
-                                    config.requant, x, window, config.bias_correction, AdaRoundParams.of(config))
+                                    config.requant, x, window, config.bias_correction, AdaRoundParams.of(config),
+                                    x_tilde)
     if choice is not None:
         ctx.report.roundings.append(choice.to_dict())
     return stored
