@@ -63,10 +63,10 @@ LAYER_CONFIG_VERSION = 1
 
 #: Named presets (data): the settings each one turns on; options given beside ``preset=`` override them.
 #: ``"default"``: the fields' defaults (fast). ``"accurate"``: the methods that measured better on
-#: EfficientNet-Lite0 at a stated time cost (README, "Accuracy"): the output scale search.
+#: EfficientNet-Lite0 at a stated time cost (README, "Accuracy"): the output scale search and AdaRound.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
-    "accurate": {"scale_search": True},
+    "accurate": {"scale_search": True, "adaround": True},
 }
 
 # Relay-era names -> our field names.
@@ -246,7 +246,7 @@ class QConfig:
     adaround_regularization: float = 0.01
     adaround_beta: tuple[float, float] = (20.0, 2.0)
     adaround_warm_start: float = 0.2
-    adaround_quantized_input: bool = True
+    adaround_quantized_input: bool = False
     rescue_collapsed_tensors: bool = True
     mixed_precision_sqnr_db: Optional[float] = None
     mixed_precision_max_macs: float = 1.0

@@ -53,12 +53,14 @@ def _quantize(mod, calib, path, **options):
 
 
 @pytest.mark.parametrize("mode", ["shift", "multiplier_shift"])
-def test_adaround_changes_the_stored_weights_and_lowers_the_layer_error(mode, tmp_path):
+@pytest.mark.parametrize("quantized_input", [False, True])
+def test_adaround_changes_the_stored_weights_and_lowers_the_layer_error(mode, quantized_input, tmp_path):
     mod, calib = _model(3), _data(7, 8)
     ref = np.stack(run(mod, calib))
     programs, errors = {}, {}
     for ada in (False, True):
-        programs[ada] = _quantize(mod, calib, tmp_path / str(ada), adaround=ada, requant_mode=mode)
+        programs[ada] = _quantize(mod, calib, tmp_path / str(ada), adaround=ada, requant_mode=mode,
+                                  adaround_quantized_input=quantized_input)
         errors[ada] = float(np.mean((np.stack(run(programs[ada], calib)) - ref) ** 2))
     nearest, chosen = _fused_weight(programs[False]).astype(int), _fused_weight(programs[True]).astype(int)
     assert nearest.shape == chosen.shape
@@ -67,6 +69,7 @@ def test_adaround_changes_the_stored_weights_and_lowers_the_layer_error(mode, tm
     assert np.abs(nearest - chosen).max() == 1  # never more than one step from nearest
     [choice] = tvm_sima.quantize_report(programs[True])["adaround"]
     assert choice["layer"] == "conv2d_0" and choice["error_adaround"] < choice["error_nearest"] / 2
+    assert choice["quantized_input"] is quantized_input  # the second pass: the input as the first program has it
     assert tvm_sima.quantize_report(programs[False])["adaround"] == []
     assert errors[True] < errors[False] / 1.5, errors
 
