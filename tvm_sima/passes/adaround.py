@@ -39,8 +39,8 @@ a layer-by-layer pass (each layer's ``x~`` from the final codes before it) would
 layer.
 
 A layer with fewer patches than weights per channel (``M`` rank-deficient: AdaRound would fit the
-few samples) keeps nearest rounding (on EfficientNet-Lite0 with 4 batches: the 7x7 stage's 1x1
-convs and the classifier).
+few samples) keeps nearest rounding (on EfficientNet-Lite0 with 4 batches: the 1x1 convs at 7x7 reading
+320 or more channels, and the classifier).
 
 Order: cross-layer equalization, then the scale search (the output scale, hence the shift-mode grid),
 then AdaRound on that grid, then bias correction for the weights AdaRound chose
