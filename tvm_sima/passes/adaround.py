@@ -151,8 +151,7 @@ def optimise_rounding(ratio: np.ndarray, lo: np.ndarray, hi: np.ndarray, step: n
     moments32 = moments.astype(f32)
     v = _initial_v(ratio - np.floor(ratio)).astype(f32)
     first, second = np.zeros_like(v), np.zeros_like(v)
-    sig, h, grad, tmp = (np.empty_like(v) for _ in range(4))
-    b1, b2, eps = _ADAM
+    sig, h, tmp = (np.empty_like(v) for _ in range(3))
     for t in range(params.iterations):
         np.negative(v, out=sig)
         np.exp(sig, out=sig)
@@ -174,13 +173,19 @@ def optimise_rounding(ratio: np.ndarray, lo: np.ndarray, hi: np.ndarray, step: n
             tmp -= 1.0
             grad -= f32(2.0 * params.regularization * beta) * np.sign(tmp) * np.abs(tmp) ** f32(beta - 1.0)
         grad *= sig * (1.0 - sig) * f32(ZETA - GAMMA) * inside
-        first *= b1
-        first += f32(1 - b1) * grad
-        second *= b2
-        second += f32(1 - b2) * grad * grad
-        v -= f32(params.learning_rate / (1 - b1 ** (t + 1))) * first / (
-            np.sqrt(second / f32(1 - b2 ** (t + 1))) + f32(eps))
+        _adam_step(v, grad, first, second, t, params.learning_rate)
     return np.where(rectified_sigmoid(v) >= 0.5, hi, lo)
+
+
+def _adam_step(v: np.ndarray, grad: np.ndarray, first: np.ndarray, second: np.ndarray, t: int, lr: float) -> None:
+    """One Adam update of ``v`` in place (step ``t`` from 0; the moments ``first`` / ``second`` updated too)."""
+    b1, b2, eps = _ADAM
+    first *= b1
+    first += np.float32(1 - b1) * grad
+    second *= b2
+    second += np.float32(1 - b2) * grad * grad
+    v -= np.float32(lr / (1 - b1 ** (t + 1))) * first / (np.sqrt(second / np.float32(1 - b2 ** (t + 1)))
+                                                         + np.float32(eps))
 
 
 @dataclass(frozen=True)
