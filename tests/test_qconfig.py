@@ -146,7 +146,7 @@ def test_top_level_names_stay_callable_after_submodule_imports():
 def test_a_preset_brings_its_settings_and_explicit_options_override_them():
     assert not QConfig().scale_search and QConfig().preset == "default"
     with qconfig(preset="accurate") as cfg:
-        assert cfg.scale_search and cfg.preset == "accurate"
+        assert cfg.scale_search and cfg.adaround and cfg.preset == "accurate"
         assert cfg.to_dict()["preset"] == "accurate"
     with qconfig(preset="accurate", scale_search=False) as cfg:
         assert not cfg.scale_search

@@ -63,10 +63,10 @@ LAYER_CONFIG_VERSION = 1
 
 #: Named presets (data): the settings each one turns on; options given beside ``preset=`` override them.
 #: ``"default"``: the fields' defaults (fast). ``"accurate"``: the methods that measured better on
-#: EfficientNet-Lite0 at a stated time cost (README, "Accuracy"): the output scale search.
+#: EfficientNet-Lite0 at a stated time cost (README, "Accuracy"): the output scale search and AdaRound.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
-    "accurate": {"scale_search": True},
+    "accurate": {"scale_search": True, "adaround": True},
 }
 
 # Relay-era names -> our field names.
@@ -191,9 +191,15 @@ class QConfig:
     error, weights as the op stores them (:mod:`tvm_sima.passes.scale_search`; it measures on the first
     ``scale_search_samples`` calibration batches); ``cross_layer_equalization`` equalizes the weight
     ranges of conv -> (identity | relu) -> conv pairs in the float model first
-    (:mod:`tvm_sima.passes.equalize`; a module-wide setting); ``round_for_shift`` must stay True (the
-    ops round their shifts); ``lut_items_in_bits`` is reserved for interpolated tables of 16-bit
-    inputs (every table is exact today: 256 entries for 8-bit inputs, 65536 for 16-bit ones).
+    (:mod:`tvm_sima.passes.equalize`; a module-wide setting); ``adaround`` chooses each fused conv / dense
+    weight's rounding, up or down on the grid the op stores, for the least layer output error
+    (:mod:`tvm_sima.passes.adaround`, Nagel et al. 2020; its ``adaround_*`` hyper-parameters: steps, Adam's
+    learning rate, the regulariser's weight and its exponent annealed from ``adaround_beta[0]`` to
+    ``[1]`` after the ``adaround_warm_start`` fraction; on the scale search's samples;
+    ``adaround_quantized_input``: a second pass on each layer's input as the first pass's program computes it);
+    ``round_for_shift`` must stay True (the ops round their shifts); ``lut_items_in_bits`` is reserved for
+    interpolated tables of 16-bit inputs (every table is exact today: 256 entries for 8-bit inputs, 65536
+    for 16-bit ones).
 
     ``preset`` names a set of settings (:data:`PRESETS`; ``qconfig(preset="accurate")``), applied by
     :func:`qconfig` / :meth:`replace` before the other options given with it.
@@ -234,6 +240,13 @@ class QConfig:
     scale_search: bool = False
     cross_layer_equalization: bool = False
     scale_search_samples: int = 4
+    adaround: bool = False
+    adaround_iterations: int = 1000
+    adaround_learning_rate: float = 0.01
+    adaround_regularization: float = 0.01
+    adaround_beta: tuple[float, float] = (20.0, 2.0)
+    adaround_warm_start: float = 0.2
+    adaround_quantized_input: bool = False
     rescue_collapsed_tensors: bool = True
     mixed_precision_sqnr_db: Optional[float] = None
     mixed_precision_max_macs: float = 1.0
@@ -279,6 +292,7 @@ class QConfig:
                  self.cross_layer_equalization, "True or False")
         _require(isinstance(self.scale_search_samples, int) and self.scale_search_samples >= 1,
                  "scale_search_samples", self.scale_search_samples, "an int >= 1 (calibration batches)")
+        self._check_adaround()
         _require(isinstance(self.rescue_collapsed_tensors, bool), "rescue_collapsed_tensors",
                  self.rescue_collapsed_tensors, "True or False")
         _require(self.mixed_precision_sqnr_db is None or isinstance(self.mixed_precision_sqnr_db, (int, float)),
@@ -296,6 +310,22 @@ class QConfig:
             object.__setattr__(self, "debug_enabled_ops", tuple(self.debug_enabled_ops))
         object.__setattr__(self, "layer_overrides", tuple(
             o if isinstance(o, LayerOverride) else _override_from_dict(o) for o in self.layer_overrides))
+
+    def _check_adaround(self) -> None:
+        _require(isinstance(self.adaround, bool), "adaround", self.adaround, "True or False")
+        _require(isinstance(self.adaround_quantized_input, bool), "adaround_quantized_input",
+                 self.adaround_quantized_input, "True or False")
+        _require(isinstance(self.adaround_iterations, int) and self.adaround_iterations >= 1, "adaround_iterations",
+                 self.adaround_iterations, "an int >= 1 (optimiser steps per layer)")
+        for name in ("adaround_learning_rate", "adaround_regularization"):
+            _require(isinstance(getattr(self, name), (int, float)) and getattr(self, name) > 0, name,
+                     getattr(self, name), "a positive number")
+        beta = tuple(self.adaround_beta) if isinstance(self.adaround_beta, (list, tuple)) else ()
+        _require(len(beta) == 2 and all(isinstance(b, (int, float)) and b > 0 for b in beta), "adaround_beta",
+                 self.adaround_beta, "(start, end): two positive exponents, annealed from start to end")
+        object.__setattr__(self, "adaround_beta", tuple(float(b) for b in beta))
+        _require(isinstance(self.adaround_warm_start, (int, float)) and 0 <= self.adaround_warm_start < 1,
+                 "adaround_warm_start", self.adaround_warm_start, "a fraction of the iterations in [0, 1)")
 
     # Relay-era names, read-only.
     nbit_input = property(lambda self: self.input_bits)

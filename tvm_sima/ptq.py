@@ -35,6 +35,7 @@ from .config import LayerInfo, QConfig, current_qconfig, read_layer_config, writ
 from .graph import op_name, rebuild_main, remap
 from .math import Granularity, QScheme
 from .params import bind_params
+from .passes.adaround import integer_taps
 from .passes.annotate import annotate
 from .passes.calibrate import CalibrationExecutor, LocalExecutor, calibrate, placeholder_observers
 from .passes.canonicalize import canonicalize
@@ -171,6 +172,10 @@ def quantize(
         return simulate(amod, observers, config, layers)
     samples = float_taps(amod, kept[:config.scale_search_samples]) if _searches_scales(config) and kept else None
     qmod, report = realize(amod, observers, config, layers, samples=samples)
+    if config.adaround and config.adaround_quantized_input and samples is not None:
+        # AdaRound again, each layer's input as the first program (AdaRounded on float inputs) computes it.
+        quantized = integer_taps(qmod, kept[:config.scale_search_samples])
+        qmod, report = realize(amod, observers, config, layers, samples=samples, quantized_samples=quantized)
     skipped = [layer.name for layer in layers if config.for_layer(layer)[1]]
     payload = {**report.to_dict(), "skipped_layers": skipped, "layers": _layer_rows(layers, config),
                "mixed_precision": precision.to_dict() if precision is not None else None,
@@ -204,11 +209,12 @@ def _observers(amod: tvm.IRModule, layers: list[LayerInfo], config: QConfig,
 
 
 def _searches_scales(config: QConfig) -> bool:
-    """Whether some layer has ``scale_search`` in shift mode (the search's only mode), given the overrides."""
+    """Whether realize needs the float samples: some layer has ``scale_search`` in shift mode (the search's only
+    mode) or ``adaround``, given the overrides."""
     settings = [o.settings for o in config.layer_overrides]
     search = config.scale_search or any(bool(s.get("scale_search")) for s in settings)
     shift = config.requant_mode == "shift" or any(s.get("requant_mode") == "shift" for s in settings)
-    return search and shift
+    return (search and shift) or config.adaround or any(bool(s.get("adaround")) for s in settings)
 
 
 def _layer_rows(layers: list[LayerInfo], config: QConfig) -> list[dict]:

@@ -24,12 +24,14 @@ from .constant_tables import affine_with_constant, binary_with_constant, lower_b
 from .families import CLIPS, FAMILIES, Family, Request, register
 from .fused import (
     FusedConstants,
+    WeightGrid,
     WeightSpec,
     accumulator_bits,
     accumulator_overflow,
     corrected_float_weights,
     emit_conv2d,
     emit_dense,
+    float_weight_grid,
     from_float_weights,
     from_integer_weights,
     from_product,
@@ -42,10 +44,11 @@ from .transpose_conv import TransposeConv, emit_conv2d_transpose, transpose_conv
 __all__ = [
     "AddMethod", "CLIPS", "Chain", "ELEMENTWISE", "FAMILIES", "Family", "FusedConstants", "LUT_FUNCTIONS", "Lowered",
     "MOVES", "MultiplyMethod", "Numerics", "PoolMethod", "Request", "ResizeMethod", "SOFTMAX_EXP_BITS", "TableRounding",
-    "TransposeConv", "WeightSpec",
+    "TransposeConv", "WeightGrid", "WeightSpec",
     "accumulator_bits", "accumulator_overflow", "affine_with_constant", "binary_with_constant",
     "corrected_float_weights", "emit_conv2d",
     "emit_conv2d_transpose",
-    "emit_dense", "emit_table", "find_chains", "from_float_weights", "from_integer_weights", "from_product",
+    "emit_dense", "emit_table", "find_chains", "float_weight_grid", "from_float_weights", "from_integer_weights",
+    "from_product",
     "lower_by_constant", "lower_chain", "register", "table", "transpose_conv",
 ]

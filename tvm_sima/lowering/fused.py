@@ -27,8 +27,9 @@ from ..ops import dense as sima_dense
 from .base import Codes
 from .numerics import Numerics
 
-__all__ = ["FusedConstants", "WeightSpec", "accumulator_bits", "accumulator_overflow", "corrected_float_weights",
-           "emit_conv2d", "emit_dense", "from_float_weights", "from_integer_weights", "from_product"]
+__all__ = ["FusedConstants", "WeightGrid", "WeightSpec", "accumulator_bits", "accumulator_overflow",
+           "corrected_float_weights", "emit_conv2d", "emit_dense", "float_weight_grid", "from_float_weights",
+           "from_integer_weights", "from_product"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,7 +103,7 @@ def from_integer_weights(weight: np.ndarray, bias: Optional[np.ndarray], x_q: sm
 
 
 def _multiplier_from_float(weight: np.ndarray, bias: np.ndarray, x_q: sm.QParams, y_q: sm.QParams, is_dense: bool,
-                           spec: WeightSpec) -> tuple[FusedConstants, np.ndarray]:
+                           spec: WeightSpec) -> tuple[FusedConstants, "WeightGrid"]:
     s_x = float(np.atleast_1d(x_q.scale)[0])
     acc_bits = accumulator_bits(x_q, spec.bias_bits)
     view = sm.per_channel_weight_view(weight, is_dense)
@@ -128,7 +129,7 @@ def _multiplier_from_float(weight: np.ndarray, bias: np.ndarray, x_q: sm.QParams
         product = sm.tflite_product_quantization(s_x, scales if spec.per_channel else scales[:1])
         consts = from_product(w_int, bias_int, zp_x, product if spec.per_channel else product[0],
                               as_quantization(y_q), is_dense, sm.RoundingMode.TFLITE)
-    return consts, w_view * scales[:, None]
+    return consts, WeightGrid(scales, int(wq.qmin), int(wq.qmax))
 
 
 def _wide_product(weight: np.ndarray, bias: np.ndarray, zp_x: int, product_scales: np.ndarray, y_q: sm.QParams,
@@ -147,40 +148,69 @@ def _wide_product(weight: np.ndarray, bias: np.ndarray, zp_x: int, product_scale
                           int(np.atleast_1d(y_q.zero_point)[0]), accumulator_bits=48)
 
 
+@dataclass(frozen=True)
+class WeightGrid:
+    """The grid a fused op stores a float layer's weights on: row ``c`` of the weight view
+    (:func:`tvm_sima.math.per_channel_weight_view`) holds codes in ``[qmin, qmax]`` standing for
+    ``code * step[c]`` in the float weights' units (shift mode: ``step = s_y / (s_x 2**n_c)``, the
+    power-of-two grid of the fold; multiplier_shift: the int8 weight scale)."""
+
+    step: np.ndarray
+    qmin: int
+    qmax: int
+
+
+def _fold_float(weight: np.ndarray, bias: np.ndarray, x_q: sm.QParams, y_q: sm.QParams, is_dense: bool,
+                spec: WeightSpec, mode: sm.RequantMode) -> tuple[FusedConstants, WeightGrid, Optional[str]]:
+    """The constants, their weight grid and a note (why shift mode fell back to multiplier_shift)."""
+    if mode is sm.RequantMode.SHIFT:
+        try:
+            w, b, shift = sm.fold_float_weights_shift(weight, bias, as_quantization(x_q), as_quantization(y_q),
+                                                      is_dense, per_channel=spec.per_channel, weight_bits=spec.bits,
+                                                      bias_bits=spec.bias_bits)
+            rows = sm.per_channel_weight_view(w, is_dense).shape[0]
+            shifts = np.broadcast_to(np.asarray(shift, dtype=np.float64), (rows,))
+            ratio = float(np.atleast_1d(y_q.scale)[0]) / float(np.atleast_1d(x_q.scale)[0])
+            top = 2 ** (spec.bits - 1) - 1
+            grid = WeightGrid(ratio / np.exp2(shifts), -top, top)
+            return FusedConstants(w, b, shift, accumulator_bits=accumulator_bits(x_q, spec.bias_bits)), grid, None
+        except ValueError as err:
+            consts, grid = _multiplier_from_float(weight, bias, x_q, y_q, is_dense, spec)
+            return consts, grid, f"shift-only fold impossible ({err}); used multiplier_shift"
+    consts, grid = _multiplier_from_float(weight, bias, x_q, y_q, is_dense, spec)
+    return consts, grid, None
+
+
 def from_float_weights(weight: np.ndarray, bias: np.ndarray, x_q: sm.QParams, y_q: sm.QParams, is_dense: bool,
                        spec: WeightSpec, mode: sm.RequantMode) -> tuple[FusedConstants, np.ndarray, Optional[str]]:
     """A float layer's constants, the effective (dequantized, output-scale) weights and a note.
 
     ``mode`` SHIFT falls back to MULTIPLIER_SHIFT when no shift fits; the note says why.
     """
-    if mode is sm.RequantMode.SHIFT:
-        try:
-            w, b, shift = sm.fold_float_weights_shift(weight, bias, as_quantization(x_q), as_quantization(y_q),
-                                                      is_dense, per_channel=spec.per_channel, weight_bits=spec.bits,
-                                                      bias_bits=spec.bias_bits)
-            w_rows = sm.per_channel_weight_view(w, is_dense)
-            shifts = np.broadcast_to(np.asarray(shift, dtype=np.float64), (w_rows.shape[0],))
-            ratio = float(np.atleast_1d(y_q.scale)[0]) / float(np.atleast_1d(x_q.scale)[0])
-            effective = w_rows * ratio / np.exp2(shifts)[:, None]
-            return FusedConstants(w, b, shift, accumulator_bits=accumulator_bits(x_q, spec.bias_bits)), effective, None
-        except ValueError as err:
-            note = f"shift-only fold impossible ({err}); used multiplier_shift"
-            consts, effective = _multiplier_from_float(weight, bias, x_q, y_q, is_dense, spec)
-            return consts, effective, note
-    consts, effective = _multiplier_from_float(weight, bias, x_q, y_q, is_dense, spec)
-    return consts, effective, None
+    consts, grid, note = _fold_float(weight, bias, x_q, y_q, is_dense, spec, mode)
+    codes = sm.per_channel_weight_view(consts.weight, is_dense).astype(np.float64)
+    return consts, codes * grid.step[:, None], note
+
+
+def float_weight_grid(weight: np.ndarray, bias: np.ndarray, x_q: sm.QParams, y_q: sm.QParams, is_dense: bool,
+                      spec: WeightSpec, mode: sm.RequantMode) -> WeightGrid:
+    """The :class:`WeightGrid` :func:`from_float_weights` rounds ``weight`` onto (AdaRound chooses on it)."""
+    return _fold_float(weight, bias, x_q, y_q, is_dense, spec, mode)[1]
 
 
 def corrected_float_weights(weight: np.ndarray, bias: np.ndarray, x_q: sm.QParams, y_q: sm.QParams, is_dense: bool,
                             spec: WeightSpec, mode: sm.RequantMode, input_mean: Optional[np.ndarray],
-                            groups: int = 1) -> tuple[FusedConstants, list[str]]:
+                            groups: int = 1, stored: Optional[np.ndarray] = None) -> tuple[FusedConstants, list[str]]:
     """:func:`from_float_weights`, then with the bias corrected for the weights' rounding error.
 
     Bias correction (Nagel et al., 2019): rounding the weights shifts each output channel's mean
     by ``sum((W_int - W) * E[x])``; with the per-channel input means from calibration (None: no
     correction), that shift is subtracted from the bias and the constants are made again.
+    ``stored``: weights already on the op's grid (AdaRound's choice, :mod:`tvm_sima.passes.adaround`),
+    folded instead of ``weight``; the error corrected is still the one against the float ``weight``.
     """
-    consts, effective, note = from_float_weights(weight, bias, x_q, y_q, is_dense, spec, mode)
+    folded = weight if stored is None else stored
+    consts, effective, note = from_float_weights(folded, bias, x_q, y_q, is_dense, spec, mode)
     notes = [note] if note else []
     if input_mean is None:
         return consts, notes
@@ -198,7 +228,7 @@ def corrected_float_weights(weight: np.ndarray, bias: np.ndarray, x_q: sm.QParam
         per_row_group = np.arange(rows) // (rows // groups)
         means = np.stack([np.tile(input_mean[g * per_group:(g + 1) * per_group], kh * kw) for g in per_row_group])
     correction = (error * means).sum(axis=1)
-    consts, _, note = from_float_weights(weight, bias - correction, x_q, y_q, is_dense, spec, mode)
+    consts, _, note = from_float_weights(folded, bias - correction, x_q, y_q, is_dense, spec, mode)
     return consts, notes + ([note] if note else [])
 
 

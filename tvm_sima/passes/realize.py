@@ -139,7 +139,8 @@ for _op in ("relax.add", "relax.subtract", "relax.multiply"):
 
 def realize(amod: tvm.IRModule, observers: dict[str, Observer], config: QConfig,
             layers: Optional[list[LayerInfo]] = None, *, warn: bool = True,
-            samples: Optional[dict[str, np.ndarray]] = None) -> tuple[tvm.IRModule, RealizeReport]:
+            samples: Optional[dict[str, np.ndarray]] = None,
+            quantized_samples: Optional[dict[str, np.ndarray]] = None) -> tuple[tvm.IRModule, RealizeReport]:
     """The integer program of an annotated module, and a report of what was realized how.
 
     Parameters
@@ -158,9 +159,12 @@ def realize(amod: tvm.IRModule, observers: dict[str, Observer], config: QConfig,
         Float values of the activations on a few calibration batches, by tensor name
         (:func:`~tvm_sima.passes.scale_search.float_taps`): ``scale_search`` needs them (without
         them the calibrated scales stay).
+    quantized_samples : dict, optional
+        A first integer program's tensors on the same batches, dequantized, by name
+        (:func:`~tvm_sima.passes.adaround.integer_taps`): ``adaround``'s quantized inputs.
     """
     bb = relax.BlockBuilder()
-    ctx = RealizeContext(amod["main"], observers, config, layers or [], bb, samples)
+    ctx = RealizeContext(amod["main"], observers, config, layers or [], bb, samples, quantized_samples)
     new_mod = rebuild_main(amod, lambda _bb, var, value, _m: _realize_binding(ctx, var, value), mapping=ctx.fval,
                            emit_output=lambda _bb, body, _m: ctx.as_float(body), builder=bb)
     new_mod = relax.transform.DeadCodeElimination(["main"])(new_mod)

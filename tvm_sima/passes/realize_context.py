@@ -50,10 +50,11 @@ def register_realize_function(op_name_: str, override: bool = False) -> Callable
 
 @dataclass
 class QValue:
-    """An integer tensor and its quantization parameters."""
+    """An integer tensor and its quantization parameters (``name``: its ``quantize_info``'s)."""
 
     expr: relax.Expr
     qparams: sm.QParams
+    name: str = ""
 
 
 
@@ -66,9 +67,12 @@ class RealizeContext:
 
     def __init__(self, func: relax.Function, observers: dict[str, Observer], config: QConfig,
                  layers: list[LayerInfo], builder: relax.BlockBuilder,
-                 samples: Optional[dict[str, np.ndarray]] = None) -> None:
+                 samples: Optional[dict[str, np.ndarray]] = None,
+                 quantized_samples: Optional[dict[str, np.ndarray]] = None) -> None:
         self.index = GraphIndex(func)
         self.samples = samples or {}
+        #: a first integer program's tensors on the same batches, dequantized, by quantize_info name (AdaRound's x~)
+        self.quantized_samples = quantized_samples or {}
         self.observers, self.config, self.bb = observers, config, builder
         self.numerics = lowering.Numerics.for_config(config)
         self.layers = {layer.name: layer for layer in layers}
@@ -223,7 +227,7 @@ class RealizeContext:
         info = self.bb.emit(so.quantize_info(out, qp, name=name, source=self.report.sources.get(name, "")),
                             name_hint=f"{var.name}_qi")
         self.emitted[name] = qp
-        value = QValue(info, qp)
+        value = QValue(info, qp, name)
         self.qval[var] = value
         if aliased:
             assert sq is not None

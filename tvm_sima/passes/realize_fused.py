@@ -18,6 +18,7 @@ from .. import math as sm
 from .. import ops as so
 from ..config import QConfig
 from ..graph import static_shape
+from .adaround import AdaRoundParams, adaround_layer
 from .patterns import Epilogue, epilogue_chain
 from .realize_context import QValue, RealizeContext, _zp, register_realize_function
 from .scale_search import Window, search_output_scale, window_of
@@ -47,17 +48,18 @@ def _fused_io(ctx: RealizeContext, var: relax.Var,
 
 def _fused_constants(ctx: RealizeContext, layer: str, config: QConfig, weight: np.ndarray, bias: np.ndarray,
                      xq: QValue, yq: sm.QParams, is_dense: bool, mean_of: relax.Expr,
-                     groups: int = 1, mean_scale: float = 1.0) -> Union[str, lowering.FusedConstants]:
+                     groups: int = 1, mean_scale: float = 1.0,
+                     stored: Optional[np.ndarray] = None) -> Union[str, lowering.FusedConstants]:
     """The layer's constants (bias-corrected when configured), or why the accumulator or the bias could overflow.
 
     ``mean_scale``: the fraction of the fused op's input positions that hold ``mean_of``'s values
-    (the rest are inserted zeros: a transposed convolution's stride).
+    (the rest are inserted zeros: a transposed convolution's stride); ``stored``: AdaRound's weights.
     """
     mean = ctx.input_mean(mean_of) if config.bias_correction else None
     try:
         consts, notes = lowering.corrected_float_weights(
             weight, bias, xq.qparams, yq, is_dense, _weight_spec(config), config.requant,
-            None if mean is None else mean * mean_scale, groups)
+            None if mean is None else mean * mean_scale, groups, stored)
     except ValueError as err:  # the int32 bias cannot hold the input zero point's fold (16-bit data and weights)
         return (f"no int32 bias for {xq.qparams.dtype.bits}-bit inputs and {config.weight_bits}-bit weights ({err}); "
                 "use 8-bit activations or weights for this layer")
@@ -80,6 +82,24 @@ def _searched_output(ctx: RealizeContext, layer: str, config: QConfig, weight: n
         ctx.report.scales.append(choice.to_dict())
         ctx.choose_qparams(name, found)
     return found
+
+
+def _adarounded(ctx: RealizeContext, layer: str, config: QConfig, weight: np.ndarray, bias: np.ndarray,
+                xq: QValue, yq: sm.QParams, call: relax.Call, window: Optional[Window]) -> Optional[np.ndarray]:
+    """With ``adaround``, the weights on the op's grid as :mod:`~tvm_sima.passes.adaround` rounds them (after the
+    output scale is chosen, before bias correction); None: nearest rounding."""
+    x = ctx.float_sample(call.args[0])
+    if not config.adaround or x is None:
+        return None
+    x_tilde = ctx.quantized_samples.get(xq.name)
+    if x_tilde is not None and x_tilde.shape != x.shape:
+        x_tilde = None
+    stored, choice = adaround_layer(layer, weight, bias, xq.qparams, yq, window is None, _weight_spec(config),
+                                    config.requant, x, window, config.bias_correction, AdaRoundParams.of(config),
+                                    x_tilde)
+    if choice is not None:
+        ctx.report.roundings.append(choice.to_dict())
+    return stored
 
 
 def _emit_fused(ctx: RealizeContext, chain: Epilogue, fused: relax.Expr, yq: sm.QParams, name: str, layer: str,
@@ -115,11 +135,13 @@ def _fused_conv(ctx: RealizeContext, var: relax.Var, call: relax.Call, to_hwigo:
         return io
     xq, chain, yq, name = io
     hwigo = to_hwigo(weight) * chain.scale.reshape(1, 1, 1, groups, -1)
+    stored = None
     if searched:
-        yq = _searched_output(ctx, layer, config, hwigo, chain.shift, xq, chain, (yq, name), call,
-                              window_of(call.attrs, hwigo.shape[:2]))
+        window = window_of(call.attrs, hwigo.shape[:2])
+        yq = _searched_output(ctx, layer, config, hwigo, chain.shift, xq, chain, (yq, name), call, window)
+        stored = _adarounded(ctx, layer, config, hwigo, chain.shift, xq, yq, call, window)
     consts = _fused_constants(ctx, layer, config, hwigo, chain.shift, xq, yq, False, call.args[0], groups,
-                              mean_scale)
+                              mean_scale, stored)
     if isinstance(consts, str):
         return consts
     fused = emit(xq, consts, ctx.numerics.clip_codes(yq, chain.lo, chain.hi), yq.dtype.container.name)
@@ -178,7 +200,8 @@ def _realize_matmul(ctx: RealizeContext, var: relax.Var, call: relax.Call) -> Op
     xq, chain, yq, name = io
     dense = weight.T * chain.scale[:, None]
     yq = _searched_output(ctx, layer, config, dense, chain.shift, xq, chain, (yq, name), call, None)
-    consts = _fused_constants(ctx, layer, config, dense, chain.shift, xq, yq, True, call.args[0])
+    stored = _adarounded(ctx, layer, config, dense, chain.shift, xq, yq, call, None)
+    consts = _fused_constants(ctx, layer, config, dense, chain.shift, xq, yq, True, call.args[0], stored=stored)
     if isinstance(consts, str):
         return consts
     codes = ctx.numerics.clip_codes(yq, chain.lo, chain.hi)

@@ -25,6 +25,7 @@ class RealizeReport:
     layer_outputs: dict[str, str] = field(default_factory=dict)
     grids: list[dict] = field(default_factory=list)  # GridVerdict.to_dict() of each collapsed tensor
     scales: list[dict] = field(default_factory=list)  # ScaleChoice.to_dict() of each searched layer
+    roundings: list[dict] = field(default_factory=list)  # AdaRoundChoice.to_dict() of each AdaRounded layer
 
     def named(self, tensor: str) -> str:
         """``tensor`` after its source name, ``p2o.Add.3 (add@3.output)``, when it has one."""
@@ -49,4 +50,5 @@ class RealizeReport:
                 "notes": list(self.notes), "sources": {k: v for k, v in self.sources.items() if v},
                 "layer_outputs": dict(self.layer_outputs),
                 "rescued": [g for g in self.grids if g["rescued"]], "scale_search": list(self.scales),
+                "adaround": list(self.roundings),
                 "collapsed": [g for g in self.grids if not g["rescued"]]}

@@ -42,7 +42,8 @@ import numpy as np
 from .. import lowering
 from .. import math as sm
 
-__all__ = ["STEPS", "ScaleChoice", "Window", "float_taps", "patch_moments", "search_output_scale", "window_of"]
+__all__ = ["STEPS", "ScaleChoice", "Window", "cross_moments", "float_taps", "patch_count", "patch_moments",
+           "search_output_scale", "window_of"]
 
 #: Candidates per octave.
 STEPS = 16
@@ -124,12 +125,35 @@ def _subsample(count: int) -> np.ndarray:
     return np.sort(np.random.default_rng(count).choice(count, MAX_PATCHES, replace=False))
 
 
+def patch_count(x: np.ndarray, window: Optional[Window]) -> int:
+    """How many input patches :func:`patch_moments` averages over (positions, at most :data:`MAX_PATCHES`)."""
+    if window is None:
+        return min(MAX_PATCHES, int(np.prod(x.shape[:-1])))
+    (kh, kw), (sh, sw), (dh, dw) = window.kernel, window.strides, window.dilation
+    top, left, bottom, right = window.padding
+    h, w = (x.shape[1], x.shape[2]) if window.layout == "NHWC" else (x.shape[2], x.shape[3])
+    oh, ow = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1, (w + left + right - dw * (kw - 1) - 1) // sw + 1
+    return min(MAX_PATCHES, x.shape[0] * oh * ow)
+
+
 def patch_moments(x: np.ndarray, window: Optional[Window], centred: bool) -> np.ndarray:
     """``(groups, K, K)`` second moments of the input patches of one layer (covariances when ``centred``)."""
     patches = _patches(x, window)
     if centred:
         patches = patches - patches.mean(axis=1, keepdims=True)
     return np.matmul(patches.transpose(0, 2, 1), patches) / patches.shape[1]
+
+
+def cross_moments(x: np.ndarray, x_tilde: np.ndarray, window: Optional[Window],
+                  centred: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(E[p~ p~^T], E[p~ p^T], E[p p^T])``, each ``(groups, K, K)``: the patches ``p`` of the float input ``x`` and
+    ``p~`` of its quantized value ``x_tilde`` at the same positions (centred each when ``centred``)."""
+    p, q = _patches(x, window), _patches(x_tilde, window)
+    if centred:
+        p, q = p - p.mean(axis=1, keepdims=True), q - q.mean(axis=1, keepdims=True)
+    n = p.shape[1]
+    qt = q.transpose(0, 2, 1)
+    return np.matmul(qt, q) / n, np.matmul(qt, p) / n, np.matmul(p.transpose(0, 2, 1), p) / n
 
 
 def _weight_errors(weight: np.ndarray, bias: np.ndarray, x_q: sm.QParams, y_q: sm.QParams, is_dense: bool,
