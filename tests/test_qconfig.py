@@ -8,7 +8,8 @@ import sys
 import pytest
 
 import tvm_sima
-from tvm_sima.config import LayerInfo, QConfig, current_qconfig, qconfig, read_layer_config, write_layer_config
+from tvm_sima.config import LayerInfo, QConfig, current_qconfig, qconfig
+from tvm_sima.layer_config import read_layer_config, write_layer_config
 
 CONV = LayerInfo(0, "stem.conv", "relax.nn.conv2d")
 HEAD = LayerInfo(7, "head.fc", "relax.matmul")

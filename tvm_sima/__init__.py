@@ -40,7 +40,7 @@ _LAZY = {
     "QConfig": "tvm_sima.config",
     "quantize": "tvm_sima.ptq",
     "convert": "tvm_sima.converter",
-    "quantize_report": "tvm_sima.ptq",
+    "quantize_report": "tvm_sima.quantize_info",
     "quantize_plan": "tvm_sima.ptq",
     "codegen": "tvm_sima.codegen",
     "partition_for_sima": "tvm_sima.codegen.byoc",

@@ -43,7 +43,7 @@ from .tensor_metrics import TensorMetrics
 if TYPE_CHECKING:
     from .distributed import RayExecutor
 
-__all__ = ["MODES", "TensorMetrics", "compare_tensors", "quantized_taps", "sqnr_db"]
+__all__ = ["MODES", "TensorMetrics", "compare_tensors", "integer_taps", "quantized_taps", "sqnr_db"]
 
 MODES = ("continuous", "isolated")
 
@@ -222,7 +222,7 @@ def _evaluate_shards(executor: "RayExecutor", programs: list[Any], job: _Evaluat
 def _tensor_facts(qmod: tvm.IRModule) -> Callable[[str], dict]:
     """``facts(tensor)``: its ``source``, ``layer`` and ``weight_bits``, from the report :func:`tvm_sima.quantize`
     attached (nothing for a module it did not make, e.g. a converted one)."""
-    from .ptq import quantize_report
+    from .quantize_info import quantize_report
 
     try:
         report = quantize_report(qmod)
@@ -243,3 +243,19 @@ def _first(value: object) -> np.ndarray:
     while not hasattr(value, "numpy"):
         value = value[0]  # type: ignore[index]
     return value.numpy()  # type: ignore[attr-defined]
+
+
+def integer_taps(qmod: Any, batches: Iterable[Any]) -> dict[str, np.ndarray]:
+    """Every named tensor of an integer program (its ``quantize_info``), dequantized, on ``batches``
+    (concatenated on axis 0): the layers' quantized inputs for a second AdaRound pass."""
+    from .driver import build
+
+    tapped, infos = quantized_taps(qmod)
+    vm = relax.VirtualMachine(build(tapped), tvm.cpu())
+    names = [p.name for p in qmod["main"].params]
+    values: dict[str, list[np.ndarray]] = {name: [] for name in infos}
+    for batch in batches:
+        out = vm["main"](*[tvm.runtime.tensor(a) for a in batch_arrays(batch, names)])
+        for i, name in enumerate(infos, start=1):
+            values[name].append(out[i].numpy())
+    return {name: np.concatenate(v) for name, v in values.items() if v}

@@ -31,11 +31,12 @@ from tvm import relax
 
 from . import ops as so
 from .calibration import Observer, load_statistics, save_statistics
-from .config import LayerInfo, QConfig, current_qconfig, read_layer_config, write_layer_config
+from .compare import integer_taps
+from .config import LayerInfo, QConfig, current_qconfig
 from .graph import op_name, rebuild_main, remap
+from .layer_config import read_layer_config, write_layer_config
 from .math import Granularity, QScheme
 from .params import bind_params
-from .passes.adaround import integer_taps
 from .passes.annotate import annotate
 from .passes.calibrate import CalibrationExecutor, LocalExecutor, calibrate, placeholder_observers
 from .passes.canonicalize import canonicalize
@@ -45,11 +46,11 @@ from .passes.precision import search_precision
 from .passes.realize import RealizeReport, realize
 from .passes.scale_search import float_taps
 from .progress import Progress
+from .quantize_info import REPORT_ATTR
 
-__all__ = ["quantize", "quantize_plan", "quantize_report", "simulate", "REPORT_ATTR"]
+__all__ = ["quantize", "quantize_plan", "simulate"]
 
 LOG = logging.getLogger(__name__)
-REPORT_ATTR = "sima.quantize_report"
 
 
 def _check_config(config: QConfig) -> None:
@@ -242,12 +243,3 @@ def quantize_plan(mod: tvm.IRModule, params: Optional[dict[str, np.ndarray]] = N
     amod, layers = annotate(canonicalize(bind_params(mod, params) if params else mod), config)
     _, report = realize(amod, placeholder_observers(amod, config, layers), config, layers, warn=False)
     return layers, report
-
-
-def quantize_report(qmod: tvm.IRModule) -> dict:
-    """The report :func:`quantize` attached to its result (fused layers, float ops, work_dir)."""
-    attrs = qmod["main"].attrs
-    if attrs is None or REPORT_ATTR not in attrs:
-        raise ValueError("this module carries no quantize report (it was not made by tvm_sima.quantize)")
-    return json.loads(str(attrs[REPORT_ATTR]))
-

@@ -8,6 +8,9 @@ axis, kind) under a name. The information is readable at every stage:
 - after legalization and fusion, as ``sima.*`` annotations of the identity TIR blocks;
 - after ``tvm.compile(..., relax_pipeline="sima")``, from the JSON that the pipeline stores in
   the executable as the function :data:`INFO_FUNCTION` (it survives ``export_library``).
+
+The report :func:`tvm_sima.quantize` attaches to its result (``main``'s :data:`REPORT_ATTR`) is
+read back here too (:func:`quantize_report`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from tvm.s_tir.stmt import SBlock
 
 from .math import QParams, parse_qtype
 
-__all__ = ["QuantizeInfo", "INFO_FUNCTION", "read_quantize_info", "RecordQuantizeInfo"]
+__all__ = ["QuantizeInfo", "INFO_FUNCTION", "REPORT_ATTR", "read_quantize_info", "RecordQuantizeInfo",
+           "quantize_report"]
 
 #: Name of the Relax function, added by the sima pipeline, that returns the infos as JSON.
 INFO_FUNCTION = "__sima_quantize_info"
@@ -162,3 +166,15 @@ class RecordQuantizeInfo:
         with bb.function(INFO_FUNCTION, [], attrs={"global_symbol": INFO_FUNCTION}, pure=True):
             bb.emit_func_output(relax.expr.String(payload))
         return bb.get()
+
+
+#: The ``main`` attribute holding the report :func:`tvm_sima.quantize` attaches to its result (JSON).
+REPORT_ATTR = "sima.quantize_report"
+
+
+def quantize_report(qmod: tvm.IRModule) -> dict:
+    """The report :func:`tvm_sima.quantize` attached to its result (fused layers, float ops, work_dir)."""
+    attrs = qmod["main"].attrs
+    if attrs is None or REPORT_ATTR not in attrs:
+        raise ValueError("this module carries no quantize report (it was not made by tvm_sima.quantize)")
+    return json.loads(str(attrs[REPORT_ATTR]))

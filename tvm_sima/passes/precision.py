@@ -46,8 +46,9 @@ from tvm import relax
 from .. import ops as so
 from ..calibration import Observer
 from ..calibration.data_checks import Batch, batch_arrays, result_arrays
-from ..config import LayerInfo, LayerOverride, QConfig, exact_pattern
+from ..config import LayerInfo, LayerOverride, QConfig
 from ..graph import GraphIndex, op_name, rebuild_main, remap, static_shape
+from ..layer_config import exact_pattern
 from ..math.metrics import sqnr_db_from_sums
 from .grids import tensor_grid
 

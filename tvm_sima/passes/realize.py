@@ -161,7 +161,7 @@ def realize(amod: tvm.IRModule, observers: dict[str, Observer], config: QConfig,
         them the calibrated scales stay).
     quantized_samples : dict, optional
         A first integer program's tensors on the same batches, dequantized, by name
-        (:func:`~tvm_sima.passes.adaround.integer_taps`): ``adaround``'s quantized inputs.
+        (:func:`~tvm_sima.compare.integer_taps`): ``adaround``'s quantized inputs.
     """
     bb = relax.BlockBuilder()
     ctx = RealizeContext(amod["main"], observers, config, layers or [], bb, samples, quantized_samples)
