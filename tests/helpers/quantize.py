@@ -50,3 +50,16 @@ def quantize_uniform(mod, shape, low, high, rng, work_dir):
     calib = [rng.uniform(low, high, size=shape).astype("float32") for _ in range(8)]
     qmod = tvm_sima.quantize(mod, None, calib, work_dir=work_dir)
     return qmod, tvm_sima.quantize_report(qmod), tvm_sima.read_quantize_info(qmod)
+
+
+def fused_conv_weight(qmod: tvm.IRModule) -> np.ndarray:
+    """The weights of the one ``sima.conv2d`` of ``qmod`` (as the fused op stores them)."""
+    found = []
+
+    def visit(expr: relax.Expr) -> None:
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == "sima.conv2d":
+            found.append(expr.args[1].value.numpy())
+
+    relax.analysis.post_order_visit(qmod["main"], visit)
+    assert len(found) == 1
+    return found[0]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tvm
-from helpers.quantize import graph, run
+from helpers.quantize import fused_conv_weight, graph, run
 from tvm import relax
 
 import tvm_sima
@@ -35,18 +35,6 @@ def _data(seed: int, n: int) -> list[np.ndarray]:
             for _ in range(n)]
 
 
-def _fused_weight(qmod: tvm.IRModule) -> np.ndarray:
-    found = []
-
-    def visit(expr: relax.Expr) -> None:
-        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == "sima.conv2d":
-            found.append(expr.args[1].value.numpy())
-
-    relax.analysis.post_order_visit(qmod["main"], visit)
-    assert len(found) == 1
-    return found[0]
-
-
 def _quantize(mod, calib, path, **options):
     with tvm_sima.qconfig(weight_bits=4, scale_search_samples=8, **options):
         return tvm_sima.quantize(mod, None, calib, work_dir=path)
@@ -62,7 +50,7 @@ def test_adaround_changes_the_stored_weights_and_lowers_the_layer_error(mode, qu
         programs[ada] = _quantize(mod, calib, tmp_path / str(ada), adaround=ada, requant_mode=mode,
                                   adaround_quantized_input=quantized_input)
         errors[ada] = float(np.mean((np.stack(run(programs[ada], calib)) - ref) ** 2))
-    nearest, chosen = _fused_weight(programs[False]).astype(int), _fused_weight(programs[True]).astype(int)
+    nearest, chosen = fused_conv_weight(programs[False]).astype(int), fused_conv_weight(programs[True]).astype(int)
     assert nearest.shape == chosen.shape
     changed = np.mean(nearest != chosen)
     assert 0.02 < changed < 0.6, changed  # some codes moved, not all
@@ -76,7 +64,7 @@ def test_adaround_changes_the_stored_weights_and_lowers_the_layer_error(mode, qu
 
 def test_adaround_is_deterministic(tmp_path):
     mod, calib = _model(4), _data(8, 8)
-    weights = [_fused_weight(_quantize(mod, calib, tmp_path / str(i), adaround=True)) for i in range(2)]
+    weights = [fused_conv_weight(_quantize(mod, calib, tmp_path / str(i), adaround=True)) for i in range(2)]
     np.testing.assert_array_equal(weights[0], weights[1])
 
 

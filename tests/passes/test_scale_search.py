@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tvm
-from helpers.quantize import graph, run, total_sqnr
+from helpers.quantize import fused_conv_weight, graph, run, total_sqnr
 from tvm import relax
 
 import tvm_sima
@@ -36,18 +36,6 @@ def _data(seed: int, n: int) -> list[np.ndarray]:
     return [rng.uniform(-1, 1, size=SHAPE).astype("float32") for _ in range(n)]
 
 
-def _fused_weight(qmod: tvm.IRModule) -> np.ndarray:
-    found = []
-
-    def visit(expr: relax.Expr) -> None:
-        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == "sima.conv2d":
-            found.append(expr.args[1].value.numpy())
-
-    relax.analysis.post_order_visit(qmod["main"], visit)
-    assert len(found) == 1
-    return found[0]
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_scale_search_fills_the_shift_mode_weight_grid_and_lowers_the_error(seed, tmp_path):
     # s_x ~ 2 / 255, s_y = 6 / 255: max|w'| = peak / 3 * 2**shift; peak = 3 * 64.8 / 2**6 lands just above 64.
@@ -57,7 +45,7 @@ def test_scale_search_fills_the_shift_mode_weight_grid_and_lowers_the_error(seed
     for search in (False, True):
         with tvm_sima.qconfig(scale_search=search):
             qmod = tvm_sima.quantize(mod, None, calib, work_dir=tmp_path / str(search))
-        peaks = np.abs(_fused_weight(qmod)).reshape(16, -1).max(axis=1)
+        peaks = np.abs(fused_conv_weight(qmod)).reshape(16, -1).max(axis=1)
         results[search] = (peaks, total_sqnr(ref, run(qmod, evals)), tvm_sima.quantize_report(qmod))
     (plain_peaks, plain_sqnr, plain_report), (peaks, sqnr, report) = results[False], results[True]
     assert plain_peaks.max() <= 70  # the case is built at the worst phase: at most ~65 of 127 levels
