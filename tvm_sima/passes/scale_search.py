@@ -97,19 +97,27 @@ def float_taps(amod: Any, batches: Iterable[Any]) -> dict[str, np.ndarray]:
     return {name: np.concatenate(v) for name, v in values.items() if v}
 
 
+def _output_size(x: np.ndarray, window: Window) -> tuple[int, int]:
+    """The conv's output rows and columns for the (unpadded) input ``x``."""
+    (kh, kw), (sh, sw), (dh, dw) = window.kernel, window.strides, window.dilation
+    top, left, bottom, right = window.padding
+    h, w = (x.shape[1], x.shape[2]) if window.layout == "NHWC" else (x.shape[2], x.shape[3])
+    return (h + top + bottom - dh * (kh - 1) - 1) // sh + 1, (w + left + right - dw * (kw - 1) - 1) // sw + 1
+
+
 def _patches(x: np.ndarray, window: Optional[Window]) -> np.ndarray:
     """``(groups, positions, kh * kw * channels_per_group)`` input patches (columns as the weight view's:
     channel fastest), at most :data:`MAX_PATCHES` positions."""
     if window is None:
         rows = x.reshape(-1, x.shape[-1]).astype(np.float64)
         return rows[_subsample(rows.shape[0])][None]
+    oh, ow = _output_size(x, window)
     if window.layout == "NHWC":
         x = x.transpose(0, 3, 1, 2)
     top, left, bottom, right = window.padding
     x = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
     (kh, kw), (sh, sw), (dh, dw) = window.kernel, window.strides, window.dilation
-    n, c, h, w = x.shape
-    oh, ow = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
+    n, c = x.shape[:2]
     picked = _subsample(n * oh * ow)
     b, rest = np.divmod(picked, oh * ow)
     i, j = np.divmod(rest, ow)
@@ -129,10 +137,7 @@ def patch_count(x: np.ndarray, window: Optional[Window]) -> int:
     """How many input patches :func:`patch_moments` averages over (positions, at most :data:`MAX_PATCHES`)."""
     if window is None:
         return min(MAX_PATCHES, int(np.prod(x.shape[:-1])))
-    (kh, kw), (sh, sw), (dh, dw) = window.kernel, window.strides, window.dilation
-    top, left, bottom, right = window.padding
-    h, w = (x.shape[1], x.shape[2]) if window.layout == "NHWC" else (x.shape[2], x.shape[3])
-    oh, ow = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1, (w + left + right - dw * (kw - 1) - 1) // sw + 1
+    oh, ow = _output_size(x, window)
     return min(MAX_PATCHES, x.shape[0] * oh * ow)
 
 
