@@ -57,7 +57,7 @@ import numpy as np
 from .. import lowering
 from .. import math as sm
 from ..config import QConfig
-from .scale_search import Window, cross_moments, patch_count, patch_moments
+from .scale_search import Window, cross_moments, grouped_product, patch_count, patch_moments
 
 __all__ = ["ZETA", "GAMMA", "AdaRoundChoice", "AdaRoundParams", "LayerObjective", "adaround_layer",
            "layer_objective", "optimise_rounding",
@@ -124,13 +124,6 @@ def _initial_v(rest: np.ndarray) -> np.ndarray:
     return np.log(p / (1.0 - p))
 
 
-def _quadratic(err: np.ndarray, moments: np.ndarray) -> np.ndarray:
-    """``(err M)`` per group: ``err`` (C, K) with C / groups rows sharing each group's ``M`` (G, K, K)."""
-    groups = moments.shape[0]
-    per_group = err.reshape(groups, -1, err.shape[1])
-    return np.matmul(per_group, moments).reshape(err.shape)
-
-
 def optimise_rounding(ratio: np.ndarray, lo: np.ndarray, hi: np.ndarray, step: np.ndarray, moments: np.ndarray,
                       params: AdaRoundParams, linear: Optional[np.ndarray] = None) -> np.ndarray:
     """The codes AdaRound chooses between ``lo`` and ``hi`` (each (C, K); ``hi - lo`` is 0 or 1).
@@ -163,7 +156,7 @@ def optimise_rounding(ratio: np.ndarray, lo: np.ndarray, hi: np.ndarray, step: n
         np.clip(h, 0.0, 1.0, out=h)
         np.multiply(h, span, out=tmp)
         tmp += base  # the weight error in grid units
-        grad = _quadratic(tmp, moments32)
+        grad = grouped_product(tmp, moments32)
         if shift is not None:
             grad += shift
         grad *= coef  # d loss / d h
@@ -200,7 +193,7 @@ class LayerObjective:
     def error(self, codes: np.ndarray, ratio: np.ndarray, step: np.ndarray) -> float:
         err = (codes - ratio) * step[:, None]
         lin = 0.0 if self.linear is None else 2.0 * float((err * self.linear).sum())
-        return float((_quadratic(err, self.moments) * err).sum()) + lin + self.constant
+        return float((grouped_product(err, self.moments) * err).sum()) + lin + self.constant
 
 
 def layer_objective(view: np.ndarray, x: np.ndarray, x_tilde: Optional[np.ndarray], window: Optional[Window],
@@ -210,9 +203,9 @@ def layer_objective(view: np.ndarray, x: np.ndarray, x_tilde: Optional[np.ndarra
     if x_tilde is None:
         return LayerObjective(patch_moments(x, window, centred))
     a, b, c = cross_moments(x, x_tilde, window, centred)
-    linear = _quadratic(view, a - b.transpose(0, 2, 1))
+    linear = grouped_product(view, a - b.transpose(0, 2, 1))
     rest = a - b - b.transpose(0, 2, 1) + c
-    return LayerObjective(a, linear, float((_quadratic(view, rest) * view).sum()))
+    return LayerObjective(a, linear, float((grouped_product(view, rest) * view).sum()))
 
 
 def adaround_layer(layer: str, weight: np.ndarray, bias: np.ndarray, x_q: sm.QParams, y_q: sm.QParams,

@@ -42,8 +42,8 @@ import numpy as np
 from .. import lowering
 from .. import math as sm
 
-__all__ = ["STEPS", "ScaleChoice", "Window", "cross_moments", "float_taps", "patch_count", "patch_moments",
-           "search_output_scale", "window_of"]
+__all__ = ["STEPS", "ScaleChoice", "Window", "cross_moments", "float_taps", "grouped_product", "patch_count",
+           "patch_moments", "search_output_scale", "window_of"]
 
 #: Candidates per octave.
 STEPS = 16
@@ -161,14 +161,20 @@ def cross_moments(x: np.ndarray, x_tilde: np.ndarray, window: Optional[Window],
     return np.matmul(qt, q) / n, np.matmul(qt, p) / n, np.matmul(p.transpose(0, 2, 1), p) / n
 
 
+def grouped_product(err: np.ndarray, moments: np.ndarray) -> np.ndarray:
+    """``err M`` per group: ``err`` (C, K), its C / groups consecutive rows sharing each group's ``M`` (G, K, K);
+    ``(grouped_product(e, M) * e).sum(axis=1)`` is each row's ``e_c M e_c^T``."""
+    groups = moments.shape[0]
+    per_group = err.reshape(groups, -1, err.shape[1])
+    return np.matmul(per_group, moments).reshape(err.shape)
+
+
 def _weight_errors(weight: np.ndarray, bias: np.ndarray, x_q: sm.QParams, y_q: sm.QParams, is_dense: bool,
                    spec: lowering.WeightSpec, mode: sm.RequantMode, moments: np.ndarray) -> np.ndarray:
     """Per output channel, the mean squared output error of the fused op's weights (``e_c M e_c^T``)."""
     _, effective, _ = lowering.from_float_weights(weight, bias, x_q, y_q, is_dense, spec, mode)
     error = effective - sm.per_channel_weight_view(weight, is_dense)
-    groups = moments.shape[0]
-    per_group = error.reshape(groups, -1, error.shape[1])
-    return (np.matmul(per_group, moments) * per_group).sum(axis=2).reshape(-1)
+    return (grouped_product(error, moments) * error).sum(axis=1)
 
 
 def _channel_axis(y: np.ndarray, is_dense: bool, window: Optional[Window]) -> int:
