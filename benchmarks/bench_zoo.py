@@ -357,11 +357,22 @@ def table_row(model: ZooModel, result: Result) -> str:
     task = " / ".join([_metric(model, result, result.ref), _metric(model, result, result.ours),
                        _metric(model, result, None if peer is None else peer.outputs)])
     return (f"| {model.name} | {_stages_cell(result)} | {mac} | {float_ops} | {_db(ours)} | {peer_db} "
-            f"| {model.metrics[0].label}: {task} |")
+            f"| {_gap_cell(model, result, peer)} | {model.metrics[0].label}: {task} |")
 
 
-TABLE_HEAD = ("| model | stages | int MAC % | float ops | SQNR ours | SQNR peer best "
-              "| task metric: float / ours / peer |\n|---|---|---|---|---|---|---|")
+def _gap_cell(model: ZooModel, result: Result, peer: Optional[PeerRun]) -> str:
+    """Our SQNR minus the best peer's, with its 95 % paired-bootstrap interval over the evaluation inputs."""
+    if peer is None or peer.outputs is None or result.ours is None or result.ref is None:
+        return "-"
+    try:
+        gap, low, high = zm.sqnr_gap(result.ref, result.ours, peer.outputs, model.primary)
+    except ValueError:
+        return "-"
+    return f"{gap:+.2f} dB [{low:+.2f}, {high:+.2f}]"
+
+
+TABLE_HEAD = ("| model | stages | int MAC % | float ops | SQNR ours | SQNR peer best | ours - peer (95 %) "
+              "| task metric: float / ours / peer |\n|---|---|---|---|---|---|---|---|")
 
 
 CONVERT_HEAD = ("| model | peer model | converted / float ops | max LSB vs oracle | mean LSB | exact % "
@@ -396,6 +407,16 @@ def convert_rows(model: ZooModel, result: Result) -> list[str]:
     return rows
 
 
+def _qconfig_json(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"a JSON object of qconfig settings, got {text!r}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {', '.join(MODELS)}")
@@ -412,6 +433,9 @@ def main() -> None:
     parser.add_argument("--offload", action="store_true", help="build the int8 program with the offloaded C++ kernels")
     parser.add_argument("--min-sqnr", type=float, metavar="DB",
                         help="quantize with the mixed-precision search: qconfig(mixed_precision_sqnr_db=DB)")
+    parser.add_argument("--preset", help="quantize with qconfig(preset=NAME), e.g. accurate")
+    parser.add_argument("--qconfig", type=_qconfig_json, default={}, metavar="JSON",
+                        help='more qconfig settings, a JSON object, e.g. \'{"scale_search": true}\'')
     parser.add_argument("--json", type=pathlib.Path, help="also write the table's numbers here")
     args = parser.parse_args()
     names = [n.strip() for n in args.models.split(",") if n.strip()]
@@ -423,17 +447,26 @@ def main() -> None:
     logging.getLogger("tvm_sima").setLevel(logging.ERROR)
     import tvm_sima  # sets the thread count before TVM's runtime starts
 
+    settings = {**({} if args.preset is None else {"preset": args.preset}), **args.qconfig,
+                **({} if args.min_sqnr is None else {"mixed_precision_sqnr_db": args.min_sqnr})}
+    try:  # a bad setting fails here, before any model runs
+        tvm_sima.current_qconfig().replace(**settings)
+    except ValueError as err:
+        parser.error(f"--qconfig / --preset: {err}")
+    if settings:
+        print(f"qconfig: {json.dumps(settings)}")
     start, rows, records, converts = time.perf_counter(), [], [], []
     for name in names:
         model = MODELS[name]
         n_eval = args.eval or (4 if args.quick else model.n_eval or N_EVAL)
-        with tvm_sima.qconfig(**({} if args.min_sqnr is None else {"mixed_precision_sqnr_db": args.min_sqnr})):
+        with tvm_sima.qconfig(**settings):
             result = bench_model(model, n_calib, n_eval, peers=not (args.quick or args.no_peers),
                                  offload=args.offload, convert=not args.no_convert, per_op=args.per_op)
         print_result(model, result)
         rows.append(table_row(model, result))
         converts += convert_rows(model, result)
-        records.append({"model": name, "calib": n_calib, "eval": n_eval, "row": rows[-1], "stages": result.stages,
+        records.append({"model": name, "qconfig": settings, "calib": n_calib, "eval": n_eval, "row": rows[-1],
+                        "stages": result.stages,
                         "macs": result.macs, "convert_rows": convert_rows(model, result),
                         "per_op": [r.per_op.to_dict() for r in result.converts if r.per_op is not None]})
     seconds = time.perf_counter() - start

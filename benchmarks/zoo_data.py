@@ -300,7 +300,7 @@ MODELS: dict[str, ZooModel] = {m.name: m for m in [
              "page()/text() crops, 192x384 BGR (x/255-0.5)/0.5", {"x": (1, 3, 192, 384)}),
     ZooModel("ppocr_cls", ZOO / "ppocr_cls.onnx", _lines(192, rotate_half=True),
              (Metric("label agreement", lambda r, o, _l: zm.label_agreement(r, o, 0)),), 0,
-             "page()/text() line crops (half turned 180), 48x192", {"x": (1, 3, 48, 192)}),
+             "page()/text() line crops (half turned 180), 48x192", {"x": (1, 3, 48, 192)}, n_eval=256),
     ZooModel("ppocr_rec", ZOO / "ppocr_v4_rec.onnx", _lines(320, rotate_half=False),
              (Metric("CTC sequence agreement", lambda r, o, _l: zm.ctc_agreement(r, o, 0)),), 0,
              "page()/text() line crops, 48x320", {"x": (1, 3, 48, 320)}),

@@ -32,6 +32,19 @@ def test_sqnr_db_is_pooled_over_inputs():
         zm.sqnr_db(ref, out[:1])
 
 
+def test_sqnr_gap_is_the_noise_ratio_with_a_paired_bootstrap_interval():
+    ref = _outs([1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0])
+    ours = _outs([1.1, 1.0], [1.0, 1.0], [1.0, 1.1], [1.0, 1.0])  # noise 0.01 on inputs 0 and 2
+    theirs = _outs([1.2, 1.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0])  # noise 0.04 on input 0 only
+    gap, low, high = zm.sqnr_gap(ref, ours, theirs, 0)
+    assert gap == pytest.approx(10 * np.log10(0.04 / 0.02), abs=1e-4)
+    assert gap == pytest.approx(zm.output_sqnr(ref, ours, 0) - zm.output_sqnr(ref, theirs, 0), abs=1e-9)
+    assert low < 0.0 < gap < high  # four inputs: a resample with input 2 and without input 0 favours them
+    assert zm.sqnr_gap(ref, ours, theirs, 0) == (gap, low, high)  # seeded
+    with pytest.raises(ValueError, match="infinite"):
+        zm.sqnr_gap(ref, ref, theirs, 0)
+
+
 def test_face_accuracy_clips_the_logit_and_a_constant_output_scores_one_half():
     assert zm.face_scores(np.array([-3430.0, 1.0])) == pytest.approx(1 / (1 + np.exp(-1.0)))
     assert zm.face_scores(np.array([1e6])) == pytest.approx(1 / (1 + np.exp(-100.0)))  # clipped, no overflow
@@ -220,7 +233,8 @@ def test_the_table_compares_with_the_best_peer_and_names_the_first_failing_stage
     row = bench_zoo.table_row(model, result)
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells == ["toy", "5/5 ok, 5 s", "75.0 %", "1 nn.conv2d_transpose", "20.00 dB",
-                     "13.98 dB (QDQ Percentile, ORT_DISABLE_ALL)", "top-1 agreement: 1.000 / 1.000 / 1.000"]
+                     "13.98 dB (QDQ Percentile, ORT_DISABLE_ALL)", "+6.02 dB [+6.02, +6.02]",
+                     "top-1 agreement: 1.000 / 1.000 / 1.000"]
     result.stages["quantize"] = (False, 2.0, "ValueError: Too many bins")
     assert "quantize FAILS" in bench_zoo.table_row(model, result)
 
