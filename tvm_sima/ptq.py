@@ -138,17 +138,7 @@ def quantize(
     ValueError
         Neither a dataset nor statistics, an unsupported configuration, bad batches.
     """
-    if not isinstance(mod, tvm.IRModule):
-        raise TypeError(f"quantize expects a tvm.IRModule, got {type(mod).__name__}")
-    config = current_qconfig()
-    _check_config(config)
-    if config.layer_config is not None:
-        config = config.replace(layer_overrides=config.layer_overrides + read_layer_config(config.layer_config))
-    if dataset is None and statistics is None:
-        raise ValueError("quantize needs calibration data: pass dataset= (an iterable of batches) or statistics= "
-                         "(a statistics.npz saved by an earlier run)")
-    if isinstance(statistics, (str, os.PathLike)):  # a bad file fails before any work or output
-        statistics = load_statistics(statistics)
+    config, statistics = _checked_inputs(mod, dataset, statistics)
     out_dir = str(work_dir) if work_dir is not None else tempfile.mkdtemp(prefix="tvm_sima_")
     os.makedirs(out_dir, exist_ok=True)
     start = time.perf_counter()
@@ -171,12 +161,7 @@ def quantize(
     if config.do_simulation:
         LOG.info("quantize: do_simulation, fake-quantized graph; files in %s", out_dir)
         return simulate(amod, observers, config, layers)
-    samples = float_taps(amod, kept[:config.scale_search_samples]) if _searches_scales(config) and kept else None
-    qmod, report = realize(amod, observers, config, layers, samples=samples)
-    if config.adaround and config.adaround_quantized_input and samples is not None:
-        # AdaRound again, each layer's input as the first program (AdaRounded on float inputs) computes it.
-        quantized = integer_taps(qmod, kept[:config.scale_search_samples])
-        qmod, report = realize(amod, observers, config, layers, samples=samples, quantized_samples=quantized)
+    qmod, report = _realized(amod, observers, config, layers, kept)
     skipped = [layer.name for layer in layers if config.for_layer(layer)[1]]
     payload = {**report.to_dict(), "skipped_layers": skipped, "layers": _layer_rows(layers, config),
                "mixed_precision": precision.to_dict() if precision is not None else None,
@@ -185,9 +170,39 @@ def quantize(
     with open(os.path.join(out_dir, "report.json"), "w", encoding="utf-8") as handle:
         json.dump(payload, handle, indent=2)
     LOG.info("quantize: %s\nfiles in %s", report.summary(), out_dir)
-    main = qmod["main"].with_attr(REPORT_ATTR, json.dumps(payload))
-    qmod["main"] = main
+    qmod["main"] = qmod["main"].with_attr(REPORT_ATTR, json.dumps(payload))
     return qmod
+
+
+def _realized(amod: tvm.IRModule, observers: dict[str, Observer], config: QConfig, layers: list[LayerInfo],
+              kept: list) -> tuple[tvm.IRModule, RealizeReport]:
+    """The integer program and realize's report: the searches' float samples taken from the first kept
+    batches, and with ``adaround_quantized_input`` a second realize on the first program's own values."""
+    samples = float_taps(amod, kept[:config.scale_search_samples]) if _searches_scales(config) and kept else None
+    qmod, report = realize(amod, observers, config, layers, samples=samples)
+    if config.adaround and config.adaround_quantized_input and samples is not None:
+        # AdaRound again, each layer's input as the first program (AdaRounded on float inputs) computes it.
+        quantized = integer_taps(qmod, kept[:config.scale_search_samples])
+        qmod, report = realize(amod, observers, config, layers, samples=samples, quantized_samples=quantized)
+    return qmod, report
+
+
+def _checked_inputs(mod: object, dataset: Optional[Iterable], statistics: Optional[Union[str, os.PathLike, dict]],
+                    ) -> tuple[QConfig, Optional[dict[str, Observer]]]:
+    """The configuration (its ``layer_config`` file read in) and the statistics (a file loaded): a bad
+    module, configuration or statistics file fails here, before any work or output."""
+    if not isinstance(mod, tvm.IRModule):
+        raise TypeError(f"quantize expects a tvm.IRModule, got {type(mod).__name__}")
+    config = current_qconfig()
+    _check_config(config)
+    if config.layer_config is not None:
+        config = config.replace(layer_overrides=config.layer_overrides + read_layer_config(config.layer_config))
+    if dataset is None and statistics is None:
+        raise ValueError("quantize needs calibration data: pass dataset= (an iterable of batches) or statistics= "
+                         "(a statistics.npz saved by an earlier run)")
+    if isinstance(statistics, (str, os.PathLike)):
+        statistics = load_statistics(statistics)
+    return config, statistics
 
 
 def _observers(amod: tvm.IRModule, layers: list[LayerInfo], config: QConfig,
