@@ -41,7 +41,7 @@ from .passes.annotate import annotate
 from .passes.calibrate import CalibrationExecutor, LocalExecutor, calibrate, placeholder_observers
 from .passes.canonicalize import canonicalize
 from .passes.equalize import equalize
-from .passes.grids import log_verdict, tensor_grid
+from .passes.grids import log_verdict, output_bounds, tensor_grid
 from .passes.precision import search_precision
 from .passes.realize import RealizeReport, realize
 from .passes.scale_search import float_taps
@@ -73,7 +73,7 @@ def simulate(amod: tvm.IRModule, observers: dict[str, Observer], config: QConfig
     per-tensor) parameters. The ``do_simulation=True`` result of :func:`quantize`.
     """
     by_name = {layer.name: layer for layer in layers or []}
-    inputs = set(amod["main"].params)
+    inputs, bounds = set(amod["main"].params), output_bounds(amod["main"])
 
     def emit(bb: relax.BlockBuilder, _var: relax.Var, old: relax.Expr, mapping: dict) -> relax.Expr:
         value = remap(old, mapping)
@@ -84,7 +84,8 @@ def simulate(amod: tvm.IRModule, observers: dict[str, Observer], config: QConfig
             if kind == "weight":
                 qp = observers[name].compute_qparams(cfg.weight_scheme, cfg.weight_bits)
             else:
-                qp, verdict = tensor_grid(observers[name], cfg, model_input=value.args[0] in inputs)
+                qp, verdict = tensor_grid(observers[name], cfg, model_input=value.args[0] in inputs,
+                                          bounds=bounds.get(name))
                 if verdict is not None:
                     log_verdict(verdict)
             q = bb.emit(so.quantize(value.args[0], qp, cfg.rounding_mode))

@@ -50,7 +50,7 @@ from ..config import LayerInfo, LayerOverride, QConfig
 from ..graph import GraphIndex, op_name, rebuild_main, remap, static_shape
 from ..layer_config import exact_pattern
 from ..math.metrics import sqnr_db_from_sums
-from .grids import tensor_grid
+from .grids import output_bounds, tensor_grid
 
 __all__ = ["WIDE", "PrecisionSearch", "search_precision", "wide_overrides"]
 
@@ -150,7 +150,7 @@ def mixed_graph(amod: tvm.IRModule, observers: dict[str, Observer], config: QCon
     names = _tensors(GraphIndex(main))
     row = {name: i for i, name in enumerate(names)}
     mix = relax.Var("sima_mix", relax.TensorType((max(len(names), 1), 2), "float32"))
-    inputs = set(main.params)
+    inputs, bounds = set(main.params), output_bounds(main)
 
     def emit(bb: relax.BlockBuilder, _var: relax.Var, old: relax.Expr, mapping: dict) -> relax.Expr:
         value = remap(old, mapping)
@@ -165,8 +165,8 @@ def mixed_graph(amod: tvm.IRModule, observers: dict[str, Observer], config: QCon
                        (observers[name].compute_qparams(cfg.weight_scheme, bits) for bits in (cfg.weight_bits, 16)))
         else:
             model_input = old.args[0] in inputs  # type: ignore[attr-defined]
-            q8 = _fake(bb, x, tensor_grid(observers[name], cfg, model_input)[0])
-            q16 = _fake(bb, x, tensor_grid(observers[name], cfg.replace(**WIDE), model_input)[0])
+            q8 = _fake(bb, x, tensor_grid(observers[name], cfg, model_input, bounds.get(name))[0])
+            q16 = _fake(bb, x, tensor_grid(observers[name], cfg.replace(**WIDE), model_input, bounds.get(name))[0])
         d8 = bb.emit(relax.op.multiply(a, bb.emit(relax.op.subtract(q8, x))))
         d16 = bb.emit(relax.op.multiply(b, bb.emit(relax.op.subtract(q16, x))))
         return relax.op.add(x, bb.emit(relax.op.add(d8, d16)))

@@ -25,7 +25,7 @@ from ..graph import GraphIndex, constant_value, op_name
 from ..lowering.base import same_qparams
 from ..source_names import SourceNames, tensor_sources
 from .annotate import is_float_tensor
-from .grids import tensor_grid
+from .grids import output_bounds, tensor_grid
 from .patterns import epilogue_chain
 from .realize_report import RealizeReport
 
@@ -93,6 +93,7 @@ class RealizeContext:
         #: first member -> element-wise chain of one input (annotate left its inside unquantized)
         self.chains = {c.members[0]: c for c in lowering.find_chains(self.index, exclude=fused)}
         self.verdicts: dict[str, GridVerdict] = {}  # the grid checks of collapsed tensors
+        self.bounds = output_bounds(func)  # model outputs of sigmoid / softmax / tanh: their fixed interval
         self.emitted: dict[str, sm.QParams] = {}  # each quantize_info's parameters, by name
         params = set(func.params)
         self.model_inputs: set[str] = set()
@@ -119,7 +120,7 @@ class RealizeContext:
                 raise ValueError(f"no calibration statistics for tensor {tensor!r}; calibrate the annotated "
                                  "module (or load statistics saved from it)")
             qp, verdict = tensor_grid(self.observers[tensor], self.config_of(tensor),
-                                      model_input=tensor in self.model_inputs)
+                                      model_input=tensor in self.model_inputs, bounds=self.bounds.get(tensor))
             self._qparams[tensor] = qp
             if verdict is not None:
                 self.verdicts[tensor] = verdict
