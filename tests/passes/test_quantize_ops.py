@@ -280,7 +280,8 @@ def test_16_bit_activations_and_the_accumulator_guard(tmp_path):
     #   x -> conv2d 3x3 (36 products) -> y          16-bit activations: fused
     #   x -> matmul (4096 products) -> y            16-bit: past int32, fused with a 48-bit accumulator (int64 bias)
     #   x -> matmul (4096 products), 16-bit weights, 8-bit x, 32-bit bias: the int32 accumulator could
-    #        overflow, so it stays float with the reason
+    #        overflow (int16 weight codes in multiplier_shift mode), so the layer gets the 48-bit one (not
+    #        float), and the report says so
     shape = (1, 4, 10, 10)
     conv = graph(shape, lambda bb, x: relax.op.nn.conv2d(x, const((8, 4, 3, 3))))
     qmod, report, ref, out = quantize_and_compare(conv, shape, tmp_path / "conv", activation_bits=16,
@@ -300,6 +301,15 @@ def test_16_bit_activations_and_the_accumulator_guard(tmp_path):
              and getattr(b.value.op, "name", "") == "sima.dense"][0]
     assert str(dense.args[2].ty.dtype) == "int64"
     assert total_sqnr(ref, out) > 35  # the int8 weights bound it
+    qmod, report, ref, out = quantize_and_compare(wide, (1, 4096), tmp_path / "wide_weights", weight_bits=16,
+                                                  requant_mode="multiplier_shift",
+                                                  calibration_strategy_for_activation="extrema")
+    assert report["float_ops"] == [] and op_counts(qmod)["sima.dense"] == 1
+    dense = [b.value for b in qmod["main"].body.blocks[0].bindings if getattr(b.value, "op", None) is not None
+             and getattr(b.value.op, "name", "") == "sima.dense"][0]
+    assert str(dense.args[2].ty.dtype) == "int64"
+    assert any("32-bit accumulator could overflow" in n and n.endswith("48-bit accumulator") for n in report["notes"])
+    assert total_sqnr(ref, out) > 35
 
 
 def test_the_accumulator_guard_knows_its_width():

@@ -64,7 +64,14 @@ def _fused_constants(ctx: RealizeContext, layer: str, config: QConfig, weight: n
         return (f"no int32 bias for {xq.qparams.dtype.bits}-bit inputs and {config.weight_bits}-bit weights ({err}); "
                 "use 8-bit activations or weights for this layer")
     ctx.report.notes.extend(f"{layer}: {note}" for note in notes)
-    return lowering.accumulator_overflow(consts, xq.qparams, is_dense) or consts
+    overflow = lowering.accumulator_overflow(consts, xq.qparams, is_dense)
+    if overflow is not None and consts.accumulator_bits < 48:  # the op's 48-bit accumulator, rather than float
+        wide = _fused_constants(ctx, layer, config.replace(bias_bits=48), weight, bias, xq, yq, is_dense, mean_of,
+                                groups, mean_scale, stored)
+        if not isinstance(wide, str):
+            ctx.report.notes.append(f"{layer}: {overflow.split(';')[0]}: 48-bit accumulator")
+        return wide
+    return overflow or consts
 
 
 def _searched_output(ctx: RealizeContext, layer: str, config: QConfig, weight: np.ndarray, bias: np.ndarray,
