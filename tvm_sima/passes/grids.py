@@ -7,9 +7,9 @@ A model output read straight from a bounded activation (sigmoid, softmax: ``[0, 
 ``[-1, 1]``) gets a grid over its whole interval (:func:`output_bounds`), whatever calibration saw, as
 TFLite fixes those ops' int8 output grid; so does the activation's input, over the inputs whose
 outputs that grid tells apart (a sigmoid's logits in [-6.2, 6.2]), joined with its calibrated range.
-A detector's presence score calibrated on images without the object spans ``[0, 0.005]``, its logits
-``[-20, -5.3]`` (MediaPipe's hand landmark model on photos without hands): those grids could never
-say "present" -- every score above 0.005 would read 0.005.
+A detector's presence score calibrated on images without the object spans ``[0.0005, 0.0058]``, its
+logit ``[-7.7, -5.1]`` (MediaPipe's hand landmark model on photos without hands): those grids could
+never say "present" -- every score above 0.0058 would read 0.0058.
 """
 
 from __future__ import annotations
