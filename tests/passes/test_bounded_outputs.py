@@ -59,8 +59,10 @@ def test_only_a_model_output_read_straight_from_a_bounded_op_is_listed():
         amod, _ = annotate(canonicalize(_model(op)), tvm_sima.current_qconfig())
         bounds = output_bounds(amod["main"])
         assert bounds.keys() == {f"{op.__name__}@0.output", "conv2d_0.output"}  # not the gate, conv2d_1.input
-        assert bounds[f"{op.__name__}@0.output"] == interval
-        assert bounds["conv2d_0.output"] == pytest.approx((-logits, logits), abs=0.01)
+        assert (bounds[f"{op.__name__}@0.output"].lo, bounds[f"{op.__name__}@0.output"].hi) == interval
+        assert bounds[f"{op.__name__}@0.output"].fixed and not bounds["conv2d_0.output"].fixed
+        assert (bounds["conv2d_0.output"].lo, bounds["conv2d_0.output"].hi) == pytest.approx((-logits, logits),
+                                                                                               abs=0.01)
 
 
 @pytest.mark.parametrize("simulate", [False, True])
@@ -81,3 +83,18 @@ def test_the_sigmoid_inside_keeps_its_calibrated_grid(tmp_path):
     infos = tvm_sima.read_quantize_info(qmod)
     assert infos["conv2d_1.input"].scale[0] < 0.01 / 255  # the gate a conv reads: calibrated, [0, ~0.007]
     assert infos["sigmoid@0.output"].scale[0] == pytest.approx(1 / 255)  # the model output: [0, 1]
+
+
+def test_a_floor_on_a_collapsing_logit_tensor_keeps_the_grid_check(tmp_path):
+    # BlazeFace's logits (tests/passes/test_grid_rescue.py) before a sigmoid output: the floor [-6.2, 6.2] joins
+    # the calibrated [-3001, 4], the middle half still gets under one bit, and the rescue still widens it.
+    weight = np.array([1.0, 1.5, 2.0, 2.5, 3.0, 1.2, 1.8, 2.2, 1.0, 1.0], np.float32).reshape(10, 1, 1, 1)
+    bias = np.array([0.3, -0.2, 0.1, -0.4, 0.5, 0.0, -0.1, 0.2, -3000.0, -1000.0], np.float32).reshape(1, 10, 1, 1)
+    mod = graph((1, 1, 16, 16), lambda bb, x: relax.op.sigmoid(
+        bb.emit(relax.op.add(bb.emit(relax.op.nn.conv2d(x, relax.const(weight))), relax.const(bias)))))
+    rng = np.random.default_rng(0)
+    qmod = tvm_sima.quantize(mod, None, [rng.uniform(-1, 1, (1, 1, 16, 16)).astype(np.float32) for _ in range(8)],
+                             work_dir=tmp_path)
+    (rescued,) = tvm_sima.quantize_report(qmod)["rescued"]
+    assert rescued["tensor"] == "conv2d_0.output" and rescued["after"]["bits"] == 16
+    assert rescued["after"]["scale"] * (2 ** 16 - 1) > 3000  # over the calibrated range joined with the floor

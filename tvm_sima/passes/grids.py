@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -27,7 +28,7 @@ from ..calibration.grid_check import GridVerdict, fit_grid, rescue_grid
 from ..config import QConfig
 from ..graph import GraphIndex, op_name
 
-__all__ = ["BOUNDED", "log_verdict", "output_bounds", "tensor_grid", "tensor_qparams"]
+__all__ = ["BOUNDED", "Bounds", "log_verdict", "output_bounds", "tensor_grid", "tensor_qparams"]
 
 #: Where sigmoid's 8-bit output grid over [0, 1] saturates: within half a step of 0 or 1 (``log(509)``);
 #: tanh's over [-1, 1] saturates at half of it.
@@ -42,12 +43,22 @@ BOUNDED: dict[str, tuple[tuple[float, float], Optional[tuple[float, float]]]] = 
 LOG = logging.getLogger(__name__)
 
 
-def output_bounds(func: relax.Function) -> dict[str, tuple[float, float]]:
+@dataclass(frozen=True)
+class Bounds:
+    """An interval a tensor's grid must span. ``fixed``: the op's own output interval, the grid is that
+    interval (no grid check); else a floor joined with the calibrated range, then checked as any grid."""
+
+    lo: float
+    hi: float
+    fixed: bool
+
+
+def output_bounds(func: relax.Function) -> dict[str, Bounds]:
     """The intervals the grids of some activation tensors (``simulated_quantize`` names) must span: a model
-    output read straight from a :data:`BOUNDED` op, the op's output interval; the op's input, the inputs
-    whose outputs differ on that grid (a sigmoid's logits in about [-6.2, 6.2])."""
+    output read straight from a :data:`BOUNDED` op, the op's output interval (fixed); the op's input, the
+    inputs whose outputs differ on that grid (a sigmoid's logits in about [-6.2, 6.2]; a floor)."""
     index = GraphIndex(func)
-    bounds: dict[str, tuple[float, float]] = {}
+    bounds: dict[str, Bounds] = {}
     for var in index.order:
         value = index.producer[var]
         if op_name(value) != "sima.simulated_quantize" or not _is_output(index, var):
@@ -57,14 +68,16 @@ def output_bounds(func: relax.Function) -> dict[str, tuple[float, float]]:
         found = BOUNDED.get(op_name(op) or "")
         if found is None or str(value.attrs["kind"]) == "weight":
             continue
-        bounds[str(value.attrs["name"])] = found[0]
+        bounds[str(value.attrs["name"])] = Bounds(*found[0], fixed=True)
         assert isinstance(op, relax.Call)
         source = index.producer.get(op.args[0]) if isinstance(op.args[0], relax.Var) else None
         if found[1] is not None and op_name(source) == "sima.simulated_quantize":
             assert isinstance(source, relax.Call)
             name = str(source.attrs["name"])
-            lo, hi = bounds.get(name, found[1])
-            bounds[name] = (min(lo, found[1][0]), max(hi, found[1][1]))
+            lo, hi = found[1]
+            if name in bounds:
+                lo, hi = min(lo, bounds[name].lo), max(hi, bounds[name].hi)
+            bounds[name] = Bounds(lo, hi, fixed=bounds[name].fixed if name in bounds else False)
     return bounds
 
 
@@ -77,21 +90,27 @@ def _is_output(index: GraphIndex, var: relax.Var) -> bool:
 
 
 def tensor_grid(observer: Observer, config: QConfig, model_input: bool = False,
-                bounds: Optional[tuple[float, float]] = None) -> tuple[sm.QParams, Optional[GridVerdict]]:
+                bounds: Optional[Bounds] = None) -> tuple[sm.QParams, Optional[GridVerdict]]:
     """Per-tensor activation parameters of one observed tensor under ``config``, and the grid check's verdict.
 
     A model input uses ``input_bits`` (Relay's ``nbit_input``), any other tensor ``activation_bits``.
     The verdict is None when the calibrated grid keeps the tensor; else the parameters are the
     rescue's (``verdict.after``) or, when nothing saves the tensor, the calibrated ones (the caller
-    warns, :func:`log_verdict`, naming it). ``bounds``: the tensor's fixed interval (:func:`output_bounds`),
-    which the grid spans with the calibrated range (no check: the interval is the op's own).
+    warns, :func:`log_verdict`, naming it). ``bounds`` (:func:`output_bounds`): an interval the grid spans
+    with the calibrated range; a fixed one is not checked (it is the op's own), a floor is, and a rescue
+    may then narrow it (a collapsed tensor is worse than a clipped one).
     """
     bits = config.input_bits if model_input else config.activation_bits
-    if bounds is not None:
-        lo, hi = observer.clip_range() if observer.min_val is not None else bounds
-        return sm.choose_qparams(min(float(np.min(lo)), bounds[0]), max(float(np.max(hi)), bounds[1]),
-                                 config.activation_scheme, bits), None
+    if bounds is not None and observer.min_val is None:
+        return sm.choose_qparams(bounds.lo, bounds.hi, config.activation_scheme, bits), None
     qp = observer.compute_qparams(config.activation_scheme, bits)
+    calibrated: Optional[tuple[float, float]] = None
+    if bounds is not None:
+        low, high = observer.clip_range()
+        calibrated = (min(float(np.min(low)), bounds.lo), max(float(np.max(high)), bounds.hi))
+        qp = sm.choose_qparams(*calibrated, config.activation_scheme, bits)
+        if bounds.fixed:
+            return qp, None
     if observer.min_val is None or observer.max_val is None or np.ndim(observer.min_val) != 0:
         return qp, None
     sample = observer.sample.values
@@ -102,7 +121,7 @@ def tensor_grid(observer: Observer, config: QConfig, model_input: bool = False,
         return qp, None
     if not config.rescue_collapsed_tensors:
         return qp, GridVerdict(observer.tensor, before, None, "rescue disabled (rescue_collapsed_tensors=False)")
-    lo, hi = observer.clip_range()  # only now: the mse observer searches again
+    lo, hi = calibrated or observer.clip_range()  # only now: the mse observer searches again
     verdict = rescue_grid(observer.tensor, sample, before, (float(observer.min_val), float(observer.max_val)),
                           (float(lo), float(hi)), config.activation_scheme)
     return (qp if verdict.after is None else verdict.after.qparams), verdict
