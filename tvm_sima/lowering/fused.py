@@ -240,7 +240,7 @@ def accumulator_overflow(consts: FusedConstants, x_q: sm.QParams, is_dense: bool
     bits = consts.accumulator_bits
     if worst > 2 ** (bits - 1) - 1:
         return (f"the {bits}-bit accumulator could overflow with {x_q.dtype.bits}-bit inputs (worst case "
-                f"{worst:.3g}); use 8-bit activations for this layer")
+                f"{worst:.3g}); use narrower activations or weights for this layer")
     return None
 
 
