@@ -8,6 +8,7 @@ conv2d_transpose becomes zero insertion on the codes and a ``sima.conv2d``
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Optional, Union
 
 import numpy as np
@@ -56,21 +57,22 @@ def _fused_constants(ctx: RealizeContext, layer: str, config: QConfig, weight: n
     (the rest are inserted zeros: a transposed convolution's stride); ``stored``: AdaRound's weights.
     """
     mean = ctx.input_mean(mean_of) if config.bias_correction else None
-    try:
-        consts, notes = lowering.corrected_float_weights(
-            weight, bias, xq.qparams, yq, is_dense, _weight_spec(config), config.requant,
-            None if mean is None else mean * mean_scale, groups, stored)
-    except ValueError as err:  # the int32 bias cannot hold the input zero point's fold (16-bit data and weights)
-        return (f"no int32 bias for {xq.qparams.dtype.bits}-bit inputs and {config.weight_bits}-bit weights ({err}); "
-                "use 8-bit activations or weights for this layer")
+    spec, narrow = _weight_spec(config), None
+    while True:
+        try:
+            consts, notes = lowering.corrected_float_weights(
+                weight, bias, xq.qparams, yq, is_dense, spec, config.requant,
+                None if mean is None else mean * mean_scale, groups, stored)
+        except ValueError as err:  # the int32 bias cannot hold the input zero point's fold (16-bit data and weights)
+            return (f"no int32 bias for {xq.qparams.dtype.bits}-bit inputs and {config.weight_bits}-bit weights "
+                    f"({err}); use 8-bit activations or weights for this layer")
+        overflow = lowering.accumulator_overflow(consts, xq.qparams, is_dense)
+        if overflow is None or consts.accumulator_bits >= 48:
+            break
+        narrow, spec = overflow, dataclasses.replace(spec, bias_bits=48)  # the op's 48-bit accumulator, not float
     ctx.report.notes.extend(f"{layer}: {note}" for note in notes)
-    overflow = lowering.accumulator_overflow(consts, xq.qparams, is_dense)
-    if overflow is not None and consts.accumulator_bits < 48:  # the op's 48-bit accumulator, rather than float
-        wide = _fused_constants(ctx, layer, config.replace(bias_bits=48), weight, bias, xq, yq, is_dense, mean_of,
-                                groups, mean_scale, stored)
-        if not isinstance(wide, str):
-            ctx.report.notes.append(f"{layer}: {overflow.split(';')[0]}: 48-bit accumulator")
-        return wide
+    if narrow is not None and overflow is None:
+        ctx.report.notes.append(f"{layer}: {narrow.split(';')[0]}: 48-bit accumulator")
     return overflow or consts
 
 
