@@ -33,7 +33,7 @@ from . import ops as so
 from .calibration import Observer, load_statistics, save_statistics
 from .compare import integer_taps
 from .config import LayerInfo, QConfig, current_qconfig
-from .graph import op_name, rebuild_main, remap
+from .graph import GraphIndex, op_name, rebuild_main, remap
 from .layer_config import read_layer_config, write_layer_config
 from .math import Granularity, QScheme
 from .params import bind_params
@@ -73,7 +73,7 @@ def simulate(amod: tvm.IRModule, observers: dict[str, Observer], config: QConfig
     per-tensor) parameters. The ``do_simulation=True`` result of :func:`quantize`.
     """
     by_name = {layer.name: layer for layer in layers or []}
-    inputs, bounds = set(amod["main"].params), output_bounds(amod["main"])
+    inputs, bounds = set(amod["main"].params), output_bounds(GraphIndex(amod["main"]))
 
     def emit(bb: relax.BlockBuilder, _var: relax.Var, old: relax.Expr, mapping: dict) -> relax.Expr:
         value = remap(old, mapping)

@@ -18,6 +18,7 @@ from helpers.quantize import graph
 from tvm import relax
 
 import tvm_sima
+from tvm_sima.graph import GraphIndex
 from tvm_sima.passes.annotate import annotate
 from tvm_sima.passes.canonicalize import canonicalize
 from tvm_sima.passes.grids import output_bounds
@@ -57,7 +58,7 @@ def _outputs(mod: tvm.IRModule, x: np.ndarray) -> list[np.ndarray]:
 def test_only_a_model_output_read_straight_from_a_bounded_op_is_listed():
     for op, interval, logits in ((relax.op.sigmoid, (0.0, 1.0), 6.23), (relax.op.tanh, (-1.0, 1.0), 3.11)):
         amod, _ = annotate(canonicalize(_model(op)), tvm_sima.current_qconfig())
-        bounds = output_bounds(amod["main"])
+        bounds = output_bounds(GraphIndex(amod["main"]))
         assert bounds.keys() == {f"{op.__name__}@0.output", "conv2d_0.output"}  # not the gate, conv2d_1.input
         assert (bounds[f"{op.__name__}@0.output"].lo, bounds[f"{op.__name__}@0.output"].hi) == interval
         assert bounds[f"{op.__name__}@0.output"].fixed and not bounds["conv2d_0.output"].fixed

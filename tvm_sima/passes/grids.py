@@ -53,11 +53,11 @@ class Bounds:
     fixed: bool
 
 
-def output_bounds(func: relax.Function) -> dict[str, Bounds]:
+def output_bounds(index: GraphIndex) -> dict[str, Bounds]:
     """The intervals the grids of some activation tensors (``simulated_quantize`` names) must span: a model
     output read straight from a :data:`BOUNDED` op, the op's output interval (fixed); the op's input, the
-    inputs whose outputs differ on that grid (a sigmoid's logits in about [-6.2, 6.2]; a floor)."""
-    index = GraphIndex(func)
+    inputs whose outputs differ on that grid (a sigmoid's logits in about [-6.2, 6.2]; a floor). ``index``: the
+    annotated function's."""
     bounds: dict[str, Bounds] = {}
     for var in index.order:
         value = index.producer[var]

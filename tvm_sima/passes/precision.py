@@ -147,10 +147,11 @@ def mixed_graph(amod: tvm.IRModule, observers: dict[str, Observer], config: QCon
     tensor's own bits, ``(0, 1)`` for 16 bits, ``(0, 0)`` for float (all zeros: the float model)."""
     by_name = {layer.name: layer for layer in layers}
     main = amod["main"]
-    names = _tensors(GraphIndex(main))
+    index = GraphIndex(main)
+    names = _tensors(index)
     row = {name: i for i, name in enumerate(names)}
     mix = relax.Var("sima_mix", relax.TensorType((max(len(names), 1), 2), "float32"))
-    inputs, bounds = set(main.params), output_bounds(main)
+    inputs, bounds = set(main.params), output_bounds(index)
 
     def emit(bb: relax.BlockBuilder, _var: relax.Var, old: relax.Expr, mapping: dict) -> relax.Expr:
         value = remap(old, mapping)

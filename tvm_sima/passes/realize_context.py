@@ -93,7 +93,7 @@ class RealizeContext:
         #: first member -> element-wise chain of one input (annotate left its inside unquantized)
         self.chains = {c.members[0]: c for c in lowering.find_chains(self.index, exclude=fused)}
         self.verdicts: dict[str, GridVerdict] = {}  # the grid checks of collapsed tensors
-        self.bounds = output_bounds(func)  # model outputs of sigmoid / softmax / tanh: their fixed interval
+        self.bounds = output_bounds(self.index)  # model outputs of sigmoid / softmax / tanh: their fixed interval
         self.emitted: dict[str, sm.QParams] = {}  # each quantize_info's parameters, by name
         params = set(func.params)
         self.model_inputs: set[str] = set()
