@@ -276,6 +276,12 @@ def test_quantize_info_on_every_quantized_tensor(tmp_path):
     assert math.isfinite(float(infos["conv2d_1.output"].scale[0]))
 
 
+def _dense_call(qmod):
+    """The one ``sima.dense`` call of ``qmod``."""
+    return [b.value for b in qmod["main"].body.blocks[0].bindings if getattr(b.value, "op", None) is not None
+            and getattr(b.value.op, "name", "") == "sima.dense"][0]
+
+
 def test_16_bit_activations_and_the_accumulator_guard(tmp_path):
     #   x -> conv2d 3x3 (36 products) -> y          16-bit activations: fused
     #   x -> matmul (4096 products) -> y            16-bit: past int32, fused with a 48-bit accumulator (int64 bias)
@@ -297,16 +303,14 @@ def test_16_bit_activations_and_the_accumulator_guard(tmp_path):
                                                   input_bits=16, bias_bits=48,
                                                   calibration_strategy_for_activation="extrema")
     assert report["float_ops"] == [] and op_counts(qmod)["sima.dense"] == 1
-    dense = [b.value for b in qmod["main"].body.blocks[0].bindings if getattr(b.value, "op", None) is not None
-             and getattr(b.value.op, "name", "") == "sima.dense"][0]
+    dense = _dense_call(qmod)
     assert str(dense.args[2].ty.dtype) == "int64"
     assert total_sqnr(ref, out) > 35  # the int8 weights bound it
     qmod, report, ref, out = quantize_and_compare(wide, (1, 4096), tmp_path / "wide_weights", weight_bits=16,
                                                   requant_mode="multiplier_shift",
                                                   calibration_strategy_for_activation="extrema")
     assert report["float_ops"] == [] and op_counts(qmod)["sima.dense"] == 1
-    dense = [b.value for b in qmod["main"].body.blocks[0].bindings if getattr(b.value, "op", None) is not None
-             and getattr(b.value.op, "name", "") == "sima.dense"][0]
+    dense = _dense_call(qmod)
     assert str(dense.args[2].ty.dtype) == "int64"
     assert any("32-bit accumulator could overflow" in n and n.endswith("48-bit accumulator") for n in report["notes"])
     assert total_sqnr(ref, out) > 35
