@@ -365,3 +365,15 @@ def test_the_per_op_cell_counts_the_tensors_and_names_the_ops_over_one_lsb():
     assert (record["max_lsb"], record["checked"], record["within_1_lsb"]) == (3, 3, 2)
     assert record["unchecked"] == [["x", "input"]]
     assert record["worst"][0]["scale_ratio"] == 8.0
+
+
+def test_the_qconfig_option_takes_a_json_object_and_names_what_is_wrong():
+    import argparse
+
+    import bench_zoo
+
+    assert bench_zoo._qconfig_json('{"adaround": true}') == {"adaround": True}
+    with pytest.raises(argparse.ArgumentTypeError, match="not JSON"):
+        bench_zoo._qconfig_json("{adaround: true}")
+    with pytest.raises(argparse.ArgumentTypeError, match="a JSON object"):
+        bench_zoo._qconfig_json('["adaround"]')
