@@ -124,7 +124,7 @@ class LayerOverride:
             raise ValueError(f"qconfig: layer override {self.match!r}: 'skip' applies to layers (name:, id:, op:), "
                              "not to one tensor")
         allowed = {f.name for f in fields(QConfig)} - {"layer_overrides", "layer_config", "preset",
-                                                       "cross_layer_equalization"} | {"skip"} | \
+                                                       "cross_layer_equalization", "depthwise_input_bits"} | {"skip"} | \
             set(_ALIASES)
         for key in self.settings:
             if key not in allowed:
@@ -180,7 +180,8 @@ class QConfig:
     """Every knob of :func:`tvm_sima.quantize` (see the module docstring for the defaults).
 
     ``input_bits`` is the width of the model's inputs, ``activation_bits`` of every other
-    activation; ``bias_correction`` subtracts the mean error of rounded weights from each fused
+    activation but those a depthwise conv reads, which get ``depthwise_input_bits`` (16 by default, a
+    module-wide setting: :func:`tvm_sima.passes.precision.depthwise_overrides`); ``bias_correction`` subtracts the mean error of rounded weights from each fused
     op's bias (calibration keeps per-channel input means); ``scale_search`` chooses each fused conv /
     dense layer's output scale within an octave above the calibrated one for the least layer output
     error, weights as the op stores them (:mod:`tvm_sima.passes.scale_search`; it measures on the first
@@ -207,6 +208,7 @@ class QConfig:
     input_bits: int = 8
     weight_bits: int = 8
     activation_bits: int = 8
+    depthwise_input_bits: int = 16
     bias_bits: int = 32
     quantize_method_for_weight: str = "per_channel_symmetric_restricted"
     quantize_method_for_activation: str = "per_tensor_asymmetric"
@@ -256,6 +258,7 @@ class QConfig:
         _require(isinstance(self.weight_bits, int) and 2 <= self.weight_bits <= 16, "weight_bits",
                  self.weight_bits, "an int in 2..16")
         _one_of("activation_bits", self.activation_bits, (8, 16))
+        _one_of("depthwise_input_bits", self.depthwise_input_bits, (8, 16))
         _one_of("bias_bits", self.bias_bits, (32, 48))
         if self.activation_bits == 16 and self.bias_bits == 32:
             raise ValueError("qconfig: activation_bits=16 needs bias_bits=48 (the accumulator of 16-bit data)")
