@@ -49,6 +49,7 @@ from ..calibration.data_checks import Batch, batch_arrays, result_arrays
 from ..config import LayerInfo, LayerOverride, QConfig
 from ..graph import GraphIndex, op_name, rebuild_main, remap, static_shape
 from ..layer_config import exact_pattern
+from ..lowering.families import FAMILIES
 from ..math.metrics import sqnr_db_from_sums
 from .grids import output_bounds, tensor_grid
 
@@ -128,7 +129,8 @@ def mac_readers(amod: tvm.IRModule) -> tuple[dict[str, list[tuple[str, int]]], i
 
 def depthwise_inputs(amod: tvm.IRModule) -> list[str]:
     """The activations a depthwise conv reads (a grouped ``conv2d`` with one input channel per group), in
-    program order."""
+    program order, each with the tensors it keeps the grid of (through reshapes, pads, clips, ...: ops whose
+    integer output has their one operand's parameters), since widening only the last would change nothing."""
     index = GraphIndex(amod["main"])
     found: list[str] = []
     for var in index.order:
@@ -137,11 +139,26 @@ def depthwise_inputs(amod: tvm.IRModule) -> list[str]:
             continue
         assert isinstance(call, relax.Call)
         shape = static_shape(call.args[1])
-        per_group = None if shape is None else shape[str(call.attrs["kernel_layout"]).index("I")]
-        name = _sq_name(index, call.args[0])
-        if per_group == 1 and name is not None and name not in found:
-            found.append(name)
+        if shape is not None and shape[str(call.attrs["kernel_layout"]).index("I")] == 1:
+            found += [name for name in _grid_sources(index, call.args[0]) if name not in found]
     return found
+
+
+def _grid_sources(index: GraphIndex, expr: Any) -> list[str]:
+    """The marked tensors from ``expr`` back through ops that keep their one operand's grid."""
+    names: list[str] = []
+    while isinstance(expr, relax.Var) and isinstance(call := index.producer.get(expr), relax.Call):
+        op = op_name(call)
+        if op == "sima.simulated_quantize":
+            names.append(str(call.attrs["name"]))
+            expr = call.args[0]
+            continue
+        family = FAMILIES.get(op or "")
+        operands = family.operands(call) if family is not None and family.keeps(call) else []
+        if len(operands) != 1:
+            break
+        expr = operands[0]
+    return names
 
 
 def depthwise_overrides(amod: tvm.IRModule, config: QConfig) -> tuple[LayerOverride, ...]:
