@@ -1,6 +1,6 @@
 """The activations a depthwise conv reads get 16-bit codes by default (``depthwise_input_bits=16``).
 
-    x: float32[1, 4, 16, 16] -> conv2d 1x1 (4 -> 8, + bias) -> relu6 -> depthwise 3x3 (a Laplacian, no padding) -> output
+    x: float32[1, 4, 16, 16] -> conv2d 1x1 (4 -> 8, + bias) -> relu6 -> depthwise 3x3 (a Laplacian, no pad) -> y
 
 The relu6 tensor spans [0, 6] (channels 0-3), but channels 4-7 vary by only +-0.3 around 3, and the
 Laplacian's taps cancel on smooth inputs (as trained depthwise kernels' edge-like taps largely do):
