@@ -177,8 +177,9 @@ def quantize(
 
 
 def _with_depthwise_inputs(amod: tvm.IRModule, config: QConfig) -> QConfig:
-    """``config`` with :func:`~tvm_sima.passes.precision.depthwise_overrides` before its own overrides."""
-    wide = depthwise_overrides(amod, config)
+    """``config`` with :func:`~tvm_sima.passes.precision.depthwise_overrides` before its own overrides (those it
+    already has, e.g. from a run's ``qconfig.json`` given back, once)."""
+    wide = tuple(o for o in depthwise_overrides(amod, config) if o not in config.layer_overrides)
     if not wide:
         return config
     LOG.info("quantize: 16-bit codes for the %d activations depthwise convs read (depthwise_input_bits=16)",
