@@ -1,4 +1,4 @@
-"""The activations a depthwise conv reads get 16-bit codes by default (``depthwise_input_bits=16``).
+"""With ``depthwise_input_bits=16`` the activations a depthwise conv reads get 16-bit codes (default: 8).
 
     x: float32[1, 4, 16, 16] -> conv2d 1x1 (4 -> 8, + bias) -> relu6 -> depthwise 3x3 (a Laplacian, no pad) -> y
 
@@ -9,6 +9,8 @@ its output on those channels keeps little of their signal but all of the tensor'
 """
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -74,8 +76,8 @@ def test_the_depthwise_conv_input_is_found_by_its_groups():
 
 
 def test_depthwise_inputs_get_16_bits_and_keep_the_signal_8_bits_lose(tmp_path):
-    wide = _quantized(tmp_path / "16")
-    narrow = _quantized(tmp_path / "8", depthwise_input_bits=8)
+    wide = _quantized(tmp_path / "16", depthwise_input_bits=16)
+    narrow = _quantized(tmp_path / "8")
     assert read_quantize_info(wide)[DEPTHWISE_INPUT].dtype == "int16"
     assert read_quantize_info(narrow)[DEPTHWISE_INPUT].dtype == "int8"
     assert {read_quantize_info(q)["conv2d_0.input"].dtype for q in (wide, narrow)} == {"int8"}
@@ -85,9 +87,42 @@ def test_depthwise_inputs_get_16_bits_and_keep_the_signal_8_bits_lose(tmp_path):
 
 
 def test_a_tensor_override_of_the_user_wins_and_the_setting_is_module_wide(tmp_path):
-    back = _quantized(tmp_path, layer_overrides=[{"match": f"tensor:{DEPTHWISE_INPUT}", "activation_bits": 8}])
+    back = _quantized(tmp_path, depthwise_input_bits=16,
+                      layer_overrides=[{"match": f"tensor:{DEPTHWISE_INPUT}", "activation_bits": 8}])
     assert read_quantize_info(back)[DEPTHWISE_INPUT].dtype == "int8"
     with pytest.raises(ValueError, match="depthwise_input_bits"):
         LayerOverride("name:conv2d_1", {"depthwise_input_bits": 8})
     with pytest.raises(ValueError, match="depthwise_input_bits"):
         tvm_sima.qconfig(depthwise_input_bits=12).__enter__()
+
+
+def _reshaped_model() -> tvm.IRModule:
+    """The relu6 tensor reaches the depthwise conv through reshape, max pool, reshape: ops that move values and
+    keep their operand's grid (FaceMesh: PReLU -> RESHAPE -> DEPTHWISE_CONV_2D)."""
+    def body(bb: relax.BlockBuilder, x: relax.Var) -> relax.Expr:
+        y = bb.emit(relax.op.add(bb.emit(relax.op.nn.conv2d(x, relax.const(W1))), relax.const(B1.reshape(1, 8, 1, 1))))
+        y = bb.emit(relax.op.reshape(bb.emit(relax.op.clip(y, 0.0, 6.0)), (1, 8, 256, 1)))
+        y = bb.emit(relax.op.reshape(bb.emit(relax.op.nn.max_pool2d(y)), (1, 8, 16, 16)))  # a 1x1 max pool
+        return bb.emit(relax.op.nn.conv2d(y, relax.const(W2), groups=8))
+    return graph(SHAPE, body)
+
+
+def test_the_tensors_a_depthwise_input_keeps_the_grid_of_are_widened_too(tmp_path):
+    amod, _ = annotate(canonicalize(_reshaped_model()), tvm_sima.current_qconfig())
+    found = depthwise_inputs(amod)
+    # back to the conv writing the codes the moves pass on; not the model input
+    assert found == [DEPTHWISE_INPUT, "max_pool2d@0.output", "reshape@0.output", "conv2d_0.output"]
+    with tvm_sima.qconfig(depthwise_input_bits=16):
+        qmod = tvm_sima.quantize(_reshaped_model(), None, [_smooth(s) for s in range(8)], work_dir=tmp_path)
+    info = read_quantize_info(qmod)
+    assert [info[name].dtype for name in found] == ["int16"] * 4
+    assert info["conv2d_0.input"].dtype == "int8"
+
+
+def test_a_runs_qconfig_json_given_back_adds_the_overrides_once(tmp_path):
+    first = _quantized(tmp_path / "a", depthwise_input_bits=16)
+    saved = json.loads((tmp_path / "a" / "qconfig.json").read_text())
+    assert [o["match"] for o in saved["layer_overrides"]] == [f"tensor:{DEPTHWISE_INPUT}", "name:conv2d_1"]
+    again = _quantized(tmp_path / "b", **saved)
+    assert json.loads((tmp_path / "b" / "qconfig.json").read_text()) == saved
+    assert read_quantize_info(again) == read_quantize_info(first)
