@@ -69,7 +69,8 @@ def run_ort(model: str, calib: list[np.ndarray], evals: list[np.ndarray], ref: l
 
 
 def run_tvm_sima(model: str, calib: list[np.ndarray], evals: list[np.ndarray], ref: list[np.ndarray],
-                 work: pathlib.Path, strategies: list[str], presets: bool = True, adaround: bool = False) -> list[dict]:
+                 work: pathlib.Path, strategies: list[str], presets: bool = True, adaround: bool = False,
+                 depthwise16: bool = False) -> list[dict]:
     import tvm
     from tvm import relax
 
@@ -81,28 +82,34 @@ def run_tvm_sima(model: str, calib: list[np.ndarray], evals: list[np.ndarray], r
         stats = None
         # The first strategy also runs without bias correction (an ablation, same statistics) and with
         # preset="accurate" (its searches take the first calibration batches beside the statistics).
-        # With ``adaround``, it also runs with qconfig(adaround=True) beside the default and the accurate preset.
-        variants = [("shift", True, "default", False), ("multiplier_shift", True, "default", False)]
+        # With ``adaround``, it also runs with qconfig(adaround=True) beside the default and the accurate preset;
+        # with ``depthwise16``, the default and the accurate preset with depthwise_input_bits=16.
+        variants = [("shift", True, "default", False, 8), ("multiplier_shift", True, "default", False, 8)]
         if strategy == strategies[0]:
-            variants += [("shift", False, "default", False), ("multiplier_shift", False, "default", False)]
-            variants += [(mode, True, "accurate", False) for mode in ("shift", "multiplier_shift") if presets]
-            variants += [(mode, True, preset, True) for preset in ("default", "accurate") if adaround
+            variants += [("shift", False, "default", False, 8), ("multiplier_shift", False, "default", False, 8)]
+            variants += [(mode, True, "accurate", False, 8) for mode in ("shift", "multiplier_shift") if presets]
+            variants += [(mode, True, preset, True, 8) for preset in ("default", "accurate") if adaround
                          for mode in ("shift", "multiplier_shift") if presets or preset == "default"]
-        for mode, corrected, preset, ada in variants:
+            variants += [(mode, True, preset, False, 16) for preset in ("default", "accurate") if depthwise16
+                         for mode in ("shift", "multiplier_shift") if presets or preset == "default"]
+        for mode, corrected, preset, ada, dw_bits in variants:
             calibrated = stats is None
             start = time.perf_counter()
             searches = preset != "default" or ada
+            tag = f"{strategy}_{mode}_{corrected}_{preset}_{ada}_{dw_bits}"
             with tvm_sima.qconfig(preset=preset, calibration_strategy_for_activation=strategy, requant_mode=mode,
-                                  bias_correction=corrected, **({"adaround": True} if ada else {})):
+                                  bias_correction=corrected, depthwise_input_bits=dw_bits,
+                                  **({"adaround": True} if ada else {})):
                 qmod = tvm_sima.quantize(mod, params, calib if stats is None or searches else None, statistics=stats,
-                                         work_dir=work / f"{strategy}_{mode}_{corrected}_{preset}_{ada}")
+                                         work_dir=work / tag)
             seconds = time.perf_counter() - start
-            stats = stats or work / f"{strategy}_{mode}_{corrected}_{preset}_{ada}" / "statistics.npz"
+            stats = stats or work / tag / "statistics.npz"
             report = tvm_sima.quantize_report(qmod)
             vm = relax.VirtualMachine(tvm_sima.build(qmod), tvm.cpu())
             out = [vm["main"](tvm.runtime.tensor(x)).numpy() for x in evals]
             label = f"{strategy} / {mode}" + ("" if corrected else " / no bias corr.") + \
-                ("" if preset == "default" else f" / preset={preset}") + (" / adaround" if ada else "")
+                ("" if preset == "default" else f" / preset={preset}") + (" / adaround" if ada else "") + \
+                (" / dw16" if dw_bits == 16 else "")
             rows.append({"tool": "tvm-sima", "config": label, "seconds": seconds, "calibrated": calibrated,
                          "preset": preset,
                          "float_ops": len(report["float_ops"]), **metrics(ref, out)})
@@ -133,6 +140,9 @@ def main() -> None:
     parser.add_argument("--adaround", action=argparse.BooleanOptionalAction, default=False,
                         help="rows with qconfig(adaround=True), default and accurate presets, both modes "
                         "(default: off)")
+    parser.add_argument("--depthwise16", action=argparse.BooleanOptionalAction, default=False,
+                        help="rows with qconfig(depthwise_input_bits=16), default and accurate presets, both modes "
+                        "(default: off)")
     parser.add_argument("--torch", action=argparse.BooleanOptionalAction, default=True,
                         help="the PyTorch rows: nn.Module import, its quantization, torchao PT2E (default: on)")
     parser.add_argument("--torch-strategies", default="percentile",
@@ -154,7 +164,7 @@ def main() -> None:
         work = pathlib.Path(tmp)
         rows = run_ort(args.model, calib, evals, ref, work)
         rows += run_tvm_sima(args.model, calib, evals, ref, work, args.strategies.split(","), args.presets,
-                             args.adaround)
+                             args.adaround, args.depthwise16)
         torch_figures = {}
         if args.torch:
             from torch_routes import torch_rows

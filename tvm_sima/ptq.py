@@ -42,7 +42,7 @@ from .passes.calibrate import CalibrationExecutor, LocalExecutor, calibrate, pla
 from .passes.canonicalize import canonicalize
 from .passes.equalize import equalize
 from .passes.grids import log_verdict, output_bounds, tensor_grid
-from .passes.precision import search_precision
+from .passes.precision import depthwise_overrides, search_precision
 from .passes.realize import RealizeReport, realize
 from .passes.scale_search import float_taps
 from .progress import Progress
@@ -148,6 +148,7 @@ def quantize(
         mod, pairs = equalize(mod)
         LOG.info("quantize: cross-layer equalization of %d conv pairs", pairs)
     amod, layers = annotate(mod, config)
+    config = _with_depthwise_inputs(amod, config)
     write_layer_config(os.path.join(out_dir, "layers.json"), layers, config)
     observers, kept = _observers(amod, layers, config, dataset, statistics, progress, executor)
     save_statistics(os.path.join(out_dir, "statistics.npz"), observers)
@@ -173,6 +174,17 @@ def quantize(
     LOG.info("quantize: %s\nfiles in %s", report.summary(), out_dir)
     qmod["main"] = qmod["main"].with_attr(REPORT_ATTR, json.dumps(payload))
     return qmod
+
+
+def _with_depthwise_inputs(amod: tvm.IRModule, config: QConfig) -> QConfig:
+    """``config`` with :func:`~tvm_sima.passes.precision.depthwise_overrides` before its own overrides (those it
+    already has, e.g. from a run's ``qconfig.json`` given back, once)."""
+    wide = tuple(o for o in depthwise_overrides(amod, config) if o not in config.layer_overrides)
+    if not wide:
+        return config
+    LOG.info("quantize: 16-bit codes for the %d activations depthwise convs read (depthwise_input_bits=16)",
+             sum(o.match.startswith("tensor:") for o in wide))
+    return config.replace(layer_overrides=wide + config.layer_overrides)
 
 
 def _realized(amod: tvm.IRModule, observers: dict[str, Observer], config: QConfig, layers: list[LayerInfo],
@@ -257,5 +269,6 @@ def quantize_plan(mod: tvm.IRModule, params: Optional[dict[str, np.ndarray]] = N
     config = current_qconfig()
     _check_config(config)
     amod, layers = annotate(canonicalize(bind_params(mod, params) if params else mod), config)
+    config = _with_depthwise_inputs(amod, config)
     _, report = realize(amod, placeholder_observers(amod, config, layers), config, layers, warn=False)
     return layers, report

@@ -1,0 +1,50 @@
+"""The price of ``qconfig(depthwise_input_bits=16)`` on the zoo's models, from the annotated graph (no data).
+
+For each model: how many activations get 16-bit codes (``tvm_sima.passes.precision.depthwise_inputs``),
+the share of conv / dense multiply-accumulates in layers with a 16-bit operand, and the activations'
+bytes against all-8-bit codes::
+
+    .venv/bin/python tools/fetch_zoo.py && make models
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/depthwise16_cost.py
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from zoo_data import MODELS
+
+import tvm_sima
+from tvm_sima.graph import GraphIndex, op_name, static_shape
+from tvm_sima.params import bind_params
+from tvm_sima.passes.annotate import annotate
+from tvm_sima.passes.canonicalize import canonicalize
+from tvm_sima.passes.precision import depthwise_inputs, mac_readers
+
+
+def cost(file: str, input_shapes: dict | None) -> tuple[int, float, float]:
+    """(tensors widened, MAC share with a 16-bit operand, activation bytes ratio)."""
+    mod, params = tvm_sima.load_model(file, input_shapes=input_shapes)
+    amod, _ = annotate(canonicalize(bind_params(mod, params) if params else mod), tvm_sima.current_qconfig())
+    readers, total = mac_readers(amod)
+    wide = set(depthwise_inputs(amod))
+    layers = {layer: macs for t in wide for layer, macs in readers.get(t, [])}
+    index = GraphIndex(amod["main"])
+    sizes = {}
+    for var in index.order:
+        call = index.producer[var]
+        if op_name(call) == "sima.simulated_quantize" and str(call.attrs["kind"]) != "weight":  # type: ignore
+            shape = static_shape(var)
+            sizes[str(call.attrs["name"])] = int(np.prod(shape)) if shape else 0  # type: ignore
+    narrow = sum(sizes.values())
+    return len(wide), sum(layers.values()) / max(total, 1), (narrow + sum(sizes.get(t, 0) for t in wide)) / narrow
+
+
+def main() -> None:
+    print("| model | tensors at 16 bits | MACs with a 16-bit operand | activation bytes |\n|---|---|---|---|")
+    for name, model in MODELS.items():
+        n, macs, ratio = cost(str(model.file), model.input_shapes)
+        print(f"| {name} | {n} | {100 * macs:.1f} % | {ratio:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
