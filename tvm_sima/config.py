@@ -6,9 +6,8 @@ exist, as aliases) and Zhouyi OPT's per-layer options. Unknown keys and bad valu
 
 Defaults are the configuration we recommend: per-channel symmetric (restricted-range) int8
 weights, per-tensor asymmetric int8 activations calibrated by a percentile, the SiMa shift-only
-requantization.
-Relay's defaults (``global_scale`` calibration, power-of-two weight scales) are available by name:
-``qconfig(calibrate_mode="global_scale", global_scale=8.0, weight_scale="power2")``.
+requantization. Relay's defaults (``global_scale`` calibration, power-of-two weight scales) are
+available by name: ``qconfig(calibrate_mode="global_scale", global_scale=8.0, weight_scale="power2")``.
 
 Per-layer overrides select layers by name (glob pattern), by layer-id range or by op type::
 
@@ -182,11 +181,11 @@ class QConfig:
     ``input_bits`` is the width of the model's inputs, ``activation_bits`` of every other
     activation but those a depthwise conv reads, which get ``depthwise_input_bits`` (8 by default; 16
     trades the int8-only NPU ops of those layers for accuracy, a module-wide setting:
-    :func:`tvm_sima.passes.precision.depthwise_overrides`); ``bias_correction``
-    subtracts the mean error of rounded weights from each fused op's bias (calibration keeps per-channel
-    input means); ``scale_search`` chooses each fused conv /
-    dense layer's output scale within an octave above the calibrated one for the least layer output
-    error, weights as the op stores them (:mod:`tvm_sima.passes.scale_search`; it measures on the first
+    :func:`tvm_sima.passes.precision.depthwise_overrides`); ``bias_correction`` subtracts the mean
+    error of rounded weights from each fused op's bias (calibration keeps per-channel input means);
+    ``scale_search`` chooses each fused conv / dense layer's output scale within an octave above the
+    calibrated one for the least layer output error, weights as the op stores them
+    (:mod:`tvm_sima.passes.scale_search`; it measures on the first
     ``scale_search_samples`` calibration batches); ``cross_layer_equalization`` equalizes the weight
     ranges of conv -> (identity | relu) -> conv pairs in the float model first
     (:mod:`tvm_sima.passes.equalize`; a module-wide setting); ``adaround`` chooses each fused conv / dense
