@@ -11,6 +11,7 @@ its output on those channels keeps little of their signal but all of the tensor'
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from helpers.quantize import graph
 from tvm import relax
 
 import tvm_sima
+from tvm_sima.codegen.byoc import offloaded_functions, partition_for_sima
 from tvm_sima.config import LayerOverride
 from tvm_sima.passes.annotate import annotate
 from tvm_sima.passes.canonicalize import canonicalize
@@ -33,11 +35,13 @@ W2 = np.tile(LAPLACIAN, (8, 1, 1, 1))  # OIHW, one input channel per group
 DEPTHWISE_INPUT = "conv2d_1.input"
 
 
-def _model() -> tvm.IRModule:
+def _model(tail: bool = False) -> tvm.IRModule:
+    """The module docstring's model; ``tail``: then a 1x1 conv (8 -> 4) of the depthwise conv's 8-bit output."""
     def body(bb: relax.BlockBuilder, x: relax.Var) -> relax.Expr:
         y = bb.emit(relax.op.add(bb.emit(relax.op.nn.conv2d(x, relax.const(W1))), relax.const(B1.reshape(1, 8, 1, 1))))
         y = bb.emit(relax.op.clip(y, 0.0, 6.0))
-        return bb.emit(relax.op.nn.conv2d(y, relax.const(W2), groups=8))
+        y = bb.emit(relax.op.nn.conv2d(y, relax.const(W2), groups=8))
+        return bb.emit(relax.op.nn.conv2d(y, relax.const(W1.transpose(1, 0, 2, 3).copy()))) if tail else y
     return graph(SHAPE, body)
 
 
@@ -65,9 +69,9 @@ def _sqnr_db(qmod: tvm.IRModule, inputs: list[np.ndarray]) -> float:
     return 10 * np.log10(signal / noise)
 
 
-def _quantized(tmp_path, **settings) -> tvm.IRModule:
+def _quantized(tmp_path, tail: bool = False, **settings) -> tvm.IRModule:
     with tvm_sima.qconfig(**settings):
-        return tvm_sima.quantize(_model(), None, [_smooth(s) for s in range(8)], work_dir=tmp_path)
+        return tvm_sima.quantize(_model(tail), None, [_smooth(s) for s in range(8)], work_dir=tmp_path)
 
 
 def test_the_depthwise_conv_input_is_found_by_its_groups():
@@ -126,3 +130,14 @@ def test_a_runs_qconfig_json_given_back_adds_the_overrides_once(tmp_path):
     again = _quantized(tmp_path / "b", **saved)
     assert json.loads((tmp_path / "b" / "qconfig.json").read_text()) == saved
     assert read_quantize_info(again) == read_quantize_info(first)
+
+
+def test_the_offloaded_program_keeps_16_bit_layers_on_the_host_bit_exactly(tmp_path):
+    qmod = _quantized(tmp_path, tail=True, depthwise_input_bits=16)
+    x = tvm.runtime.tensor(_smooth(200))
+    outputs = [relax.VirtualMachine(tvm_sima.build(qmod, offload=offload), tvm.cpu())["main"](x).numpy()
+               for offload in (True, False)]
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    regions = offloaded_functions(partition_for_sima(qmod))
+    offloaded = sum(len(re.findall(r'"Composite": "sima\.conv2d', str(f))) for f in regions.values())
+    assert offloaded == 1  # the int8 tail conv, not the two with a 16-bit operand: the comparison is real
