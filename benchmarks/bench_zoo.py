@@ -36,7 +36,6 @@ import argparse
 import collections
 import json
 import logging
-import math
 import pathlib
 import sys
 import tempfile
@@ -48,6 +47,7 @@ import numpy as np
 import zoo_metrics as zm
 from zoo_convert import ConvertRun, convert_onnx, convert_tflite, vm_run
 from zoo_data import MODELS, ZooModel
+from zoo_macs import count_macs, wide_macs
 from zoo_peers import Outputs, PeerRun, aeq_static, litert_run, one_line, ort_quantize_static, ort_run, ort_session
 
 STAGES = ("import", "float build", "quantize", "int8 build", "run")
@@ -67,6 +67,7 @@ class Result:
     float_vs_runtime_db: Optional[float] = None
     report: Optional[dict] = None
     macs: Optional[tuple[int, int]] = None  # (integer, float) multiply-accumulates per inference
+    wide_macs: int = 0  # of the integer ones, those of layers with a 16-bit operand
     peers: list[PeerRun] = field(default_factory=list)
     converts: list[ConvertRun] = field(default_factory=list)  # the converter route on the peers' models
     labels: Optional[np.ndarray] = None
@@ -82,48 +83,6 @@ class Result:
             return None
         self.stages[name] = (True, time.perf_counter() - start, "")
         return value
-
-
-# -- multiply-accumulates --------------------------------------------------------------------------------------------
-
-def _shape(expr: Any) -> list[int]:
-    if not hasattr(expr, "ty"):  # a constant: its array
-        return [int(d) for d in expr.value.shape]
-    return [int(d) for d in expr.ty.shape]
-
-
-def layer_macs(var: Any, call: Any, op: str) -> Optional[int]:
-    """Multiply-accumulates of the conv / dense / matmul call bound to ``var`` (None for other ops)."""
-    if op in ("relax.nn.conv1d", "relax.nn.conv2d", "relax.nn.conv3d", "sima.conv2d"):
-        weight = _shape(call.args[1])
-        out_channels = weight[str(call.attrs.kernel_layout).index("O")]
-        return math.prod(_shape(var)) * math.prod(weight) // out_channels
-    if op in ("relax.nn.conv1d_transpose", "relax.nn.conv2d_transpose"):
-        weight = _shape(call.args[1])
-        in_channels = weight[str(call.attrs.kernel_layout).index("I")]
-        return math.prod(_shape(call.args[0])) * math.prod(weight) // in_channels
-    if op == "sima.dense":
-        return math.prod(_shape(var)) * _shape(call.args[1])[1]
-    if op == "relax.matmul":
-        return math.prod(_shape(var)) * _shape(call.args[0])[-1]
-    return None
-
-
-def count_macs(mod: Any) -> tuple[int, int]:
-    """(MACs in ``sima.*`` integer ops, MACs in float conv / matmul ops) of ``main``."""
-    from tvm import relax
-
-    from tvm_sima.graph import op_name
-
-    integer = floating = 0
-    for block in mod["main"].body.blocks:
-        for binding in block.bindings:
-            value = binding.value
-            op = op_name(value) if isinstance(value, relax.Call) else None
-            macs = layer_macs(binding.var, value, op) if op else None
-            if macs is not None:
-                integer, floating = (integer + macs, floating) if op.startswith("sima.") else (integer, floating + macs)
-    return integer, floating
 
 
 # -- one model -------------------------------------------------------------------------------------------------------
@@ -164,6 +123,7 @@ def bench_tvm_sima(model: ZooModel, result: Result, calib: list[np.ndarray], eva
     result.report = tvm_sima.quantize_report(qmod)
     try:
         result.macs = count_macs(qmod)
+        result.wide_macs = wide_macs(qmod)
     except Exception as err:  # noqa: BLE001 - a shape this count does not know: say so, go on
         result.notes.append(f"MAC count fails: {one_line(err)}")
     executable = result.stage("int8 build", lambda: tvm_sima.build(qmod, offload=offload))
@@ -282,7 +242,8 @@ def print_result(model: ZooModel, result: Result) -> None:
                   f"{found['seconds']:.0f} s")
     if result.macs is not None:
         integer, floating = result.macs
-        print(f"  conv/dense MACs: {integer / 1e6:.1f} M integer, {floating / 1e6:.1f} M float")
+        print(f"  conv/dense MACs: {integer / 1e6:.1f} M integer ({result.wide_macs / 1e6:.1f} M with a 16-bit "
+              f"operand), {floating / 1e6:.1f} M float")
     for note in result.notes:
         print(f"  note: {note}")
     if result.ref is None:
@@ -340,6 +301,7 @@ def _stages_cell(result: Result) -> str:
 def table_row(model: ZooModel, result: Result) -> str:
     if result.macs is not None and sum(result.macs):
         mac = f"{100 * result.macs[0] / sum(result.macs):.1f} %"
+        mac += f" ({100 * result.wide_macs / sum(result.macs):.1f} % 16-bit)" if result.wide_macs else ""
     else:
         mac = "-"
     ops = _float_ops(result.report)
@@ -467,7 +429,7 @@ def main() -> None:
         converts += convert_rows(model, result)
         records.append({"model": name, "qconfig": settings, "calib": n_calib, "eval": n_eval, "row": rows[-1],
                         "stages": result.stages,
-                        "macs": result.macs, "convert_rows": convert_rows(model, result),
+                        "macs": result.macs, "wide_macs": result.wide_macs, "convert_rows": convert_rows(model, result),
                         "per_op": [r.per_op.to_dict() for r in result.converts if r.per_op is not None]})
     seconds = time.perf_counter() - start
     counts = sorted({r["eval"] for r in records})

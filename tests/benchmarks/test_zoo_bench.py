@@ -115,7 +115,7 @@ def test_label_agreement_and_ctc_decoding():
 
 
 def test_count_macs_counts_float_and_integer_convolutions_and_matmuls():
-    import bench_zoo
+    import zoo_macs
     from tvm import relax
 
     from tvm_sima import ops as so
@@ -135,7 +135,29 @@ def test_count_macs_counts_float_and_integer_convolutions_and_matmuls():
             iq = bb.emit(so.conv2d(q, hwio, None, shift=0, padding=1, data_layout="NHWC"))  # 320 x 27 = 8640
             out = bb.emit_output(relax.Tuple([mm, iq]))
         bb.emit_func_output(out)
-    assert bench_zoo.count_macs(bb.get()) == (8640, 6912 + 2304 + 2560)
+    assert zoo_macs.count_macs(bb.get()) == (8640, 6912 + 2304 + 2560)
+    assert zoo_macs.wide_macs(bb.get()) == 0
+
+
+def test_wide_macs_counts_the_integer_layers_with_a_16_bit_operand():
+    import zoo_macs
+    from tvm import relax
+
+    from tvm_sima import ops as so
+
+    q8 = relax.Var("q8", relax.TensorType((1, 4, 6, 6), "int8"))
+    q16 = relax.Var("q16", relax.TensorType((1, 4, 6, 6), "int16"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [q8, q16]):
+        with bb.dataflow():
+            dw = relax.const(np.ones((4, 1, 3, 3), "int8"))
+            narrow = bb.emit(so.conv2d(q8, dw, None, shift=0, padding=1, groups=4))  # 144 x 9
+            wide = bb.emit(so.conv2d(q16, dw, None, shift=0, padding=1, groups=4))  # 144 x 9, 16-bit data
+            wide_w = bb.emit(so.conv2d(q8, relax.const(np.ones((2, 4, 1, 1), "int16")), None, shift=0))  # 72 x 4
+            out = bb.emit_output(relax.Tuple([narrow, wide, wide_w]))
+        bb.emit_func_output(out)
+    assert zoo_macs.count_macs(bb.get()) == (2 * 1296 + 288, 0)
+    assert zoo_macs.wide_macs(bb.get()) == 1296 + 288
 
 
 def test_ort_peer_quantizes_an_opset_11_model_and_runs_it_both_ways(tmp_path):
