@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 
 def _shape(expr: Any) -> list[int]:
@@ -33,35 +33,30 @@ def layer_macs(var: Any, call: Any, op: str) -> Optional[int]:
     return None
 
 
-def count_macs(mod: Any) -> tuple[int, int]:
-    """(MACs in ``sima.*`` integer ops, MACs in float conv / matmul ops) of ``main``."""
+def _calls(mod: Any) -> Iterator[tuple[Any, Any, str]]:
+    """``(var, call, op name)`` of every call bound in ``main``, in order."""
     from tvm import relax
 
     from tvm_sima.graph import op_name
 
-    integer = floating = 0
     for block in mod["main"].body.blocks:
         for binding in block.bindings:
-            value = binding.value
-            op = op_name(value) if isinstance(value, relax.Call) else None
-            macs = layer_macs(binding.var, value, op) if op else None
-            if macs is not None:
-                integer, floating = (integer + macs, floating) if op.startswith("sima.") else (integer, floating + macs)
+            if isinstance(binding.value, relax.Call):
+                yield binding.var, binding.value, op_name(binding.value) or ""
+
+
+def count_macs(mod: Any) -> tuple[int, int]:
+    """(MACs in ``sima.*`` integer ops, MACs in float conv / matmul ops) of ``main``."""
+    integer = floating = 0
+    for var, call, op in _calls(mod):
+        macs = layer_macs(var, call, op)
+        if macs is not None:
+            integer, floating = (integer + macs, floating) if op.startswith("sima.") else (integer, floating + macs)
     return integer, floating
 
 
 def wide_macs(mod: Any) -> int:
     """MACs of the ``sima.*`` conv / dense ops of ``main`` with a 16-bit operand (data or weight): the layers
     mixed precision or ``depthwise_input_bits=16`` took out of the int8 ops."""
-    from tvm import relax
-
-    from tvm_sima.graph import op_name
-
-    total = 0
-    for block in mod["main"].body.blocks:
-        for binding in block.bindings:
-            value = binding.value
-            op = op_name(value) if isinstance(value, relax.Call) else None
-            wide = op in ("sima.conv2d", "sima.dense") and any(_dtype(a) in ("int16", "uint16") for a in value.args[:2])
-            total += (layer_macs(binding.var, value, op) or 0) if wide else 0
-    return total
+    return sum(layer_macs(var, call, op) or 0 for var, call, op in _calls(mod)
+               if op in ("sima.conv2d", "sima.dense") and any(_dtype(a) in ("int16", "uint16") for a in call.args[:2]))
