@@ -120,23 +120,19 @@ def test_count_macs_counts_float_and_integer_convolutions_and_matmuls():
 
     from tvm_sima import ops as so
 
-    x = relax.Var("x", relax.TensorType((1, 3, 8, 8), "float32"))
-    q = relax.Var("q", relax.TensorType((1, 8, 8, 3), "int8"))
-    bb = relax.BlockBuilder()
-    with bb.function("main", [x, q]):
-        with bb.dataflow():
-            w = relax.const(np.ones((4, 3, 3, 3), "float32"))
-            y = bb.emit(relax.op.nn.conv2d(x, w, padding=1))  # 1*4*8*8 outputs x 27 = 6912
-            dw = bb.emit(relax.op.nn.conv2d(y, relax.const(np.ones((4, 1, 3, 3), "float32")), padding=1,
-                                            groups=4))  # 256 x 9 = 2304
-            flat = bb.emit(relax.op.reshape(dw, (1, 256)))
-            mm = bb.emit(relax.op.matmul(flat, relax.const(np.ones((256, 10), "float32"))))  # 10 x 256 = 2560
-            hwio = relax.const(np.ones((3, 3, 3, 5), "int8"))  # NHWC / HWIO: 5 output channels
-            iq = bb.emit(so.conv2d(q, hwio, None, shift=0, padding=1, data_layout="NHWC"))  # 320 x 27 = 8640
-            out = bb.emit_output(relax.Tuple([mm, iq]))
-        bb.emit_func_output(out)
-    assert zoo_macs.count_macs(bb.get()) == (8640, 6912 + 2304 + 2560)
-    assert zoo_macs.wide_macs(bb.get()) == 0
+    def body(bb: relax.BlockBuilder, x: relax.Var, q: relax.Var) -> list:
+        w = relax.const(np.ones((4, 3, 3, 3), "float32"))
+        y = bb.emit(relax.op.nn.conv2d(x, w, padding=1))  # 1*4*8*8 outputs x 27 = 6912
+        dw = bb.emit(relax.op.nn.conv2d(y, relax.const(np.ones((4, 1, 3, 3), "float32")), padding=1,
+                                        groups=4))  # 256 x 9 = 2304
+        flat = bb.emit(relax.op.reshape(dw, (1, 256)))
+        mm = bb.emit(relax.op.matmul(flat, relax.const(np.ones((256, 10), "float32"))))  # 10 x 256 = 2560
+        hwio = relax.const(np.ones((3, 3, 3, 5), "int8"))  # NHWC / HWIO: 5 output channels
+        return [mm, bb.emit(so.conv2d(q, hwio, None, shift=0, padding=1, data_layout="NHWC"))]  # 320 x 27 = 8640
+
+    mod = _tuple_module({"x": ((1, 3, 8, 8), "float32"), "q": ((1, 8, 8, 3), "int8")}, body)
+    assert zoo_macs.count_macs(mod) == (8640, 6912 + 2304 + 2560)
+    assert zoo_macs.wide_macs(mod) == 0
 
 
 def test_wide_macs_counts_the_integer_layers_with_a_16_bit_operand():
@@ -145,19 +141,28 @@ def test_wide_macs_counts_the_integer_layers_with_a_16_bit_operand():
 
     from tvm_sima import ops as so
 
-    q8 = relax.Var("q8", relax.TensorType((1, 4, 6, 6), "int8"))
-    q16 = relax.Var("q16", relax.TensorType((1, 4, 6, 6), "int16"))
+    def body(bb: relax.BlockBuilder, q8: relax.Var, q16: relax.Var) -> list:
+        dw = relax.const(np.ones((4, 1, 3, 3), "int8"))
+        return [bb.emit(so.conv2d(q8, dw, None, shift=0, padding=1, groups=4)),  # 144 x 9
+                bb.emit(so.conv2d(q16, dw, None, shift=0, padding=1, groups=4)),  # 144 x 9, 16-bit data
+                bb.emit(so.conv2d(q8, relax.const(np.ones((2, 4, 1, 1), "int16")), None, shift=0))]  # 72 x 4
+
+    mod = _tuple_module({"q8": ((1, 4, 6, 6), "int8"), "q16": ((1, 4, 6, 6), "int16")}, body)
+    assert zoo_macs.count_macs(mod) == (2 * 1296 + 288, 0)
+    assert zoo_macs.wide_macs(mod) == 1296 + 288
+
+
+def _tuple_module(inputs: dict, body) -> "object":
+    """A module whose ``main`` takes ``inputs`` (name -> (shape, dtype)) and returns ``body(bb, *vars)``'s tuple."""
+    from tvm import relax
+
+    params = [relax.Var(name, relax.TensorType(shape, dtype)) for name, (shape, dtype) in inputs.items()]
     bb = relax.BlockBuilder()
-    with bb.function("main", [q8, q16]):
+    with bb.function("main", params):
         with bb.dataflow():
-            dw = relax.const(np.ones((4, 1, 3, 3), "int8"))
-            narrow = bb.emit(so.conv2d(q8, dw, None, shift=0, padding=1, groups=4))  # 144 x 9
-            wide = bb.emit(so.conv2d(q16, dw, None, shift=0, padding=1, groups=4))  # 144 x 9, 16-bit data
-            wide_w = bb.emit(so.conv2d(q8, relax.const(np.ones((2, 4, 1, 1), "int16")), None, shift=0))  # 72 x 4
-            out = bb.emit_output(relax.Tuple([narrow, wide, wide_w]))
+            out = bb.emit_output(relax.Tuple(body(bb, *params)))
         bb.emit_func_output(out)
-    assert zoo_macs.count_macs(bb.get()) == (2 * 1296 + 288, 0)
-    assert zoo_macs.wide_macs(bb.get()) == 1296 + 288
+    return bb.get()
 
 
 def test_ort_peer_quantizes_an_opset_11_model_and_runs_it_both_ways(tmp_path):
