@@ -7,7 +7,8 @@ exist, as aliases) and Zhouyi OPT's per-layer options. Unknown keys and bad valu
 Defaults are the configuration we recommend: per-channel symmetric (restricted-range) int8
 weights, per-tensor asymmetric int8 activations calibrated by a percentile (int16 for the
 activations depthwise convs read: ``depthwise_input_bits``), the SiMa shift-only requantization.
-Relay's defaults (``global_scale`` calibration, power-of-two weight scales) are available by name: ``qconfig(calibrate_mode="global_scale", global_scale=8.0, weight_scale="power2")``.
+Relay's defaults (``global_scale`` calibration, power-of-two weight scales) are available by name:
+``qconfig(calibrate_mode="global_scale", global_scale=8.0, weight_scale="power2")``.
 
 Per-layer overrides select layers by name (glob pattern), by layer-id range or by op type::
 
