@@ -301,9 +301,7 @@ def toy_npu_codegen(functions: Any, options: Any, constant_names: Any) -> list:
 def quantize(requant_mode: str) -> tvm.IRModule:
     mod, params = tvm_sima.load_model(FIXTURES / "digits_cnn_float.onnx")
     calib = np.load(FIXTURES / "digits_calib_nchw.npy")
-    # The toy NPU is int8 only: no 16-bit codes for the depthwise conv's input (quantize's default).
-    with tvm_sima.qconfig(requant_mode=requant_mode, depthwise_input_bits=8), \
-            tempfile.TemporaryDirectory() as work_dir:
+    with tvm_sima.qconfig(requant_mode=requant_mode), tempfile.TemporaryDirectory() as work_dir:
         return tvm_sima.quantize(mod, params, [x[None] for x in calib], work_dir=work_dir)  # run files: not kept
 
 

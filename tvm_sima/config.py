@@ -5,10 +5,9 @@ exist, as aliases) and Zhouyi OPT's per-layer options. Unknown keys and bad valu
 ``ValueError`` naming the field, with a "did you mean" hint. No TVM import here.
 
 Defaults are the configuration we recommend: per-channel symmetric (restricted-range) int8
-weights, per-tensor asymmetric int8 activations calibrated by a percentile (int16 for the
-activations depthwise convs read: ``depthwise_input_bits``), the SiMa shift-only requantization.
-Relay's defaults (``global_scale`` calibration, power-of-two weight scales) are available by name:
-``qconfig(calibrate_mode="global_scale", global_scale=8.0, weight_scale="power2")``.
+weights, per-tensor asymmetric int8 activations calibrated by a percentile, the SiMa shift-only
+requantization. Relay's defaults (``global_scale`` calibration, power-of-two weight scales) are
+available by name: ``qconfig(calibrate_mode="global_scale", global_scale=8.0, weight_scale="power2")``.
 
 Per-layer overrides select layers by name (glob pattern), by layer-id range or by op type::
 
@@ -180,8 +179,8 @@ class QConfig:
     """Every knob of :func:`tvm_sima.quantize` (see the module docstring for the defaults).
 
     ``input_bits`` is the width of the model's inputs, ``activation_bits`` of every other
-    activation but those a depthwise conv reads, which get ``depthwise_input_bits`` (16 by default: the
-    NPU's 16-bit mode for those layers; 8 for an int8-only device; a module-wide setting:
+    activation but those a depthwise conv reads, which get ``depthwise_input_bits`` (8 by default; 16
+    trades the int8-only NPU ops of those layers for accuracy, a module-wide setting:
     :func:`tvm_sima.passes.precision.depthwise_overrides`); ``bias_correction`` subtracts the mean
     error of rounded weights from each fused op's bias (calibration keeps per-channel input means);
     ``scale_search`` chooses each fused conv / dense layer's output scale within an octave above the
@@ -210,7 +209,7 @@ class QConfig:
     input_bits: int = 8
     weight_bits: int = 8
     activation_bits: int = 8
-    depthwise_input_bits: int = 16
+    depthwise_input_bits: int = 8
     bias_bits: int = 32
     quantize_method_for_weight: str = "per_channel_symmetric_restricted"
     quantize_method_for_activation: str = "per_tensor_asymmetric"

@@ -1,4 +1,4 @@
-"""With ``depthwise_input_bits=16`` (the default) the activations a depthwise conv reads get 16-bit codes.
+"""With ``depthwise_input_bits=16`` the activations a depthwise conv reads get 16-bit codes (default: 8).
 
     x: float32[1, 4, 16, 16] -> conv2d 1x1 (4 -> 8, + bias) -> relu6 -> depthwise 3x3 (a Laplacian, no pad) -> y
 
@@ -81,8 +81,8 @@ def test_the_depthwise_conv_input_is_found_by_its_groups():
 
 
 def test_depthwise_inputs_get_16_bits_and_keep_the_signal_8_bits_lose(tmp_path):
-    wide = _quantized(tmp_path / "16")  # the default
-    narrow = _quantized(tmp_path / "8", depthwise_input_bits=8)
+    wide = _quantized(tmp_path / "16", depthwise_input_bits=16)
+    narrow = _quantized(tmp_path / "8")
     assert read_quantize_info(wide)[DEPTHWISE_INPUT].dtype == "int16"
     assert read_quantize_info(narrow)[DEPTHWISE_INPUT].dtype == "int8"
     assert {read_quantize_info(q)["conv2d_0.input"].dtype for q in (wide, narrow)} == {"int8"}
@@ -142,7 +142,7 @@ def _offloaded_convs(qmod: tvm.IRModule, limits: HardwareLimits = DEFAULT_LIMITS
 def test_the_npu_16_bit_mode_runs_the_16_bit_layers_bit_exactly_with_tir(tmp_path, monkeypatch, isa):
     """The default limits offload all three convs (an 8-bit input with a 16-bit output, the 16-bit depthwise
     input with its 48-bit bias, the int8 tail); every kernel path gives the TIR program's integers."""
-    qmod = _quantized(tmp_path, tail=True)
+    qmod = _quantized(tmp_path, tail=True, depthwise_input_bits=16)
     assert _offloaded_convs(qmod) == 3
     monkeypatch.setenv("TVM_SIMA_KERNEL_ISA", isa)  # a lower one where the CPU lacks it: still a real path
     x = tvm.runtime.tensor(_smooth(200))
@@ -152,7 +152,7 @@ def test_the_npu_16_bit_mode_runs_the_16_bit_layers_bit_exactly_with_tir(tmp_pat
 
 
 def test_an_int8_only_device_keeps_the_16_bit_layers_on_the_host(tmp_path):
-    qmod = _quantized(tmp_path, tail=True)
+    qmod = _quantized(tmp_path, tail=True, depthwise_input_bits=16)
     assert _offloaded_convs(qmod, HardwareLimits(int16_activations=False)) == 1  # the int8 tail conv only
     assert [refusal(c) for c in fused_calls(qmod)] == [None, None, None]
     strict = [refusal(c, HardwareLimits(int16_activations=False)) for c in fused_calls(qmod)]

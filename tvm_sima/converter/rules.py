@@ -8,7 +8,7 @@ product); the kernel, stride and dilation limits are assumptions of this model, 
 SiMa numbers — give ``convert(..., limits=HardwareLimits(...))`` (or ``partition_for_sima``'s
 ``limits``) to match a real device. The int8 converter folds 8-bit QDQ chains only; the 16-bit
 mode is what the BYOC offloads of a float model quantized with 16-bit tensors
-(``qconfig(depthwise_input_bits=16)``, the default, and the mixed-precision search).
+(``qconfig(depthwise_input_bits=16)``, the mixed-precision search, ``activation_bits=16``).
 """
 
 from __future__ import annotations

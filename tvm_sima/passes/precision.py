@@ -162,7 +162,7 @@ def _grid_sources(index: GraphIndex, expr: Any) -> list[str]:
 
 
 def depthwise_overrides(amod: tvm.IRModule, config: QConfig) -> tuple[LayerOverride, ...]:
-    """``config.depthwise_input_bits=16`` (the default): overrides giving the activations depthwise convs
+    """``config.depthwise_input_bits=16`` (not the default): overrides giving the activations depthwise convs
     read 16-bit codes (their readers a 48-bit accumulator), to be placed before the user's own (which then win).
 
     Why: a depthwise conv sums a few taps of one channel, and the taps of trained depthwise kernels
@@ -171,7 +171,8 @@ def depthwise_overrides(amod: tvm.IRModule, config: QConfig) -> tuple[LayerOverr
     noise. The price (README "PTQ accuracy"): the layers reading them, 4-30 % of the MACs of the zoo's
     models (EfficientNet-Lite0 9 %), have a 16-bit operand and a 48-bit bias (the NPU's 16-bit mode,
     ``converter.rules.HardwareLimits.int16_activations``: the BYOC offloads them), and the activations take
-    1.1-1.5x the bytes. ``depthwise_input_bits=8`` for an int8-only device.
+    1.1-1.5x the bytes. Not the default: the offloaded program is slower (README "PTQ accuracy": the
+    16-bit layers' int64 epilogues and depthwise kernels lack the int8 ones' vector paths).
     """
     if config.depthwise_input_bits != 16 or config.activation_bits == 16:
         return ()
