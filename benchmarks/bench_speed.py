@@ -93,9 +93,10 @@ def peer_configs(model: ZooModel, calib: list[np.ndarray], work: pathlib.Path) -
              {"kind": "litert", "path": str(int8)} if runs[0].model is not None else None)]
 
 
-def tvm_sima_configs(model: ZooModel, calib: list[np.ndarray], work: pathlib.Path
+def tvm_sima_configs(model: ZooModel, calib: list[np.ndarray], work: pathlib.Path, depthwise16: bool = False
                      ) -> list[tuple[Row, Optional[dict]]]:
-    """tvm-sima float, int8 offloaded and int8 TIR-only, each built and exported to a ``.so``."""
+    """tvm-sima float, int8 offloaded and int8 TIR-only, each built and exported to a ``.so``; ``depthwise16``:
+    and the offloaded program of ``qconfig(depthwise_input_bits=16)``."""
     import tvm_sima
 
     labels = ("tvm-sima float", "tvm-sima int8 offloaded", "tvm-sima int8 TIR-only")
@@ -119,7 +120,22 @@ def tvm_sima_configs(model: ZooModel, calib: list[np.ndarray], work: pathlib.Pat
         if offload and so and AVX512_VNNI:  # the same program on the kernels a CPU without AVX-512 runs
             out.append((Row(model.name, "tvm-sima int8 offloaded, AVX2 kernels"),
                         {"kind": "tvm", "path": so, "env": {"TVM_SIMA_KERNEL_ISA": "avx2"}}))
-    return out
+    return out + (_depthwise16_config(model, mod, params, calib, work) if depthwise16 else [])
+
+
+def _depthwise16_config(model: ZooModel, mod: Any, params: Any, calib: list[np.ndarray], work: pathlib.Path
+                        ) -> list[tuple[Row, Optional[dict]]]:
+    import tvm_sima
+
+    label = "tvm-sima int8 offloaded, depthwise_input_bits=16"
+    try:
+        with tvm_sima.qconfig(depthwise_input_bits=16):
+            qmod = tvm_sima.quantize(mod, params, calib, work_dir=work / "quantize_dw16", progress=False)
+    except Exception as err:  # noqa: BLE001 - the table says why
+        return [(Row(model.name, label, note=f"quantize: {one_line(err)}"), None)]
+    so, seconds, error = _built(label, lambda: tvm_sima.build(qmod), work / "int8_dw16.so")
+    return [(Row(model.name, label, build_s=seconds if so else None, note=error), {"kind": "tvm", "path": so}
+             if so else None)]
 
 
 def bench_model(model: ZooModel, args: argparse.Namespace, work: pathlib.Path) -> list[Row]:
@@ -129,7 +145,7 @@ def bench_model(model: ZooModel, args: argparse.Namespace, work: pathlib.Path) -
     (x,), _ = model.inputs("eval", 1)
     np.save(work / "input.npy", x)
     calib = model.inputs("calib", args.speed_calib)[0]
-    configs = peer_configs(model, calib, work) + tvm_sima_configs(model, calib, work)
+    configs = peer_configs(model, calib, work) + tvm_sima_configs(model, calib, work, args.depthwise16)
     workers = {row.config: Worker(row.config, {**spec, "input": str(work / "input.npy"), "round_s": args.round_s},
                                   args.threads) for row, spec in configs if spec is not None}
     LOG.info("%s: timing %d configurations, %d rounds", model.name, len(workers), args.rounds)
@@ -235,6 +251,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--round-s", type=float, default=0.3, help="about this long a round (inferences per round)")
     parser.add_argument("--speed-calib", type=int, default=16, help="calibration crops of the int8 programs timed")
     parser.add_argument("--skip-calibration", action="store_true", help="no calibration + quantization timing")
+    parser.add_argument("--depthwise16", action="store_true",
+                        help="also the offloaded program of qconfig(depthwise_input_bits=16)")
     parser.add_argument("--calib-samples", type=int, default=104)
     parser.add_argument("--memory-samples", default="", help="e.g. 100,1000: tvm-sima percentile runs on that many")
     parser.add_argument("--json", default=str(ROOT / "build" / "bench_speed.json"))

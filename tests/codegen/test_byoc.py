@@ -128,15 +128,37 @@ def test_artifact_directories_are_named_by_region_index_not_by_symbol():
     assert names[0] == "region_0000" and names == sorted(names)  # zero-padded: sorted order is region order
 
 
-def test_wide_weights_and_wide_accumulators_stay_in_tir(tmp_path):
-    # The C++ kernels store int8 weights and an int32 bias. 16-bit weights (on 8-bit activations) and a
-    # 48-bit accumulator (16-bit activations) are TIR's: offloading them would truncate the weights.
+def test_wide_weights_stay_in_tir_and_16_bit_activations_offload_bit_exactly(tmp_path):
+    # The C++ kernels store int8 weights: 16-bit weights are TIR's (offloading them would truncate them).
+    # 16-bit activations with a 48-bit bias are the NPU's 16-bit mode: offloaded, with int64 accumulators
+    # where int32 could overflow; an int8-only device (int16_activations=False) keeps them in TIR.
     mod, params = tvm_sima.load_model(onnx_model(tmp_path / "m.onnx"))
     for name, settings in (("w16", dict(weight_bits=16)), ("a16", dict(activation_bits=16, bias_bits=48))):
         with tvm_sima.qconfig(**settings):
             qmod = tvm_sima.quantize(mod, params, batches((1, 3, 8, 8), 16, 1), work_dir=tmp_path / name)
-        assert offloaded_functions(partition_for_sima(qmod)) == {}
+        assert (offloaded_functions(partition_for_sima(qmod)) == {}) == (name == "w16"), name
+        assert offloaded_functions(partition_for_sima(qmod, HardwareLimits(int16_activations=False))) == {}
         inputs = batches((1, 3, 8, 8), 3, 3)
         for a, b in zip(run(tvm_sima.build(qmod), inputs), run(tvm_sima.build(qmod, offload=False), inputs),
                         strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+def test_a_16_bit_dense_whose_sums_pass_int32_offloads_with_int64_accumulators(tmp_path):
+    # 1200 inputs near the top of the int16 grid (codes about 31000) times equal weights (the shift-only
+    # op folds them to 64..127): each sum is past 2^31, so an int32 accumulator would wrap; TIR's is int64.
+    from helpers.quantize import graph
+
+    weight = relax.const(np.ones((1200, 4), np.float32) * np.array([1.0, 0.5, 0.25, 2.0], np.float32))
+    mod = graph((1, 1200), lambda bb, x: bb.emit(relax.op.matmul(x, weight)))
+    rng = np.random.default_rng(0)
+    calib = [rng.uniform(0.0, 1.0, (1, 1200)).astype(np.float32) for _ in range(3)] + [np.ones((1, 1200), np.float32)]
+    with tvm_sima.qconfig(input_bits=16, activation_bits=16, bias_bits=48):
+        qmod = tvm_sima.quantize(mod, None, calib, work_dir=tmp_path)
+    assert len(offloaded_functions(partition_for_sima(qmod))) == 1
+    inputs = [rng.uniform(0.95, 1.0, (1, 1200)).astype(np.float32) for _ in range(2)]
+    offloaded, tir = run(tvm_sima.build(qmod), inputs), run(tvm_sima.build(qmod, offload=False), inputs)
+    for a, b in zip(offloaded, tir, strict=True):
+        np.testing.assert_array_equal(a, b)
+    expected = inputs[0].sum() * np.array([1.0, 0.5, 0.25, 2.0])
+    np.testing.assert_allclose(tir[0][0], expected, rtol=0.01)  # the sums, not wrapped ones

@@ -52,14 +52,20 @@ def quantize_uniform(mod, shape, low, high, rng, work_dir):
     return qmod, tvm_sima.quantize_report(qmod), tvm_sima.read_quantize_info(qmod)
 
 
-def fused_conv_weight(qmod: tvm.IRModule) -> np.ndarray:
-    """The weights of the one ``sima.conv2d`` of ``qmod`` (as the fused op stores them)."""
-    found = []
+def fused_calls(qmod: tvm.IRModule, op: str = "sima.conv2d") -> list[relax.Call]:
+    """The calls of ``op`` in ``qmod``'s main, in program order."""
+    found: list[relax.Call] = []
 
     def visit(expr: relax.Expr) -> None:
-        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == "sima.conv2d":
-            found.append(expr.args[1].value.numpy())
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == op:
+            found.append(expr)
 
     relax.analysis.post_order_visit(qmod["main"], visit)
+    return found
+
+
+def fused_conv_weight(qmod: tvm.IRModule) -> np.ndarray:
+    """The weights of the one ``sima.conv2d`` of ``qmod`` (as the fused op stores them)."""
+    found = fused_calls(qmod)
     assert len(found) == 1
-    return found[0]
+    return found[0].args[1].value.numpy()

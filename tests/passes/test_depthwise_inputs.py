@@ -16,12 +16,13 @@ import re
 import numpy as np
 import pytest
 import tvm
-from helpers.quantize import graph
+from helpers.quantize import fused_calls, graph
 from tvm import relax
 
 import tvm_sima
-from tvm_sima.codegen.byoc import offloaded_functions, partition_for_sima
+from tvm_sima.codegen.byoc import offloaded_functions, partition_for_sima, refusal
 from tvm_sima.config import LayerOverride
+from tvm_sima.converter.rules import DEFAULT_LIMITS, HardwareLimits
 from tvm_sima.passes.annotate import annotate
 from tvm_sima.passes.canonicalize import canonicalize
 from tvm_sima.passes.precision import depthwise_inputs
@@ -132,12 +133,27 @@ def test_a_runs_qconfig_json_given_back_adds_the_overrides_once(tmp_path):
     assert read_quantize_info(again) == read_quantize_info(first)
 
 
-def test_the_offloaded_program_keeps_16_bit_layers_on_the_host_bit_exactly(tmp_path):
+def _offloaded_convs(qmod: tvm.IRModule, limits: HardwareLimits = DEFAULT_LIMITS) -> int:
+    regions = offloaded_functions(partition_for_sima(qmod, limits))
+    return sum(len(re.findall(r'"Composite": "sima\.conv2d', str(f))) for f in regions.values())
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_the_npu_16_bit_mode_runs_the_16_bit_layers_bit_exactly_with_tir(tmp_path, monkeypatch, isa):
+    """The default limits offload all three convs (an 8-bit input with a 16-bit output, the 16-bit depthwise
+    input with its 48-bit bias, the int8 tail); every kernel path gives the TIR program's integers."""
     qmod = _quantized(tmp_path, tail=True, depthwise_input_bits=16)
+    assert _offloaded_convs(qmod) == 3
+    monkeypatch.setenv("TVM_SIMA_KERNEL_ISA", isa)  # a lower one where the CPU lacks it: still a real path
     x = tvm.runtime.tensor(_smooth(200))
     outputs = [relax.VirtualMachine(tvm_sima.build(qmod, offload=offload), tvm.cpu())["main"](x).numpy()
                for offload in (True, False)]
     np.testing.assert_array_equal(outputs[0], outputs[1])
-    regions = offloaded_functions(partition_for_sima(qmod))
-    offloaded = sum(len(re.findall(r'"Composite": "sima\.conv2d', str(f))) for f in regions.values())
-    assert offloaded == 1  # the int8 tail conv, not the two with a 16-bit operand: the comparison is real
+
+
+def test_an_int8_only_device_keeps_the_16_bit_layers_on_the_host(tmp_path):
+    qmod = _quantized(tmp_path, tail=True, depthwise_input_bits=16)
+    assert _offloaded_convs(qmod, HardwareLimits(int16_activations=False)) == 1  # the int8 tail conv only
+    assert [refusal(c) for c in fused_calls(qmod)] == [None, None, None]
+    strict = [refusal(c, HardwareLimits(int16_activations=False)) for c in fused_calls(qmod)]
+    assert all("'int8-only'" in r for r in strict[:2]) and strict[2] is None, strict

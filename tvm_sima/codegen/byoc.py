@@ -27,8 +27,8 @@ import tvm_ffi
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 
-from ..converter.rules import DEFAULT_LIMITS, HardwareLimits, check_requant, check_tensors, check_window
-from ..graph import rebuild_function, remap
+from ..converter.rules import DEFAULT_LIMITS, HardwareLimits, check_bias, check_requant, check_tensors, check_window
+from ..graph import constant_value, rebuild_function, remap
 from .artifact import Program, program_from_function, write_program
 from .csource import CTYPES, KERNELS, PRELUDE, kernel_source
 
@@ -64,13 +64,16 @@ def refusal(call: relax.Call, limits: HardwareLimits = DEFAULT_LIMITS) -> Option
     if not all(_static_int(arg.ty) for arg in call.args[:1]) or not _static_int(call.ty):
         return "codegen rule 'static-int': input and output need static shapes and a dtype the C++ kernels take"
     dtypes = [str(call.args[0].ty.dtype), str(a["out_dtype"])]
+    wide = limits.int16_activations
     if call.op.name == "sima.requantize":
-        if str(a["out_dtype"]) not in ("int8", "uint8", "int32"):
-            return f"codegen rule 'requantize-out-dtype': out_dtype {a['out_dtype']} is not int8, uint8 or int32"
+        outs = ("int8", "uint8", "int16", "int32") if wide else ("int8", "uint8", "int32")
+        if str(a["out_dtype"]) not in outs:
+            return f"codegen rule 'requantize-out-dtype': out_dtype {a['out_dtype']} is not {', '.join(outs)}"
         return check_requant(limits, list(a["shift"]), list(a["multiplier"]))
-    reason = check_tensors(dtypes, str(call.args[1].ty.dtype))
-    if reason is None and len(call.args) > 2 and str(call.args[2].ty.dtype) != "int32":
-        reason = "codegen rule 'bias-int32': the C++ kernels take an int32 bias (a 48-bit accumulator stays in TIR)"
+    reason = check_tensors(dtypes, str(call.args[1].ty.dtype), int16=wide)
+    if reason is None and len(call.args) > 2:
+        bias = constant_value(call.args[2])
+        reason = check_bias(bias) if bias is not None else "codegen rule 'bias-constant': the bias is not a constant"
     if reason is None:
         mult = [int(m) for m in a["multiplier"]]
         reason = check_requant(limits, [int(s) for s in a["shift"]], None if mult == [1] else mult)

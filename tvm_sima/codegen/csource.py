@@ -82,8 +82,8 @@ def _parallel(rows: int, macs: int) -> str:
     return (f"{{ std::thread t(work, 0, {rows // 2}); work({rows // 2}, {rows}); t.join(); }}")
 
 
-#: Largest magnitude of an input code of each dtype the library kernels read.
-_CODE_MAGNITUDE = {"int8": 128, "uint8": 255}
+#: Largest magnitude of an input code of each dtype the kernels read.
+_CODE_MAGNITUDE = {"int8": 128, "uint8": 255, "int16": 32768}
 
 
 def _narrow(a: dict, weight_sums: np.ndarray, bias: np.ndarray, x_dtype: str) -> bool:
@@ -125,10 +125,20 @@ def _narrow32_tables(tag: str, a: dict, channels: int, bias: np.ndarray) -> str:
 FAST_INPUTS = ("int8", "uint8")
 
 
-def _library_fits(x_dtype: str, reduction: int) -> bool:
+def _library_fits(x_dtype: str, reduction: int, depthwise: bool = False) -> bool:
     """Whether the library kernels sum this op exactly: 8-bit inputs, and ``255 * 128 * K < 2^31`` (the
-    int32 lanes of the GEMM, whose byte format stores int8 activations shifted into 0..255)."""
+    int32 lanes of the GEMM, whose byte format stores int8 activations shifted into 0..255); or a
+    depthwise conv on int16 codes, whose residue planes hold them as they are (``32768 * 128 * taps < 2^31``)."""
+    if depthwise and x_dtype == "int16":
+        return 32768 * 128 * reduction < 2**31
     return x_dtype in FAST_INPUTS and 255 * 128 * reduction < 2**31
+
+
+def _accumulator(weight_sums: np.ndarray, x_dtype: str) -> str:
+    """C type of a plain loop's accumulator: int32 while ``sum |w| * max |x| < 2^31`` on every channel
+    (every 8-bit layer but the widest), else int64 (16-bit inputs, the 48-bit accumulator)."""
+    reach = float(weight_sums.max(initial=0)) * _CODE_MAGNITUDE.get(x_dtype, 2**31)
+    return "int32_t" if reach < 2.0**31 else "int64_t"
 
 
 def _library_conv(fn: str, tag: str, a: dict, geometry: dict, xt: str, yt: str, narrow: bool) -> str | None:
@@ -171,14 +181,16 @@ def _conv2d(fn: str, op: dict, tensors: dict, weights: dict) -> str:
     xt, yt = CTYPES[x_t["dtype"]], CTYPES[y_t["dtype"]]
     src = _blob(f"{tag}_w", w) + _requant_tables(tag, a, cout, bias)
     zp = a["input_zero_point"]
-    if _library_fits(x_t["dtype"], ipg * kh * kw):
+    sums = np.abs(w.astype(np.int64)).sum(axis=(1, 2, 3) if nchw else (0, 1, 2))
+    depthwise_nchw = nchw and groups > 1 and ipg == 1 and opg == 1
+    if _library_fits(x_t["dtype"], ipg * kh * kw, depthwise_nchw) and (depthwise_nchw or x_t["dtype"] in FAST_INPUTS):
         geometry = dict(n=n, c=c, h=h, w=wd, cout=cout, oh=oh, ow=ow, kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, dw=dw,
                         pt=pt, pl=pl, zp=zp, groups=groups, ipg=ipg, opg=opg)
-        sums = np.abs(w.astype(np.int64)).sum(axis=(1, 2, 3) if nchw else (0, 1, 2))
         narrow = _narrow(a, sums, bias, x_t["dtype"])
         library = _library_conv(fn, tag, a, geometry, xt, yt, narrow)
         if library is not None:
             return src + (_narrow32_tables(tag, a, cout, bias) if narrow else "") + library
+    at = _accumulator(sums, x_t["dtype"])
     if not nchw:
         if ipg == 1 and opg == 1:  # depthwise: channels innermost, contiguous in x and w
             inner = f"""for (int ch = 0; ch < {cout}; ++ch)
@@ -187,7 +199,7 @@ def _conv2d(fn: str, op: dict, tensors: dict, weights: dict) -> str:
             inner = f"""for (int g = 0; g < {groups}; ++g) for (int ic = 0; ic < {ipg}; ++ic) {{
           const int32_t xv = inside ? (int32_t)px[g * {ipg} + ic] : {zp};
           const int8_t* pwo = pw + ic * {cout} + g * {opg};
-          int32_t* pacc = acc + g * {opg};
+          {at}* pacc = acc + g * {opg};
           for (int o = 0; o < {opg}; ++o) pacc[o] += xv * (int32_t)pwo[o];
         }}"""
         rows = n * oh
@@ -195,7 +207,7 @@ def _conv2d(fn: str, op: dict, tensors: dict, weights: dict) -> str:
   auto work = [&](int row0, int row1) {{
   for (int row = row0; row < row1; ++row) for (int ox = 0; ox < {ow}; ++ox) {{
     const int b = row / {oh}, oy = row % {oh};
-    int32_t acc[{cout}] = {{0}};
+    {at} acc[{cout}] = {{0}};
     for (int ky = 0; ky < {kh}; ++ky) {{
       const int iy = oy * {sh} + ky * {dh} - {pt};
       for (int kx = 0; kx < {kw}; ++kx) {{
@@ -217,7 +229,7 @@ def _conv2d(fn: str, op: dict, tensors: dict, weights: dict) -> str:
     const int g = oc / {opg};
     const int8_t* pw = {tag}_w + oc * {ipg * kh * kw};
     for (int oy = 0; oy < {oh}; ++oy) for (int ox = 0; ox < {ow}; ++ox) {{
-      int32_t acc = 0;
+      {at} acc = 0;
       for (int ic = 0; ic < {ipg}; ++ic) {{
         const {xt}* px = x + (b * {c} + g * {ipg} + ic) * {h * wd};
         for (int ky = 0; ky < {kh}; ++ky) {{
@@ -252,12 +264,13 @@ def _dense(fn: str, op: dict, tensors: dict, weights: dict) -> str:
                 + f"static void {fn}(const {xt}* x, {yt}* y) {{ sima_kernels::dense<{_kind(a, narrow)}>(x, y, {tag}_w, "
                 f"&{tag}_pack, "
                 f"{rows}, {k}, {cout}, {tag}_e); }}\n")
+    at = _accumulator(np.abs(w.astype(np.int64)).sum(axis=1), x_t["dtype"])
     body = f"""
   for (int r = 0; r < {rows}; ++r) {{
     const {xt}* px = x + r * {k};
     for (int oc = 0; oc < {cout}; ++oc) {{
       const int8_t* pw = {tag}_w + oc * {k};
-      int32_t acc = 0;
+      {at} acc = 0;
       for (int i = 0; i < {k}; ++i) acc += (int32_t)px[i] * (int32_t)pw[i];
       {_epilogue(tag, a, f"y[r * {cout} + oc]", "acc", "oc")}
     }}

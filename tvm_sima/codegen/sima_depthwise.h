@@ -293,8 +293,9 @@ SIMA_AVX512 void depthwise_vnni(const X* x, Y* y, const int8_t* w, const Conv& g
 template <typename Q, typename X, typename Y>
 static void depthwise_nchw(const X* x, Y* y, const int8_t* w, const Conv& g, const Epilogue& e) {
   const int isa = host_isa();
-  auto body = isa == kAvx512 ? depthwise_vnni<Q, X, Y>
-                             : (isa == kAvx2 ? depthwise_avx2<Q, X, Y> : depthwise_generic<Q, X, Y>);
+  // VNNI's quads hold bytes: int16 codes (the 16-bit mode) take the int16 residue planes (AVX2 or plain)
+  auto body = isa == kAvx512 && sizeof(X) == 1 ? depthwise_vnni<Q, X, Y>
+                                               : (isa >= kAvx2 ? depthwise_avx2<Q, X, Y> : depthwise_generic<Q, X, Y>);
   parallel([&](int task, int tasks) {
     int lo, hi;
     split(g.n * g.c, task, tasks, &lo, &hi);

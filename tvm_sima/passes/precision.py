@@ -169,9 +169,10 @@ def depthwise_overrides(amod: tvm.IRModule, config: QConfig) -> tuple[LayerOverr
     largely cancel (edge-like filters), so its output keeps little of its input's signal but all of its
     input's rounding noise; these tensors own most of a MobileNet-style network's 8-bit activation
     noise. The price (README "PTQ accuracy"): the layers reading them, 4-30 % of the MACs of the zoo's
-    models (EfficientNet-Lite0 9 %), have a 16-bit operand and a 48-bit bias, outside the int8-only NPU
-    ops (``converter.rules``: the BYOC partition leaves them to the host), and the activations take
-    1.1-1.5x the bytes. So the default stays 8.
+    models (EfficientNet-Lite0 9 %), have a 16-bit operand and a 48-bit bias (the NPU's 16-bit mode,
+    ``converter.rules.HardwareLimits.int16_activations``: the BYOC offloads them), and the activations take
+    1.1-1.5x the bytes. Not the default: the offloaded program is slower (README "PTQ accuracy": the
+    16-bit layers' int64 epilogues and depthwise kernels lack the int8 ones' vector paths).
     """
     if config.depthwise_input_bits != 16 or config.activation_bits == 16:
         return ()
