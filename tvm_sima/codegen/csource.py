@@ -142,7 +142,7 @@ def _accumulator(weight_sums: np.ndarray, x_dtype: str) -> str:
 
 
 def _library_conv(fn: str, tag: str, a: dict, geometry: dict, xt: str, yt: str, narrow: bool) -> str | None:
-    """The call of the library kernel for this conv, or ``None`` (grouped, or a 16-bit input: plain loops)."""
+    """The call of the library kernel for this conv, or ``None`` (grouped but not NCHW depthwise: plain loops)."""
     g = geometry
     nchw = a["data_layout"] == "NCHW"
     if g["groups"] == 1:

@@ -87,12 +87,13 @@ def check_requant(limits: HardwareLimits, shift: object, multiplier: object = No
     return None
 
 
-def check_bias(bias: np.ndarray) -> Optional[str]:
-    """bias-int32 for an int32 bias, bias-48 for an int64 one (the 16-bit mode's 48-bit accumulator)."""
+def check_bias(bias: np.ndarray, wide: bool = True) -> Optional[str]:
+    """bias-int32 for an int32 bias (or any bias when not ``wide``), bias-48 for an int64 one (the 16-bit
+    mode's 48-bit accumulator)."""
     if not bias.size:
         return None
     lo, hi = int(bias.min()), int(bias.max())
-    if bias.dtype == np.int64:
+    if bias.dtype == np.int64 and wide:
         return None if -(2**47) <= lo and hi < 2**47 else _violation("bias-48", f"bias range [{lo}, {hi}]")
     return None if -(2**31) <= lo and hi < 2**31 else _violation("bias-int32", f"bias range [{lo}, {hi}]")
 
