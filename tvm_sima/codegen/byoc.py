@@ -73,7 +73,7 @@ def refusal(call: relax.Call, limits: HardwareLimits = DEFAULT_LIMITS) -> Option
     reason = check_tensors(dtypes, str(call.args[1].ty.dtype), int16=wide)
     if reason is None and len(call.args) > 2:
         bias = constant_value(call.args[2])
-        reason = check_bias(bias, wide) if bias is not None else "codegen rule 'bias-constant': the bias is not a constant"
+        reason = "codegen rule 'bias-constant': the bias is not a constant" if bias is None else check_bias(bias, wide)
     if reason is None:
         mult = [int(m) for m in a["multiplier"]]
         reason = check_requant(limits, [int(s) for s in a["shift"]], None if mult == [1] else mult)
