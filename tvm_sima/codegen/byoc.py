@@ -187,8 +187,6 @@ def region_source(program: Program, symbol: str, index: int = 0) -> str:
         src.append(kernel_source(f"k{k}", op, graph, program.weights))
     n_in, outputs = len(graph["inputs"]), graph["outputs"]
     n_args = n_in + len(outputs)
-    if len(set(outputs)) != len(outputs) or set(outputs) & set(graph["inputs"]):
-        raise ValueError(f"{symbol}: a region output repeated or passed through is not supported")
     body = [f"""
 DLTensor* as_dl(const TVMFFIAny* a) {{
   if (a->type_index == kTVMFFIDLTensorPtr) return (DLTensor*)a->v_ptr;
@@ -214,10 +212,15 @@ extern "C" TVM_FFI_DLL_EXPORT int __tvm_ffi_{symbol}(void*, const TVMFFIAny* arg
         ctype = CTYPES[tensors[name]["dtype"]]
         buffers[name] = f"in{i}"
         body.append(f"  const {ctype}* in{i} = (const {ctype}*)((char*)t[{i}]->data + t[{i}]->byte_offset);\n")
+    copies = []  # an output repeated, or an input passed through: copied from its first buffer at the end
     for j, name in enumerate(outputs):
         ctype = CTYPES[tensors[name]["dtype"]]
         k = n_in + j
-        buffers[name] = f"out{j}"
+        if name in buffers:
+            copies.append(f"  std::memcpy(out{j}, {buffers[name]}, sizeof({ctype}) * "
+                          f"{int(np.prod(tensors[name]['shape']))});\n")
+        else:
+            buffers[name] = f"out{j}"
         body.append(f"  {ctype}* out{j} = ({ctype}*)((char*)t[{k}]->data + t[{k}]->byte_offset);\n")
     for k, op in enumerate(graph["ops"]):
         name = op["outputs"][0]
@@ -229,6 +232,7 @@ extern "C" TVM_FFI_DLL_EXPORT int __tvm_ffi_{symbol}(void*, const TVMFFIAny* arg
                         f"  if (b{k}.size() < {size}) b{k}.resize({size});\n")
             buffers[name] = f"b{k}.data()"
         body.append(f"  k{k}({buffers[op['inputs'][0]]}, {buffers[name]});\n")
+    body.extend(copies)
     body.append("  return 0;\n}\n")
     return "".join(src + body)
 
