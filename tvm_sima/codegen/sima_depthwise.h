@@ -92,22 +92,21 @@ SIMA_INLINE void depthwise_body(const X* x, Y* y, const int8_t* w, const Conv& g
     for (int ry = 0; ry < g.sh; ++ry)
       for (int i = 0; i < hq; ++i) {
         const int sy = i * g.sh + ry - g.pt;
-        if (sy >= 0 && sy < g.h) {
-          fill16(row, x0, (int16_t)g.zp);
-          widen16(xc + (int64_t)sy * g.w - g.pl + x0, row + x0, x1 - x0);
-          fill16(row + x1, wide - x1, (int16_t)g.zp);
-        } else {
-          fill16(row, wide, (int16_t)g.zp);
-        }
         int16_t* dst = pl + (int64_t)ry * g.sw * plane + (int64_t)i * wq;
-        if (g.sw == 1) {
-          std::memcpy(dst, row, sizeof(int16_t) * wq);
-        } else if (g.sw == 2) {
+        int16_t* padded = g.sw == 1 ? dst : row;  // stride 1: the padded row is the plane's row
+        if (sy >= 0 && sy < g.h) {
+          fill16(padded, x0, (int16_t)g.zp);
+          widen16(xc + (int64_t)sy * g.w - g.pl + x0, padded + x0, x1 - x0);
+          fill16(padded + x1, wide - x1, (int16_t)g.zp);
+        } else {
+          fill16(padded, wide, (int16_t)g.zp);
+        }
+        if (g.sw == 2) {
           for (int j = 0; j < wq; ++j) {
             dst[j] = row[2 * j];
             dst[plane + j] = row[2 * j + 1];
           }
-        } else {
+        } else if (g.sw > 2) {
           for (int rx = 0; rx < g.sw; ++rx)
             for (int j = 0; j < wq; ++j) dst[rx * plane + j] = row[j * g.sw + rx];
         }
