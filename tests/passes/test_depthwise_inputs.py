@@ -157,18 +157,3 @@ def test_an_int8_only_device_keeps_the_16_bit_layers_on_the_host(tmp_path):
     assert [refusal(c) for c in fused_calls(qmod)] == [None, None, None]
     strict = [refusal(c, HardwareLimits(int16_activations=False)) for c in fused_calls(qmod)]
     assert all("'int8-only'" in r for r in strict[:2]) and strict[2] is None, strict
-
-
-def test_a_16_bit_output_of_an_8_bit_layer_stays_shift_only_on_its_product_grid(tmp_path):
-    """conv2d_0 reads 8-bit codes and writes the 16-bit depthwise input: its calibrated 16-bit step is finer
-    than ``s_x max|w| / 127``, where the folded weights ``w s_x / s_y`` leave int8 even at shift 0. The step
-    is raised to that grid (said in the report), and every conv stays a shift-only op (multiplier 1)."""
-    qmod = _quantized(tmp_path, depthwise_input_bits=16)
-    info = read_quantize_info(qmod)
-    step = info["conv2d_0.input"].scale[0] * float(np.abs(W1).max()) / 127
-    assert info[DEPTHWISE_INPUT].scale[0] == pytest.approx(step, rel=1e-6)
-    notes = [n for n in tvm_sima.quantize_report(qmod)["notes"] if "output scale raised" in n]
-    assert len(notes) == 1 and notes[0].startswith("conv2d_0: 16-bit output scale raised"), notes
-    calls = fused_calls(qmod)
-    assert [[int(m) for m in c.attrs["multiplier"]] for c in calls] == [[1], [1]]
-    assert int(np.abs(calls[0].args[1].value.numpy().astype(np.int64)).max()) == 127  # widest channel: every code
