@@ -82,13 +82,6 @@ def _searched_output(ctx: RealizeContext, layer: str, config: QConfig, weight: n
     """The output's parameters: the calibrated ones, or with ``scale_search`` the searched ones
     (:mod:`~tvm_sima.passes.scale_search`), which then replace them for every user of the tensor."""
     yq, name = out
-    foldable = _shift_foldable(config, weight, xq.qparams, yq)
-    if foldable is not yq and name not in ctx.verdicts:
-        ctx.report.notes.append(f"{layer}: {yq.dtype.bits}-bit output scale raised "
-                                f"{float(foldable.scale) / float(yq.scale):.2f}x to the layer's product grid "
-                                "(a shift-only op cannot write a finer one)")
-        ctx.choose_qparams(name, foldable)
-        yq = foldable
     x, y = ctx.float_sample(call.args[0]), ctx.samples.get(name)
     if not config.scale_search or x is None or y is None or name in ctx.verdicts:
         return yq
@@ -98,21 +91,6 @@ def _searched_output(ctx: RealizeContext, layer: str, config: QConfig, weight: n
         ctx.report.scales.append(choice.to_dict())
         ctx.choose_qparams(name, found)
     return found
-
-
-def _shift_foldable(config: QConfig, weight: np.ndarray, x_q: sm.QParams, y_q: sm.QParams) -> sm.QParams:
-    """``y_q``, or in shift mode a wide output's scale raised to the layer's coarsest product step
-    ``s_x max|w| / top``: the folded weights ``w s_x / s_y`` must fit the weight codes at shift 0, so a
-    16-bit output of an 8-bit layer, calibrated finer than that, would leave shift mode (multiplier_shift:
-    another requantizer, and its int64 epilogue). The codes lost are below the accumulator's own step in
-    the layer's widest channel."""
-    if config.requant is not sm.RequantMode.SHIFT or y_q.dtype.bits <= 8 or np.ndim(y_q.scale) != 0:
-        return y_q
-    top = 2 ** (int(config.weight_bits) - 1) - 1
-    step = float(np.atleast_1d(x_q.scale)[0]) * float(np.abs(weight).max(initial=0.0)) / top
-    if not float(y_q.scale) < step:
-        return y_q
-    return sm.QParams(step, int(np.asarray(y_q.zero_point)), y_q.dtype, narrow_range=y_q.narrow_range)
 
 
 def _adarounded(ctx: RealizeContext, layer: str, config: QConfig, weight: np.ndarray, bias: np.ndarray,
