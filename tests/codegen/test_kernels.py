@@ -11,6 +11,7 @@ codes, so that one product more or less changes outputs (checked: none of them s
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from typing import NamedTuple
@@ -41,6 +42,8 @@ class ConvCase(NamedTuple):
     d: int
     groups: int
     dtype: str
+    out_dtype: str = ""  # "": int8 / uint8 by the case's index
+    wide: bool = False  # a 21-bit multiplier: the int64 epilogue
 
 
 class DenseCase(NamedTuple):
@@ -71,6 +74,10 @@ CONVS = {
     "nhwc_pointwise": ConvCase("NHWC", (1, 6, 6, 33), 10, 1, 1, 0, 1, 1, "uint8"),
     "nhwc_pointwise_flat": ConvCase("NHWC", (1, 16, 5, 7), 12, 1, 1, 0, 1, 1, "int8"),  # rows: the input, copied
     "nhwc_depthwise": ConvCase("NHWC", (1, 16, 7, 7), 16, 3, 1, 1, 1, 16, "int8"),
+    # the 16-bit mode: int16 outputs of an 8-bit conv, depthwise convs of int16 codes (int64 epilogues)
+    "pointwise_to_int16": ConvCase("NCHW", (1, 13, 7, 9), 20, 1, 1, 0, 1, 1, "int8", "int16", True),
+    "depthwise_int16": ConvCase("NCHW", (1, 6, 11, 10), 6, 3, 1, 1, 1, 6, "int16", "int8", True),
+    "depthwise_int16_s2": ConvCase("NCHW", (2, 5, 13, 12), 5, 5, 2, 2, 1, 5, "int16", "int16", True),
 }
 class RequantizeCase(NamedTuple):
     shape: tuple
@@ -89,15 +96,16 @@ DENSES = {"gemv_odd": DenseCase(1, 37, 70, "int8"), "rows": DenseCase(5, 64, 13,
           "long_k": DenseCase(7, 1023, 9, "int8")}
 
 
-def _requant(rng: np.random.Generator, channels: int, index: int, acc_std: float) -> dict:
+def _requant(rng: np.random.Generator, channels: int, index: int, acc_std: float, out_dtype: str = "",
+             wide: bool = False) -> dict:
     """Requantization that maps the accumulator's spread to about 40 codes: every product counts."""
     rounding = ROUNDINGS[index % len(ROUNDINGS)]
-    out_dtype = ("int8", "uint8")[index // 2 % 2]  # the NPU's activations (int32 outputs stay in TIR)
+    out_dtype = out_dtype or ("int8", "uint8")[index // 2 % 2]  # the NPU's activations (int32 outputs stay in TIR)
     real = 40.0 / acc_std * rng.uniform(0.5, 1.5, channels)
     if rounding == "tflite":
         m, e = sm.tflite_quantize_multiplier(real)
         shift, mult = (31 - np.asarray(e)).tolist(), np.asarray(m).tolist()
-    elif index % 5 == 4:  # a 21-bit multiplier: past the int32 epilogue's bound, the int64 one runs
+    elif wide or index % 5 == 4:  # a 21-bit multiplier: past the int32 epilogue's bound, the int64 one runs
         mult = rng.integers(1 << 20, 1 << 21, channels)
         shift = np.round(np.log2(mult / real)).astype(int).tolist()
         mult = mult.tolist()
@@ -107,7 +115,7 @@ def _requant(rng: np.random.Generator, channels: int, index: int, acc_std: float
         mult = mult.tolist()
     if index % 2:  # per tensor
         shift, mult = shift[:1], mult[:1]
-    zp = {"int8": -3, "uint8": 120}[out_dtype]
+    zp = {"int8": -3, "uint8": 120, "int16": 11}[out_dtype]
     return dict(shift=shift, multiplier=mult, rounding=rounding, out_dtype=out_dtype, output_zero_point=zp)
 
 
@@ -116,7 +124,7 @@ def _acc_std(x: np.ndarray, w: np.ndarray, k: int) -> float:
 
 
 def _codes(rng: np.random.Generator, shape: tuple, dtype: str, extreme: bool = False) -> np.ndarray:
-    lo, hi = {"int8": (-128, 127), "uint8": (0, 255), "int32": (-(1 << 20), 1 << 20)}[dtype]
+    lo, hi = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767), "int32": (-(1 << 20), 1 << 20)}[dtype]
     if extreme:  # the largest products: every code at an end of its range
         return rng.choice([lo, hi], size=shape).astype(dtype)
     return rng.integers(lo, hi + 1, shape).astype(dtype)
@@ -135,10 +143,10 @@ def _conv(bb: relax.BlockBuilder, rng: np.random.Generator, x: relax.Var, xcodes
     wcodes = _codes(rng, wshape, "int8", extreme=extreme)
     std = _acc_std(xcodes, wcodes, case.k * case.k * ipg)
     bias = relax.const(rng.integers(-int(std), int(std) + 1, case.oc).astype(np.int32))
-    zp = {"int8": -5, "uint8": 131}[case.dtype]
+    zp = {"int8": -5, "uint8": 131, "int16": 0}[case.dtype]
     return bb.emit(so.conv2d(x, relax.const(wcodes), bias, strides=case.s, padding=case.p, dilation=case.d,
                              groups=case.groups, data_layout=case.layout, input_zero_point=zp,
-                             **_requant(rng, case.oc, index, std)))
+                             **_requant(rng, case.oc, index, std, case.out_dtype, case.wide)))
 
 
 def _dense(bb: relax.BlockBuilder, rng: np.random.Generator, x: relax.Var, xcodes: np.ndarray, case: DenseCase,
@@ -255,24 +263,26 @@ def test_the_int32_epilogue_is_chosen_exactly_at_its_bound():
 
 
 def _ties_module() -> tuple[tvm.IRModule, list[np.ndarray]]:
-    """Small codes and a shift of 2 with multiplier 1: a quarter of the outputs are exact ties, where
-    the rounding modes differ (random requantizations above almost never meet one)."""
+    """Small codes and a division by 4 (multiplier 1, shift 2; or 2^29 and 31, past the int32 epilogue's
+    bound: the int64 one): a quarter of the outputs are exact ties, where the rounding modes differ
+    (random requantizations above almost never meet one)."""
     rng = np.random.default_rng(3)
     shapes = {"pointwise": (1, 16, 7, 7), "depthwise": (1, 5, 9, 8), "dense": (3, 24)}  # 49 = 32 + 17 columns
     params, inputs, ops = [], [], []
-    for rounding in ROUNDINGS[:3]:
+    for rounding, wide in itertools.product(ROUNDINGS[:3], (False, True)):
         for kind, shape in shapes.items():
-            params.append(relax.Var(f"{kind}_{rounding}", relax.TensorType(shape, "int8")))
+            params.append(relax.Var(f"{kind}_{rounding}{'_wide' * wide}", relax.TensorType(shape, "int8")))
             inputs.append(rng.integers(-6, 7, shape).astype(np.int8))
-            ops.append((kind, rounding))
+            ops.append((kind, rounding, wide))
     def emit(bb: relax.BlockBuilder) -> list:
         outs = []
-        for x, (kind, rounding) in zip(params, ops, strict=True):
+        for x, (kind, rounding, wide) in zip(params, ops, strict=True):
             oc = {"pointwise": 9, "depthwise": 5, "dense": 7}[kind]
             wshape = {"pointwise": (9, 16, 1, 1), "depthwise": (5, 1, 3, 3), "dense": (7, 24)}[kind]
             w = relax.const(rng.integers(-3, 4, wshape).astype(np.int8))
             bias = relax.const(rng.integers(-5, 6, oc).astype(np.int32))
-            q = dict(shift=[2], multiplier=[1], rounding=rounding, out_dtype="int8", output_zero_point=0)
+            q = dict(shift=[31 if wide else 2], multiplier=[1 << 29 if wide else 1], rounding=rounding,
+                     out_dtype="int8", output_zero_point=0)
             if kind == "dense":
                 outs.append(bb.emit(so.dense(x, w, bias, input_zero_point=1, **q)))
             else:
@@ -286,7 +296,7 @@ def _ties_module() -> tuple[tvm.IRModule, list[np.ndarray]]:
 @pytest.fixture(scope="module")
 def ties():
     mod, inputs = _ties_module()
-    assert _offloaded_ops(mod, "conv2d|dense") == 9  # guard: every op in the library, none in TIR
+    assert _offloaded_ops(mod, "conv2d|dense") == 18  # guard: every op in the library, none in TIR
     return tvm_sima.build(mod), tvm_sima.build(mod, offload=False), inputs
 
 

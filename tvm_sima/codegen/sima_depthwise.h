@@ -36,6 +36,29 @@ SIMA_AVX2 static void taps_avx2(const int16_t* const* src, const int8_t* w, int 
   }
 }
 
+// taps_avx2's pairs on AVX-512 (vpdpwssd: the multiply-add and the sum in one), 64 outputs at a time;
+// the even and odd lanes re-interleaved by two permutes per 32 outputs.
+SIMA_AVX512 static void taps_avx512(const int16_t* const* src, const int8_t* w, int taps, int64_t n, int32_t* acc) {
+  const __m512i first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i second = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  for (int64_t i0 = 0; i0 < n; i0 += 64) {
+    __m512i even[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()}, odd[2] = {even[0], even[1]};
+    for (int t = 0; t < taps; ++t) {
+      const uint32_t wt = (uint16_t)w[t];
+      const __m512i we = _mm512_set1_epi32((int32_t)wt), wo = _mm512_set1_epi32((int32_t)(wt << 16));
+      for (int v = 0; v < 2; ++v) {
+        const __m512i x = _mm512_loadu_si512(src[t] + i0 + 32 * v);
+        even[v] = _mm512_dpwssd_epi32(even[v], x, we);
+        odd[v] = _mm512_dpwssd_epi32(odd[v], x, wo);
+      }
+    }
+    for (int v = 0; v < 2; ++v) {
+      _mm512_storeu_si512(acc + i0 + 32 * v, _mm512_permutex2var_epi32(even[v], first, odd[v]));
+      _mm512_storeu_si512(acc + i0 + 32 * v + 16, _mm512_permutex2var_epi32(even[v], second, odd[v]));
+    }
+  }
+}
+
 template <typename X>
 SIMA_INLINE void widen16(const X* __restrict src, int16_t* __restrict dst, int n) {
   for (int j = 0; j < n; ++j) dst[j] = src[j];
@@ -69,22 +92,21 @@ SIMA_INLINE void depthwise_body(const X* x, Y* y, const int8_t* w, const Conv& g
     for (int ry = 0; ry < g.sh; ++ry)
       for (int i = 0; i < hq; ++i) {
         const int sy = i * g.sh + ry - g.pt;
-        if (sy >= 0 && sy < g.h) {
-          fill16(row, x0, (int16_t)g.zp);
-          widen16(xc + (int64_t)sy * g.w - g.pl + x0, row + x0, x1 - x0);
-          fill16(row + x1, wide - x1, (int16_t)g.zp);
-        } else {
-          fill16(row, wide, (int16_t)g.zp);
-        }
         int16_t* dst = pl + (int64_t)ry * g.sw * plane + (int64_t)i * wq;
-        if (g.sw == 1) {
-          std::memcpy(dst, row, sizeof(int16_t) * wq);
-        } else if (g.sw == 2) {
+        int16_t* padded = g.sw == 1 ? dst : row;  // stride 1: the padded row is the plane's row
+        if (sy >= 0 && sy < g.h) {
+          fill16(padded, x0, (int16_t)g.zp);
+          widen16(xc + (int64_t)sy * g.w - g.pl + x0, padded + x0, x1 - x0);
+          fill16(padded + x1, wide - x1, (int16_t)g.zp);
+        } else {
+          fill16(padded, wide, (int16_t)g.zp);
+        }
+        if (g.sw == 2) {
           for (int j = 0; j < wq; ++j) {
             dst[j] = row[2 * j];
             dst[plane + j] = row[2 * j + 1];
           }
-        } else {
+        } else if (g.sw > 2) {
           for (int rx = 0; rx < g.sw; ++rx)
             for (int j = 0; j < wq; ++j) dst[rx * plane + j] = row[j * g.sw + rx];
         }
@@ -95,6 +117,11 @@ SIMA_INLINE void depthwise_body(const X* x, Y* y, const int8_t* w, const Conv& g
         const int oy = ky * g.dh, ox = kx * g.dw;
         tap_src[ky * g.kw + kx] = pl + ((oy % g.sh) * g.sw + ox % g.sw) * plane + (oy / g.sh) * wq + ox / g.sw;
       }
+    if constexpr (ISA == kAvx512) {  // rows of wq accumulators, of which the first ow are outputs
+      taps_avx512(tap_src, wc, taps, outputs, pa);
+      epilogue_rows_avx512<Q>(pa, g.oh, g.ow, wq, y + (int64_t)nc * g.oh * g.ow, e, ch);
+      continue;
+    }
     if constexpr (ISA == kAvx2) taps_avx2(tap_src, wc, taps, outputs, pa);
     else taps_generic(tap_src, wc, taps, outputs, pa);
     if (wq != g.ow)  // drop the extra columns: the channel's outputs contiguous, one long epilogue
@@ -102,6 +129,10 @@ SIMA_INLINE void depthwise_body(const X* x, Y* y, const int8_t* w, const Conv& g
         for (int ox = 0; ox < g.ow; ++ox) pa[(int64_t)oy * g.ow + ox] = pa[(int64_t)oy * wq + ox];
     epilogue_row<Q, 0>(pa, g.oh * g.ow, y + (int64_t)nc * g.oh * g.ow, e, ch);
   }
+}
+template <typename Q, typename X, typename Y>
+SIMA_AVX512 void depthwise_avx512(const X* x, Y* y, const int8_t* w, const Conv& g, const Epilogue& e, int lo, int hi) {
+  depthwise_body<kAvx512, Q>(x, y, w, g, e, lo, hi);
 }
 template <typename Q, typename X, typename Y>
 SIMA_AVX2 void depthwise_avx2(const X* x, Y* y, const int8_t* w, const Conv& g, const Epilogue& e, int lo, int hi) {
@@ -293,9 +324,9 @@ SIMA_AVX512 void depthwise_vnni(const X* x, Y* y, const int8_t* w, const Conv& g
 template <typename Q, typename X, typename Y>
 static void depthwise_nchw(const X* x, Y* y, const int8_t* w, const Conv& g, const Epilogue& e) {
   const int isa = host_isa();
-  // VNNI's quads hold bytes: int16 codes (the 16-bit mode) take the int16 residue planes (AVX2 or plain)
-  auto body = isa == kAvx512 && sizeof(X) == 1 ? depthwise_vnni<Q, X, Y>
-                                               : (isa >= kAvx2 ? depthwise_avx2<Q, X, Y> : depthwise_generic<Q, X, Y>);
+  // VNNI's quads hold bytes: int16 codes (the 16-bit mode) take the int16 residue planes
+  auto body = isa == kAvx512 ? (sizeof(X) == 1 ? depthwise_vnni<Q, X, Y> : depthwise_avx512<Q, X, Y>)
+                             : (isa == kAvx2 ? depthwise_avx2<Q, X, Y> : depthwise_generic<Q, X, Y>);
   parallel([&](int task, int tasks) {
     int lo, hi;
     split(g.n * g.c, task, tasks, &lo, &hi);

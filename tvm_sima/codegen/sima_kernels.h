@@ -219,15 +219,80 @@ SIMA_AVX512_INLINE void epilogue_avx512(const int32_t* acc, int rows, int n, int
   }
 }
 
-// epilogue_row, in AVX-512 vectors where it runs in int32 (called from AVX-512 paths only; a function
-// of its own: GCC inlines nothing compiled for AVX-512 into a template body compiled without it).
+// round_shift on 8 int64 lanes (MODE 3 rounds as 2 does, as the scalar one).
+template <int MODE>
+SIMA_AVX512_INLINE __m512i round_shift8(__m512i v, __m512i s) {
+  const __m512i one = _mm512_set1_epi64(1);
+  const __m512i half = _mm512_srli_epi64(_mm512_sllv_epi64(one, s), 1), h1 = _mm512_min_epi64(s, one);
+  __m512i t = _mm512_add_epi64(v, half);
+  if constexpr (MODE == 1) t = _mm512_add_epi64(_mm512_sub_epi64(t, h1), _mm512_and_si512(_mm512_srav_epi64(v, s), h1));
+  if constexpr (MODE >= 2) t = _mm512_sub_epi64(t, _mm512_and_si512(_mm512_srli_epi64(v, 63), h1));
+  return _mm512_srav_epi64(t, s);
+}
+// The int64 epilogue on 8 AVX-512 lanes, requant's arithmetic lane by lane: modes 0-2 round_shift((acc + b)
+// * m, s) (vpmullq keeps the low 64 bits, as the scalar product does); mode 3 TFLite's: the sum shifted
+// left by 31 - s and wrapped to int32, srdhm by m (both factors int32: vpmuldq), then round_shift by
+// s - 31. Then zero point, clamp and a narrowing store.
+template <int MODE>
+SIMA_AVX512_INLINE __m512i requant8(__m512i acc, __m512i b, __m512i m, __m512i s, __m512i zp, __m512i lo,
+                                    __m512i hi) {
+  const __m512i v = _mm512_add_epi64(acc, b);
+  __m512i r;
+  if constexpr (MODE != 3) {
+    r = round_shift8<MODE>(_mm512_mullo_epi64(v, m), s);
+  } else {
+    const __m512i zero = _mm512_setzero_si512(), k31 = _mm512_set1_epi64(31);
+    const __m512i left = _mm512_max_epi64(_mm512_sub_epi64(k31, s), zero);
+    const __m512i ab = _mm512_mul_epi32(_mm512_sllv_epi64(v, left), m);  // the low 32 bits, signed: the wrap
+    const __m512i up = _mm512_set1_epi64(INT64_C(1) << 30), down = _mm512_set1_epi64(1 - (INT64_C(1) << 30));
+    const __m512i nudged = _mm512_add_epi64(ab, _mm512_mask_blend_epi64(_mm512_cmpge_epi64_mask(ab, zero), down, up));
+    const __m512i floor = _mm512_and_si512(_mm512_srai_epi64(nudged, 63), _mm512_set1_epi64((INT64_C(1) << 31) - 1));
+    const __m512i t = _mm512_min_epi64(_mm512_srai_epi64(_mm512_add_epi64(nudged, floor), 31),
+                                       _mm512_set1_epi64(INT64_C(2147483647)));
+    r = round_shift8<3>(t, _mm512_max_epi64(_mm512_sub_epi64(s, k31), zero));
+  }
+  return _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(r, zp), lo), hi);
+}
+template <typename Y>
+SIMA_AVX512_INLINE void store8(Y* y, __mmask8 k, __m512i v) {
+  if constexpr (std::is_same<Y, int8_t>::value) _mm512_mask_cvtsepi64_storeu_epi8(y, k, v);
+  else if constexpr (std::is_same<Y, uint8_t>::value) _mm512_mask_cvtusepi64_storeu_epi8(y, k, v);
+  else if constexpr (std::is_same<Y, int16_t>::value) _mm512_mask_cvtsepi64_storeu_epi16(y, k, v);
+  else if constexpr (std::is_same<Y, uint16_t>::value) _mm512_mask_cvtusepi64_storeu_epi16(y, k, v);
+  else _mm512_mask_cvtsepi64_storeu_epi32(y, k, v);
+}
+
+// epilogue_avx512 in int64 lanes, 8 at a time (every mode): the tables are epilogue_row's int64 ones.
+template <int MODE, int DC, typename Y>
+SIMA_AVX512_INLINE void epilogue64_avx512(const int32_t* acc, int rows, int n, int stride, Y* y, const int64_t* bias,
+                                          const int64_t* mult, const int64_t* shift, int64_t zp, int64_t lo,
+                                          int64_t hi) {
+  const __m512i vzp = _mm512_set1_epi64(zp), vlo = _mm512_set1_epi64(lo), vhi = _mm512_set1_epi64(hi);
+  __m512i b = _mm512_set1_epi64(bias[0]), m = _mm512_set1_epi64(mult[0]), s = _mm512_set1_epi64(shift[0]);
+  for (int r = 0; r < rows; ++r, acc += stride, y += n) {
+    for (int i = 0; i < n; i += 8) {
+      const __mmask8 k = n - i >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (n - i)) - 1);
+      if constexpr (DC == 1) {
+        b = _mm512_maskz_loadu_epi64(k, bias + i);
+        m = _mm512_maskz_loadu_epi64(k, mult + i);
+        s = _mm512_maskz_loadu_epi64(k, shift + i);
+      }
+      const __m512i a = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(k, acc + i));
+      store8(y + i, k, requant8<MODE>(a, b, m, s, vzp, vlo, vhi));
+    }
+  }
+}
+
+// epilogue_row in AVX-512 vectors: int32 lanes where the bound holds, else int64 ones. Called
+// from AVX-512 paths only; a function of its own: GCC inlines nothing compiled for AVX-512 into a template
+// body compiled without it.
 template <typename Q, int DC, typename Y>
 SIMA_AVX512 static void epilogue_row_avx512(const int32_t* acc, int n, Y* y, const Epilogue& e, int c0) {
   if constexpr (Q::narrow)
     epilogue_avx512<Q::mode, DC>(acc, 1, n, n, y, e.bias32 + c0, e.mult32 + c0, e.shift32 + c0, (int32_t)e.zp,
                                  (int32_t)e.lo, (int32_t)e.hi);
   else
-    epilogue_row<Q, DC>(acc, n, y, e, c0);
+    epilogue64_avx512<Q::mode, DC>(acc, 1, n, n, y, e.bias + c0, e.mult + c0, e.shift + c0, e.zp, e.lo, e.hi);
 }
 // rows x n outputs of channel c0, y[r * n + i] from acc[r * stride + i].
 template <typename Q, typename Y>
@@ -237,7 +302,7 @@ SIMA_AVX512 static void epilogue_rows_avx512(const int32_t* acc, int rows, int n
     epilogue_avx512<Q::mode, 0>(acc, rows, n, stride, y, e.bias32 + c0, e.mult32 + c0, e.shift32 + c0,
                                 (int32_t)e.zp, (int32_t)e.lo, (int32_t)e.hi);
   else
-    for (int r = 0; r < rows; ++r) epilogue_row<Q, 0>(acc + (int64_t)r * stride, n, y + (int64_t)r * n, e, c0);
+    epilogue64_avx512<Q::mode, 0>(acc, rows, n, stride, y, e.bias + c0, e.mult + c0, e.shift + c0, e.zp, e.lo, e.hi);
 }
 
 // ---- scratch memory ----
