@@ -5,7 +5,8 @@ exist, as aliases) and Zhouyi OPT's per-layer options. Unknown keys and bad valu
 ``ValueError`` naming the field, with a "did you mean" hint. No TVM import here.
 
 Defaults are the configuration we recommend: per-channel symmetric (restricted-range) int8
-weights, per-tensor asymmetric int8 activations calibrated by a percentile, the SiMa shift-only
+weights, per-tensor asymmetric int8 activations calibrated by a percentile (16-bit for the few a
+depthwise conv reads and loses most of: ``depthwise_input_bits="auto"``), the SiMa shift-only
 requantization. Relay's defaults (``global_scale`` calibration, power-of-two weight scales) are
 available by name: ``qconfig(calibrate_mode="global_scale", global_scale=8.0, weight_scale="power2")``.
 
