@@ -84,18 +84,20 @@ def run_tvm_sima(model: str, calib: list[np.ndarray], evals: list[np.ndarray], r
         # preset="accurate" (its searches take the first calibration batches beside the statistics).
         # With ``adaround``, it also runs with qconfig(adaround=True) beside the default and the accurate preset;
         # with ``depthwise16``, the default and the accurate preset with depthwise_input_bits=16.
-        variants = [("shift", True, "default", False, 8), ("multiplier_shift", True, "default", False, 8)]
+        # dw_bits: depthwise_input_bits, "auto" (the default; it measures on the calibration batches, so those
+        # runs are given them beside the statistics) or 16 (``--depthwise16``).
+        variants = [("shift", True, "default", False, "auto"), ("multiplier_shift", True, "default", False, "auto")]
         if strategy == strategies[0]:
-            variants += [("shift", False, "default", False, 8), ("multiplier_shift", False, "default", False, 8)]
-            variants += [(mode, True, "accurate", False, 8) for mode in ("shift", "multiplier_shift") if presets]
-            variants += [(mode, True, preset, True, 8) for preset in ("default", "accurate") if adaround
+            variants += [(mode, False, "default", False, "auto") for mode in ("shift", "multiplier_shift")]
+            variants += [(mode, True, "accurate", False, "auto") for mode in ("shift", "multiplier_shift") if presets]
+            variants += [(mode, True, preset, True, "auto") for preset in ("default", "accurate") if adaround
                          for mode in ("shift", "multiplier_shift") if presets or preset == "default"]
             variants += [(mode, True, preset, False, 16) for preset in ("default", "accurate") if depthwise16
                          for mode in ("shift", "multiplier_shift") if presets or preset == "default"]
         for mode, corrected, preset, ada, dw_bits in variants:
             calibrated = stats is None
             start = time.perf_counter()
-            searches = preset != "default" or ada
+            searches = preset != "default" or ada or dw_bits == "auto"
             tag = f"{strategy}_{mode}_{corrected}_{preset}_{ada}_{dw_bits}"
             with tvm_sima.qconfig(preset=preset, calibration_strategy_for_activation=strategy, requant_mode=mode,
                                   bias_correction=corrected, depthwise_input_bits=dw_bits,

@@ -33,7 +33,7 @@ Gaussian noise, streamed by a generator) to show that memory does not grow with 
 Run::
 
     .venv/bin/python benchmarks/bench_speed.py [--models efficientnet_lite0,blazeface,ppocr_det]
-        [--rounds 15] [--threads 2] [--skip-calibration] [--memory-samples 100,1000]
+        [--rounds 15] [--threads 2] [--skip-calibration] [--memory-samples 100,1000] [--depthwise-bits 8,16]
 """
 
 from __future__ import annotations
@@ -93,10 +93,10 @@ def peer_configs(model: ZooModel, calib: list[np.ndarray], work: pathlib.Path) -
              {"kind": "litert", "path": str(int8)} if runs[0].model is not None else None)]
 
 
-def tvm_sima_configs(model: ZooModel, calib: list[np.ndarray], work: pathlib.Path, depthwise16: bool = False
+def tvm_sima_configs(model: ZooModel, calib: list[np.ndarray], work: pathlib.Path, depthwise_bits: tuple = ()
                      ) -> list[tuple[Row, Optional[dict]]]:
-    """tvm-sima float, int8 offloaded and int8 TIR-only, each built and exported to a ``.so``; ``depthwise16``:
-    and the offloaded program of ``qconfig(depthwise_input_bits=16)``."""
+    """tvm-sima float, int8 offloaded and int8 TIR-only (the default qconfig), each built and exported to a
+    ``.so``; and for each of ``depthwise_bits`` the offloaded program of ``qconfig(depthwise_input_bits=...)``."""
     import tvm_sima
 
     labels = ("tvm-sima float", "tvm-sima int8 offloaded", "tvm-sima int8 TIR-only")
@@ -120,20 +120,20 @@ def tvm_sima_configs(model: ZooModel, calib: list[np.ndarray], work: pathlib.Pat
         if offload and so and AVX512_VNNI:  # the same program on the kernels a CPU without AVX-512 runs
             out.append((Row(model.name, "tvm-sima int8 offloaded, AVX2 kernels"),
                         {"kind": "tvm", "path": so, "env": {"TVM_SIMA_KERNEL_ISA": "avx2"}}))
-    return out + (_depthwise16_config(model, mod, params, calib, work) if depthwise16 else [])
+    return out + [row for bits in depthwise_bits for row in _depthwise_config(model, mod, params, calib, work, bits)]
 
 
-def _depthwise16_config(model: ZooModel, mod: Any, params: Any, calib: list[np.ndarray], work: pathlib.Path
-                        ) -> list[tuple[Row, Optional[dict]]]:
+def _depthwise_config(model: ZooModel, mod: Any, params: Any, calib: list[np.ndarray], work: pathlib.Path,
+                      bits: int) -> list[tuple[Row, Optional[dict]]]:
     import tvm_sima
 
-    label = "tvm-sima int8 offloaded, depthwise_input_bits=16"
+    label = f"tvm-sima int8 offloaded, depthwise_input_bits={bits}"
     try:
-        with tvm_sima.qconfig(depthwise_input_bits=16):
-            qmod = tvm_sima.quantize(mod, params, calib, work_dir=work / "quantize_dw16", progress=False)
+        with tvm_sima.qconfig(depthwise_input_bits=bits):
+            qmod = tvm_sima.quantize(mod, params, calib, work_dir=work / f"quantize_dw{bits}", progress=False)
     except Exception as err:  # noqa: BLE001 - the table says why
         return [(Row(model.name, label, note=f"quantize: {one_line(err)}"), None)]
-    so, seconds, error = _built(label, lambda: tvm_sima.build(qmod), work / "int8_dw16.so")
+    so, seconds, error = _built(label, lambda: tvm_sima.build(qmod), work / f"int8_dw{bits}.so")
     return [(Row(model.name, label, build_s=seconds if so else None, note=error), {"kind": "tvm", "path": so}
              if so else None)]
 
@@ -145,7 +145,7 @@ def bench_model(model: ZooModel, args: argparse.Namespace, work: pathlib.Path) -
     (x,), _ = model.inputs("eval", 1)
     np.save(work / "input.npy", x)
     calib = model.inputs("calib", args.speed_calib)[0]
-    configs = peer_configs(model, calib, work) + tvm_sima_configs(model, calib, work, args.depthwise16)
+    configs = peer_configs(model, calib, work) + tvm_sima_configs(model, calib, work, args.depthwise_bits)
     workers = {row.config: Worker(row.config, {**spec, "input": str(work / "input.npy"), "round_s": args.round_s},
                                   args.threads) for row, spec in configs if spec is not None}
     LOG.info("%s: timing %d configurations, %d rounds", model.name, len(workers), args.rounds)
@@ -251,12 +251,22 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--round-s", type=float, default=0.3, help="about this long a round (inferences per round)")
     parser.add_argument("--speed-calib", type=int, default=16, help="calibration crops of the int8 programs timed")
     parser.add_argument("--skip-calibration", action="store_true", help="no calibration + quantization timing")
-    parser.add_argument("--depthwise16", action="store_true",
-                        help="also the offloaded program of qconfig(depthwise_input_bits=16)")
+    parser.add_argument("--depthwise-bits", default="", metavar="BITS",
+                        help="e.g. 8,16: also the offloaded program of qconfig(depthwise_input_bits=B) for each "
+                             "(the default rows use the default, 'auto')")
+    parser.add_argument("--depthwise16", action="store_true", help="the same as --depthwise-bits 16")
     parser.add_argument("--calib-samples", type=int, default=104)
     parser.add_argument("--memory-samples", default="", help="e.g. 100,1000: tvm-sima percentile runs on that many")
     parser.add_argument("--json", default=str(ROOT / "build" / "bench_speed.json"))
     args = parser.parse_args(argv)
+    try:
+        args.depthwise_bits = tuple(int(b) for b in args.depthwise_bits.split(",") if b.strip())
+    except ValueError:
+        parser.error(f"--depthwise-bits: {args.depthwise_bits!r} is not a comma-separated list of 8 / 16")
+    if sorted(set(args.depthwise_bits) - {8, 16}):
+        parser.error(f"--depthwise-bits: {args.depthwise_bits} has a value other than 8 and 16")
+    if args.depthwise16 and 16 not in args.depthwise_bits:
+        args.depthwise_bits += (16,)
     unknown = sorted(set(args.models.split(",")) - set(SPEED_MODELS))
     if unknown:
         parser.error(f"--models: unknown {unknown}; choose from {SPEED_MODELS}")

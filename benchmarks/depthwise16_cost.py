@@ -1,6 +1,6 @@
 """The memory price of ``qconfig(depthwise_input_bits=16)`` on the zoo's models, from the annotated graph (no data).
 
-For each model: how many activations get 16-bit codes (``tvm_sima.passes.precision.depthwise_inputs``) and
+For each model: how many activations get 16-bit codes (``tvm_sima.passes.depthwise_bits.depthwise_inputs``) and
 the activations' bytes against all-8-bit codes (the MACs with a 16-bit operand, counted in the integer
 program: ``bench_zoo.py --qconfig '{"depthwise_input_bits": 16}'``'s "int MAC %" column)::
 
@@ -18,7 +18,7 @@ from tvm_sima.graph import GraphIndex, op_name, static_shape
 from tvm_sima.params import bind_params
 from tvm_sima.passes.annotate import annotate
 from tvm_sima.passes.canonicalize import canonicalize
-from tvm_sima.passes.precision import depthwise_inputs
+from tvm_sima.passes.depthwise_bits import depthwise_inputs
 
 
 def cost(file: str, input_shapes: dict | None) -> tuple[int, float]:

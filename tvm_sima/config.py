@@ -5,7 +5,8 @@ exist, as aliases) and Zhouyi OPT's per-layer options. Unknown keys and bad valu
 ``ValueError`` naming the field, with a "did you mean" hint. No TVM import here.
 
 Defaults are the configuration we recommend: per-channel symmetric (restricted-range) int8
-weights, per-tensor asymmetric int8 activations calibrated by a percentile, the SiMa shift-only
+weights, per-tensor asymmetric int8 activations calibrated by a percentile (16-bit for the few a
+depthwise conv reads and loses most of: ``depthwise_input_bits="auto"``), the SiMa shift-only
 requantization. Relay's defaults (``global_scale`` calibration, power-of-two weight scales) are
 available by name: ``qconfig(calibrate_mode="global_scale", global_scale=8.0, weight_scale="power2")``.
 
@@ -27,7 +28,7 @@ import os
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 from .math import Granularity, QScheme, RequantMode, RoundingMode
 
@@ -123,7 +124,8 @@ class LayerOverride:
         if kind == "tensor" and "skip" in self.settings:
             raise ValueError(f"qconfig: layer override {self.match!r}: 'skip' applies to layers (name:, id:, op:), "
                              "not to one tensor")
-        module_wide = {"layer_overrides", "layer_config", "preset", "cross_layer_equalization", "depthwise_input_bits"}
+        module_wide = {"layer_overrides", "layer_config", "preset", "cross_layer_equalization", "depthwise_input_bits",
+                       "depthwise_input_loss_db"}
         allowed = {f.name for f in fields(QConfig)} - module_wide | {"skip"} | set(_ALIASES)
         for key in self.settings:
             if key not in allowed:
@@ -179,9 +181,11 @@ class QConfig:
     """Every knob of :func:`tvm_sima.quantize` (see the module docstring for the defaults).
 
     ``input_bits`` is the width of the model's inputs, ``activation_bits`` of every other
-    activation but those a depthwise conv reads, which get ``depthwise_input_bits`` (8 by default; 16
-    trades the int8-only NPU ops of those layers for accuracy, a module-wide setting:
-    :func:`tvm_sima.passes.precision.depthwise_overrides`); ``bias_correction`` subtracts the mean
+    activation but those a depthwise conv reads, which get ``depthwise_input_bits``: 8, 16, or ``"auto"``
+    (the default: 16 for those whose depthwise conv loses at least ``depthwise_input_loss_db`` of their
+    8-bit SQNR on the first ``scale_search_samples`` calibration batches, else 8; 16 trades the int8-only
+    NPU ops of those layers for accuracy; module-wide: :mod:`tvm_sima.passes.depthwise_bits`);
+    ``bias_correction`` subtracts the mean
     error of rounded weights from each fused op's bias (calibration keeps per-channel input means);
     ``scale_search`` chooses each fused conv / dense layer's output scale within an octave above the
     calibrated one for the least layer output error, weights as the op stores them
@@ -209,7 +213,8 @@ class QConfig:
     input_bits: int = 8
     weight_bits: int = 8
     activation_bits: int = 8
-    depthwise_input_bits: int = 8
+    depthwise_input_bits: Union[int, str] = "auto"
+    depthwise_input_loss_db: float = 10.0
     bias_bits: int = 32
     quantize_method_for_weight: str = "per_channel_symmetric_restricted"
     quantize_method_for_activation: str = "per_tensor_asymmetric"
@@ -259,7 +264,9 @@ class QConfig:
         _require(isinstance(self.weight_bits, int) and 2 <= self.weight_bits <= 16, "weight_bits",
                  self.weight_bits, "an int in 2..16")
         _one_of("activation_bits", self.activation_bits, (8, 16))
-        _one_of("depthwise_input_bits", self.depthwise_input_bits, (8, 16))
+        _one_of("depthwise_input_bits", self.depthwise_input_bits, (8, 16, "auto"))
+        _require(isinstance(self.depthwise_input_loss_db, (int, float)) and self.depthwise_input_loss_db >= 0,
+                 "depthwise_input_loss_db", self.depthwise_input_loss_db, "a loss in dB >= 0")
         _one_of("bias_bits", self.bias_bits, (32, 48))
         if self.activation_bits == 16 and self.bias_bits == 32:
             raise ValueError("qconfig: activation_bits=16 needs bias_bits=48 (the accumulator of 16-bit data)")

@@ -40,9 +40,10 @@ from .params import bind_params
 from .passes.annotate import annotate
 from .passes.calibrate import CalibrationExecutor, LocalExecutor, calibrate, placeholder_observers
 from .passes.canonicalize import canonicalize
+from .passes.depthwise_bits import DepthwiseLoss, auto_overrides, depthwise_convs, depthwise_overrides
 from .passes.equalize import equalize
 from .passes.grids import log_verdict, output_bounds, tensor_grid
-from .passes.precision import depthwise_overrides, search_precision
+from .passes.precision import search_precision
 from .passes.realize import RealizeReport, realize
 from .passes.scale_search import float_taps
 from .progress import Progress
@@ -152,6 +153,9 @@ def quantize(
     write_layer_config(os.path.join(out_dir, "layers.json"), layers, config)
     observers, kept = _observers(amod, layers, config, dataset, statistics, progress, executor)
     save_statistics(os.path.join(out_dir, "statistics.npz"), observers)
+    config, samples, depthwise = _measured_depthwise_inputs(amod, observers, config, layers, kept)
+    if any(loss.wide for loss in depthwise):
+        write_layer_config(os.path.join(out_dir, "layers.json"), layers, config)
     precision = None
     if config.mixed_precision_sqnr_db is not None:
         precision, overrides = search_precision(amod, observers, config, layers,
@@ -163,10 +167,11 @@ def quantize(
     if config.do_simulation:
         LOG.info("quantize: do_simulation, fake-quantized graph; files in %s", out_dir)
         return simulate(amod, observers, config, layers)
-    qmod, report = _realized(amod, observers, config, layers, kept)
+    qmod, report = _realized(amod, observers, config, layers, kept, samples)
     skipped = [layer.name for layer in layers if config.for_layer(layer)[1]]
     payload = {**report.to_dict(), "skipped_layers": skipped, "layers": _layer_rows(layers, config),
                "mixed_precision": precision.to_dict() if precision is not None else None,
+               "depthwise_inputs": [loss.to_dict() for loss in depthwise],
                "work_dir": out_dir,
                "seconds": round(time.perf_counter() - start, 3)}
     with open(os.path.join(out_dir, "report.json"), "w", encoding="utf-8") as handle:
@@ -177,7 +182,7 @@ def quantize(
 
 
 def _with_depthwise_inputs(amod: tvm.IRModule, config: QConfig) -> QConfig:
-    """``config`` with :func:`~tvm_sima.passes.precision.depthwise_overrides` before its own overrides (those it
+    """``config`` with :func:`~tvm_sima.passes.depthwise_bits.depthwise_overrides` before its own overrides (those it
     already has, e.g. from a run's ``qconfig.json`` given back, once)."""
     wide = tuple(o for o in depthwise_overrides(amod, config) if o not in config.layer_overrides)
     if not wide:
@@ -187,11 +192,32 @@ def _with_depthwise_inputs(amod: tvm.IRModule, config: QConfig) -> QConfig:
     return config.replace(layer_overrides=wide + config.layer_overrides)
 
 
+def _measured_depthwise_inputs(amod: tvm.IRModule, observers: dict[str, Observer], config: QConfig,
+                               layers: list[LayerInfo], kept: list,
+                               ) -> tuple[QConfig, Optional[dict[str, np.ndarray]], list[DepthwiseLoss]]:
+    """With ``depthwise_input_bits="auto"``: ``config`` with :func:`~tvm_sima.passes.depthwise_bits.auto_overrides`
+    before its own overrides (once), the float samples it measured on (the first kept batches; realize's
+    searches reuse them) and the measurements; else ``config`` unchanged."""
+    if config.depthwise_input_bits != "auto" or config.activation_bits == 16 or not depthwise_convs(amod):
+        return config, None, []
+    samples = float_taps(amod, kept[:config.scale_search_samples]) if kept else None
+    overrides, losses = auto_overrides(amod, observers, config, samples, layers)
+    wide = tuple(o for o in overrides if o not in config.layer_overrides)
+    if wide:
+        LOG.info("quantize: 16-bit codes for %d of the activations depthwise convs read (depthwise_input_bits='auto')",
+                 sum(o.match.startswith("tensor:") for o in wide))
+        config = config.replace(layer_overrides=wide + config.layer_overrides)
+    return config, samples, losses
+
+
 def _realized(amod: tvm.IRModule, observers: dict[str, Observer], config: QConfig, layers: list[LayerInfo],
-              kept: list) -> tuple[tvm.IRModule, RealizeReport]:
-    """The integer program and realize's report: the searches' float samples taken from the first kept
-    batches, and with ``adaround_quantized_input`` a second realize on the first program's own values."""
-    samples = float_taps(amod, kept[:config.scale_search_samples]) if _searches_scales(config) and kept else None
+              kept: list, samples: Optional[dict[str, np.ndarray]] = None) -> tuple[tvm.IRModule, RealizeReport]:
+    """The integer program and realize's report: the searches' float samples (``samples``, else taken from the
+    first kept batches), and with ``adaround_quantized_input`` a second realize on the first program's own values."""
+    if not _searches_scales(config):
+        samples = None
+    elif samples is None and kept:
+        samples = float_taps(amod, kept[:config.scale_search_samples])
     qmod, report = realize(amod, observers, config, layers, samples=samples)
     if config.adaround and config.adaround_quantized_input and samples is not None:
         # AdaRound again, each layer's input as the first program (AdaRounded on float inputs) computes it.
@@ -225,7 +251,8 @@ def _observers(amod: tvm.IRModule, layers: list[LayerInfo], config: QConfig,
     """The observers (given, or calibrated on ``dataset``) and the first batches the mixed-precision search
     measures on (kept while calibrating: the dataset is streamed once; read first for another executor)."""
     keep = max(config.mixed_precision_samples if config.mixed_precision_sqnr_db is not None else 0,
-               config.scale_search_samples if _searches_scales(config) else 0)
+               config.scale_search_samples if _searches_scales(config) or config.depthwise_input_bits == "auto"
+               else 0)
     if statistics is not None:  # a dataset given with them only feeds the searches
         return dict(statistics), [] if dataset is None else list(itertools.islice(dataset, keep))
     assert dataset is not None

@@ -1,4 +1,5 @@
-"""With ``depthwise_input_bits=16`` the activations a depthwise conv reads get 16-bit codes (default: 8).
+"""With ``depthwise_input_bits=16`` the activations a depthwise conv reads get 16-bit codes; with ``"auto"`` (the
+default) those whose depthwise conv loses ``depthwise_input_loss_db`` of their 8-bit SQNR; with 8 none.
 
     x: float32[1, 4, 16, 16] -> conv2d 1x1 (4 -> 8, + bias) -> relu6 -> depthwise 3x3 (a Laplacian, no pad) -> y
 
@@ -25,7 +26,7 @@ from tvm_sima.config import LayerOverride
 from tvm_sima.converter.rules import DEFAULT_LIMITS, HardwareLimits
 from tvm_sima.passes.annotate import annotate
 from tvm_sima.passes.canonicalize import canonicalize
-from tvm_sima.passes.precision import depthwise_inputs
+from tvm_sima.passes.depthwise_bits import depthwise_inputs
 from tvm_sima.quantize_info import read_quantize_info
 
 SHAPE = (1, 4, 16, 16)
@@ -82,7 +83,7 @@ def test_the_depthwise_conv_input_is_found_by_its_groups():
 
 def test_depthwise_inputs_get_16_bits_and_keep_the_signal_8_bits_lose(tmp_path):
     wide = _quantized(tmp_path / "16", depthwise_input_bits=16)
-    narrow = _quantized(tmp_path / "8")
+    narrow = _quantized(tmp_path / "8", depthwise_input_bits=8)
     assert read_quantize_info(wide)[DEPTHWISE_INPUT].dtype == "int16"
     assert read_quantize_info(narrow)[DEPTHWISE_INPUT].dtype == "int8"
     assert {read_quantize_info(q)["conv2d_0.input"].dtype for q in (wide, narrow)} == {"int8"}
@@ -99,6 +100,65 @@ def test_a_tensor_override_of_the_user_wins_and_the_setting_is_module_wide(tmp_p
         LayerOverride("name:conv2d_1", {"depthwise_input_bits": 8})
     with pytest.raises(ValueError, match="depthwise_input_bits"):
         tvm_sima.qconfig(depthwise_input_bits=12).__enter__()
+
+
+def _box_model() -> tvm.IRModule:
+    """The same, but a 3x3 box filter (all taps 1/9: nothing cancels) as the depthwise kernel."""
+    def body(bb: relax.BlockBuilder, x: relax.Var) -> relax.Expr:
+        y = bb.emit(relax.op.add(bb.emit(relax.op.nn.conv2d(x, relax.const(W1))), relax.const(B1.reshape(1, 8, 1, 1))))
+        y = bb.emit(relax.op.clip(y, 0.0, 6.0))
+        return bb.emit(relax.op.nn.conv2d(y, relax.const(np.full((8, 1, 3, 3), 1 / 9, np.float32)), groups=8))
+    return graph(SHAPE, body)
+
+
+def test_auto_widens_the_input_whose_depthwise_conv_loses_its_signal_as_16_bits_do(tmp_path):
+    auto, wide = _quantized(tmp_path / "auto"), _quantized(tmp_path / "16", depthwise_input_bits=16)
+    assert read_quantize_info(auto)[DEPTHWISE_INPUT].dtype == "int16"
+    assert read_quantize_info(auto) == read_quantize_info(wide)
+    (loss,) = tvm_sima.quantize_report(auto)["depthwise_inputs"]
+    assert loss["layer"] == "conv2d_1" and loss["tensors"] == [DEPTHWISE_INPUT] and loss["bits"] == 16
+    assert loss["loss_db"] >= 10.0
+    held_out = [_smooth(s) for s in range(100, 104)]
+    assert _sqnr_db(auto, held_out) == _sqnr_db(wide, held_out)
+
+
+def test_the_measured_loss_is_the_depthwise_convs_own_on_the_first_calibration_batches(tmp_path):
+    narrow = _quantized(tmp_path / "8", depthwise_input_bits=8)
+    auto = _quantized(tmp_path / "auto")
+    qp = read_quantize_info(narrow)[DEPTHWISE_INPUT]
+    scale, zp = float(np.ravel(qp.scale)[0]), int(np.ravel(qp.zero_point)[0])
+    x = np.concatenate([np.clip(np.einsum("oi,bihw->bohw", W1[:, :, 0, 0], _smooth(s)) + B1.reshape(1, 8, 1, 1),
+                                0.0, 6.0) for s in range(4)]).astype(np.float64)  # scale_search_samples batches
+    noise = (np.clip(np.round(x / scale) + zp, -128, 127) - zp) * scale - x
+
+    def laplacian(v: np.ndarray) -> np.ndarray:
+        return sum(float(LAPLACIAN[a, b]) * v[:, :, a:a + 14, b:b + 14] for a in range(3) for b in range(3))
+    in_db = 10 * np.log10((x ** 2).sum() / (noise ** 2).sum())
+    out_db = 10 * np.log10((laplacian(x) ** 2).sum() / (laplacian(noise) ** 2).sum())
+    (loss,) = tvm_sima.quantize_report(auto)["depthwise_inputs"]
+    assert loss["input_sqnr_db"] == pytest.approx(in_db, abs=0.01)
+    assert loss["output_sqnr_db"] == pytest.approx(out_db, abs=0.01)
+
+
+def test_auto_keeps_8_bits_where_the_taps_do_not_cancel_or_the_threshold_is_not_reached(tmp_path):
+    with tvm_sima.qconfig():
+        box = tvm_sima.quantize(_box_model(), None, [_smooth(s) for s in range(8)], work_dir=tmp_path / "box")
+    (loss,) = tvm_sima.quantize_report(box)["depthwise_inputs"]
+    assert loss["bits"] == 8 and loss["loss_db"] < 0.0  # averaging keeps the signal and cancels noise
+    assert read_quantize_info(box)[DEPTHWISE_INPUT].dtype == "int8"
+    strict = _quantized(tmp_path / "strict", depthwise_input_loss_db=60.0)
+    assert read_quantize_info(strict)[DEPTHWISE_INPUT].dtype == "int8"
+    assert tvm_sima.quantize_report(strict)["depthwise_inputs"][0]["bits"] == 8
+
+
+def test_auto_with_statistics_alone_keeps_8_bits_and_says_why(tmp_path, caplog):
+    _quantized(tmp_path / "a", depthwise_input_bits=8)
+    with caplog.at_level("WARNING", logger="tvm_sima"):
+        again = tvm_sima.quantize(_model(), None, statistics=tmp_path / "a" / "statistics.npz", work_dir=tmp_path / "b")
+    assert read_quantize_info(again)[DEPTHWISE_INPUT].dtype == "int8"
+    assert "depthwise_input_bits='auto' measures on calibration batches" in caplog.text
+    with pytest.raises(ValueError, match="depthwise_input_loss_db"):
+        tvm_sima.qconfig(depthwise_input_loss_db=-1.0).__enter__()
 
 
 def _reshaped_model() -> tvm.IRModule:

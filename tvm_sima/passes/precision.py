@@ -49,7 +49,6 @@ from ..calibration.data_checks import Batch, batch_arrays, result_arrays
 from ..config import LayerInfo, LayerOverride, QConfig
 from ..graph import GraphIndex, op_name, rebuild_main, remap, static_shape
 from ..layer_config import exact_pattern
-from ..lowering.families import FAMILIES
 from ..math.metrics import sqnr_db_from_sums
 from .grids import output_bounds, tensor_grid
 
@@ -125,59 +124,6 @@ def mac_readers(amod: tvm.IRModule) -> tuple[dict[str, list[tuple[str, int]]], i
             readers.setdefault(data, []).append((weight.rsplit(".", 1)[0], macs))
             readers[weight] = [(weight.rsplit(".", 1)[0], macs)]  # 16-bit weights: that layer's MACs, 16-bit
     return readers, total
-
-
-def depthwise_inputs(amod: tvm.IRModule) -> list[str]:
-    """The activations a depthwise conv reads (a grouped ``conv2d`` with one input channel per group), in
-    program order, each with the tensors it keeps the grid of (through reshapes, pads, clips, ...: ops whose
-    integer output has their one operand's parameters), since widening only the last would change nothing."""
-    index = GraphIndex(amod["main"])
-    found: list[str] = []
-    for var in index.order:
-        call = index.producer[var]
-        if op_name(call) != "relax.nn.conv2d" or int(call.attrs["groups"]) == 1:  # type: ignore[union-attr]
-            continue
-        assert isinstance(call, relax.Call)
-        shape = static_shape(call.args[1])
-        if shape is not None and shape[str(call.attrs["kernel_layout"]).index("I")] == 1:
-            found += [name for name in _grid_sources(index, call.args[0]) if name not in found]
-    return found
-
-
-def _grid_sources(index: GraphIndex, expr: Any) -> list[str]:
-    """The marked tensors from ``expr`` back through ops that keep their one operand's grid."""
-    names: list[str] = []
-    while isinstance(expr, relax.Var) and isinstance(call := index.producer.get(expr), relax.Call):
-        op = op_name(call)
-        if op == "sima.simulated_quantize":
-            names.append(str(call.attrs["name"]))
-            expr = call.args[0]
-            continue
-        family = FAMILIES.get(op or "")
-        operands = family.operands(call) if family is not None and family.keeps(call) else []
-        if len(operands) != 1:
-            break
-        expr = operands[0]
-    return names
-
-
-def depthwise_overrides(amod: tvm.IRModule, config: QConfig) -> tuple[LayerOverride, ...]:
-    """``config.depthwise_input_bits=16`` (not the default): overrides giving the activations depthwise convs
-    read 16-bit codes (their readers a 48-bit accumulator), to be placed before the user's own (which then win).
-
-    Why: a depthwise conv sums a few taps of one channel, and the taps of trained depthwise kernels
-    largely cancel (edge-like filters), so its output keeps little of its input's signal but all of its
-    input's rounding noise; these tensors own most of a MobileNet-style network's 8-bit activation
-    noise. The price (README "PTQ accuracy"): the layers reading them, 4-30 % of the MACs of the zoo's
-    models (EfficientNet-Lite0 9 %), have a 16-bit operand and a 48-bit bias (the NPU's 16-bit mode,
-    ``converter.rules.HardwareLimits.int16_activations``: the BYOC offloads them), and the activations take
-    1.1-1.5x the bytes. Not the default: the offloaded program is slower (README "PTQ accuracy": the
-    16-bit layers' int64 epilogues and depthwise kernels lack the int8 ones' vector paths).
-    """
-    if config.depthwise_input_bits != 16 or config.activation_bits == 16:
-        return ()
-    tensors = depthwise_inputs(amod)
-    return wide_overrides(tensors, mac_readers(amod)[0]) if tensors else ()
 
 
 def _macs(call: relax.Call, var: relax.Var) -> int:
