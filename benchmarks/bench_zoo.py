@@ -235,8 +235,8 @@ def print_result(model: ZooModel, result: Result) -> None:
             print(f"    {n:3d} x {op}: {reason}")
         depthwise = result.report.get("depthwise_inputs") or []
         if depthwise:
-            wide = [f"{d['layer']} ({d['loss_db']:.1f} dB)" for d in depthwise if d["bits"] == 16]
-            kept = max([d["loss_db"] for d in depthwise if d["bits"] == 8], default=0.0)
+            wide = [f"{d['layer']} ({_db(d['loss_db'])})" for d in depthwise if d["bits"] == 16]
+            kept = max([d["loss_db"] for d in depthwise if d["bits"] == 8 and d["loss_db"] is not None], default=0.0)
             print(f"  depthwise convs reading 16-bit codes: {len(wide)} of {len(depthwise)} {', '.join(wide)}; "
                   f"largest loss kept at 8 bits {kept:.1f} dB")
         found = result.report.get("mixed_precision")

@@ -26,7 +26,7 @@ from tvm_sima.config import LayerOverride
 from tvm_sima.converter.rules import DEFAULT_LIMITS, HardwareLimits
 from tvm_sima.passes.annotate import annotate
 from tvm_sima.passes.canonicalize import canonicalize
-from tvm_sima.passes.depthwise_bits import depthwise_inputs
+from tvm_sima.passes.depthwise_bits import DepthwiseLoss, depthwise_inputs
 from tvm_sima.quantize_info import read_quantize_info
 
 SHAPE = (1, 4, 16, 16)
@@ -159,6 +159,13 @@ def test_auto_with_statistics_alone_keeps_8_bits_and_says_why(tmp_path, caplog):
     assert "depthwise_input_bits='auto' measures on calibration batches" in caplog.text
     with pytest.raises(ValueError, match="depthwise_input_loss_db"):
         tvm_sima.qconfig(depthwise_input_loss_db=-1.0).__enter__()
+
+
+def test_a_measurement_without_output_noise_is_strict_json():
+    loss = DepthwiseLoss("conv2d_1", (DEPTHWISE_INPUT,), 40.0, float("inf"), False)
+    row = loss.to_dict()
+    assert row["input_sqnr_db"] == 40.0 and row["output_sqnr_db"] is None and row["loss_db"] is None
+    json.dumps(row, allow_nan=False)  # raises on NaN / Infinity
 
 
 def _reshaped_model() -> tvm.IRModule:

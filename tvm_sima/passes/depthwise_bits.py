@@ -60,8 +60,11 @@ class DepthwiseLoss:
         return self.input_sqnr_db - self.output_sqnr_db
 
     def to_dict(self) -> dict:
-        return {"layer": self.layer, "tensors": list(self.tensors), "input_sqnr_db": round(self.input_sqnr_db, 2),
-                "output_sqnr_db": round(self.output_sqnr_db, 2), "loss_db": round(self.loss_db, 2),
+        """JSON-ready (strict JSON: an infinite SQNR, no noise at all, is None)."""
+        def db(value: float) -> Optional[float]:
+            return round(value, 2) if np.isfinite(value) else None
+        return {"layer": self.layer, "tensors": list(self.tensors), "input_sqnr_db": db(self.input_sqnr_db),
+                "output_sqnr_db": db(self.output_sqnr_db), "loss_db": db(self.loss_db),
                 "bits": 16 if self.wide else 8}
 
 
@@ -121,7 +124,8 @@ def measure_losses(amod: tvm.IRModule, observers: Mapping[str, Observer], config
     """Each depthwise conv's loss on ``samples`` (float values of the annotated module's tensors,
     :func:`~tvm_sima.passes.scale_search.float_taps`), its input on the grid calibration gave it at 8 bits;
     ``wide`` when the loss reaches ``config.depthwise_input_loss_db``. Convs whose input or weight is not
-    available (no sample, a weight computed at run time) or already 16-bit (an override) are left out."""
+    available (no sample, a weight computed at run time), already 16-bit (an override) or exact on the 8-bit grid
+    are left out."""
     index = GraphIndex(amod["main"])
     bounds, by_name, marks = output_bounds(index), {layer.name: layer for layer in layers}, _marks(index)
     losses = []
@@ -136,6 +140,8 @@ def measure_losses(amod: tvm.IRModule, observers: Mapping[str, Observer], config
         x = samples[names[0]].astype(np.float64)
         qp = tensor_grid(observers[names[0]], cfg, model_input, bounds.get(names[0]))[0]
         noise = sm.dequantize(sm.quantize(x, qp), qp) - x
+        if not np.any(noise):
+            continue  # the 8-bit grid holds the samples exactly: nothing to lose
         layout = str(call.attrs["kernel_layout"])
         oihw = weight.transpose([layout.index(c) for c in "OIHW"])
         window = window_of(call.attrs, oihw.shape[2:])
