@@ -40,7 +40,7 @@ from .params import bind_params
 from .passes.annotate import annotate
 from .passes.calibrate import CalibrationExecutor, LocalExecutor, calibrate, placeholder_observers
 from .passes.canonicalize import canonicalize
-from .passes.depthwise_bits import DepthwiseLoss, auto_overrides, depthwise_convs, depthwise_overrides
+from .passes.depthwise_bits import DepthwiseLoss, auto_applies, auto_overrides, depthwise_overrides
 from .passes.equalize import equalize
 from .passes.grids import log_verdict, output_bounds, tensor_grid
 from .passes.precision import search_precision
@@ -198,7 +198,7 @@ def _measured_depthwise_inputs(amod: tvm.IRModule, observers: dict[str, Observer
     """With ``depthwise_input_bits="auto"``: ``config`` with :func:`~tvm_sima.passes.depthwise_bits.auto_overrides`
     before its own overrides (once), the float samples it measured on (the first kept batches; realize's
     searches reuse them) and the measurements; else ``config`` unchanged."""
-    if config.depthwise_input_bits != "auto" or config.activation_bits == 16 or not depthwise_convs(amod):
+    if not auto_applies(amod, config):
         return config, None, []
     samples = float_taps(amod, kept[:config.scale_search_samples]) if kept else None
     overrides, losses = auto_overrides(amod, observers, config, samples, layers)

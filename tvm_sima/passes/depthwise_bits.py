@@ -35,12 +35,13 @@ from ..calibration import Observer
 from ..config import LayerInfo, LayerOverride, QConfig
 from ..graph import GraphIndex, constant_value, op_name, static_shape
 from ..lowering.families import FAMILIES
+from ..math.metrics import sqnr_db_from_sums
 from .grids import output_bounds, tensor_grid
 from .precision import mac_readers, wide_overrides
 from .scale_search import grouped_product, patch_moments, window_of
 
-__all__ = ["DepthwiseLoss", "auto_overrides", "depthwise_convs", "depthwise_inputs", "depthwise_overrides",
-           "measure_losses"]
+__all__ = ["DepthwiseLoss", "auto_applies", "auto_overrides", "depthwise_convs", "depthwise_inputs",
+           "depthwise_overrides", "measure_losses"]
 
 LOG = logging.getLogger(__name__)
 
@@ -148,10 +149,17 @@ def measure_losses(amod: tvm.IRModule, observers: Mapping[str, Observer], config
         taps = oihw.reshape(oihw.shape[0], -1).astype(np.float64)
         signal, error = (float((grouped_product(taps, patch_moments(v, window, centred=False)) * taps).sum())
                          for v in (x, noise))
-        in_db, out_db = _db(float((x * x).sum()), float((noise * noise).sum())), _db(signal, error)
+        in_db = sqnr_db_from_sums(float((x * x).sum()), float((noise * noise).sum()))
+        out_db = sqnr_db_from_sums(signal, error)
         losses.append(DepthwiseLoss(names[0].rsplit(".", 1)[0], tuple(names), in_db, out_db,
                                     in_db - out_db >= config.depthwise_input_loss_db))
     return losses
+
+
+def auto_applies(amod: tvm.IRModule, config: QConfig) -> bool:
+    """Whether ``depthwise_input_bits="auto"`` has anything to decide: the setting, 8-bit activations and a
+    depthwise conv."""
+    return config.depthwise_input_bits == "auto" and config.activation_bits != 16 and bool(depthwise_convs(amod))
 
 
 def auto_overrides(amod: tvm.IRModule, observers: Mapping[str, Observer], config: QConfig,
@@ -159,7 +167,7 @@ def auto_overrides(amod: tvm.IRModule, observers: Mapping[str, Observer], config
                    ) -> tuple[tuple[LayerOverride, ...], list[DepthwiseLoss]]:
     """With ``depthwise_input_bits="auto"``: the overrides widening the inputs of the depthwise convs that lose at
     least ``depthwise_input_loss_db`` on ``samples`` (none without samples: a warning), and every measurement."""
-    if config.depthwise_input_bits != "auto" or config.activation_bits == 16 or not depthwise_convs(amod):
+    if not auto_applies(amod, config):
         return (), []
     if samples is None:
         LOG.warning("quantize: depthwise_input_bits='auto' measures on calibration batches, and none were given "
@@ -190,6 +198,3 @@ def _float_weight(index: GraphIndex, call: relax.Call) -> Optional[np.ndarray]:
         expr = mark.args[0]  # type: ignore[union-attr]
     return constant_value(expr)
 
-
-def _db(signal: float, noise: float) -> float:
-    return float("inf") if noise <= 0 else (float("-inf") if signal <= 0 else 10 * np.log10(signal / noise))
